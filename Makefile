@@ -1,0 +1,52 @@
+# lottery-ticket: every target does its own set-up on a fresh machine (virtualenv, Python deps
+# including torch, the Rust extension built by maturin). `make help` lists the targets.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# uv installs from its cache outside the clone, so fresh clones reuse the multi-GB torch wheels.
+UV := $(BIN)/uv
+DEPS_STAMP := $(VENV)/.deps-installed
+BUILD_STAMP := $(VENV)/.extension-built
+RUST_SOURCES := $(wildcard rust/*.rs) Cargo.toml Cargo.lock
+DEMO_OUT ?= lottery-ticket-demo
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-rust test-python lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+
+$(DEPS_STAMP): requirements-dev.txt | $(BIN)/python
+	$(UV) pip install --python $(BIN)/python -r requirements-dev.txt
+	touch $@
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --uv
+	touch $@
+
+demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on the digits data set (table + figure)
+	$(BIN)/lottery-ticket demo --out $(DEMO_OUT)
+
+test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo test, stubs, pytest
+
+lint: $(DEPS_STAMP)
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+test-rust: ## cargo test (unit and property tests of the kernels)
+	cargo test --release
+
+test-python: $(BUILD_STAMP) ## pytest (differential, torch, threads, bad inputs) and stub check
+	$(BIN)/python -m mypy.stubtest lottery_ticket._core
+	$(BIN)/python -m pytest -q
+
+bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
+	$(BIN)/python -m pytest benches -q --benchmark-enable
+
+clean: ## Remove build outputs and the virtualenv
+	rm -rf target $(VENV)

@@ -1,0 +1,17 @@
+"""lottery-ticket: find and apply Lottery Ticket Hypothesis winning tickets fast.
+
+The kernels (exact global magnitude selection, mask application, rewinding) run in Rust over
+NumPy arrays and torch CPU tensors, zero-copy. See ``lottery_ticket.kernels`` for the exact
+semantics (tie order, NaN policy, amount rules).
+"""
+
+from ._core import __version__
+from .kernels import alive_counts, apply_masks, global_magnitude_masks, rewind
+
+__all__ = [
+    "__version__",
+    "alive_counts",
+    "apply_masks",
+    "global_magnitude_masks",
+    "rewind",
+]

@@ -1,0 +1,155 @@
+"""Array backends: user arrays (NumPy arrays, torch CPU tensors) as zero-copy bit views for `_core`.
+
+The kernels see every float tensor as an unsigned-int view of its bits plus a dtype name, and
+every mask as a uint8 view of a bool array. This module owns the NumPy side and all validation
+shared by the backends; `lottery_ticket.torch._arrays` converts tensors (the only place that
+imports torch) and is loaded only when a tensor is actually passed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
+BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
+    "float16": np.uint16,
+    "bfloat16": np.uint16,
+    "float32": np.uint32,
+    "float64": np.uint64,
+}
+SUPPORTED = "float16, bfloat16, float32 or float64"
+
+
+@dataclass(frozen=True)
+class Bits:
+    """One tensor prepared for the kernels."""
+
+    label: str  # how error messages name it, e.g. "weights['fc1.weight']"
+    bits: np.ndarray  # unsigned-int view of the float bits (zero-copy unless noted)
+    dtype: str  # "float16" | "bfloat16" | "float32" | "float64"
+    shape: tuple[int, ...]
+
+
+def is_torch_tensor(x: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
+    """Split a list/tuple or a dict (e.g. a `state_dict`) into (names or None, values)."""
+    if isinstance(obj, Mapping):
+        names = [str(k) for k in obj.keys()]
+        values = list(obj.values())
+    elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        names, values = None, list(obj)
+    elif isinstance(obj, np.ndarray) or is_torch_tensor(obj):
+        raise TypeError(f"{arg}: expected a list or dict of arrays, got a single array; wrap it in [...]")
+    else:
+        raise TypeError(f"{arg}: expected a list or dict of arrays, got {type(obj).__name__}")
+    if not values:
+        raise ValueError(f"{arg}: expected at least one array, got none")
+    return names, values
+
+
+def labels(arg: str, names: list[str] | None, count: int) -> list[str]:
+    if names is None:
+        return [f"{arg}[{i}]" for i in range(count)]
+    return [f"{arg}[{n!r}]" for n in names]
+
+
+def matching_items(obj: object, arg: str, names: list[str] | None, count: int) -> list[Any]:
+    """Values of `obj` in the order of the weights: same keys for a dict, same length for a list."""
+    other_names, values = items(obj, arg)
+    if names is not None:
+        if other_names is None or set(other_names) != set(names):
+            raise ValueError(f"{arg}: expected a dict with the same keys as weights")
+        lookup = dict(zip(other_names, values))
+        return [lookup[n] for n in names]
+    if other_names is not None:
+        raise TypeError(f"{arg}: expected a list like weights, got a dict")
+    if len(values) != count:
+        raise ValueError(f"{arg}: expected {count} entries (one per weight), got {len(values)}")
+    return values
+
+
+def float_bits(x: object, label: str, *, writable: bool) -> Bits:
+    """A float array as a bit view; in-place use requires a writable C-contiguous array."""
+    if is_torch_tensor(x):
+        from .torch import _arrays as torch_arrays
+
+        return torch_arrays.float_bits(x, label, writable=writable)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{label}: expected a NumPy array or torch tensor, got {type(x).__name__}")
+    name = x.dtype.name
+    if name not in BITS_DTYPES or name == "bfloat16":
+        raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+    if writable:
+        require_in_place(x, label)
+    else:
+        x = np.ascontiguousarray(x)  # a copy only for strided inputs, which are read once
+    return Bits(label, x.view(BITS_DTYPES[name]), name, tuple(x.shape))
+
+
+def require_in_place(x: np.ndarray, label: str) -> None:
+    if not x.flags.writeable:
+        raise ValueError(f"{label}: array is read-only; in-place operations need a writable array")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{label}: array must be C-contiguous for in-place operations")
+
+
+def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A bool mask of `shape` as a uint8 view (nonzero = alive)."""
+    if is_torch_tensor(x):
+        from .torch import _arrays as torch_arrays
+
+        arr = torch_arrays.mask_array(x, label)
+    elif isinstance(x, np.ndarray):
+        arr = x
+    else:
+        raise TypeError(f"{label}: expected a bool NumPy array or torch tensor, got {type(x).__name__}")
+    if arr.dtype != np.bool_:
+        raise TypeError(f"{label}: masks must have dtype bool, got {arr.dtype}")
+    if tuple(arr.shape) != shape:
+        raise ValueError(f"{label}: shape {tuple(arr.shape)} differs from the weight's shape {shape}")
+    return np.ascontiguousarray(arr).view(np.uint8)
+
+
+def new_mask(like: object, shape: tuple[int, ...]) -> tuple[Any, np.ndarray]:
+    """An uninitialised bool mask of the same array kind as `like`, with its uint8 view."""
+    if is_torch_tensor(like):
+        from .torch import _arrays as torch_arrays
+
+        return torch_arrays.new_mask(shape)
+    mask = np.empty(shape, dtype=np.bool_)
+    return mask, mask.view(np.uint8)
+
+
+def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[tuple[str, np.ndarray]]) -> None:
+    """Reject a buffer written in place that overlaps any other buffer of the same call."""
+    spans = []
+    for is_written, group in ((True, written), (False, read)):
+        for label, arr in group:
+            start = arr.__array_interface__["data"][0]
+            if arr.nbytes:
+                spans.append((start, start + arr.nbytes, is_written, label))
+    spans.sort()
+    # Sweep: track the span reaching furthest so far; any overlap with a written span is an error.
+    reach = -1
+    reach_written, reach_label = False, ""
+    for start, end, is_written, label in spans:
+        if start < reach and (is_written or reach_written):
+            raise ValueError(
+                f"{label}: shares memory with {reach_label}; pass distinct buffers to in-place operations"
+            )
+        if end > reach:
+            reach, reach_written, reach_label = end, is_written, label
+
+
+def shaped_like(names: list[str] | None, values: list[Any]) -> Any:
+    """Return `values` as a dict keyed like the input when the input was a dict, else a list."""
+    return dict(zip(names, values)) if names is not None else values

@@ -1,0 +1,31 @@
+"""Typed surface of the Rust extension. Use the documented wrappers in lottery_ticket.kernels."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["__version__", "alive_counts", "apply_masks", "rewind", "select_masks"]
+__version__: str
+
+def select_masks(
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    dtypes: Sequence[str],
+    masks: Sequence[npt.NDArray[np.uint8]] | None,
+    out: Sequence[npt.NDArray[np.uint8]],
+    amount: int | float,
+    scope: str,
+    names: Sequence[str],
+) -> tuple[int, int]: ...
+def apply_masks(
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    masks: Sequence[npt.NDArray[np.uint8]],
+    names: Sequence[str],
+) -> None: ...
+def rewind(
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    snapshots: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    masks: Sequence[npt.NDArray[np.uint8]],
+    names: Sequence[str],
+) -> None: ...
+def alive_counts(masks: Sequence[npt.NDArray[np.uint8]]) -> list[int]: ...

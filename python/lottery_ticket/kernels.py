@@ -1,0 +1,151 @@
+"""Array-agnostic entry points: lists or dicts of NumPy arrays / torch CPU tensors -> `_core`.
+
+Semantics (exact, reproducible, identical across runs and thread counts):
+
+* **What is pruned.** ``amount`` of the *currently alive* weights (``masks`` says which; all
+  are alive without it). A float is a fraction in [0, 1], turned into a count as
+  ``round(amount * alive)`` with ties to even (``torch.nn.utils.prune``'s rule); an int is an
+  exact count in [0, alive]. The pruned weights are those with the smallest ``|w|``; already
+  pruned weights stay pruned.
+* **Ties.** Among equal magnitudes the weight earlier in (tensor order, row-major flat index) is
+  pruned first. For a dict, tensor order is the dict's order.
+* **Magnitudes** are compared exactly, across dtypes too: ``+0.0 == -0.0``, subnormals are
+  ordered, ``±inf`` is largest (pruned only after every finite weight). NaN among alive weights
+  raises ``ValueError`` naming the tensor, before anything is written.
+* **Scope.** ``"global"`` ranks all tensors together; ``"layer"`` applies the same rule to each
+  tensor on its own (the same fraction, or the same count, of each tensor's alive weights).
+* Bad input raises ``TypeError``/``ValueError`` naming the argument and modifies nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _arrays, _core
+
+Scope = Literal["global", "layer"]
+
+
+def _check_amount(amount: object) -> int | float:
+    if isinstance(amount, (bool, np.bool_)):
+        raise TypeError("amount: expected an int count or a float fraction, got a bool")
+    if isinstance(amount, numbers.Integral):
+        if int(amount) < 0:
+            raise ValueError(f"amount: a count must be >= 0, got {amount}")
+        return int(amount)
+    if isinstance(amount, numbers.Real):
+        value = float(amount)
+        if math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"amount: a fraction must lie in [0, 1], got {value}")
+        return value
+    raise TypeError(f"amount: expected an int count or a float fraction, got {type(amount).__name__}")
+
+
+def global_magnitude_masks(
+    weights: Any,
+    amount: int | float,
+    masks: Any = None,
+    scope: Scope = "global",
+) -> Any:
+    """Masks that prune ``amount`` of the alive weights by smallest magnitude.
+
+    Args:
+        weights: list or dict of float arrays (NumPy or torch CPU; f16, bf16, f32, f64, mixed).
+        amount: float fraction in [0, 1] of the alive weights, or int count.
+        masks: current survivors (bool, same shapes), same container as ``weights``; default all.
+        scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
+
+    Returns:
+        New bool masks (True = kept), in the same container and array kind as ``weights``.
+
+    Example:
+        >>> import numpy as np
+        >>> w = [np.array([0.5, -0.1, 2.0], dtype=np.float32), np.array([[0.3, -4.0]])]
+        >>> [m.tolist() for m in global_magnitude_masks(w, 2)]
+        [[True, False, True], [[False, True]]]
+    """
+    names, values = _arrays.items(weights, "weights")
+    amount = _check_amount(amount)
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
+    labels = _arrays.labels("weights", names, len(values))
+    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
+    current = None
+    if masks is not None:
+        mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+        mask_labels = _arrays.labels("masks", names, len(values))
+        current = [
+            _arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)
+        ]
+    fresh = [_arrays.new_mask(v, b.shape) for v, b in zip(values, views)]
+    _core.select_masks(
+        [b.bits for b in views],
+        [b.dtype for b in views],
+        current,
+        [out for _, out in fresh],
+        amount,
+        scope,
+        names or [],
+    )
+    return _arrays.shaped_like(names, [mask for mask, _ in fresh])
+
+
+def _in_place_views(weights: Any, masks: Any) -> tuple[list[str] | None, list[_arrays.Bits], list[np.ndarray]]:
+    names, values = _arrays.items(weights, "weights")
+    labels = _arrays.labels("weights", names, len(values))
+    views = [_arrays.float_bits(v, label, writable=True) for v, label in zip(values, labels)]
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    mask_labels = _arrays.labels("masks", names, len(values))
+    mask_views = [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
+    return names, views, mask_views
+
+
+def apply_masks(weights: Any, masks: Any) -> None:
+    """Zero, in place, every weight whose mask entry is False (idempotent).
+
+    ``weights`` must be writable and C-contiguous; torch tensors (``requires_grad`` parameters
+    included) are modified in place, zero-copy.
+    """
+    names, views, mask_views = _in_place_views(weights, masks)
+    _arrays.check_no_overlap(
+        [(b.label, b.bits) for b in views],
+        list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
+    )
+    _core.apply_masks([b.bits for b in views], mask_views, names or [])
+
+
+def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
+    """In place: survivors take their snapshot value, pruned weights become exactly zero.
+
+    ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init).
+    """
+    names, views, mask_views = _in_place_views(weights, masks)
+    snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(views))
+    snap_labels = _arrays.labels("snapshots", names, len(views))
+    snaps = [_arrays.float_bits(s, label, writable=False) for s, label in zip(snap_values, snap_labels)]
+    for w, s in zip(views, snaps):
+        if s.dtype != w.dtype:
+            raise TypeError(f"{s.label}: dtype {s.dtype} differs from the weight's dtype {w.dtype}")
+        if s.shape != w.shape:
+            raise ValueError(f"{s.label}: shape {s.shape} differs from the weight's shape {w.shape}")
+    mask_labels = _arrays.labels("masks", names, len(views))
+    _arrays.check_no_overlap(
+        [(b.label, b.bits) for b in views],
+        [(s.label, s.bits) for s in snaps] + list(zip(mask_labels, mask_views)),
+    )
+    _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, names or [])
+
+
+def alive_counts(masks: Any) -> Any:
+    """Number of True entries of each mask (a list, or a dict for a dict input)."""
+    names, values = _arrays.items(masks, "masks")
+    labels = _arrays.labels("masks", names, len(values))
+    views = []
+    for m, label in zip(values, labels):
+        shape = tuple(m.shape) if hasattr(m, "shape") else ()
+        views.append(_arrays.mask_bytes(m, label, shape))
+    return _arrays.shaped_like(names, _core.alive_counts(views))

@@ -1,0 +1,107 @@
+//! The unit of parallel work: a contiguous piece of one tensor with its survivors and output mask.
+//!
+//! Chunks are listed in (tensor order, flat index) order, so visiting them in list order visits
+//! weights in the global tie order. Each owns a disjoint `&mut` slice of one output mask, which
+//! lets rayon write masks in parallel without locks.
+
+use crate::magnitude::{Key, KeyVisitor, Weights};
+
+/// Elements per chunk: large enough that rayon's per-task cost is noise, small enough that the
+/// two cores of a small machine still balance on a ~25 M-weight model.
+pub const CHUNK: usize = 1 << 16;
+
+pub struct Chunk<'a> {
+    /// Position of the tensor in the caller's list (for error messages and tie order).
+    pub tensor: usize,
+    pub weights: Weights<'a>,
+    /// Survivors so far (`None`: every weight is alive). Nonzero byte = alive.
+    pub alive: Option<&'a [u8]>,
+    pub out: &'a mut [u8],
+}
+
+/// Split every tensor into chunks of at most [`CHUNK`] elements, in global tie order.
+pub fn split<'a>(
+    weights: &[Weights<'a>],
+    alive: Option<&[&'a [u8]]>,
+    out: &'a mut [&mut [u8]],
+) -> Vec<Chunk<'a>> {
+    let mut chunks = Vec::new();
+    for (tensor, (w, out_t)) in weights.iter().zip(out.iter_mut()).enumerate() {
+        let out_t: &'a mut [u8] = out_t;
+        for (c, out_c) in out_t.chunks_mut(CHUNK).enumerate() {
+            let start = c * CHUNK;
+            let end = start + out_c.len();
+            chunks.push(Chunk {
+                tensor,
+                weights: w.slice(start, end),
+                alive: alive.map(|m| &m[tensor][start..end]),
+                out: out_c,
+            });
+        }
+    }
+    chunks
+}
+
+/// Applies `f` to a chunk's keys with the survivor test specialised away when every weight is
+/// alive, so that the common first-round loop carries no mask reads.
+pub trait AliveVisitor<K> {
+    type Output;
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> Self::Output;
+}
+
+/// Survivor lookup, either a mask slice or "all alive".
+pub trait Alive: Copy {
+    fn get(self, i: usize) -> bool;
+}
+
+#[derive(Clone, Copy)]
+pub struct AllAlive;
+
+impl Alive for AllAlive {
+    #[inline(always)]
+    fn get(self, _i: usize) -> bool {
+        true
+    }
+}
+
+impl Alive for &[u8] {
+    #[inline(always)]
+    fn get(self, i: usize) -> bool {
+        self[i] != 0
+    }
+}
+
+struct WithAlive<'m, V> {
+    alive: Option<&'m [u8]>,
+    inner: V,
+}
+
+impl<K, V: AliveVisitor<K>> KeyVisitor<K> for WithAlive<'_, V> {
+    type Output = V::Output;
+    #[inline(always)]
+    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K + Copy + Send + Sync>(
+        self,
+        bits: &[T],
+        key: F,
+    ) -> V::Output {
+        match self.alive {
+            Some(m) => self.inner.visit(bits, key, &m[..bits.len()]),
+            None => self.inner.visit(bits, key, AllAlive),
+        }
+    }
+}
+
+/// Visit a chunk's weights as keys in `K`'s space, together with its survivors.
+#[inline(always)]
+pub fn visit<K: Key, V: AliveVisitor<K>>(
+    weights: Weights<'_>,
+    alive: Option<&[u8]>,
+    inner: V,
+) -> V::Output {
+    weights.visit_keys(WithAlive { alive, inner })
+}

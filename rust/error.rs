@@ -1,0 +1,95 @@
+//! The one error type of the kernels. The binding maps it to Python exceptions in one place.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// A list argument was empty where at least one tensor is required.
+    Empty { arg: &'static str },
+    /// Two list arguments disagree in length (e.g. 3 weights but 2 masks).
+    ListLength {
+        arg: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A buffer's element count differs from its weight tensor's.
+    Length {
+        arg: &'static str,
+        index: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// A snapshot's element width differs from its weight tensor's.
+    Width { arg: &'static str, index: usize },
+    /// NaN among the alive weights of tensor `index`: its rank is undefined.
+    Nan { index: usize },
+    /// `amount` is outside [0, 1] (fraction) or [0, alive] (count).
+    Amount { message: String },
+}
+
+impl Error {
+    /// The message, naming tensors by `names[index]` where the caller supplied names.
+    pub fn message(&self, names: &[String]) -> String {
+        let at = |arg: &str, index: usize| match names.get(index) {
+            Some(name) => format!("{arg}[{name:?}]"),
+            None => format!("{arg}[{index}]"),
+        };
+        match self {
+            Error::Empty { arg } => format!("{arg}: expected at least one tensor, got none"),
+            Error::ListLength { arg, expected, got } => {
+                format!("{arg}: expected {expected} entries (one per weight), got {got}")
+            }
+            Error::Length {
+                arg,
+                index,
+                expected,
+                got,
+            } => format!(
+                "{}: expected {expected} elements (the weight's size), got {got}",
+                at(arg, *index)
+            ),
+            Error::Width { arg, index } => {
+                format!("{}: dtype differs from the weight's dtype", at(arg, *index))
+            }
+            Error::Nan { index } => format!(
+                "{}: contains NaN among alive weights; NaN magnitudes cannot be ranked",
+                at("weights", *index)
+            ),
+            Error::Amount { message } => format!("amount: {message}"),
+        }
+    }
+
+    /// Whether the error is about a value's type (Python `TypeError`) rather than its value.
+    pub fn is_type_error(&self) -> bool {
+        matches!(self, Error::Width { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message(&[]))
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_argument_and_tensor() {
+        let e = Error::Nan { index: 1 };
+        assert!(e.to_string().starts_with("weights[1]: contains NaN"));
+        let names = ["fc1.weight".to_string(), "fc2.weight".to_string()];
+        assert!(e.message(&names).starts_with("weights[\"fc2.weight\"]"));
+        assert!(!e.is_type_error());
+        assert!(Error::Width {
+            arg: "snapshots",
+            index: 0
+        }
+        .is_type_error());
+    }
+}

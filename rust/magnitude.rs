@@ -1,0 +1,218 @@
+//! Magnitude keys: |w| as an unsigned integer whose integer order is the order of |w|.
+//!
+//! For non-negative IEEE floats the bit pattern is monotone in the value, so clearing the sign bit
+//! gives an exact key: +0.0 and -0.0 collide, subnormals sort below normals, +Inf is the largest
+//! finite-or-infinite key and every NaN sorts above it (which is how NaN is detected). f16 and bf16
+//! widen exactly to f32, and f32 exactly to f64, so a mixed-dtype selection compares exact
+//! magnitudes in the widest key space present: `u32` unless an f64 tensor is involved.
+
+use std::sync::OnceLock;
+
+/// A weight tensor as raw IEEE bits (dtype-tagged): the kernels never do float arithmetic on it.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F16(&'a [u16]),
+    Bf16(&'a [u16]),
+    F32(&'a [u32]),
+    F64(&'a [u64]),
+}
+
+impl<'a> Weights<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Weights::F16(x) | Weights::Bf16(x) => x.len(),
+            Weights::F32(x) => x.len(),
+            Weights::F64(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn slice(&self, start: usize, end: usize) -> Weights<'a> {
+        match *self {
+            Weights::F16(x) => Weights::F16(&x[start..end]),
+            Weights::Bf16(x) => Weights::Bf16(&x[start..end]),
+            Weights::F32(x) => Weights::F32(&x[start..end]),
+            Weights::F64(x) => Weights::F64(&x[start..end]),
+        }
+    }
+
+    /// Run `visitor` over the tensor's magnitude keys in `K`'s key space. Dispatching once per
+    /// slice (not per element) keeps each dtype's inner loop monomorphic and vectorisable.
+    #[inline]
+    pub fn visit_keys<K: Key, V: KeyVisitor<K>>(&self, visitor: V) -> V::Output {
+        match *self {
+            Weights::F16(x) => visitor.visit(x, K::of_f16),
+            Weights::Bf16(x) => visitor.visit(x, K::of_bf16),
+            Weights::F32(x) => visitor.visit(x, K::of_f32),
+            Weights::F64(x) => visitor.visit(x, K::of_f64),
+        }
+    }
+}
+
+/// Something that consumes a slice of raw bits together with the function that keys them.
+pub trait KeyVisitor<K> {
+    type Output;
+    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K + Copy + Send + Sync>(
+        self,
+        bits: &[T],
+        key: F,
+    ) -> Self::Output;
+}
+
+/// An ordered magnitude key space.
+pub trait Key: Copy + Ord + Eq + Send + Sync + std::fmt::Debug + 'static {
+    const ZERO: Self;
+    /// Larger than every key, NaN included: an exclusive upper bound meaning "everything".
+    const MAX: Self;
+    /// The key of +Inf; keys above it are NaN.
+    const INF: Self;
+    /// Number of significant bits (the sign bit is always clear).
+    const BITS: u32;
+    fn of_f16(bits: u16) -> Self;
+    fn of_bf16(bits: u16) -> Self;
+    fn of_f32(bits: u32) -> Self;
+    fn of_f64(bits: u64) -> Self;
+    fn to_u64(self) -> u64;
+    fn from_u64(v: u64) -> Self;
+    #[inline]
+    fn is_nan(self) -> bool {
+        self > Self::INF
+    }
+}
+
+const F32_ABS: u32 = 0x7fff_ffff;
+const F64_ABS: u64 = 0x7fff_ffff_ffff_ffff;
+
+/// f16 -> f32 magnitude bits for all 2^15 non-negative f16 patterns. A table beats the
+/// bit-twiddling conversion (subnormal renormalisation branches) on CPUs without F16C.
+fn f16_table() -> &'static [u32] {
+    static TABLE: OnceLock<Vec<u32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0u16..0x8000)
+            .map(|b| half::f16::from_bits(b).to_f32().to_bits())
+            .collect()
+    })
+}
+
+impl Key for u32 {
+    const ZERO: u32 = 0;
+    const MAX: u32 = u32::MAX;
+    const INF: u32 = 0x7f80_0000;
+    const BITS: u32 = 31;
+    #[inline(always)]
+    fn of_f16(bits: u16) -> u32 {
+        f16_table()[(bits & 0x7fff) as usize]
+    }
+    #[inline(always)]
+    fn of_bf16(bits: u16) -> u32 {
+        ((bits & 0x7fff) as u32) << 16
+    }
+    #[inline(always)]
+    fn of_f32(bits: u32) -> u32 {
+        bits & F32_ABS
+    }
+    #[inline(always)]
+    fn of_f64(_bits: u64) -> u32 {
+        // The planner (select::plan_key_width) chooses u64 keys whenever an f64 tensor is present.
+        unreachable!("f64 weights are always ranked in the u64 key space")
+    }
+    fn to_u64(self) -> u64 {
+        self as u64
+    }
+    fn from_u64(v: u64) -> u32 {
+        v as u32
+    }
+}
+
+impl Key for u64 {
+    const ZERO: u64 = 0;
+    const MAX: u64 = u64::MAX;
+    const INF: u64 = 0x7ff0_0000_0000_0000;
+    const BITS: u32 = 63;
+    #[inline(always)]
+    fn of_f16(bits: u16) -> u64 {
+        Self::of_f32(<u32 as Key>::of_f16(bits))
+    }
+    #[inline(always)]
+    fn of_bf16(bits: u16) -> u64 {
+        Self::of_f32(<u32 as Key>::of_bf16(bits))
+    }
+    #[inline(always)]
+    fn of_f32(bits: u32) -> u64 {
+        // Exact widening; NaN stays NaN (above +Inf) so detection still works.
+        (f32::from_bits(bits & F32_ABS) as f64).to_bits()
+    }
+    #[inline(always)]
+    fn of_f64(bits: u64) -> u64 {
+        bits & F64_ABS
+    }
+    fn to_u64(self) -> u64 {
+        self
+    }
+    fn from_u64(v: u64) -> u64 {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k32(x: f32) -> u32 {
+        <u32 as Key>::of_f32(x.to_bits())
+    }
+
+    #[test]
+    fn f32_keys_order_magnitudes() {
+        let xs = [
+            0.0f32,
+            -0.0,
+            f32::from_bits(1),
+            -f32::MIN_POSITIVE,
+            1.0,
+            -1.5,
+            f32::MAX,
+            f32::NEG_INFINITY,
+        ];
+        for a in xs {
+            for b in xs {
+                assert_eq!(
+                    k32(a).cmp(&k32(b)),
+                    a.abs().partial_cmp(&b.abs()).unwrap(),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        assert!(k32(f32::NAN).is_nan() && k32(-f32::NAN).is_nan());
+        assert!(!k32(f32::INFINITY).is_nan());
+    }
+
+    #[test]
+    fn half_keys_widen_exactly() {
+        for b in 0u16..=u16::MAX {
+            let h = half::f16::from_bits(b);
+            if h.is_nan() {
+                assert!(<u32 as Key>::of_f16(b).is_nan());
+                continue;
+            }
+            assert_eq!(<u32 as Key>::of_f16(b), k32(h.to_f32()));
+            assert_eq!(<u64 as Key>::of_f16(b), (h.to_f32().abs() as f64).to_bits());
+            let bf = half::bf16::from_bits(b);
+            if !bf.is_nan() {
+                assert_eq!(<u32 as Key>::of_bf16(b), k32(bf.to_f32()));
+            }
+        }
+    }
+
+    #[test]
+    fn f64_and_widened_f32_share_order() {
+        let a = <u64 as Key>::of_f32(1.5f32.to_bits());
+        let b = <u64 as Key>::of_f64((-1.5f64).to_bits());
+        assert_eq!(a, b);
+        assert!(<u64 as Key>::of_f32(f32::NAN.to_bits()).is_nan());
+        assert!(<u64 as Key>::of_f64(f64::INFINITY.to_bits()) == <u64 as Key>::INF);
+    }
+}

@@ -1,0 +1,118 @@
+//! Exact threshold by radix select over magnitude keys: 16-bit digit histograms, most
+//! significant digit first. Histograms of disjoint weight sets add up, so the same passes give
+//! one exact threshold across shards (sum the histograms, then walk them) — the planned
+//! distributed path needs nothing else. This is also the fallback when the sampled bracket of
+//! [`crate::select`] misses (heavy ties, adversarial data).
+
+use rayon::prelude::*;
+
+use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::magnitude::Key;
+
+pub const DIGIT_BITS: u32 = 16;
+const BINS: usize = 1 << DIGIT_BITS;
+
+/// Where a radix walk stands: keys whose bits above `shift + DIGIT_BITS` equal `prefix` are
+/// still in the running.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    pub prefix: u64,
+    pub shift: u32,
+}
+
+impl Level {
+    /// The first level for a key space of `K`.
+    pub fn first<K: Key>() -> Level {
+        let digits = K::BITS.div_ceil(DIGIT_BITS);
+        Level {
+            prefix: 0,
+            shift: (digits - 1) * DIGIT_BITS,
+        }
+    }
+
+    #[inline(always)]
+    fn matches(self, key: u64) -> bool {
+        (key >> self.shift) >> DIGIT_BITS == self.prefix >> self.shift >> DIGIT_BITS
+    }
+}
+
+struct Histogram<'h> {
+    level: Level,
+    bins: &'h mut [u64],
+}
+
+impl<K: Key> AliveVisitor<K> for Histogram<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(self, bits: &[T], key: F, alive: A) {
+        for (i, &b) in bits.iter().enumerate() {
+            let k = key(b).to_u64();
+            if alive.get(i) && self.level.matches(k) {
+                self.bins[((k >> self.level.shift) as usize) & (BINS - 1)] += 1;
+            }
+        }
+    }
+}
+
+/// Counts of alive keys per digit at `level` (mergeable: histograms of shards add).
+pub fn digit_histogram<K: Key>(chunks: &[Chunk<'_>], level: Level) -> Vec<u64> {
+    chunks
+        .par_iter()
+        .fold(
+            || vec![0u64; BINS],
+            |mut bins, c| {
+                chunk::visit::<K, _>(
+                    c.weights,
+                    c.alive,
+                    Histogram {
+                        level,
+                        bins: &mut bins,
+                    },
+                );
+                bins
+            },
+        )
+        .reduce(
+            || vec![0u64; BINS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+/// Walk one level: find the digit holding rank `rank` (1-based among the keys still in the
+/// running). Returns the next level, or `None` after the last digit, and the rank within it.
+pub fn descend(bins: &[u64], level: Level, rank: u64) -> (Level, u64) {
+    let mut before = 0u64;
+    for (digit, &n) in bins.iter().enumerate() {
+        if before + n >= rank {
+            return (
+                Level {
+                    prefix: level.prefix | ((digit as u64) << level.shift),
+                    shift: level.shift.saturating_sub(DIGIT_BITS),
+                },
+                rank - before,
+            );
+        }
+        before += n;
+    }
+    unreachable!("rank {rank} exceeds the {before} keys counted at this level")
+}
+
+/// The exact key of the `k`-th smallest alive magnitude (1 <= k <= alive) and how many alive
+/// weights with exactly that key are among the `k` smallest (the ties to prune).
+pub fn kth_key<K: Key>(chunks: &[Chunk<'_>], k: u64) -> (K, u64) {
+    let mut level = Level::first::<K>();
+    let mut rank = k;
+    loop {
+        let last = level.shift == 0;
+        let bins = digit_histogram::<K>(chunks, level);
+        let (next, r) = descend(&bins, level, rank);
+        rank = r;
+        if last {
+            return (K::from_u64(next.prefix), rank);
+        }
+        level = next;
+    }
+}

@@ -1,0 +1,88 @@
+//! Rewinding: survivors take their snapshot value, pruned weights become zero, in place.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::mask::{check_masks, Bits, BitsMut, STREAM_CHUNK};
+
+/// `w[i] = mask[i] ? snapshot[i] : 0` for every tensor. Validates all inputs first.
+pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8]]) -> Result<()> {
+    check_masks(weights, masks)?;
+    if snapshots.len() != weights.len() {
+        return Err(Error::ListLength {
+            arg: "snapshots",
+            expected: weights.len(),
+            got: snapshots.len(),
+        });
+    }
+    for (index, (w, s)) in weights.iter().zip(snapshots).enumerate() {
+        let same_width = matches!(
+            (w, s),
+            (BitsMut::U16(_), Bits::U16(_))
+                | (BitsMut::U32(_), Bits::U32(_))
+                | (BitsMut::U64(_), Bits::U64(_))
+        );
+        if !same_width {
+            return Err(Error::Width {
+                arg: "snapshots",
+                index,
+            });
+        }
+        if w.len() != s.len() {
+            return Err(Error::Length {
+                arg: "snapshots",
+                index,
+                expected: w.len(),
+                got: s.len(),
+            });
+        }
+    }
+    for ((w, s), m) in weights.iter_mut().zip(snapshots).zip(masks) {
+        match (w, s) {
+            (BitsMut::U16(w), Bits::U16(s)) => copy_survivors(w, s, m),
+            (BitsMut::U32(w), Bits::U32(s)) => copy_survivors(w, s, m),
+            (BitsMut::U64(w), Bits::U64(s)) => copy_survivors(w, s, m),
+            _ => unreachable!("widths were checked above"),
+        }
+    }
+    Ok(())
+}
+
+fn copy_survivors<T: Copy + Default + Send + Sync>(w: &mut [T], s: &[T], m: &[u8]) {
+    w.par_chunks_mut(STREAM_CHUNK)
+        .zip(s.par_chunks(STREAM_CHUNK))
+        .zip(m.par_chunks(STREAM_CHUNK))
+        .for_each(|((w, s), m)| {
+            for ((x, &y), &keep) in w.iter_mut().zip(s).zip(m) {
+                *x = if keep != 0 { y } else { T::default() };
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survivors_take_snapshot_values_and_pruned_become_zero() {
+        let mut w = vec![9u64, 9, 9];
+        let s = [1u64, 2, 3];
+        rewind(&mut [BitsMut::U64(&mut w)], &[Bits::U64(&s)], &[&[1, 0, 1]]).unwrap();
+        assert_eq!(w, [1, 0, 3]);
+    }
+
+    #[test]
+    fn width_mismatch_is_an_error_and_writes_nothing() {
+        let mut w = vec![9u32; 2];
+        let s = [1u16, 2];
+        let err = rewind(&mut [BitsMut::U32(&mut w)], &[Bits::U16(&s)], &[&[1, 1]]).unwrap_err();
+        assert_eq!(
+            err,
+            Error::Width {
+                arg: "snapshots",
+                index: 0
+            }
+        );
+        assert_eq!(w, [9, 9]);
+    }
+}

@@ -1,0 +1,526 @@
+//! Exact magnitude selection: which alive weights to prune so that exactly `k` of the smallest
+//! |w| go, ties broken by (tensor order, row-major flat index) — earlier is pruned first.
+//!
+//! One fused pass does almost all the work. A strided sample of the alive magnitudes brackets the
+//! threshold; the pass then reads every weight once, writes the provisional mask (pruned below
+//! the bracket, kept at or above it), counts survivors and collects the few in-bracket candidates
+//! with their positions. The exact k-th key among the candidates fixes up the mask. When the
+//! bracket misses (heavy ties, adversarial data) the exact radix select of [`crate::radix`]
+//! takes over. Extra memory: the sample and the candidates, both bounded — never a sorted or
+//! concatenated copy of the weights.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::error::{Error, Result};
+use crate::magnitude::{Key, KeyVisitor, Weights};
+use crate::radix;
+
+/// How much to prune, relative to the weights that are still alive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    /// Fraction in [0, 1] of the alive weights; `round(fraction * alive)`, ties to even
+    /// (Python's `round`, as `torch.nn.utils.prune` uses).
+    Fraction(f64),
+    /// Exact number of alive weights to prune.
+    Count(u64),
+}
+
+/// Rank all tensors together, or each tensor on its own by the same rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Layer,
+}
+
+/// Totals of one selection: alive before it and pruned by it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub alive: u64,
+    pub pruned: u64,
+}
+
+/// Positions sampled to bracket the threshold. 2^18 puts the bracket within ~0.1% of the alive
+/// weights around the target rank; sampling costs a few ms at 100 M weights.
+const SAMPLES: usize = 1 << 18;
+/// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
+/// slower exact fallback) then happens with probability below 1e-6.
+const BRACKET_SIGMAS: f64 = 5.0;
+/// Candidates kept in memory before giving up on the bracket (8-16 bytes each).
+const CANDIDATE_BYTES: usize = 32 << 20;
+/// Elements per block of the fused pass: a block is rescanned scalar only if it holds a
+/// candidate, so the vector loop stays branch-free.
+const BLOCK: usize = 16;
+
+/// Write into `out[t]` the mask that survives pruning `amount` of the alive weights.
+///
+/// `alive[t]` (nonzero = alive) defaults to all alive; already-pruned weights stay pruned.
+pub fn select_masks(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    scope: Scope,
+) -> Result<Selection> {
+    validate(weights, alive, out, amount)?;
+    let wide = weights.iter().any(|w| matches!(w, Weights::F64(_)));
+    match scope {
+        Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0),
+        Scope::Global => select_global::<u32>(weights, alive, out, amount, 0),
+        Scope::Layer => {
+            let mut total = Selection::default();
+            for (t, out_t) in out.iter_mut().enumerate() {
+                let w = &weights[t..t + 1];
+                let a = alive.map(|a| &a[t..t + 1]);
+                let o = std::slice::from_mut(out_t);
+                let s = if wide {
+                    select_global::<u64>(w, a, o, amount, t)?
+                } else {
+                    select_global::<u32>(w, a, o, amount, t)?
+                };
+                total.alive += s.alive;
+                total.pruned += s.pruned;
+            }
+            Ok(total)
+        }
+    }
+}
+
+fn validate(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &[&mut [u8]],
+    amount: Amount,
+) -> Result<()> {
+    if weights.is_empty() {
+        return Err(Error::Empty { arg: "weights" });
+    }
+    if let Amount::Fraction(f) = amount {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(Error::Amount {
+                message: format!("a fraction must lie in [0, 1], got {f}"),
+            });
+        }
+    }
+    check_lengths("out", weights, out.iter().map(|o| o.len()))?;
+    if let Some(a) = alive {
+        check_lengths("masks", weights, a.iter().map(|m| m.len()))?;
+    }
+    Ok(())
+}
+
+/// Check that `lens` has one entry per weight tensor, each of the weight's size.
+pub fn check_lengths(
+    arg: &'static str,
+    weights: &[Weights<'_>],
+    lens: impl ExactSizeIterator<Item = usize>,
+) -> Result<()> {
+    if lens.len() != weights.len() {
+        return Err(Error::ListLength {
+            arg,
+            expected: weights.len(),
+            got: lens.len(),
+        });
+    }
+    for (index, (w, got)) in weights.iter().zip(lens).enumerate() {
+        if w.len() != got {
+            return Err(Error::Length {
+                arg,
+                index,
+                expected: w.len(),
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Number of weights to prune, given the exact alive count.
+fn resolve(amount: Amount, alive: u64) -> Result<u64> {
+    match amount {
+        Amount::Fraction(f) => Ok((f * alive as f64).round_ties_even() as u64),
+        Amount::Count(k) if k <= alive => Ok(k),
+        Amount::Count(k) => Err(Error::Amount {
+            message: format!("cannot prune {k} weights: only {alive} are alive"),
+        }),
+    }
+}
+
+/// Keys below `lo` are pruned, keys at or above `hi` kept, the rest are candidates.
+#[derive(Clone, Copy, Debug)]
+struct Bracket<K> {
+    lo: K,
+    hi: K,
+}
+
+fn select_global<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    first_tensor: usize,
+) -> Result<Selection> {
+    let bracket = estimate_bracket::<K>(weights, alive, amount)?;
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let mut chunks = chunk::split(weights, alive, out);
+    let cap = CANDIDATE_BYTES / std::mem::size_of::<(K, u32)>();
+    let scan = fused_pass(&mut chunks, bracket, cap.min(total));
+
+    if let Some(t) = scan.nan_tensor {
+        return Err(Error::Nan {
+            index: first_tensor + t,
+        });
+    }
+    let k = resolve(amount, scan.alive)?;
+    if !scan.overflow && scan.below <= k && k <= scan.below + scan.candidates {
+        fix_up(&mut chunks, &scan, k - scan.below);
+    } else {
+        exact_rewrite::<K>(&mut chunks, k, scan.alive);
+    }
+    Ok(Selection {
+        alive: scan.alive,
+        pruned: k,
+    })
+}
+
+/// Bracket the k-th smallest alive key from a strided sample. Small inputs are sampled whole,
+/// which makes the bracket exact (only ties at the threshold become candidates).
+fn estimate_bracket<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    amount: Amount,
+) -> Result<Bracket<K>> {
+    let everything = Bracket {
+        lo: K::ZERO,
+        hi: K::MAX,
+    };
+    match amount {
+        Amount::Fraction(0.0) | Amount::Count(0) => {
+            return Ok(Bracket {
+                lo: K::ZERO,
+                hi: K::ZERO,
+            })
+        }
+        Amount::Fraction(f) if f >= 1.0 => {
+            return Ok(Bracket {
+                lo: K::MAX,
+                hi: K::MAX,
+            })
+        }
+        _ => {}
+    }
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let probes = total.min(SAMPLES);
+    let mut sample = sample_keys::<K>(weights, alive, probes);
+    let m = sample.len();
+    if m == 0 {
+        return Ok(everything);
+    }
+    if probes == total {
+        // Whole input sampled: `sample` holds every alive key, so the bracket is exact.
+        let k = resolve(amount, m as u64)?;
+        if k == 0 {
+            return Ok(Bracket {
+                lo: K::ZERO,
+                hi: K::ZERO,
+            });
+        }
+        let (_, &mut t, _) = sample.select_nth_unstable(k as usize - 1);
+        return Ok(Bracket {
+            lo: t,
+            hi: K::from_u64(t.to_u64() + 1),
+        });
+    }
+    let q = match amount {
+        Amount::Fraction(f) => f,
+        Amount::Count(k) => (k as f64 / (total as f64 * m as f64 / probes as f64)).min(1.0),
+    };
+    let centre = q * m as f64;
+    let spread = BRACKET_SIGMAS * (m as f64 * q * (1.0 - q)).sqrt() + 2.0;
+    let lo_rank = (centre - spread).floor();
+    let hi_rank = (centre + spread).ceil();
+    let lo = if lo_rank <= 0.0 {
+        K::ZERO
+    } else {
+        *sample.select_nth_unstable(lo_rank as usize).1
+    };
+    let hi = if hi_rank >= m as f64 {
+        K::MAX
+    } else {
+        K::from_u64(sample.select_nth_unstable(hi_rank as usize).1.to_u64() + 1)
+    };
+    Ok(Bracket { lo, hi })
+}
+
+/// Keys of the alive weights among `probes` evenly spaced positions of the concatenated input.
+fn sample_keys<K: Key>(weights: &[Weights<'_>], alive: Option<&[&[u8]]>, probes: usize) -> Vec<K> {
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let mut keys = Vec::with_capacity(probes);
+    let mut start = 0usize; // global offset of tensor `t`
+    let mut t = 0usize;
+    for j in 0..probes {
+        let pos = ((j as u128 * total as u128 + total as u128 / 2) / probes as u128) as usize;
+        while pos >= start + weights[t].len() {
+            start += weights[t].len();
+            t += 1;
+        }
+        let i = pos - start;
+        if alive.is_none_or(|a| a[t][i] != 0) {
+            keys.push(key_at::<K>(weights[t], i));
+        }
+    }
+    keys
+}
+
+fn key_at<K: Key>(w: Weights<'_>, i: usize) -> K {
+    struct At(usize);
+    impl<K> KeyVisitor<K> for At {
+        type Output = K;
+        fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> K {
+            key(bits[self.0])
+        }
+    }
+    w.visit_keys(At(i))
+}
+
+#[derive(Default)]
+struct ScanTotals {
+    alive: u64,
+    below: u64,
+    candidates: u64,
+    overflow: bool,
+    nan_tensor: Option<usize>,
+}
+
+/// The fused pass: provisional masks, counts and in-bracket candidates, one read of each weight.
+/// Returns per-chunk candidates through `cands` (parallel to `chunks`).
+fn fused_pass<K: Key>(chunks: &mut [Chunk<'_>], bracket: Bracket<K>, cap: usize) -> FusedScan<K> {
+    let collected = AtomicU64::new(0);
+    let overflow = AtomicBool::new(false);
+    let per_chunk: Vec<ChunkScan<K>> = chunks
+        .par_iter_mut()
+        .map(|c| {
+            let collect = !overflow.load(Ordering::Relaxed);
+            let mut scan = chunk::visit::<K, _>(
+                c.weights,
+                c.alive,
+                Scan {
+                    bracket,
+                    out: c.out,
+                    collect,
+                },
+            );
+            if collect {
+                let n = scan.candidates.len() as u64;
+                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                    overflow.store(true, Ordering::Relaxed);
+                }
+            }
+            if overflow.load(Ordering::Relaxed) {
+                scan.candidates = Vec::new(); // the exact fallback will run: free them early
+            }
+            scan.tensor = c.tensor;
+            scan
+        })
+        .collect();
+    let mut totals = ScanTotals {
+        overflow: overflow.into_inner(),
+        ..ScanTotals::default()
+    };
+    for s in &per_chunk {
+        totals.alive += s.alive;
+        totals.below += s.below;
+        totals.candidates += s.candidates.len() as u64;
+        if s.nan && totals.nan_tensor.is_none() {
+            totals.nan_tensor = Some(s.tensor);
+        }
+    }
+    FusedScan { totals, per_chunk }
+}
+
+struct FusedScan<K> {
+    totals: ScanTotals,
+    per_chunk: Vec<ChunkScan<K>>,
+}
+
+impl<K> std::ops::Deref for FusedScan<K> {
+    type Target = ScanTotals;
+    fn deref(&self) -> &ScanTotals {
+        &self.totals
+    }
+}
+
+struct ChunkScan<K> {
+    tensor: usize,
+    alive: u64,
+    below: u64,
+    nan: bool,
+    /// (key, index within the chunk), in index order.
+    candidates: Vec<(K, u32)>,
+}
+
+struct Scan<'o, K> {
+    bracket: Bracket<K>,
+    out: &'o mut [u8],
+    collect: bool,
+}
+
+impl<K: Key> AliveVisitor<K> for Scan<'_, K> {
+    type Output = ChunkScan<K>;
+
+    #[inline(always)]
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> ChunkScan<K> {
+        let Bracket { lo, hi } = self.bracket;
+        let out = &mut self.out[..bits.len()];
+        let mut res = ChunkScan {
+            tensor: 0,
+            alive: 0,
+            below: 0,
+            nan: false,
+            candidates: Vec::new(),
+        };
+        let mut start = 0;
+        for (wb, ob) in bits.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+            let (mut n_alive, mut n_below) = (0u32, 0u32);
+            let (mut any_candidate, mut nan) = (false, false);
+            for (i, (&b, o)) in wb.iter().zip(ob.iter_mut()).enumerate() {
+                let k = key(b);
+                let a = alive.get(start + i);
+                let below = k < lo;
+                *o = (a & !below) as u8;
+                n_alive += a as u32;
+                n_below += (a & below) as u32;
+                any_candidate |= a & !below & (k < hi);
+                nan |= a & k.is_nan();
+            }
+            if any_candidate && self.collect {
+                for (i, &b) in wb.iter().enumerate() {
+                    let k = key(b);
+                    if alive.get(start + i) && k >= lo && k < hi {
+                        res.candidates.push((k, (start + i) as u32));
+                    }
+                }
+            }
+            res.alive += n_alive as u64;
+            res.below += n_below as u64;
+            res.nan |= nan;
+            start += wb.len();
+        }
+        res
+    }
+}
+
+/// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
+fn fix_up<K: Key>(chunks: &mut [Chunk<'_>], scan: &FusedScan<K>, r: u64) {
+    if r == 0 {
+        return;
+    }
+    let mut keys: Vec<K> = scan
+        .per_chunk
+        .iter()
+        .flat_map(|s| s.candidates.iter().map(|c| c.0))
+        .collect();
+    let (smaller, &mut threshold, _) = keys.select_nth_unstable(r as usize - 1);
+    let strictly_below = smaller.iter().filter(|&&k| k < threshold).count() as u64;
+    drop(keys);
+    // Ties at the threshold: the first `ties` in global order are pruned. Hand each chunk its
+    // share by a prefix sum over chunks (which are in global order).
+    let mut ties_left = r - strictly_below;
+    let budgets: Vec<u64> = scan
+        .per_chunk
+        .iter()
+        .map(|s| {
+            let here = s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
+            let take = here.min(ties_left);
+            ties_left -= take;
+            take
+        })
+        .collect();
+    chunks
+        .par_iter_mut()
+        .zip(&scan.per_chunk)
+        .zip(budgets)
+        .for_each(|((c, s), mut ties)| {
+            for &(k, i) in &s.candidates {
+                if k < threshold {
+                    c.out[i as usize] = 0;
+                } else if k == threshold && ties > 0 {
+                    c.out[i as usize] = 0;
+                    ties -= 1;
+                }
+            }
+        });
+}
+
+/// Fallback: find the exact k-th key by radix select and rewrite every mask.
+fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) {
+    let (threshold, ties) = match k {
+        0 => (K::ZERO, 0),
+        k if k == alive => (K::MAX, 0),
+        k => radix::kth_key::<K>(chunks, k),
+    };
+    let tie_counts: Vec<u64> = chunks
+        .par_iter()
+        .map(|c| chunk::visit::<K, _>(c.weights, c.alive, CountEqual(threshold)))
+        .collect();
+    let mut ties_left = ties;
+    let budgets: Vec<u64> = tie_counts
+        .iter()
+        .map(|&here| {
+            let take = here.min(ties_left);
+            ties_left -= take;
+            take
+        })
+        .collect();
+    chunks.par_iter_mut().zip(budgets).for_each(|(c, ties)| {
+        chunk::visit::<K, _>(
+            c.weights,
+            c.alive,
+            WriteExact {
+                threshold,
+                ties,
+                out: c.out,
+            },
+        )
+    });
+}
+
+struct CountEqual<K>(K);
+
+impl<K: Key> AliveVisitor<K> for CountEqual<K> {
+    type Output = u64;
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(self, bits: &[T], key: F, alive: A) -> u64 {
+        bits.iter()
+            .enumerate()
+            .filter(|&(i, &b)| alive.get(i) && key(b) == self.0)
+            .count() as u64
+    }
+}
+
+struct WriteExact<'o, K> {
+    threshold: K,
+    ties: u64,
+    out: &'o mut [u8],
+}
+
+impl<K: Key> AliveVisitor<K> for WriteExact<'_, K> {
+    type Output = ();
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(mut self, bits: &[T], key: F, alive: A) {
+        for (i, (&b, o)) in bits.iter().zip(self.out.iter_mut()).enumerate() {
+            let k = key(b);
+            let mut keep = alive.get(i) && k >= self.threshold;
+            if keep && k == self.threshold && self.ties > 0 {
+                self.ties -= 1;
+                keep = false;
+            }
+            *o = keep as u8;
+        }
+    }
+}
