@@ -1,0 +1,42 @@
+"""The `lottery-ticket` command (also `python -m lottery_ticket`).
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+modules are imported lazily so `lottery-ticket --help` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("lottery_ticket.demo", "reproduce the Lottery Ticket result on the digits data set"),
+    "inspect": ("lottery_ticket.inspect", "summarise a saved ticket file"),
+    "bench": ("lottery_ticket.bench", "time one global pruning step against peers on this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="lottery-ticket", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(_module=module)
+        importlib.import_module(module).configure(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = importlib.import_module(args._module).run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
