@@ -1,0 +1,159 @@
+"""Drop-in for ``torch.nn.utils.prune.global_unstructured`` (L1 magnitude), computed by the kernels.
+
+torch concatenates every importance score into one vector, takes ``abs``, and runs ``topk`` over
+it (seconds and gigabytes at BERT scale). Here the same mask comes from one exact global
+selection in Rust over the tensors in place; the module state is then installed by
+``prune.custom_from_mask``, torch's own code path, so ``weight_orig``, ``weight_mask``, the
+forward pre-hook, ``prune.remove`` and ``prune.is_pruned`` behave exactly as after torch's call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from ..kernels import global_magnitude_masks
+
+Pair = tuple[nn.Module, str]
+
+
+def _pairs(parameters: object) -> list[Pair]:
+    if not isinstance(parameters, Iterable) or isinstance(parameters, (str, bytes)):
+        raise TypeError(
+            "parameters: expected an iterable of (module, name) tuples, "
+            f"got {type(parameters).__name__}"
+        )
+    pairs: list[Pair] = []
+    seen: set[tuple[int, str]] = set()
+    for i, pair in enumerate(parameters):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"parameters[{i}]: expected a (module, name) tuple, got {pair!r}")
+        module, name = pair
+        if not isinstance(module, nn.Module) or not isinstance(name, str):
+            raise TypeError(
+                f"parameters[{i}]: expected (nn.Module, str), "
+                f"got ({type(module).__name__}, {type(name).__name__})"
+            )
+        if not isinstance(getattr(module, name, None), torch.Tensor):
+            raise TypeError(f"parameters[{i}]: {type(module).__name__} has no tensor named {name!r}")
+        # custom_from_mask re-registers a first-time target as `name + "_orig"`, which torch
+        # only allows for an nn.Parameter: refuse here, before any module has been touched.
+        if not _is_pruned(module, name) and name not in module._parameters:
+            raise TypeError(f"parameters[{i}]: {type(module).__name__}.{name} is not an nn.Parameter")
+        if (id(module), name) in seen:
+            raise ValueError(f"parameters[{i}]: ({type(module).__name__}, {name!r}) is listed twice")
+        seen.add((id(module), name))
+        pairs.append((module, name))
+    if not pairs:
+        raise ValueError("parameters: expected at least one (module, name) tuple, got none")
+    return pairs
+
+
+def _is_pruned(module: nn.Module, name: str) -> bool:
+    return any(
+        isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name
+        for hook in module._forward_pre_hooks.values()
+    )
+
+
+def _importances(pairs: list[Pair], importance_scores: object) -> dict[str, torch.Tensor]:
+    if importance_scores is None:
+        importance_scores = {}
+    if not isinstance(importance_scores, dict):
+        raise TypeError(
+            "importance_scores: expected a dict mapping (module, name) to a tensor, "
+            f"got {type(importance_scores).__name__}"
+        )
+    scores: dict[str, torch.Tensor] = {}
+    for i, (module, name) in enumerate(pairs):
+        # Like torch: an already pruned tensor is ranked through its masked value `module.name`.
+        param: torch.Tensor = getattr(module, name)
+        score = importance_scores.get((module, name), param)
+        if not isinstance(score, torch.Tensor):
+            raise TypeError(f"importance_scores[parameters[{i}]]: expected a tensor, got {type(score).__name__}")
+        if score.numel() != param.numel():
+            raise ValueError(
+                f"importance_scores[parameters[{i}]]: {score.numel()} elements, "
+                f"but the parameter has {param.numel()}"
+            )
+        scores[f"parameters[{i}]"] = score.reshape(param.shape)
+    return scores
+
+
+def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
+    """Survivors so far (torch's ``default_mask``): ``name_mask == 1``, or all where unpruned."""
+    found = [getattr(module, name + "_mask", None) for module, name in pairs]
+    if all(mask is None for mask in found):
+        return None
+    current: dict[str, torch.Tensor] = {}
+    for i, ((module, name), mask) in enumerate(zip(pairs, found)):
+        shape = getattr(module, name).shape
+        current[f"parameters[{i}]"] = (
+            torch.ones(shape, dtype=torch.bool) if mask is None else (mask.detach() == 1).reshape(shape)
+        )
+    return current
+
+
+def global_unstructured(
+    parameters: Iterable[Pair],
+    pruning_method: Any = prune.L1Unstructured,
+    importance_scores: dict[Pair, torch.Tensor] | None = None,
+    *,
+    amount: int | float,
+) -> None:
+    """``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``, without the big sort.
+
+    Same arguments, amount rules and resulting module state as torch's function: each
+    ``(module, name)`` gets ``name_orig``, a ``name_mask`` buffer (in the parameter's dtype) and
+    torch's forward pre-hook (a ``PruningContainer`` when it was pruned before), so
+    ``prune.remove`` and ``prune.is_pruned`` work unchanged. Masks equal torch's whenever the
+    ranked magnitudes are distinct; among equal magnitudes the earlier weight (parameter order,
+    then row-major index) is pruned first, where torch's ``topk`` order is unspecified.
+
+    Differences, all raised before any module is modified: ``pruning_method`` must be
+    ``prune.L1Unstructured`` (anything else is a ``TypeError``; call torch's function for it),
+    tensors must be on the CPU, a bool ``amount`` and NaN among the ranked scores are rejected,
+    and a ``(module, name)`` listed twice is a ``ValueError``. The hook's ``mask`` attribute holds
+    a bool tensor where torch keeps a float view of its concatenated mask.
+
+    Args:
+        parameters: iterable of ``(module, name)`` tuples to prune together.
+        pruning_method: ``torch.nn.utils.prune.L1Unstructured`` (the default).
+        importance_scores: optional dict ``(module, name) -> tensor`` (same number of elements as
+            the parameter) ranked instead of the parameter itself.
+        amount: float fraction in [0, 1] of the currently unpruned entries (rounded half to
+            even, as torch does) or an int count of entries to prune.
+
+    Returns:
+        None; the modules are pruned in place.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> import lottery_ticket.torch as ltt
+        >>> net = nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 1))
+        >>> ltt.global_unstructured(
+        ...     [(net[0], "weight"), (net[1], "weight")], prune.L1Unstructured, amount=10
+        ... )
+        >>> int((net[0].weight_mask == 0).sum() + (net[1].weight_mask == 0).sum())
+        10
+        >>> prune.is_pruned(net)
+        True
+    """
+    pairs = _pairs(parameters)
+    if pruning_method is not prune.L1Unstructured:
+        raise TypeError(
+            "pruning_method: only torch.nn.utils.prune.L1Unstructured is accelerated, got "
+            f"{getattr(pruning_method, '__name__', pruning_method)!r}; call "
+            "torch.nn.utils.prune.global_unstructured for other methods"
+        )
+    scores = _importances(pairs, importance_scores)
+    # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
+    masks = global_magnitude_masks(scores, amount, masks=_current_masks(pairs))
+    for i, (module, name) in enumerate(pairs):
+        prune.custom_from_mask(module, name, mask=masks[f"parameters[{i}]"])  # type: ignore[no-untyped-call]
