@@ -8,6 +8,8 @@ pub mod mask;
 pub mod radix;
 pub mod rewind;
 pub mod select;
+#[cfg(test)]
+mod select_props;
 
 mod python;
 
