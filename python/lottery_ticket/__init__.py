@@ -6,9 +6,16 @@ semantics (tie order, NaN policy, amount rules).
 """
 
 from ._core import __version__
+from .config import LotteryTicketConfig, RewindStrategy
 from .kernels import alive_counts, apply_masks, global_magnitude_masks, rewind
+from .pruner import LotteryTicketPruner
+from .ticket import Ticket
 
 __all__ = [
+    "LotteryTicketConfig",
+    "LotteryTicketPruner",
+    "RewindStrategy",
+    "Ticket",
     "__version__",
     "alive_counts",
     "apply_masks",

@@ -1,0 +1,245 @@
+"""What to prune and how to rewind: `RewindStrategy`, `LotteryTicketConfig` and parameter selection.
+
+Everything here is plain data (frozen, comparable, printable, JSON-serialisable) and validated on
+construction: invalid values raise ``ValueError``/``TypeError`` instead of being clamped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+StrategyKind = Literal["init", "early", "late", "lr", "none"]
+
+# A parameter filter: a glob pattern on the name ("fc*.weight"), several patterns, or a predicate
+# called with (name, tensor).
+NameFilter = Union[str, Sequence[str], Callable[[str, Any], bool], None]
+
+
+def _check_real(value: object, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{arg}: expected a real number, got {type(value).__name__}")
+    result = float(value)
+    if math.isnan(result):
+        raise ValueError(f"{arg}: got NaN")
+    return result
+
+
+def _check_int(value: object, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RewindStrategy:
+    """Where surviving weights go after each pruning round.
+
+    * ``init()``: back to the initial weights W0 (Frankle & Carbin 2019).
+    * ``early(iteration=k)``: back to the weights after k optimizer steps of the first round
+      (Frankle et al. 2019, "Stabilizing the LTH").
+    * ``late(fraction=f)``: back to the weights after ``round(f * T)`` steps, T being the number
+      of steps of the first round (it must be known up front: ``iterations_per_round``).
+    * ``learning_rate()``: keep the trained weights, rewind only the LR schedule (Renda et al. 2020).
+    * ``none()``: keep the trained weights and the schedule (standard prune + fine-tune).
+
+    ``str(strategy)`` is ``"init"``, ``"early:100"``, ``"late:0.1"``, ``"lr"`` or ``"none"``, and
+    ``RewindStrategy.parse`` reads it back.
+
+    Example:
+        >>> RewindStrategy.parse("early:100") == RewindStrategy.early(iteration=100)
+        True
+    """
+
+    kind: StrategyKind
+    iteration: int | None = None
+    fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("init", "early", "late", "lr", "none"):
+            raise ValueError(f"kind: expected init, early, late, lr or none, got {self.kind!r}")
+        if self.kind == "early":
+            k = _check_int(self.iteration, "iteration")
+            if k < 0:
+                raise ValueError(f"iteration: must be >= 0, got {k}")
+            object.__setattr__(self, "iteration", k)
+        elif self.iteration is not None:
+            raise ValueError(f"iteration: only early() takes an iteration, not {self.kind}")
+        if self.kind == "late":
+            f = _check_real(self.fraction, "fraction")
+            if not 0.0 < f < 1.0:
+                raise ValueError(f"fraction: must lie in (0, 1), got {f}")
+            object.__setattr__(self, "fraction", f)
+        elif self.fraction is not None:
+            raise ValueError(f"fraction: only late() takes a fraction, not {self.kind}")
+
+    @classmethod
+    def init(cls) -> RewindStrategy:
+        """Rewind survivors to the initial weights W0."""
+        return cls("init")
+
+    @classmethod
+    def early(cls, iteration: int) -> RewindStrategy:
+        """Rewind survivors to the weights after ``iteration`` optimizer steps of round 0."""
+        return cls("early", iteration=iteration)
+
+    @classmethod
+    def late(cls, fraction: float) -> RewindStrategy:
+        """Rewind survivors to the weights after ``round(fraction * T)`` steps of round 0."""
+        return cls("late", fraction=fraction)
+
+    @classmethod
+    def learning_rate(cls) -> RewindStrategy:
+        """Keep trained weights; rewind only the learning-rate schedule."""
+        return cls("lr")
+
+    @classmethod
+    def none(cls) -> RewindStrategy:
+        """Keep trained weights and schedule (standard pruning)."""
+        return cls("none")
+
+    @classmethod
+    def parse(cls, text: str) -> RewindStrategy:
+        """Read ``"init"``, ``"early:K"``, ``"late:F"``, ``"lr"`` or ``"none"``."""
+        if not isinstance(text, str):
+            raise TypeError(f"strategy: expected a string, got {type(text).__name__}")
+        kind, _, arg = text.strip().partition(":")
+        if kind in ("init", "lr", "none"):
+            if arg:
+                raise ValueError(f"strategy: {kind!r} takes no argument, got {text!r}")
+            return cls(kind)  # type: ignore[arg-type]
+        try:
+            if kind == "early":
+                return cls.early(int(arg))
+            if kind == "late":
+                return cls.late(float(arg))
+        except ValueError as err:
+            raise ValueError(f"strategy: cannot read {text!r}: {err}") from None
+        raise ValueError(f"strategy: expected init, early:K, late:F, lr or none, got {text!r}")
+
+    @property
+    def rewinds_weights(self) -> bool:
+        """True when survivors go back to a snapshot (init, early, late)."""
+        return self.kind in ("init", "early", "late")
+
+    def __str__(self) -> str:
+        if self.kind == "early":
+            return f"early:{self.iteration}"
+        if self.kind == "late":
+            return f"late:{self.fraction!r}"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class LotteryTicketConfig:
+    """Target sparsity, number of IMP rounds, rewind strategy and pruning scope.
+
+    After round k of n, exactly ``round(N * (1 - s) ** (k / n))`` of the N prunable weights
+    remain (per tensor when ``global_pruning`` is False), so the last round hits the target.
+
+    Example:
+        >>> cfg = LotteryTicketConfig(0.9, 10)
+        >>> round(cfg.prune_rate_per_round, 3)
+        0.206
+        >>> cfg.remaining_after(10, 1000)
+        100
+    """
+
+    target_sparsity: float
+    pruning_rounds: int
+    rewind_strategy: RewindStrategy = dataclasses.field(default_factory=RewindStrategy.init)
+    global_pruning: bool = True
+
+    def __post_init__(self) -> None:
+        s = _check_real(self.target_sparsity, "target_sparsity")
+        if not 0.0 <= s < 1.0:
+            raise ValueError(f"target_sparsity: must lie in [0, 1), got {s}")
+        object.__setattr__(self, "target_sparsity", s)
+        n = _check_int(self.pruning_rounds, "pruning_rounds")
+        if n < 1:
+            raise ValueError(f"pruning_rounds: must be >= 1, got {n}")
+        object.__setattr__(self, "pruning_rounds", n)
+        if isinstance(self.rewind_strategy, str):
+            object.__setattr__(self, "rewind_strategy", RewindStrategy.parse(self.rewind_strategy))
+        if not isinstance(self.rewind_strategy, RewindStrategy):
+            raise TypeError(f"rewind_strategy: expected a RewindStrategy, got {type(self.rewind_strategy).__name__}")
+        if not isinstance(self.global_pruning, bool):
+            raise TypeError(f"global_pruning: expected a bool, got {type(self.global_pruning).__name__}")
+
+    @property
+    def prune_rate_per_round(self) -> float:
+        """Fraction of the survivors pruned each round: ``1 - (1 - s) ** (1 / n)``."""
+        return 1.0 - float((1.0 - self.target_sparsity) ** (1.0 / self.pruning_rounds))
+
+    def remaining_after(self, round_index: int, total: int) -> int:
+        """How many of ``total`` weights survive after ``round_index`` pruning rounds."""
+        k = _check_int(round_index, "round_index")
+        if not 0 <= k <= self.pruning_rounds:
+            raise ValueError(f"round_index: must lie in [0, {self.pruning_rounds}], got {k}")
+        return round(total * float((1.0 - self.target_sparsity) ** (k / self.pruning_rounds)))
+
+    def with_rewind_strategy(self, strategy: RewindStrategy | str) -> LotteryTicketConfig:
+        """A copy with another rewind strategy."""
+        return dataclasses.replace(self, rewind_strategy=strategy)  # type: ignore[arg-type]
+
+    def with_global_pruning(self, enabled: bool) -> LotteryTicketConfig:
+        """A copy ranking all tensors together (True) or each tensor alone (False)."""
+        return dataclasses.replace(self, global_pruning=enabled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the strategy as its string)."""
+        return {
+            "target_sparsity": self.target_sparsity,
+            "pruning_rounds": self.pruning_rounds,
+            "rewind_strategy": str(self.rewind_strategy),
+            "global_pruning": self.global_pruning,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LotteryTicketConfig:
+        """Inverse of `to_dict`."""
+        return cls(
+            data["target_sparsity"],
+            data["pruning_rounds"],
+            RewindStrategy.parse(data["rewind_strategy"]),
+            data["global_pruning"],
+        )
+
+
+def _matches(spec: NameFilter, name: str, tensor: Any, arg: str) -> bool:
+    if callable(spec):
+        return bool(spec(name, tensor))
+    patterns = [spec] if isinstance(spec, str) else list(spec or [])
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{arg}: expected a glob pattern, a list of patterns or a predicate(name, tensor)")
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_names(
+    candidates: Sequence[tuple[str, Any]],
+    default: Callable[[str, Any], bool],
+    include: NameFilter,
+    exclude: NameFilter,
+) -> list[str]:
+    """Names of the tensors to prune, in model order.
+
+    ``include`` (when given) replaces the default choice; ``exclude`` then removes names.
+    """
+    chosen = [
+        name
+        for name, tensor in candidates
+        if (default(name, tensor) if include is None else _matches(include, name, tensor, "include"))
+        and not (exclude is not None and _matches(exclude, name, tensor, "exclude"))
+    ]
+    if not chosen:
+        names = ", ".join(name for name, _ in candidates[:8]) or "none"
+        raise ValueError(
+            f"include/exclude: no parameters selected for pruning (candidates: {names}); "
+            "pass include= a pattern or predicate matching the tensors to prune"
+        )
+    return chosen

@@ -1,0 +1,278 @@
+"""`Ticket`: a found winning ticket (masks + rewind snapshot + history), saved as safetensors.
+
+File format (no pickle): one safetensors file whose tensors are
+
+* ``mask/<name>``: the mask bit-packed with ``np.packbits`` (uint8, C order),
+* ``snapshot/<name>``: the whole model state at the rewind point (bf16 stored as its uint16 bits),
+* optionally ``state/<name>`` and ``rng/<name>`` (resume checkpoints only),
+
+and whose safetensors metadata holds ``format = "lottery-ticket"``, ``version`` and ``ticket``, a
+JSON document with the mask shapes, snapshot dtypes, strategy, config, history, metrics and a
+SHA-256 over every tensor's bytes, so truncated, corrupted or foreign files are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._arrays import is_torch_tensor
+from .config import LotteryTicketConfig, RewindStrategy
+
+FORMAT = "lottery-ticket"
+VERSION = "1"
+
+
+@dataclass
+class Ticket:
+    """A winning ticket: which weights survive and what the survivors are rewound to.
+
+    Attributes:
+        masks: parameter name -> bool NumPy array (True = kept), in model order.
+        snapshot: the whole model state (every parameter and buffer) at the rewind point, as
+            torch tensors for a torch model or NumPy arrays for a dict model.
+        config: the configuration that produced the ticket (``strategy`` is its rewind strategy).
+        sparsity_history: overall sparsity after each pruning round.
+        metrics: one dict per training round: round, density, sparsity, remaining + yours.
+        rewind_iteration: iteration the snapshot was taken at (0 for init; None when the
+            strategy keeps trained weights).
+        iterations_per_round: optimizer steps counted in round 0 (None if never counted).
+    """
+
+    masks: dict[str, np.ndarray]
+    snapshot: dict[str, Any]
+    config: LotteryTicketConfig
+    sparsity_history: list[float] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    rewind_iteration: int | None = 0
+    iterations_per_round: int | None = None
+
+    @property
+    def strategy(self) -> RewindStrategy:
+        return self.config.rewind_strategy
+
+    @property
+    def total_parameters(self) -> int:
+        """Number of prunable weights."""
+        return int(sum(m.size for m in self.masks.values()))
+
+    @property
+    def remaining_parameters(self) -> int:
+        """Number of prunable weights kept."""
+        return int(sum(np.count_nonzero(m) for m in self.masks.values()))
+
+    @property
+    def density(self) -> float:
+        return self.remaining_parameters / self.total_parameters if self.total_parameters else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    def compression_ratio(self) -> float:
+        """``total / remaining`` (``inf`` when nothing remains)."""
+        remaining = self.remaining_parameters
+        return self.total_parameters / remaining if remaining else math.inf
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """One row per pruned tensor: name, shape, total, remaining, sparsity."""
+        rows = []
+        for name, mask in self.masks.items():
+            kept = int(np.count_nonzero(mask))
+            rows.append(
+                {
+                    "name": name,
+                    "shape": tuple(mask.shape),
+                    "total": int(mask.size),
+                    "remaining": kept,
+                    "sparsity": 1.0 - kept / mask.size if mask.size else 0.0,
+                }
+            )
+        return rows
+
+    def summary(self) -> str:
+        """A human-readable summary with the per-layer table (what ``lottery-ticket inspect`` prints)."""
+        lines = [
+            f"strategy     {self.strategy}   rounds {self.config.pruning_rounds}   "
+            f"scope {'global' if self.config.global_pruning else 'layer'}",
+            f"sparsity     {self.sparsity:.2%}   density {self.density:.2%}   "
+            f"compression {self.compression_ratio():.1f}x",
+            f"parameters   {self.remaining_parameters} of {self.total_parameters} prunable weights kept",
+        ]
+        for row in self.metrics:
+            extra = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in _RESERVED)
+            lines.append(f"  round {row['round']:>3}  density {row['density']:.2%}  {extra}".rstrip())
+        width = max(len(r["name"]) for r in self.layer_table()) if self.masks else 4
+        lines.append(f"{'layer':<{width}}  {'shape':>16}  {'kept':>10}  {'total':>10}  sparsity")
+        for r in self.layer_table():
+            shape = "x".join(map(str, r["shape"]))
+            lines.append(f"{r['name']:<{width}}  {shape:>16}  {r['remaining']:>10}  {r['total']:>10}  {r['sparsity']:.2%}")
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ticket atomically (temp file in the same folder, fsync, rename)."""
+        write_file(path, self)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ticket:
+        """Read a ticket written by `save`; raises ``ValueError`` for a damaged or foreign file."""
+        return read_file(path)[0]
+
+
+_RESERVED = ("round", "density", "sparsity", "remaining")
+
+
+def _to_numpy(value: Any, label: str) -> tuple[np.ndarray, str]:
+    """An array and its dtype name; torch tensors are copied to NumPy (bf16 as uint16 bits)."""
+    if is_torch_tensor(value):
+        import torch
+
+        t = value.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
+        try:
+            arr = t.numpy()
+        except TypeError as err:
+            raise TypeError(f"{label}: dtype {t.dtype} cannot be saved") from err
+        return arr, arr.dtype.name
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{label}: expected an array, got {type(value).__name__}")
+    return np.ascontiguousarray(value), value.dtype.name
+
+
+def _from_numpy(arr: np.ndarray, dtype: str, framework: str) -> Any:
+    if framework == "numpy":
+        return arr
+    import torch
+
+    t = torch.from_numpy(arr.copy())
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+def _digest(tensors: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = tensors[name]
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _encode(group: str, arrays: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, str]:
+    dtypes = {}
+    for name, value in arrays.items():
+        arr, dtype = _to_numpy(value, f"{group}[{name!r}]")
+        tensors[f"{group}/{name}"] = arr
+        dtypes[name] = dtype
+    return dtypes
+
+
+def write_file(
+    path: str | os.PathLike[str],
+    ticket: Ticket,
+    state: Mapping[str, Any] | None = None,
+    rng: Mapping[str, np.ndarray] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> None:
+    """Save ``ticket`` (plus, for checkpoints, the live model ``state``, RNG state and ``resume`` info)."""
+    from safetensors.numpy import save
+
+    framework = "torch" if any(is_torch_tensor(v) for v in ticket.snapshot.values()) else "numpy"
+    tensors: dict[str, np.ndarray] = {}
+    for name, mask in ticket.masks.items():
+        tensors[f"mask/{name}"] = np.packbits(np.asarray(mask, dtype=np.bool_).ravel())
+    doc: dict[str, Any] = {
+        "framework": framework,
+        "mask_names": list(ticket.masks),
+        "mask_shapes": [list(m.shape) for m in ticket.masks.values()],
+        "snapshot_dtypes": _encode("snapshot", ticket.snapshot, tensors),
+        "state_dtypes": _encode("state", state, tensors) if state is not None else None,
+        "rng": sorted(rng) if rng is not None else None,
+        "config": ticket.config.to_dict(),
+        "sparsity_history": ticket.sparsity_history,
+        "metrics": ticket.metrics,
+        "rewind_iteration": ticket.rewind_iteration,
+        "iterations_per_round": ticket.iterations_per_round,
+        "resume": resume,
+    }
+    for name, value in (rng or {}).items():
+        tensors[f"rng/{name}"] = np.ascontiguousarray(value)
+    doc["sha256"] = _digest(tensors)
+    data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "ticket": json.dumps(doc)})
+    _write_atomic(Path(path), data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_file(
+    path: str | os.PathLike[str],
+) -> tuple[Ticket, dict[str, Any] | None, dict[str, np.ndarray] | None, dict[str, Any] | None]:
+    """Load ``(ticket, state, rng, resume)`` from a file written by `write_file`."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    raw = Path(path).read_bytes()
+    try:
+        tensors = load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable ticket file (truncated or not safetensors): {err}") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a lottery-ticket file (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path}: unsupported ticket version {meta.get('version')!r} (expected {VERSION})")
+    try:
+        doc = json.loads(meta["ticket"])
+        if _digest(tensors) != doc["sha256"]:
+            raise ValueError("checksum mismatch")
+        return _decode(doc, tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: corrupted ticket file: {err}") from None
+
+
+def _decode(
+    doc: dict[str, Any], tensors: dict[str, np.ndarray]
+) -> tuple[Ticket, dict[str, Any] | None, dict[str, np.ndarray] | None, dict[str, Any] | None]:
+    framework = doc["framework"]
+    masks = {}
+    for name, shape in zip(doc["mask_names"], doc["mask_shapes"]):
+        count = int(np.prod(shape, dtype=np.int64))
+        masks[name] = np.unpackbits(tensors[f"mask/{name}"], count=count).astype(np.bool_).reshape(shape)
+
+    def group(prefix: str, dtypes: dict[str, str]) -> dict[str, Any]:
+        return {n: _from_numpy(tensors[f"{prefix}/{n}"], d, framework) for n, d in dtypes.items()}
+
+    ticket = Ticket(
+        masks=masks,
+        snapshot=group("snapshot", doc["snapshot_dtypes"]),
+        config=LotteryTicketConfig.from_dict(doc["config"]),
+        sparsity_history=[float(s) for s in doc["sparsity_history"]],
+        metrics=list(doc["metrics"]),
+        rewind_iteration=doc["rewind_iteration"],
+        iterations_per_round=doc["iterations_per_round"],
+    )
+    state = group("state", doc["state_dtypes"]) if doc["state_dtypes"] is not None else None
+    rng = {n: tensors[f"rng/{n}"] for n in doc["rng"]} if doc["rng"] is not None else None
+    return ticket, state, rng, doc["resume"]

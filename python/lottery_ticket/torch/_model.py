@@ -1,0 +1,99 @@
+"""A torch ``nn.Module`` as the pruner sees it: prunable parameters, whole-state snapshots, hooks.
+
+The planner (`lottery_ticket.pruner`) is framework-neutral; this adapter supplies the torch
+parts: which parameters are pruned by default, ``state_dict`` snapshot and restore, RNG state
+for checkpoints, masks as ``torch.bool`` tensors and the optimizer step hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import NameFilter, select_names
+from ._hooks import StepWatcher
+
+# Layers whose `weight` is pruned by default, as in open_lth: Linear and every Conv/ConvTranspose.
+PRUNED_BY_DEFAULT: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def default_weight_names(module: nn.Module) -> set[str]:
+    """Names of the ``weight`` parameters of the Linear and Conv layers of ``module``."""
+    return {
+        f"{name}.weight" if name else "weight"
+        for name, layer in module.named_modules()
+        if isinstance(layer, PRUNED_BY_DEFAULT) and isinstance(getattr(layer, "weight", None), nn.Parameter)
+    }
+
+
+class TorchModuleAdapter:
+    """The pruner's view of an ``nn.Module`` (CPU parameters; the kernels run on the host)."""
+
+    framework = "torch"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        include: NameFilter = None,
+        exclude: NameFilter = None,
+        names: Collection[str] | None = None,
+    ) -> None:
+        self.module = module
+        params = dict(module.named_parameters())
+        if names is None:
+            defaults = default_weight_names(module)
+            names = select_names(list(params.items()), lambda n, _: n in defaults, include, exclude)
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"masks: {missing[0]!r} is not a parameter of the model")
+        self.prunable: dict[str, Any] = {n: params[n] for n in names}
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the whole ``state_dict`` (every parameter and buffer)."""
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:
+        """Copy ``snapshot`` into the live tensors in place, except the names in ``skip``."""
+        live = self.module.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for name, tensor in live.items():
+                if name not in skip:
+                    tensor.copy_(snapshot[name])
+
+    def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
+        """Raise unless ``snapshot`` has exactly the model's state names, shapes and dtypes."""
+        live = self.module.state_dict()
+        if set(snapshot) != set(live):
+            extra = sorted(set(snapshot) ^ set(live))
+            raise ValueError(f"{arg}: names differ from the model's state_dict (first: {extra[0]!r})")
+        for name, tensor in live.items():
+            other = snapshot[name]
+            if not isinstance(other, torch.Tensor):
+                raise TypeError(f"{arg}[{name!r}]: expected a torch tensor, got {type(other).__name__}")
+            if other.shape != tensor.shape:
+                raise ValueError(f"{arg}[{name!r}]: shape {tuple(other.shape)} differs from the model's {tuple(tensor.shape)}")
+            if other.dtype != tensor.dtype:
+                raise TypeError(f"{arg}[{name!r}]: dtype {other.dtype} differs from the model's {tensor.dtype}")
+
+    def full_masks(self) -> dict[str, Any]:
+        return {n: torch.ones(p.shape, dtype=torch.bool) for n, p in self.prunable.items()}
+
+    def masks_from_numpy(self, masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return {n: torch.from_numpy(np.array(m, dtype=np.bool_)) for n, m in masks.items()}
+
+    @staticmethod
+    def masks_to_numpy(masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return {n: m.numpy().copy() for n, m in masks.items()}
+
+    def rng_state(self) -> dict[str, np.ndarray]:
+        return {"torch": torch.get_rng_state().numpy().copy()}
+
+    def set_rng_state(self, state: Mapping[str, np.ndarray]) -> None:
+        torch.set_rng_state(torch.from_numpy(np.array(state["torch"], dtype=np.uint8)))
+
+    def step_watcher(self, callback: Callable[[], None]) -> StepWatcher:
+        return StepWatcher(list(self.prunable.values()), callback)
