@@ -1,0 +1,198 @@
+"""The experiment behind ``lottery-ticket demo``: iterative magnitude pruning plus controls.
+
+For each seed, ``LotteryTicketPruner`` runs IMP on LeNet-300-100 (global magnitude pruning of
+the Linear weights, biases excluded, 20% of the survivors per round). In every round the
+pruner hands us the rewound, masked network (the *winning ticket* candidate) and we train it;
+beside it, with the same masks and the same minibatch order, we train the paper's controls:
+
+* **random re-init**: a fresh Glorot initialisation (a seed never used for a ticket) under the
+  ticket's mask, i.e. the same sparse architecture without the lucky initial weights;
+* **random mask** (``--random-masks``): the original W0 under a random mask that keeps the same
+  number of weights in each layer, i.e. the same initial weights without the learned structure.
+
+Both controls are re-masked after every optimizer step; the pruner keeps the ticket masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .demo_train import DEFAULT_EVAL_EVERY, DEFAULT_ITERATIONS, DigitsData, lenet_300_100, train
+
+if TYPE_CHECKING:
+    import torch
+
+# Frankle & Carbin prune 20% of the remaining weights per round.
+PRUNE_FRACTION_PER_ROUND = 0.2
+NETWORKS = ("ticket", "reinit", "random_mask")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What to run: seeds, rounds, training length, rewind strategy and controls.
+
+    ``rounds`` rounds of 20% leave ``0.8 ** rounds`` of the weights (15 -> 3.5%).
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rounds: int = 15
+    iterations: int = DEFAULT_ITERATIONS
+    eval_every: int = DEFAULT_EVAL_EVERY
+    rewind: str = "init"
+    random_masks: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds: need at least one seed")
+        if self.rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {self.rounds}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every: must be >= 1, got {self.eval_every}")
+
+    @property
+    def target_sparsity(self) -> float:
+        """Sparsity after the last round: ``1 - 0.8 ** rounds``."""
+        return 1.0 - (1.0 - PRUNE_FRACTION_PER_ROUND) ** self.rounds
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Which networks each round trains (the ticket, then the controls)."""
+        return NETWORKS if self.random_masks else NETWORKS[:2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "seeds": list(self.seeds),
+            "rounds": self.rounds,
+            "iterations": self.iterations,
+            "eval_every": self.eval_every,
+            "rewind": self.rewind,
+            "random_masks": self.random_masks,
+            "prune_fraction_per_round": PRUNE_FRACTION_PER_ROUND,
+            "target_sparsity": self.target_sparsity,
+        }
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 31-bit seed from integers (seed, round, network), stable across runs."""
+    import numpy as np
+
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _weights(model: torch.nn.Module, names: Any) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {name: params[name] for name in names}
+
+
+def random_masks_like(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Random bool masks keeping, in every tensor, as many entries as ``masks`` does.
+
+    Args:
+        masks: ``{name: bool tensor}`` (e.g. a ticket's masks).
+        seed: seeds the random positions.
+
+    Returns:
+        New masks with the same names, shapes and per-tensor True counts.
+
+    Example:
+        >>> import torch
+        >>> m = random_masks_like({"w": torch.tensor([True, False, True, False])}, seed=0)
+        >>> int(m["w"].sum())
+        2
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for name, mask in masks.items():
+        keep = int(mask.sum())
+        flat = torch.zeros(mask.numel(), dtype=torch.bool)
+        flat[torch.randperm(mask.numel(), generator=generator)[:keep]] = True
+        result[name] = flat.reshape(mask.shape)
+    return result
+
+
+def _train_control(
+    model: torch.nn.Module,
+    masks: dict[str, torch.Tensor],
+    data: DigitsData,
+    config: DemoConfig,
+    batch_seed: int,
+) -> dict[str, float]:
+    from .kernels import apply_masks
+
+    if masks:
+        apply_masks(_weights(model, masks), masks)
+    result = train(
+        model, data, iterations=config.iterations, batch_seed=batch_seed,
+        eval_every=config.eval_every, masks=masks or None,
+    )
+    return result.as_metrics()
+
+
+def run_seed(
+    seed: int,
+    data: DigitsData,
+    config: DemoConfig,
+    on_round_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """IMP with controls for one seed.
+
+    Args:
+        seed: initialisation seed of the ticket network (controls derive their own seeds).
+        data: the digits split.
+        config: rounds, iterations, rewind strategy, controls.
+        on_round_done: called with each finished row (for progress display).
+
+    Returns:
+        One row per round (0 = dense): ``{"seed", "round", "density", "remaining_percent",
+        "layer_density": {name: fraction}, "ticket": {...}, "reinit": {...}}`` plus
+        ``"random_mask"`` when enabled; each network entry holds ``TrainResult`` fields.
+
+    Example:
+        >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30))  # doctest: +SKIP
+    """
+    from . import LotteryTicketPruner, RewindStrategy
+
+    model = lenet_300_100(seed)
+    pruner = LotteryTicketPruner(
+        target_sparsity=config.target_sparsity,
+        pruning_rounds=config.rounds,
+        rewind_strategy=RewindStrategy.parse(config.rewind),
+        global_pruning=True,
+        iterations_per_round=config.iterations,
+    )
+    rows: list[dict[str, Any]] = []
+
+    def train_round(net: torch.nn.Module, round_index: int) -> dict[str, float]:
+        # The same minibatch order for the ticket and its controls: a paired comparison.
+        batch_seed = derived_seed(seed, round_index, 0)
+        masks = {name: mask.clone() for name, mask in pruner.masks.items()}
+        ticket = train(
+            net, data, iterations=config.iterations, batch_seed=batch_seed, eval_every=config.eval_every
+        )
+        row: dict[str, Any] = {
+            "seed": seed,
+            "round": round_index,
+            "density": float(pruner.density),
+            "remaining_percent": 100.0 * float(pruner.density),
+            "layer_density": {name: float(m.float().mean()) for name, m in masks.items()},
+            "ticket": ticket.as_metrics(),
+            "reinit": _train_control(lenet_300_100(derived_seed(seed, round_index, 1)), masks, data, config, batch_seed),
+        }
+        if config.random_masks:
+            shuffled = random_masks_like(masks, derived_seed(seed, round_index, 2))
+            # lenet_300_100(seed) rebuilds exactly the ticket's W0 (private generator).
+            row["random_mask"] = _train_control(lenet_300_100(seed), shuffled, data, config, batch_seed)
+        rows.append(row)
+        if on_round_done is not None:
+            on_round_done(row)
+        return {f"{net_name}_{k}": v for net_name in config.networks for k, v in row[net_name].items()}
+
+    pruner.run(model, train_round, progress=False)
+    return rows

@@ -1,0 +1,176 @@
+"""Turning the demo's per-seed rows into a summary, a table, ``results.json`` and a figure."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+LABELS = {"ticket": "winning ticket", "reinit": "random re-init", "random_mask": "random mask"}
+COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random_mask": "tab:green"}
+# The paper's claims, checked (and printed) on every run: tickets stay within this many points of
+# the dense accuracy, and beat random re-initialisation by at least this many at high sparsity.
+MATCH_TOLERANCE_POINTS = 1.0
+REINIT_MARGIN_POINTS = 2.0
+HIGH_SPARSITY_PERCENT = 5.5
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    n = len(values)
+    mean = sum(values) / n
+    # Sample standard deviation across seeds (0 for a single seed).
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std}
+
+
+def summarize(rows: Sequence[dict[str, Any]], networks: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean and std over seeds, one entry per round.
+
+    Args:
+        rows: per-seed, per-round rows as returned by ``demo_experiment.run_seed``.
+        networks: which networks the rows hold (``"ticket"``, ``"reinit"``, ``"random_mask"``).
+
+    Returns:
+        ``[{"round", "remaining_percent", "seeds", <network>: {"test_accuracy": {"mean", "std"},
+        "early_stop_iteration": {...}, "final_test_accuracy": {...}}}]`` sorted by round.
+
+    Example:
+        >>> r = [{"round": 0, "remaining_percent": 100.0, "ticket": {"test_accuracy": 0.9,
+        ...       "early_stop_iteration": 10, "final_test_accuracy": 0.9}}]
+        >>> summarize(r, ["ticket"])[0]["ticket"]["test_accuracy"]
+        {'mean': 0.9, 'std': 0.0}
+    """
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_round.setdefault(int(row["round"]), []).append(row)
+    summary = []
+    for round_index in sorted(by_round):
+        group = by_round[round_index]
+        entry: dict[str, Any] = {
+            "round": round_index,
+            "remaining_percent": group[0]["remaining_percent"],
+            "seeds": len(group),
+        }
+        for net in networks:
+            entry[net] = {
+                key: _mean_std([float(r[net][key]) for r in group])
+                for key in ("test_accuracy", "early_stop_iteration", "final_test_accuracy")
+            }
+        summary.append(entry)
+    return summary
+
+
+def science_checks(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's two claims, measured on the seed-averaged accuracies (in points).
+
+    Returns:
+        ``dense_accuracy``; ``ticket_matches_dense_down_to_percent``: the lowest % remaining such
+        that every round down to it is within ``MATCH_TOLERANCE_POINTS`` of dense;
+        ``reinit_gap_points``: {% remaining: ticket - reinit} for rounds at or below
+        ``HIGH_SPARSITY_PERCENT``; ``ticket_beats_reinit_at_high_sparsity``: all gaps above margin.
+    """
+    dense = 100.0 * summary[0]["ticket"]["test_accuracy"]["mean"]
+    matches_down_to = summary[0]["remaining_percent"]
+    for entry in summary:
+        if 100.0 * entry["ticket"]["test_accuracy"]["mean"] < dense - MATCH_TOLERANCE_POINTS:
+            break
+        matches_down_to = entry["remaining_percent"]
+    gaps = {
+        f"{e['remaining_percent']:.2f}": 100.0
+        * (e["ticket"]["test_accuracy"]["mean"] - e["reinit"]["test_accuracy"]["mean"])
+        for e in summary
+        if e["remaining_percent"] <= HIGH_SPARSITY_PERCENT
+    }
+    return {
+        "dense_accuracy_points": dense,
+        "match_tolerance_points": MATCH_TOLERANCE_POINTS,
+        "ticket_matches_dense_down_to_percent": matches_down_to,
+        "reinit_margin_points": REINIT_MARGIN_POINTS,
+        "reinit_gap_points": gaps,
+        "ticket_beats_reinit_at_high_sparsity": bool(gaps) and min(gaps.values()) >= REINIT_MARGIN_POINTS,
+    }
+
+
+def format_table(summary: Sequence[dict[str, Any]], networks: Sequence[str]) -> str:
+    """A fixed-width table: % remaining, accuracy (mean ± std, %) and early-stop iteration per network."""
+    acc_headers = [f"{LABELS[n]} acc %" for n in networks]
+    stop_headers = [f"{LABELS[n].split()[-1]} stop" for n in networks]
+    header = ["round", "remaining"] + acc_headers + stop_headers
+    lines = []
+    for e in summary:
+        accs = [
+            f"{100 * e[n]['test_accuracy']['mean']:5.1f} ± {100 * e[n]['test_accuracy']['std']:3.1f}"
+            for n in networks
+        ]
+        stops = [f"{e[n]['early_stop_iteration']['mean']:.0f}" for n in networks]
+        lines.append([str(e["round"]), f"{e['remaining_percent']:.1f}%"] + accs + stops)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """``results`` as indented JSON, written atomically."""
+    write_atomic(path, (json.dumps(results, indent=2) + "\n").encode())
+
+
+def render_figure(summary: Sequence[dict[str, Any]], networks: Sequence[str], title: str) -> bytes:
+    """PNG bytes: test accuracy and early-stop iteration vs. % weights remaining (log, reversed).
+
+    Like Frankle & Carbin's Figure 4: mean over seeds with a ±1 std band, the dense accuracy as
+    a dashed reference line. Uses matplotlib's object API (no pyplot, no global backend change).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    remaining = [e["remaining_percent"] for e in summary]
+    figure = Figure(figsize=(11, 4.4), dpi=120, layout="constrained")
+    acc_ax, stop_ax = figure.subplots(1, 2)
+    panels = [(acc_ax, "test_accuracy", 100.0), (stop_ax, "early_stop_iteration", 1.0)]
+    for ax, key, scale in panels:
+        for net in networks:
+            mean = [scale * e[net][key]["mean"] for e in summary]
+            std = [scale * e[net][key]["std"] for e in summary]
+            ax.plot(remaining, mean, marker="o", markersize=3.5, color=COLORS[net], label=LABELS[net])
+            ax.fill_between(
+                remaining, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                color=COLORS[net], alpha=0.2, linewidth=0,
+            )
+        ax.set_xscale("log")
+        ax.set_xlim(remaining[0] * 1.08, remaining[-1] / 1.08)  # reversed: dense on the left
+        ax.xaxis.set_major_locator(FixedLocator(remaining[::2] if len(remaining) > 8 else remaining))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(lambda x, _pos: f"{x:.3g}")
+        ax.set_xlabel("% of weights remaining (log scale)")
+        ax.grid(True, alpha=0.3)
+    dense = 100.0 * summary[0]["ticket"]["test_accuracy"]["mean"]
+    acc_ax.axhline(dense, color="gray", linestyle="--", linewidth=1, label=f"dense ({dense:.1f}%)")
+    acc_ax.set_ylabel("test accuracy at early stop (%)")
+    acc_ax.set_title("Accuracy")
+    acc_ax.legend(loc="lower left")
+    stop_ax.set_ylabel("early-stop iteration (min. validation loss)")
+    stop_ax.set_title("Learning speed")
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
