@@ -1,0 +1,59 @@
+"""Shared reference for the kernel tests: global magnitude selection by a NumPy stable argsort."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+Reference = Callable[..., list[np.ndarray]]
+
+
+def magnitudes(x: Any) -> np.ndarray:
+    """Exact |x| as float64 (every supported dtype widens to f64 without rounding), C order."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach().to(torch.float64).numpy()
+    return np.abs(np.asarray(x, dtype=np.float64))
+
+
+def reference_masks(
+    weights: Sequence[Any],
+    amount: int | float,
+    masks: Sequence[Any] | None = None,
+    scope: str = "global",
+) -> list[np.ndarray]:
+    """Bool masks (True = kept): prune the `k` smallest alive |w|, earlier first among ties.
+
+    `k` is `amount` for an int, `round(amount * alive)` (ties to even) for a float.
+    """
+    if scope == "layer":
+        return [
+            reference_masks([w], amount, None if masks is None else [masks[i]])[0]
+            for i, w in enumerate(weights)
+        ]
+    mags = [magnitudes(w) for w in weights]
+    # magnitudes() also turns a bool mask (NumPy or torch) into 0.0 / 1.0.
+    alive_list = [np.ones(m.shape, bool) for m in mags] if masks is None else [magnitudes(a) != 0 for a in masks]
+    flat = np.concatenate([m.ravel() for m in mags])
+    alive = np.concatenate([a.ravel() for a in alive_list])
+    positions = np.flatnonzero(alive)
+    assert not np.isnan(flat[positions]).any(), "the reference does not rank NaN"
+    k = amount if isinstance(amount, int) else round(amount * positions.size)
+    assert 0 <= k <= positions.size
+    keep = alive.copy()
+    keep[positions[np.argsort(flat[positions], kind="stable")[:k]]] = False
+    out, start = [], 0
+    for m in mags:
+        out.append(keep[start : start + m.size].reshape(m.shape))
+        start += m.size
+    return out
+
+
+@pytest.fixture
+def reference() -> Reference:
+    """The reference selection (see `reference_masks`)."""
+    return reference_masks
