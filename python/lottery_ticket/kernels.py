@@ -36,6 +36,8 @@ def _check_amount(amount: object) -> int | float:
     if isinstance(amount, numbers.Integral):
         if int(amount) < 0:
             raise ValueError(f"amount: a count must be >= 0, got {amount}")
+        if int(amount) >= 2**64:  # the kernels take a u64 count; larger ints would read as fractions
+            raise ValueError(f"amount: a count cannot exceed the number of alive weights, got {amount}")
         return int(amount)
     if isinstance(amount, numbers.Real):
         value = float(amount)
