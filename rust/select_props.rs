@@ -714,6 +714,44 @@ fn candidate_overflow_falls_back_to_radix() {
     }
 }
 
+/// NaN above the sample size: found by the fused pass whatever the bracket (which the sample,
+/// blind to most positions, cannot know about); a NaN at a pruned position is never read.
+#[test]
+fn nan_above_sample_size() {
+    let n = 300_000;
+    let mut rng = Rng(3);
+    let mut w: Vec<u16> = (0..n)
+        .map(|_| half::bf16::from_f64(rng.unit() - 0.5).to_bits())
+        .collect();
+    let mut alive = vec![1u8; n];
+    w[123_457] = 0x7fc1; // a bf16 NaN, alive in the second tensor below
+    w[200_001] = 0xffc0;
+    alive[200_001] = 0;
+    let (a, b) = w.split_at(100_000);
+    let weights = [Weights::Bf16(a), Weights::Bf16(b)];
+    let (ma, mb) = alive.split_at(100_000);
+    for amount in [
+        Amount::Fraction(0.0),
+        Amount::Fraction(0.4),
+        Amount::Count(7),
+    ] {
+        for scope in [Scope::Global, Scope::Layer] {
+            let got = kernel(&weights, Some(&[ma, mb]), amount, scope);
+            assert_eq!(got.map(|x| x.1), Err(Error::Nan { index: 1 }));
+        }
+    }
+    w[123_457] = 0;
+    let (a, b) = w.split_at(100_000);
+    let weights = [Weights::Bf16(a), Weights::Bf16(b)];
+    for amount in [
+        Amount::Fraction(0.4),
+        Amount::Count(299_000),
+        Amount::Fraction(1.0),
+    ] {
+        check_unit(&weights, Some(&[ma, mb]), amount, Scope::Global);
+    }
+}
+
 #[test]
 fn tiny_inputs_and_signed_zeros() {
     let pz = 0.0f32.to_bits();

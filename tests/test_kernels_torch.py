@@ -171,3 +171,13 @@ def test_numpy_masks_for_torch_weights(reference: Reference) -> None:
     got = global_magnitude_masks(w, 0.5, masks=survivors)
     assert isinstance(got[0], torch.Tensor)
     assert_masks(got, reference(w, 0.5, survivors))
+
+
+def test_transposed_tensor_selects_on_the_logical_tensor(reference: Reference) -> None:
+    gen = torch.Generator().manual_seed(8)
+    base = tied((5, 8), torch.bfloat16, gen)
+    view = base.T
+    assert not view.is_contiguous()
+    got = global_magnitude_masks([view], 0.5)
+    assert tuple(got[0].shape) == (8, 5)
+    assert_masks(got, reference([view.contiguous()], 0.5))
