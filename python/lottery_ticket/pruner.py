@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .config import LotteryTicketConfig, NameFilter, RewindStrategy, select_names
+from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, select_names
 from .ticket import Ticket, read_file, write_file
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -498,42 +498,3 @@ def _check_iterations(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ValueError(f"iterations_per_round: expected an int >= 1, got {value!r}")
     return int(value)
-
-
-class PrunerBuilder:
-    """Fluent construction mirroring the design document's builder."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, Any] = {}
-
-    def _set(self, key: str, value: Any) -> PrunerBuilder:
-        self._values[key] = value
-        return self
-
-    def target_sparsity(self, value: float) -> PrunerBuilder:
-        return self._set("target_sparsity", value)
-
-    def pruning_rounds(self, value: int) -> PrunerBuilder:
-        return self._set("pruning_rounds", value)
-
-    def rewind_strategy(self, value: RewindStrategy | str) -> PrunerBuilder:
-        return self._set("rewind_strategy", value)
-
-    def global_pruning(self, value: bool) -> PrunerBuilder:
-        return self._set("global_pruning", value)
-
-    def iterations_per_round(self, value: int) -> PrunerBuilder:
-        return self._set("iterations_per_round", value)
-
-    def include(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("include", value)
-
-    def exclude(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("exclude", value)
-
-    def build(self) -> LotteryTicketPruner:
-        """The pruner; ``target_sparsity`` and ``pruning_rounds`` must have been set."""
-        missing = [k for k in ("target_sparsity", "pruning_rounds") if k not in self._values]
-        if missing:
-            raise ValueError(f"{missing[0]}: not set on the builder")
-        return LotteryTicketPruner(**self._values)
