@@ -23,15 +23,20 @@ pub enum Error {
     Width { arg: &'static str, index: usize },
     /// NaN among the alive weights of tensor `index`: its rank is undefined.
     Nan { index: usize },
-    /// `amount` is outside [0, 1] (fraction) or [0, alive] (count).
-    Amount { message: String },
+    /// `amount` is outside [0, 1] (fraction) or [0, alive] (count); `tensor` is set when one
+    /// tensor of a layer-wise selection is at fault.
+    Amount {
+        message: String,
+        tensor: Option<usize>,
+    },
 }
 
 impl Error {
     /// The message, naming tensors by `names[index]` where the caller supplied names.
     pub fn message(&self, names: &[String]) -> String {
         let at = |arg: &str, index: usize| match names.get(index) {
-            Some(name) => format!("{arg}[{name:?}]"),
+            // Names arrive already quoted by the caller (Python's repr), like its own messages.
+            Some(name) => format!("{arg}[{name}]"),
             None => format!("{arg}[{index}]"),
         };
         match self {
@@ -55,7 +60,14 @@ impl Error {
                 "{}: contains NaN among alive weights; NaN magnitudes cannot be ranked",
                 at("weights", *index)
             ),
-            Error::Amount { message } => format!("amount: {message}"),
+            Error::Amount {
+                message,
+                tensor: None,
+            } => format!("amount: {message}"),
+            Error::Amount {
+                message,
+                tensor: Some(index),
+            } => format!("amount: {message} in {}", at("weights", *index)),
         }
     }
 
@@ -83,8 +95,15 @@ mod tests {
     fn messages_name_the_argument_and_tensor() {
         let e = Error::Nan { index: 1 };
         assert!(e.to_string().starts_with("weights[1]: contains NaN"));
-        let names = ["fc1.weight".to_string(), "fc2.weight".to_string()];
-        assert!(e.message(&names).starts_with("weights[\"fc2.weight\"]"));
+        let names = ["'fc1.weight'".to_string(), "'fc2.weight'".to_string()];
+        assert!(e.message(&names).starts_with("weights['fc2.weight']"));
+        let layer = Error::Amount {
+            message: "cannot prune 4 weights: only 3 are alive".into(),
+            tensor: Some(0),
+        };
+        assert!(layer
+            .message(&names)
+            .ends_with("alive in weights['fc1.weight']"));
         assert!(!e.is_type_error());
         assert!(Error::Width {
             arg: "snapshots",

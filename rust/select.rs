@@ -77,10 +77,17 @@ pub fn select_masks(
                 let a = alive.map(|a| &a[t..t + 1]);
                 let o = std::slice::from_mut(out_t);
                 let s = if wide {
-                    select_global::<u64>(w, a, o, amount, t)?
+                    select_global::<u64>(w, a, o, amount, t)
                 } else {
-                    select_global::<u32>(w, a, o, amount, t)?
+                    select_global::<u32>(w, a, o, amount, t)
                 };
+                let s = s.map_err(|e| match e {
+                    Error::Amount { message, .. } => Error::Amount {
+                        message,
+                        tensor: Some(t),
+                    },
+                    other => other,
+                })?;
                 total.alive += s.alive;
                 total.pruned += s.pruned;
             }
@@ -102,6 +109,7 @@ fn validate(
         if !(0.0..=1.0).contains(&f) {
             return Err(Error::Amount {
                 message: format!("a fraction must lie in [0, 1], got {f}"),
+                tensor: None,
             });
         }
     }
@@ -145,6 +153,7 @@ fn resolve(amount: Amount, alive: u64) -> Result<u64> {
         Amount::Count(k) if k <= alive => Ok(k),
         Amount::Count(k) => Err(Error::Amount {
             message: format!("cannot prune {k} weights: only {alive} are alive"),
+            tensor: None,
         }),
     }
 }
@@ -220,8 +229,11 @@ fn estimate_bracket<K: Key>(
         return Ok(everything);
     }
     if probes == total {
-        // Whole input sampled: `sample` holds every alive key, so the bracket is exact.
-        let k = resolve(amount, m as u64)?;
+        // Whole input sampled: `sample` holds every alive key, so the bracket is exact. An
+        // invalid amount is reported after the full pass, so NaN errors win at every size.
+        let Ok(k) = resolve(amount, m as u64) else {
+            return Ok(everything);
+        };
         if k == 0 {
             return Ok(Bracket {
                 lo: K::ZERO,

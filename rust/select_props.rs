@@ -58,6 +58,7 @@ fn reference_global(
         _ => {
             return Err(Error::Amount {
                 message: String::new(),
+                tensor: None,
             })
         }
     };

@@ -45,6 +45,8 @@ def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
     if isinstance(obj, Mapping):
         names = [str(k) for k in obj.keys()]
         values = list(obj.values())
+        if len(set(names)) != len(names):
+            raise ValueError(f"{arg}: dict keys must be distinct as strings (e.g. not both 1 and '1')")
     elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
         names, values = None, list(obj)
     elif isinstance(obj, np.ndarray) or is_torch_tensor(obj):

@@ -30,6 +30,11 @@ from . import _arrays, _core
 Scope = Literal["global", "layer"]
 
 
+def _quoted(names: list[str] | None) -> list[str]:
+    """Names as error messages show them (``repr``), for `_core` to use verbatim."""
+    return [repr(n) for n in names] if names is not None else []
+
+
 def _check_amount(amount: object) -> int | float:
     if isinstance(amount, (bool, np.bool_)):
         raise TypeError("amount: expected an int count or a float fraction, got a bool")
@@ -91,7 +96,7 @@ def global_magnitude_masks(
         [out for _, out in fresh],
         amount,
         scope,
-        names or [],
+        _quoted(names),
     )
     return _arrays.shaped_like(names, [mask for mask, _ in fresh])
 
@@ -117,7 +122,7 @@ def apply_masks(weights: Any, masks: Any) -> None:
         [(b.label, b.bits) for b in views],
         list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
     )
-    _core.apply_masks([b.bits for b in views], mask_views, names or [])
+    _core.apply_masks([b.bits for b in views], mask_views, _quoted(names))
 
 
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
@@ -139,7 +144,7 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         [(b.label, b.bits) for b in views],
         [(s.label, s.bits) for s in snaps] + list(zip(mask_labels, mask_views)),
     )
-    _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, names or [])
+    _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _quoted(names))
 
 
 def alive_counts(masks: Any) -> Any:
