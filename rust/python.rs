@@ -156,6 +156,23 @@ fn select_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
+/// Mutable weight views, mask views and the element count shared by the in-place kernels.
+type InPlace<'a> = (Vec<BitsMut<'a>>, Vec<&'a [u8]>, usize);
+
+fn in_place_views<'a>(
+    weights: &'a mut [BitsArrayMut<'_>],
+    masks: &'a [PyReadonlyArrayDyn<'_, u8>],
+) -> PyResult<InPlace<'a>> {
+    let views: Vec<BitsMut<'a>> = weights
+        .iter_mut()
+        .enumerate()
+        .map(|(i, w)| w.bits_mut(i))
+        .collect::<PyResult<_>>()?;
+    let masks = byte_slices(masks, "masks")?;
+    let elements = views.iter().map(|w| w.len()).sum();
+    Ok((views, masks, elements))
+}
+
 /// `w[i] = 0` where `mask[i] == 0`, in place.
 #[pyfunction(name = "apply_masks")]
 #[pyo3(signature = (weights, masks, names))]
@@ -165,13 +182,7 @@ fn apply_masks_py(
     masks: Vec<PyReadonlyArrayDyn<'_, u8>>,
     names: Vec<String>,
 ) -> PyResult<()> {
-    let mut views: Vec<BitsMut<'_>> = weights
-        .iter_mut()
-        .enumerate()
-        .map(|(i, w)| w.bits_mut(i))
-        .collect::<PyResult<_>>()?;
-    let masks = byte_slices(&masks, "masks")?;
-    let elements = views.iter().map(|w| w.len()).sum();
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
     run_detached(py, elements, || mask::apply_masks(&mut views, &masks))
         .map_err(|e| to_py(e, &names))
 }
@@ -186,18 +197,12 @@ fn rewind_py(
     masks: Vec<PyReadonlyArrayDyn<'_, u8>>,
     names: Vec<String>,
 ) -> PyResult<()> {
-    let mut views: Vec<BitsMut<'_>> = weights
-        .iter_mut()
-        .enumerate()
-        .map(|(i, w)| w.bits_mut(i))
-        .collect::<PyResult<_>>()?;
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
     let snaps: Vec<Bits<'_>> = snapshots
         .iter()
         .enumerate()
         .map(|(i, s)| s.bits("snapshots", i))
         .collect::<PyResult<_>>()?;
-    let masks = byte_slices(&masks, "masks")?;
-    let elements = views.iter().map(|w| w.len()).sum();
     run_detached(py, elements, || rewind::rewind(&mut views, &snaps, &masks))
         .map_err(|e| to_py(e, &names))
 }
