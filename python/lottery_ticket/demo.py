@@ -2,9 +2,15 @@
 
 Trains LeNet-300-100 on scikit-learn's handwritten digits (shipped with the library, no
 download), runs iterative magnitude pruning with ``LotteryTicketPruner`` (global, 20% of the
-remaining weights per round, biases excluded, rewinding to W0 by default) for 15 rounds down to
-3.5% of the weights, over 3 seeds, and compares each winning ticket with the same sparse network
+remaining weights per round, biases excluded, rewinding to W0 by default) for 20 rounds down to
+1.2% of the weights, over 3 seeds, and compares each winning ticket with the same sparse network
 randomly re-initialised. Prints a table, writes ``results.json`` and ``lottery-ticket.png``.
+
+Why 20 rounds and not the paper's ~15 (3.5%): digits is an easier problem for LeNet-300-100 than
+MNIST, so a randomly re-initialised sparse network keeps up longer. Measured over 3 seeds, the
+re-init control trails the ticket by only 0.6-1.2 points at 5.5-3.5% remaining, by 2.0 at 2.3%,
+3.9 at 1.8% and 15 at 1.2% (doubling the training length moves these by under a point), while
+the tickets stay within a point of the dense accuracy down to 1.8%. Five more rounds cost ~25 s.
 
 The pieces: ``demo_train`` (data, model, training loop with early stopping),
 ``demo_experiment`` (IMP and controls per seed), ``demo_report`` (table, JSON, figure).
@@ -24,7 +30,7 @@ FIGURE_NAME = "lottery-ticket.png"
 RESULTS_NAME = "results.json"
 # --quick: a smoke run for tests and first impressions (seconds, not minutes).
 QUICK = {"seeds": 2, "rounds": 4, "iterations": 200}
-FULL = {"seeds": 3, "rounds": 15}
+FULL = {"seeds": 3, "rounds": 20}
 
 
 def _positive_int(text: str) -> int:
@@ -55,7 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_positive_int, default=None,
                         help=f"number of seeds, 0..N-1 (default: {FULL['seeds']}; --quick: {QUICK['seeds']})")
     parser.add_argument("--rounds", type=_positive_int, default=None,
-                        help=f"pruning rounds of 20%% each (default: {FULL['rounds']} -> 3.5%% remaining; "
+                        help=f"pruning rounds of 20%% each (default: {FULL['rounds']} -> "
+                        f"{100 * 0.8 ** FULL['rounds']:.1f}%% remaining; "
                         f"--quick: {QUICK['rounds']})")
     parser.add_argument("--iterations", type=_positive_int, default=None,
                         help=f"training iterations per round (default: {DEFAULT_ITERATIONS}; "
@@ -92,10 +99,17 @@ def _print_checks(checks: dict[str, Any]) -> None:
         f"{checks['match_tolerance_points']:g} point of it down to "
         f"{checks['ticket_matches_dense_down_to_percent']:.1f}% of weights remaining."
     )
-    gaps = checks["reinit_gap_points"]
-    if gaps:
-        listed = ", ".join(f"{p}%: {g:+.1f}" for p, g in gaps.items())
-        print(f"Winning ticket minus random re-init (points) at <= 5.5% remaining: {listed}.")
+    high = {p: g for p, g in checks["reinit_gap_points"].items() if float(p) <= checks["high_sparsity_percent"]}
+    if high:
+        listed = ", ".join(f"{float(p):.1f}%: {g:+.1f}" for p, g in high.items())
+        print(f"Winning ticket minus random re-init at <= {checks['high_sparsity_percent']:g}% remaining "
+              f"(points): {listed}.")
+    beats = checks["ticket_beats_reinit_from_percent"]
+    margin = checks["reinit_margin_points"]
+    if beats is None:
+        print(f"Random re-init stays within {margin:g} points of the winning ticket at the sparsest round.")
+    else:
+        print(f"Winning tickets beat random re-init by >= {margin:g} points at <= {beats:.1f}% remaining.")
 
 
 def run(args: argparse.Namespace) -> int:

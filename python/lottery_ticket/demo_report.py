@@ -69,10 +69,13 @@ def science_checks(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The paper's two claims, measured on the seed-averaged accuracies (in points).
 
     Returns:
-        ``dense_accuracy``; ``ticket_matches_dense_down_to_percent``: the lowest % remaining such
-        that every round down to it is within ``MATCH_TOLERANCE_POINTS`` of dense;
-        ``reinit_gap_points``: {% remaining: ticket - reinit} for rounds at or below
-        ``HIGH_SPARSITY_PERCENT``; ``ticket_beats_reinit_at_high_sparsity``: all gaps above margin.
+        ``dense_accuracy_points``; ``ticket_matches_dense_down_to_percent``: the lowest %
+        remaining such that every round down to it is within ``MATCH_TOLERANCE_POINTS`` of dense;
+        ``reinit_gap_points``: {"% remaining": ticket - reinit} for every pruned round;
+        ``ticket_beats_reinit_at_high_sparsity``: every gap at or below ``HIGH_SPARSITY_PERCENT``
+        is at least ``REINIT_MARGIN_POINTS``; ``ticket_beats_reinit_from_percent``: the highest %
+        remaining from which every sparser round has a gap of at least that margin (None if the
+        sparsest round has not).
     """
     dense = 100.0 * summary[0]["ticket"]["test_accuracy"]["mean"]
     matches_down_to = summary[0]["remaining_percent"]
@@ -80,19 +83,25 @@ def science_checks(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if 100.0 * entry["ticket"]["test_accuracy"]["mean"] < dense - MATCH_TOLERANCE_POINTS:
             break
         matches_down_to = entry["remaining_percent"]
-    gaps = {
-        f"{e['remaining_percent']:.2f}": 100.0
-        * (e["ticket"]["test_accuracy"]["mean"] - e["reinit"]["test_accuracy"]["mean"])
-        for e in summary
-        if e["remaining_percent"] <= HIGH_SPARSITY_PERCENT
-    }
+    gaps = [
+        (e["remaining_percent"], 100.0 * (e["ticket"]["test_accuracy"]["mean"] - e["reinit"]["test_accuracy"]["mean"]))
+        for e in summary[1:]
+    ]
+    beats_from = None
+    for remaining, gap in reversed(gaps):
+        if gap < REINIT_MARGIN_POINTS:
+            break
+        beats_from = remaining
+    high = [gap for remaining, gap in gaps if remaining <= HIGH_SPARSITY_PERCENT]
     return {
         "dense_accuracy_points": dense,
         "match_tolerance_points": MATCH_TOLERANCE_POINTS,
         "ticket_matches_dense_down_to_percent": matches_down_to,
         "reinit_margin_points": REINIT_MARGIN_POINTS,
-        "reinit_gap_points": gaps,
-        "ticket_beats_reinit_at_high_sparsity": bool(gaps) and min(gaps.values()) >= REINIT_MARGIN_POINTS,
+        "reinit_gap_points": {f"{remaining:.2f}": gap for remaining, gap in gaps},
+        "high_sparsity_percent": HIGH_SPARSITY_PERCENT,
+        "ticket_beats_reinit_at_high_sparsity": bool(high) and min(high) >= REINIT_MARGIN_POINTS,
+        "ticket_beats_reinit_from_percent": beats_from,
     }
 
 
