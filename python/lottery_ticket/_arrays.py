@@ -11,9 +11,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
+
+if TYPE_CHECKING:  # type names only: importing lottery_ticket never imports torch
+    import torch
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
 BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
@@ -35,7 +38,7 @@ class Bits:
     shape: tuple[int, ...]
 
 
-def is_torch_tensor(x: object) -> bool:
+def is_torch_tensor(x: object) -> TypeGuard[torch.Tensor]:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
