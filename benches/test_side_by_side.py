@@ -1,0 +1,27 @@
+"""Each method on each workload, checked then timed beside the others (see `conftest.py`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lottery_ticket._bench_measure import Timer, measure_method, measure_one_thread
+from lottery_ticket._bench_methods import METHODS, Method
+from lottery_ticket._bench_table import Measurement, Report
+from lottery_ticket._bench_workloads import Workload
+
+
+def _record(report: Report, m: Measurement) -> None:
+    report.record(m)
+    if m.median_s is None:
+        pytest.skip(m.note)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[m.key for m in METHODS])
+def test_method(method: Method, workload: Workload, timer: Timer, report: Report, measure_memory: bool) -> None:
+    """Times ``method`` (its first result asserted correct) and its peak extra memory."""
+    _record(report, measure_method(method, workload, timer, memory=measure_memory))
+
+
+def test_ours_one_thread(workload: Workload, report: Report) -> None:
+    """``global_magnitude_masks`` with a 1-thread rayon pool (a subprocess; result asserted there)."""
+    _record(report, measure_one_thread(workload.spec))

@@ -1,0 +1,262 @@
+"""What the benchmarks time: ours and each peer, with the check that proves its answer right.
+
+One :class:`Method` per table row. ``prepare`` (untimed, once) builds inputs from a workload,
+``setup`` (untimed, before every round) gives a round fresh inputs where the call consumes them
+(modules to prune), ``run`` is the timed call, and ``check`` asserts the first result: masks
+prune exactly ``k`` weights, none above the k-th smallest magnitude, none below it kept; in-place
+results equal torch's ``where`` reference. Shared by ``benches/`` and ``lottery-ticket bench``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import kernels
+from ._bench_workloads import AMOUNT, Workload
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+Task = Literal["read", "mask", "apply", "rewind"]
+
+
+def _same(state: Any) -> Any:
+    return state
+
+
+def _no_bytes(result: Any) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    task: Task
+    prepare: Callable[[Workload], Any]
+    run: Callable[[Any], Any]
+    check: Callable[[Workload, Any, Any], None]
+    result_bytes: Callable[[Any], int] = _no_bytes  # what the call returns (masks), not "extra"
+    setup: Callable[[Any], Any] = _same
+    # Rough peak bytes per weight beyond the workload (inputs built by `prepare` included):
+    # a method is skipped, not run, when this would not fit in the available memory.
+    bytes_per_weight: float = 0.0
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+
+def check_masks(workload: Workload, masks: list[Any]) -> None:
+    """Exactly ``k`` pruned; everything below the k-th smallest magnitude pruned, above it kept."""
+    import torch
+
+    assert len(masks) == len(workload.weights), "one mask per weight tensor"
+    thr, pruned = workload.threshold, 0
+    for w, mask in zip(workload.weights, masks):
+        m = torch.as_tensor(mask)
+        assert m.dtype == torch.bool and m.shape == w.shape, "bool mask shaped like its weight"
+        magnitude = w.abs()
+        assert not bool((m & (magnitude < thr)).any()), "a weight below the threshold was kept"
+        assert bool((m | (magnitude <= thr)).all()), "a weight above the threshold was pruned"
+        pruned += m.numel() - int(m.sum())
+    assert pruned == workload.k, f"pruned {pruned} weights, expected exactly {workload.k}"
+
+
+def _check_threshold(workload: Workload, result: tuple[float, list[Any]]) -> None:
+    """A threshold peer: the exact k-th magnitude, and masks that keep what lies above it."""
+    import torch
+
+    thr, masks = result
+    assert float(thr) == workload.threshold, f"threshold {thr} != k-th magnitude {workload.threshold}"
+    for w, mask in zip(workload.weights, masks):
+        assert torch.equal(torch.as_tensor(mask), w.abs() > workload.threshold), "mask != |w| > threshold"
+
+
+def _check_sums(workload: Workload, state: Any, sums: list[torch.Tensor]) -> None:
+    tolerance = 1e-2 if workload.spec.dtype == "bf16" else 1e-4
+    for w, s in zip(workload.weights, sums):
+        exact = w.double().sum().item()
+        assert abs(s.item() - exact) <= tolerance * w.double().abs().sum().item() + 1e-6, "wrong sum"
+
+
+def _masks_bytes(masks: list[Any]) -> int:
+    return sum(int(m.nbytes) for m in masks)
+
+
+# ---- read floor -----------------------------------------------------------------------------
+
+
+def _weights(workload: Workload) -> list[torch.Tensor]:
+    return workload.weights
+
+
+def _sum_each(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [w.sum() for w in weights]
+
+
+# ---- mask step: peers -------------------------------------------------------------------------
+
+
+def _numpy_partition(weights: list[torch.Tensor]) -> tuple[float, list[Any]]:
+    import numpy as np
+    import torch
+
+    # NumPy has no bf16: a NumPy user converts to f32 first, so that is part of the time.
+    arrays = [(w if w.dtype == torch.float32 else w.float()).numpy() for w in weights]
+    flat = np.concatenate([a.ravel() for a in arrays])
+    np.abs(flat, out=flat)  # in place, and partition in place: the strongest plain-NumPy peer
+    k = round(AMOUNT * flat.size)
+    flat.partition(k - 1)
+    thr = flat[k - 1]
+    return float(thr), [np.abs(a) > thr for a in arrays]
+
+
+def _torch_kthvalue(weights: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+    import torch
+
+    flat = torch.cat([w.reshape(-1) for w in weights]).abs_()
+    thr = flat.kthvalue(round(AMOUNT * flat.numel())).values
+    return float(thr), [w.abs() > thr for w in weights]
+
+
+def _modules(weights: list[torch.Tensor]) -> list[nn.Module]:
+    """One module per tensor whose ``weight`` parameter shares the workload's storage."""
+    from torch import nn
+
+    holders = []
+    for w in weights:
+        holder = nn.Module()
+        holder.weight = nn.Parameter(w, requires_grad=False)
+        holders.append(holder)
+    return holders
+
+
+def _torch_prune(holders: list[nn.Module]) -> list[nn.Module]:
+    from torch.nn.utils import prune
+
+    prune.global_unstructured(
+        [(h, "weight") for h in holders], pruning_method=prune.L1Unstructured, amount=AMOUNT
+    )
+    return holders
+
+
+def _check_modules(workload: Workload, state: Any, holders: list[nn.Module]) -> None:
+    from torch.nn.utils import prune
+
+    assert all(prune.is_pruned(h) for h in holders), "every module carries a pruning hook"
+    check_masks(workload, [h.weight_mask != 0 for h in holders])
+
+
+def _module_masks_bytes(holders: list[nn.Module]) -> int:
+    return _masks_bytes([h.weight_mask for h in holders])
+
+
+# ---- mask step: ours --------------------------------------------------------------------------
+
+
+def _ours(weights: list[torch.Tensor]) -> Any:
+    return kernels.global_magnitude_masks(weights, AMOUNT)
+
+
+def _ours_drop_in(holders: list[nn.Module]) -> list[nn.Module]:
+    from torch.nn.utils import prune
+
+    from .torch import global_unstructured
+
+    global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
+    return holders
+
+
+# ---- apply / rewind: ours against torch's in-place equivalent ---------------------------------
+
+
+@dataclass
+class InPlace:
+    """A copy of the weights to modify, the workload's weights as snapshots, and our masks."""
+
+    weights: list[torch.Tensor]
+    snapshots: list[torch.Tensor]
+    masks: list[torch.Tensor]
+
+
+def _in_place(workload: Workload) -> InPlace:
+    # Negated copies: rewinding must visibly restore the snapshot values.
+    masks = kernels.global_magnitude_masks(workload.weights, AMOUNT)
+    return InPlace([w.neg() for w in workload.weights], workload.weights, masks)
+
+
+def _check_masked(workload: Workload, state: InPlace, result: None) -> None:
+    import torch
+
+    for w, snap, m in zip(state.weights, state.snapshots, state.masks):
+        assert torch.equal(w, torch.where(m, -snap, 0)), "apply: w * mask"
+
+
+def _check_rewound(workload: Workload, state: InPlace, result: None) -> None:
+    import torch
+
+    for w, snap, m in zip(state.weights, state.snapshots, state.masks):
+        assert torch.equal(w, torch.where(m, snap, 0)), "rewind: where(mask, snapshot, 0)"
+
+
+def _ours_apply(state: InPlace) -> None:
+    kernels.apply_masks(state.weights, state.masks)
+
+
+def _torch_mul(state: InPlace) -> None:
+    for w, m in zip(state.weights, state.masks):
+        w.mul_(m)
+
+
+def _ours_rewind(state: InPlace) -> None:
+    kernels.rewind(state.weights, state.snapshots, state.masks)
+
+
+def _torch_where(state: InPlace) -> None:
+    import torch
+
+    for w, snap, m in zip(state.weights, state.snapshots, state.masks):
+        torch.where(m, snap, torch.zeros((), dtype=w.dtype), out=w)
+
+
+METHODS: tuple[Method, ...] = (
+    Method("floor", "read floor: torch sum of each tensor", "read", _weights, _sum_each, _check_sums),
+    Method(
+        "numpy", "numpy: concat + abs + partition", "mask", _weights, _numpy_partition,
+        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=10,
+    ),
+    Method(
+        "kthvalue", "torch: cat + abs + kthvalue", "mask", _weights, _torch_kthvalue,
+        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=24,
+    ),
+    Method(
+        "torch_prune", "torch.nn.utils.prune.global_unstructured", "mask", _weights, _torch_prune,
+        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=60,
+    ),
+    Method(
+        "ours", "ours: global_magnitude_masks", "mask", _weights, _ours,
+        lambda wl, st, r: check_masks(wl, r), _masks_bytes, bytes_per_weight=2,
+    ),
+    Method(
+        "drop_in", "ours: lottery_ticket.torch.global_unstructured", "mask", _weights, _ours_drop_in,
+        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=16,
+    ),
+    Method("ours_apply", "ours: apply_masks", "apply", _in_place, _ours_apply, _check_masked, bytes_per_weight=6),
+    Method("torch_mul", "torch: w.mul_(mask)", "apply", _in_place, _torch_mul, _check_masked, bytes_per_weight=6),
+    Method("ours_rewind", "ours: rewind", "rewind", _in_place, _ours_rewind, _check_rewound, bytes_per_weight=6),
+    Method(
+        "torch_where", "torch: where(mask, snapshot, 0, out=w)", "rewind", _in_place, _torch_where,
+        _check_rewound, bytes_per_weight=6,
+    ),
+)
+BY_KEY = {m.key: m for m in METHODS}
+
+# The 1-thread row: `ours` again, in a subprocess whose rayon pool has one thread.
+ONE_THREAD = "ours_1thread"
+ONE_THREAD_LABEL = "ours: global_magnitude_masks, 1 thread"
+ROW_ORDER = [k for m in METHODS for k in ((m.key, ONE_THREAD) if m.key == "ours" else (m.key,))]
+# The row each task's ratios are taken against.
+BASELINE = {"read": "ours", "mask": "ours", "apply": "ours_apply", "rewind": "ours_rewind"}
