@@ -163,6 +163,25 @@ def test_apply_ticket_validates_everything_before_modifying(damage: Any, error: 
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
 
 
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        (lambda s: s.pop("b"), ValueError, r"ticket.snapshot: names differ from the model's \(first: 'b'\)"),
+        (lambda s: s.update({"extra": np.ones(2)}), ValueError, "first: 'extra'"),
+        (lambda s: s.update({"b": [0.0, 0.0]}), TypeError, r"ticket.snapshot\['b'\]: expected a NumPy array, got list"),
+        (lambda s: s.update({"w": np.ones((2, 3))}), ValueError, r"shape \(2, 3\) differs from the model's \(3, 2\)"),
+        (lambda s: s.update({"b": np.ones(2, np.float32)}), TypeError, "dtype float32 differs from the model's float64"),
+    ],
+)
+def test_numpy_apply_ticket_checks_the_snapshot_before_modifying(damage: Any, error: type[Exception], match: str) -> None:
+    ticket = LotteryTicketPruner(0.5, 1).find_ticket({"w": np.arange(6.0).reshape(3, 2), "b": np.ones(2)})
+    damage(ticket.snapshot)
+    target = {"w": np.full((3, 2), 7.0), "b": np.full(2, 7.0)}
+    with pytest.raises(error, match=match):
+        LotteryTicketPruner(0.5, 1).apply_ticket(target, ticket)
+    assert all((v == 7.0).all() for v in target.values())
+
+
 def test_bad_models_train_fns_and_metrics() -> None:
     pruner = LotteryTicketPruner(0.5, 1)
     with pytest.raises(TypeError, match="model"):

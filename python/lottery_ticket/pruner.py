@@ -54,69 +54,13 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, select_names
+from ._numpy_model import NumpyDictAdapter
+from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy
 from .ticket import Ticket, read_file, write_file
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
 _RESERVED = ("round", "density", "sparsity", "remaining")
-
-
-class NumpyDictAdapter:
-    """The pruner's view of a ``dict[str, np.ndarray]`` model (arrays are updated in place)."""
-
-    framework = "numpy"
-
-    def __init__(self, model: dict[str, Any], include: NameFilter, exclude: NameFilter, names: Collection[str] | None) -> None:
-        for key, value in model.items():
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"model[{key!r}]: expected a NumPy array, got {type(value).__name__}")
-        self.model = model
-        if names is None:
-            names = select_names(list(model.items()), lambda _, a: a.dtype.kind == "f", include, exclude)
-        missing = [n for n in names if n not in model]
-        if missing:
-            raise ValueError(f"masks: {missing[0]!r} is not an entry of the model")
-        self.prunable: dict[str, Any] = {n: model[n] for n in names}
-
-    def state(self) -> dict[str, Any]:
-        return {k: v.copy() for k, v in self.model.items()}
-
-    def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:
-        for name, array in self.model.items():
-            if name not in skip:
-                np.copyto(array, snapshot[name])
-
-    def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
-        if set(snapshot) != set(self.model):
-            raise ValueError(f"{arg}: names differ from the model's ({sorted(set(snapshot) ^ set(self.model))[0]!r})")
-        for name, array in self.model.items():
-            other = snapshot[name]
-            if not isinstance(other, np.ndarray):
-                raise TypeError(f"{arg}[{name!r}]: expected a NumPy array, got {type(other).__name__}")
-            if other.shape != array.shape:
-                raise ValueError(f"{arg}[{name!r}]: shape {other.shape} differs from the model's {array.shape}")
-            if other.dtype != array.dtype:
-                raise TypeError(f"{arg}[{name!r}]: dtype {other.dtype} differs from the model's {array.dtype}")
-
-    def full_masks(self) -> dict[str, Any]:
-        return {n: np.ones(a.shape, dtype=np.bool_) for n, a in self.prunable.items()}
-
-    def masks_from_numpy(self, masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return {n: np.array(m, dtype=np.bool_) for n, m in masks.items()}
-
-    @staticmethod
-    def masks_to_numpy(masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return {n: np.array(m, dtype=np.bool_) for n, m in masks.items()}
-
-    def rng_state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def set_rng_state(self, state: Mapping[str, np.ndarray]) -> None:
-        pass
-
-    def step_watcher(self, callback: Callable[[], None]) -> Any:
-        return None
 
 
 def adapter_for(model: Any, include: NameFilter = None, exclude: NameFilter = None, names: Collection[str] | None = None) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._state import check_state
 from ..config import NameFilter, select_names
 from ._hooks import StepWatcher
 
@@ -28,6 +29,10 @@ def default_weight_names(module: nn.Module) -> set[str]:
         for name, layer in module.named_modules()
         if isinstance(layer, PRUNED_BY_DEFAULT) and isinstance(getattr(layer, "weight", None), nn.Parameter)
     }
+
+
+def _is_tensor(value: object) -> bool:
+    return isinstance(value, torch.Tensor)
 
 
 class TorchModuleAdapter:
@@ -66,18 +71,9 @@ class TorchModuleAdapter:
 
     def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
         """Raise unless ``snapshot`` has exactly the model's state names, shapes and dtypes."""
-        live = self.module.state_dict()
-        if set(snapshot) != set(live):
-            extra = sorted(set(snapshot) ^ set(live))
-            raise ValueError(f"{arg}: names differ from the model's state_dict (first: {extra[0]!r})")
-        for name, tensor in live.items():
-            other = snapshot[name]
-            if not isinstance(other, torch.Tensor):
-                raise TypeError(f"{arg}[{name!r}]: expected a torch tensor, got {type(other).__name__}")
-            if other.shape != tensor.shape:
-                raise ValueError(f"{arg}[{name!r}]: shape {tuple(other.shape)} differs from the model's {tuple(tensor.shape)}")
-            if other.dtype != tensor.dtype:
-                raise TypeError(f"{arg}[{name!r}]: dtype {other.dtype} differs from the model's {tensor.dtype}")
+        check_state(
+            snapshot, self.module.state_dict(), arg, is_array=_is_tensor, kind="a torch tensor", owner="the model's state_dict"
+        )
 
     def full_masks(self) -> dict[str, Any]:
         return {n: torch.ones(p.shape, dtype=torch.bool) for n, p in self.prunable.items()}
