@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch import nn
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
 from lottery_ticket import inspect as inspect_command
+from lottery_ticket._files import write_atomic
 
 
 def cli_main(argv: list[str]) -> int:
@@ -151,3 +154,40 @@ def test_inspect_prints_summary_and_layer_table(tmp_path: Path, capsys: pytest.C
     (tmp_path / "bad").write_bytes(b"junk")
     assert cli_main(["inspect", str(tmp_path / "bad")]) == 1
     assert "not a readable ticket" in capsys.readouterr().err
+
+
+def test_write_atomic_replaces_the_file_and_fsyncs_file_then_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.chdir(tmp_path)
+    Path("out.bin").write_bytes(b"old contents")
+    write_atomic("out.bin", b"new")
+    assert Path("out.bin").read_bytes() == b"new"
+    assert synced == ([False, True] if os.name == "posix" else [False])  # the file, then its folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ticket.safetensors"
+    path.write_bytes(b"old contents")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(OSError, match="disk full"):
+            write_atomic(path, b"new contents that never land")
+    assert path.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ticket.safetensors"]
+    # A failing rename (the target is a folder) cleans up too.
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "folder", b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "ticket.safetensors"]

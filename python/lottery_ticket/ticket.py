@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._arrays import is_torch_tensor
+from ._files import write_atomic
 from .config import LotteryTicketConfig, RewindStrategy
 
 FORMAT = "lottery-ticket"
@@ -208,21 +208,7 @@ def write_file(
         tensors[f"rng/{name}"] = np.ascontiguousarray(value)
     doc["sha256"] = _digest(tensors)
     data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "ticket": json.dumps(doc)})
-    _write_atomic(Path(path), data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def read_file(
