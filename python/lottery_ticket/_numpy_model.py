@@ -1,4 +1,5 @@
-"""A ``dict[str, np.ndarray]`` model as the pruner sees it (the NumPy twin of `torch._model`).
+"""A ``dict[str, np.ndarray]`` model as the pruner sees it (the NumPy twin of `torch._model`),
+and `adapter_for`, which picks the adapter for a model.
 
 Every float entry is pruned by default; arrays are updated in place, masks are NumPy bool
 arrays, and there is no RNG state to checkpoint and no optimizer to hook.
@@ -6,6 +7,7 @@ arrays, and there is no RNG state to checkpoint and no optimizer to hook.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -68,3 +70,15 @@ class NumpyDictAdapter:
 
     def step_watcher(self, callback: Callable[[], None]) -> Any:
         return None
+
+
+def adapter_for(model: Any, include: NameFilter = None, exclude: NameFilter = None, names: Collection[str] | None = None) -> Any:
+    """The framework adapter of ``model`` (a torch ``nn.Module`` or a dict of NumPy arrays)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from .torch._model import TorchModuleAdapter
+
+        return TorchModuleAdapter(model, include, exclude, names)
+    if isinstance(model, dict):
+        return NumpyDictAdapter(model, include, exclude, names)
+    raise TypeError(f"model: expected a torch.nn.Module or a dict of NumPy arrays, got {type(model).__name__}")

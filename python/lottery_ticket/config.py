@@ -39,6 +39,15 @@ def _check_int(value: object, arg: str) -> int:
     return int(value)
 
 
+def check_iterations_per_round(value: object) -> int | None:
+    """``iterations_per_round`` (T, optimizer steps per round) as an int >= 1, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"iterations_per_round: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class RewindStrategy:
     """Where surviving weights go after each pruning round.

@@ -46,33 +46,21 @@ the dict, updates it in place, and the masks are re-applied when it returns (cal
 from __future__ import annotations
 
 import numbers
-import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import kernels
-from ._numpy_model import NumpyDictAdapter
-from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy
-from .ticket import Ticket, read_file, write_file
+from ._numpy_model import NumpyDictAdapter as NumpyDictAdapter  # re-exported: it used to live here
+from ._numpy_model import adapter_for
+from ._state import read_checkpoint, write_checkpoint
+from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, check_iterations_per_round
+from .ticket import Ticket, metrics_row
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
-_RESERVED = ("round", "density", "sparsity", "remaining")
-
-
-def adapter_for(model: Any, include: NameFilter = None, exclude: NameFilter = None, names: Collection[str] | None = None) -> Any:
-    """The framework adapter of ``model`` (a torch ``nn.Module`` or a dict of NumPy arrays)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        from .torch._model import TorchModuleAdapter
-
-        return TorchModuleAdapter(model, include, exclude, names)
-    if isinstance(model, dict):
-        return NumpyDictAdapter(model, include, exclude, names)
-    raise TypeError(f"model: expected a torch.nn.Module or a dict of NumPy arrays, got {type(model).__name__}")
 
 
 def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
@@ -126,7 +114,7 @@ class LotteryTicketPruner:
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
         self.config = config
         self.include, self.exclude = include, exclude
-        self.iterations_per_round = _check_iterations(iterations_per_round)
+        self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._adapter: Any = None
 
     @classmethod
@@ -177,7 +165,7 @@ class LotteryTicketPruner:
         `rewind` can restore it; ``iterations_per_round`` (T) is required by ``late(f)``.
         """
         adapter = adapter_for(model, self.include, self.exclude)
-        steps = _check_iterations(iterations_per_round) or self.iterations_per_round
+        steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         capture: int | None = None
         if self.strategy.kind == "early":
             capture = self.strategy.iteration
@@ -351,49 +339,19 @@ class LotteryTicketPruner:
         return self.ticket()
 
     def _record(self, r: int, returned: Mapping[str, float] | None) -> None:
-        row: dict[str, Any] = {"round": r, "density": self.density, "sparsity": 1.0 - self.density, "remaining": self._alive}
-        if returned is not None:
-            if not isinstance(returned, Mapping):
-                raise TypeError(f"train_fn: expected a mapping of metrics or None, got {type(returned).__name__}")
-            for key, value in returned.items():
-                if not isinstance(key, str) or key in _RESERVED:
-                    raise ValueError(f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(_RESERVED)})")
-                if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                    raise TypeError(f"train_fn: metric {key!r} must be a real number, got {type(value).__name__}")
-                row[key] = float(value)
-        self._metrics.append(row)
+        self._metrics.append(metrics_row(r, self.density, self._alive, returned))
 
     def _checkpoint(self, path: Path, next_round: int) -> None:
-        # RNG state too, so a resumed run continues exactly like an uninterrupted one.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-        rng = {"numpy": np.asarray(keys, dtype=np.uint32), **self._adapter.rng_state()}
-        resume = {
-            "next_round": next_round,
-            "round": self._round,
-            "step": self._step,
-            "capture_step": self._capture_step,
-            "numpy_rng": [kind, int(pos), int(has_gauss), float(gauss)],
-        }
-        write_file(path, self.ticket(), state=self._adapter.state(), rng=rng, resume=resume)
+        resume = {"next_round": next_round, "round": self._round, "step": self._step, "capture_step": self._capture_step}
+        write_checkpoint(path, self.ticket(), self._adapter, resume)
 
     def _resume(self, path: Path) -> int:
-        ticket, state, rng, resume = read_file(path)
-        if ticket.config != self.config or resume is None or state is None or rng is None:
-            raise ValueError(f"checkpoint_dir: {path} was written by a different configuration ({ticket.config})")
-        adapter = self._adapter
-        if list(ticket.masks) != list(adapter.prunable):
-            raise ValueError(f"checkpoint_dir: {path} prunes other tensors than this model")
-        adapter.check_state(state, "checkpoint state")
-        adapter.check_state(ticket.snapshot, "checkpoint snapshot")
-        adapter.load_state(state, skip=())
-        self._masks = adapter.masks_from_numpy(ticket.masks)
+        ticket, resume = read_checkpoint(path, self.config, self._adapter)
+        self._masks = self._adapter.masks_from_numpy(ticket.masks)
         self._round, self._step, self._capture_step = resume["round"], resume["step"], resume["capture_step"]
         self._alive = ticket.remaining_parameters
         self._snapshot, self._steps_round0 = ticket.snapshot, ticket.iterations_per_round
         self._history, self._metrics = list(ticket.sparsity_history), list(ticket.metrics)
-        kind, pos, has_gauss, gauss = resume["numpy_rng"]
-        np.random.set_state((kind, np.asarray(rng["numpy"], dtype=np.uint32), pos, has_gauss, gauss))
-        adapter.set_rng_state(rng)
         return int(resume["next_round"])
 
     # -- tickets without training -------------------------------------------------------------
@@ -435,10 +393,3 @@ class LotteryTicketPruner:
         self._schedule_at_capture = self._schedule_start
         self._watcher = adapter.step_watcher(self._after_optimizer_step)
 
-
-def _check_iterations(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"iterations_per_round: expected an int >= 1, got {value!r}")
-    return int(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,7 +129,38 @@ class Ticket:
         return read_file(path)[0]
 
 
+# The columns every metrics row has; `train_fn` may not return metrics with these names.
 _RESERVED = ("round", "density", "sparsity", "remaining")
+
+
+def metrics_row(round_index: int, density: float, remaining: int, returned: Mapping[str, float] | None) -> dict[str, Any]:
+    """One ``Ticket.metrics`` row: the round's reserved columns plus the metrics ``train_fn`` returned.
+
+    Args:
+        round_index: the training round (0 = dense).
+        density: fraction of the prunable weights alive in that round.
+        remaining: number of prunable weights alive.
+        returned: what ``train_fn`` returned: ``{name: real number}`` or None.
+
+    Returns:
+        ``{"round", "density", "sparsity", "remaining", **returned}`` with the metrics as floats.
+
+    Example:
+        >>> metrics_row(1, 0.5, 50, {"acc": 0.9})
+        {'round': 1, 'density': 0.5, 'sparsity': 0.5, 'remaining': 50, 'acc': 0.9}
+    """
+    row: dict[str, Any] = {"round": round_index, "density": density, "sparsity": 1.0 - density, "remaining": remaining}
+    if returned is None:
+        return row
+    if not isinstance(returned, Mapping):
+        raise TypeError(f"train_fn: expected a mapping of metrics or None, got {type(returned).__name__}")
+    for key, value in returned.items():
+        if not isinstance(key, str) or key in _RESERVED:
+            raise ValueError(f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(_RESERVED)})")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"train_fn: metric {key!r} must be a real number, got {type(value).__name__}")
+        row[key] = float(value)
+    return row
 
 
 def _to_numpy(value: Any, label: str) -> tuple[np.ndarray, str]:
