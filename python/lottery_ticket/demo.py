@@ -97,11 +97,11 @@ def _print_checks(checks: dict[str, Any]) -> None:
     print(
         f"Dense accuracy {checks['dense_accuracy_points']:.1f}%; winning tickets stay within "
         f"{checks['match_tolerance_points']:g} point of it down to "
-        f"{checks['ticket_matches_dense_down_to_percent']:.1f}% of weights remaining."
+        f"{checks['ticket_matches_dense_down_to_percent']:.3g}% of weights remaining."
     )
     high = {p: g for p, g in checks["reinit_gap_points"].items() if float(p) <= checks["high_sparsity_percent"]}
     if high:
-        listed = ", ".join(f"{float(p):.1f}%: {g:+.1f}" for p, g in high.items())
+        listed = ", ".join(f"{float(p):.3g}%: {g:+.1f}" for p, g in high.items())
         print(f"Winning ticket minus random re-init at <= {checks['high_sparsity_percent']:g}% remaining "
               f"(points): {listed}.")
     beats = checks["ticket_beats_reinit_from_percent"]
@@ -109,7 +109,7 @@ def _print_checks(checks: dict[str, Any]) -> None:
     if beats is None:
         print(f"Random re-init stays within {margin:g} points of the winning ticket at the sparsest round.")
     else:
-        print(f"Winning tickets beat random re-init by >= {margin:g} points at <= {beats:.1f}% remaining.")
+        print(f"Winning tickets beat random re-init by >= {margin:g} points at <= {beats:.3g}% remaining.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     total = len(config.seeds) * (config.rounds + 1)
     print(
-        f"LeNet-300-100 on sklearn digits: {len(config.seeds)} seeds x {config.rounds + 1} rounds "
+        f"LeNet-300-100 on sklearn digits: {len(config.seeds)} seed(s) x {config.rounds + 1} rounds "
         f"x {len(config.networks)} networks, {config.iterations} iterations each, rewind={config.rewind}",
         flush=True,
     )
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     demo_report.write_json(out / RESULTS_NAME, results)
     title = (f"Lottery tickets, LeNet-300-100 on digits (mean ± std over {len(config.seeds)} seeds, "
              f"rewind={config.rewind}, {config.iterations} iterations/round)")
-    demo_report.write_atomic(out / FIGURE_NAME, demo_report.render_figure(summary, config.networks, title))
+    demo_report.write_atomic(out / FIGURE_NAME, demo_report.render_figure(summary, config.networks, title, config.iterations))
     print(demo_report.format_table(summary, config.networks))
     _print_checks(checks)
     print(f"Wrote {out / RESULTS_NAME} and {out / FIGURE_NAME} in {elapsed:.0f} s.")

@@ -117,7 +117,7 @@ def format_table(summary: Sequence[dict[str, Any]], networks: Sequence[str]) -> 
             for n in networks
         ]
         stops = [f"{e[n]['early_stop_iteration']['mean']:.0f}" for n in networks]
-        lines.append([str(e["round"]), f"{e['remaining_percent']:.1f}%"] + accs + stops)
+        lines.append([str(e["round"]), f"{e['remaining_percent']:.3g}%"] + accs + stops)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
@@ -143,11 +143,15 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
     write_atomic(path, (json.dumps(results, indent=2) + "\n").encode())
 
 
-def render_figure(summary: Sequence[dict[str, Any]], networks: Sequence[str], title: str) -> bytes:
+def render_figure(
+    summary: Sequence[dict[str, Any]], networks: Sequence[str], title: str, iterations: int | None = None
+) -> bytes:
     """PNG bytes: test accuracy and early-stop iteration vs. % weights remaining (log, reversed).
 
     Like Frankle & Carbin's Figure 4: mean over seeds with a ±1 std band, the dense accuracy as
-    a dashed reference line. Uses matplotlib's object API (no pyplot, no global backend change).
+    a dashed reference line; ``iterations`` (the training budget per round) as a dotted line on
+    the right, since an early-stop iteration there means "still improving when training ended".
+    Uses matplotlib's object API (no pyplot, no global backend change).
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
@@ -177,6 +181,9 @@ def render_figure(summary: Sequence[dict[str, Any]], networks: Sequence[str], ti
     acc_ax.set_ylabel("test accuracy at early stop (%)")
     acc_ax.set_title("Accuracy")
     acc_ax.legend(loc="lower left")
+    if iterations is not None:
+        stop_ax.axhline(iterations, color="gray", linestyle=":", linewidth=1, label="iterations per round")
+        stop_ax.legend(loc="upper left")
     stop_ax.set_ylabel("early-stop iteration (min. validation loss)")
     stop_ax.set_title("Learning speed")
     figure.suptitle(title)
