@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     from . import demo_report
+    from ._files import write_atomic
     from .demo_experiment import run_seed
     from .demo_train import load_digits_split
 
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     demo_report.write_json(out / RESULTS_NAME, results)
     title = (f"Lottery tickets, LeNet-300-100 on digits (mean ± std over {len(config.seeds)} seeds, "
              f"rewind={config.rewind}, {config.iterations} iterations/round)")
-    demo_report.write_atomic(out / FIGURE_NAME, demo_report.render_figure(summary, config.networks, title, config.iterations))
+    write_atomic(out / FIGURE_NAME, demo_report.render_figure(summary, config.networks, title, config.iterations))
     print(demo_report.format_table(summary, config.networks))
     _print_checks(checks)
     print(f"Wrote {out / RESULTS_NAME} and {out / FIGURE_NAME} in {elapsed:.0f} s.")

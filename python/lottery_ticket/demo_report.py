@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ._files import write_atomic
 
 LABELS = {"ticket": "winning ticket", "reinit": "random re-init", "random_mask": "random mask"}
 COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random_mask": "tab:green"}
@@ -122,20 +122,6 @@ def format_table(summary: Sequence[dict[str, Any]], networks: Sequence[str]) -> 
     out = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
     return "\n".join(out)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
