@@ -191,3 +191,18 @@ def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temp_file(tmp_pat
     with pytest.raises(OSError):
         write_atomic(tmp_path / "folder", b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "ticket.safetensors"]
+
+
+def test_write_atomic_gives_new_files_the_umask_mode_and_keeps_an_existing_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.bin"
+        write_atomic(fresh, b"x")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        write_atomic(kept, b"new")
+        assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_bytes() == b"new"
+    finally:
+        os.umask(umask)
