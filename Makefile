@@ -43,7 +43,7 @@ test-rust: ## cargo test (unit and property tests of the kernels)
 
 test-python: $(BUILD_STAMP) ## pytest (differential, torch, threads, bad inputs) and stub check
 	$(BIN)/python -m mypy.stubtest lottery_ticket._core
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests python/lottery_ticket --doctest-modules
 
 bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
 	$(BIN)/python -m pytest benches -q --benchmark-enable

@@ -181,3 +181,36 @@ def test_transposed_tensor_selects_on_the_logical_tensor(reference: Reference) -
     got = global_magnitude_masks([view], 0.5)
     assert tuple(got[0].shape) == (8, 5)
     assert_masks(got, reference([view.contiguous()], 0.5))
+
+
+def test_mask_applier_reapplies_masks_after_in_place_updates() -> None:
+    from lottery_ticket import MaskApplier
+
+    layer = torch.nn.Linear(4, 3)
+    masks = {"weight": torch.rand(3, 4) > 0.5, "bias": torch.ones(3, dtype=torch.bool)}
+    params = dict(layer.named_parameters())
+    reapply = MaskApplier(params, masks)
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # an optimizer step moves pruned weights
+    expected = layer.weight.detach().clone() * masks["weight"]
+    reapply()
+    assert torch.equal(layer.weight.detach(), expected)
+    assert int((layer.weight.detach()[~masks["weight"]] != 0).sum()) == 0
+
+
+def test_mask_applier_refuses_a_swapped_storage_and_leaves_it_alone() -> None:
+    from lottery_ticket import MaskApplier
+
+    layer = torch.nn.Linear(4, 3)
+    reapply = MaskApplier({"weight": layer.weight}, {"weight": torch.zeros(3, 4, dtype=torch.bool)})
+    layer.weight.data = torch.ones(3, 4)
+    with pytest.raises(RuntimeError, match=r"weights\['weight'\]: storage was replaced"):
+        reapply()
+    assert torch.equal(layer.weight.detach(), torch.ones(3, 4))
+
+
+def test_mask_applier_validates_like_apply_masks() -> None:
+    from lottery_ticket import MaskApplier
+
+    with pytest.raises(ValueError, match="masks"):
+        MaskApplier([torch.zeros(3)], [torch.ones(4, dtype=torch.bool)])

@@ -7,13 +7,14 @@ semantics (tie order, NaN policy, amount rules).
 
 from ._core import __version__
 from .config import LotteryTicketConfig, RewindStrategy
-from .kernels import alive_counts, apply_masks, global_magnitude_masks, rewind
+from .kernels import MaskApplier, alive_counts, apply_masks, global_magnitude_masks, rewind
 from .pruner import LotteryTicketPruner
 from .ticket import Ticket
 
 __all__ = [
     "LotteryTicketConfig",
     "LotteryTicketPruner",
+    "MaskApplier",
     "RewindStrategy",
     "Ticket",
     "__version__",

@@ -100,6 +100,15 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     return Bits(label, x.view(BITS_DTYPES[name]), name, tuple(x.shape))
 
 
+def storage_address(x: object) -> int:
+    """Address of an array's first element (a tensor's storage can be swapped under it)."""
+    if is_torch_tensor(x):
+        return int(x.data_ptr())
+    if isinstance(x, np.ndarray):
+        return int(x.__array_interface__["data"][0])
+    raise TypeError(f"expected a NumPy array or torch tensor, got {type(x).__name__}")
+
+
 def require_in_place(x: np.ndarray, label: str) -> None:
     if not x.flags.writeable:
         raise ValueError(f"{label}: array is read-only; in-place operations need a writable array")

@@ -125,6 +125,42 @@ def apply_masks(weights: Any, masks: Any) -> None:
     _core.apply_masks([b.bits for b in views], mask_views, _quoted(names))
 
 
+class MaskApplier:
+    """`apply_masks(weights, masks)` validated once, for re-applying the same masks after every
+    optimizer step: a call then costs one storage check per tensor plus the kernel, instead of
+    the full validation (~10x less Python overhead on small models).
+
+    Example:
+        >>> import numpy as np
+        >>> w = [np.array([1.0, -2.0, 3.0])]
+        >>> reapply = MaskApplier(w, [np.array([True, False, True])])
+        >>> w[0][1] = 5.0  # e.g. an optimizer step moved a pruned weight
+        >>> reapply(); w[0].tolist()
+        [1.0, 0.0, 3.0]
+    """
+
+    def __init__(self, weights: Any, masks: Any) -> None:
+        names, views, mask_views = _in_place_views(weights, masks)
+        _arrays.check_no_overlap(
+            [(b.label, b.bits) for b in views],
+            list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
+        )
+        self.weights, self.masks = weights, masks
+        self._values = _arrays.items(weights, "weights")[1]
+        self._addresses = [_arrays.storage_address(v) for v in self._values]
+        self._bits = [b.bits for b in views]
+        self._mask_views = mask_views
+        self._names = _quoted(names)
+
+    def __call__(self) -> None:
+        # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
+        # pointing at the old memory: refuse rather than mask the wrong buffer.
+        for value, address, label in zip(self._values, self._addresses, self._names or range(len(self._values))):
+            if _arrays.storage_address(value) != address:
+                raise RuntimeError(f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one")
+        _core.apply_masks(self._bits, self._mask_views, self._names)
+
+
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     """In place: survivors take their snapshot value, pruned weights become exactly zero.
 

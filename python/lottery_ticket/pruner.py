@@ -116,6 +116,7 @@ class LotteryTicketPruner:
         self.include, self.exclude = include, exclude
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._adapter: Any = None
+        self._applier: kernels.MaskApplier | None = None
 
     @classmethod
     def with_config(cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None) -> LotteryTicketPruner:
@@ -202,7 +203,11 @@ class LotteryTicketPruner:
             self._schedule_pending = True
 
     def _after_optimizer_step(self) -> None:
-        kernels.apply_masks(self._adapter.prunable, self._masks)
+        # Runs after every optimizer step: validate once per set of masks, not once per step.
+        applier = self._applier
+        if applier is None or applier.masks is not self._masks or applier.weights is not self._adapter.prunable:
+            self._applier = applier = kernels.MaskApplier(self._adapter.prunable, self._masks)
+        applier()
         self.on_step()
 
     def attach(self, optimizer: Any) -> Any:
