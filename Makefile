@@ -32,7 +32,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
 demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on the digits data set (table + figure)
 	$(BIN)/lottery-ticket demo --out $(DEMO_OUT)
 
-test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo test, stubs, pytest
+test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo test, stubs, mypy, pytest
 
 lint: $(DEPS_STAMP)
 	cargo fmt --check
@@ -41,8 +41,9 @@ lint: $(DEPS_STAMP)
 test-rust: ## cargo test (unit and property tests of the kernels)
 	cargo test --release
 
-test-python: $(BUILD_STAMP) ## pytest (differential, torch, threads, bad inputs) and stub check
+test-python: $(BUILD_STAMP) ## stub check, mypy --strict, pytest (tests and doctests)
 	$(BIN)/python -m mypy.stubtest lottery_ticket._core
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q tests python/lottery_ticket --doctest-modules
 
 bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
