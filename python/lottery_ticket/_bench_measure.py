@@ -15,6 +15,7 @@ Run as ``python -m lottery_ticket._bench_measure --workload TOKEN --method KEY [
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -141,10 +142,19 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def _release_free_heap() -> None:
+    """Return glibc's free heap pages to the OS, so the call cannot reuse memory already counted."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement may only read low
+        pass
+
+
 def peak_extra_bytes(method: Method, workload: Workload, state: Any) -> tuple[int | None, float]:
     """(peak RSS growth of one call minus its result, seconds); None off Linux."""
     arg = method.setup(state)
     gc.collect()
+    _release_free_heap()
     try:
         before = _status_bytes("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
