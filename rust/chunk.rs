@@ -57,6 +57,11 @@ pub trait AliveVisitor<K> {
 /// Survivor lookup, either a mask slice or "all alive".
 pub trait Alive: Copy {
     fn get(self, i: usize) -> bool;
+    /// The survivors of elements `start..start + len`.
+    fn window(self, start: usize, len: usize) -> Self;
+    /// Zero `out[i]` where element `i` is dead; returns bit `i` set for each alive element
+    /// (`out.len() <= 32`).
+    fn clear_dead(self, out: &mut [u8]) -> u32;
 }
 
 #[derive(Clone, Copy)]
@@ -67,12 +72,35 @@ impl Alive for AllAlive {
     fn get(self, _i: usize) -> bool {
         true
     }
+    #[inline(always)]
+    fn window(self, _start: usize, _len: usize) -> Self {
+        self
+    }
+    #[inline(always)]
+    fn clear_dead(self, out: &mut [u8]) -> u32 {
+        debug_assert!((1..=32).contains(&out.len()));
+        u32::MAX >> (32 - out.len())
+    }
 }
 
 impl Alive for &[u8] {
     #[inline(always)]
     fn get(self, i: usize) -> bool {
         self[i] != 0
+    }
+    #[inline(always)]
+    fn window(self, start: usize, len: usize) -> Self {
+        &self[start..start + len]
+    }
+    #[inline(always)]
+    fn clear_dead(self, out: &mut [u8]) -> u32 {
+        let mut bits = 0u32;
+        for (i, (o, &m)) in out.iter_mut().zip(self).enumerate() {
+            let alive = m != 0;
+            *o &= alive as u8;
+            bits |= (alive as u32) << i;
+        }
+        bits
     }
 }
 
