@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lottery_ticket._bench_measure import Timer, available_memory, time_rounds
-from lottery_ticket._bench_table import Report, write_atomic
+from lottery_ticket._bench_table import Report, write_text
 from lottery_ticket._bench_workloads import Workload, materialize, suite
 
 BIG_NEEDS_GIB = 14  # 440M f32: 1.8 GB of weights here, again in each measuring subprocess, + peers
@@ -77,7 +77,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _big():
         table += "\n(440M point not run: LT_BENCH_BIG=1 forces it)\n"
     out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks/table.md"))
-    write_atomic(out, table)
+    write_text(out, table)
     terminalreporter.write_sep("=", "lottery-ticket: side by side")
     terminalreporter.write_line(table)
     terminalreporter.write_line(f"(also written to {out})")

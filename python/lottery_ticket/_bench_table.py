@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._bench_methods import BASELINE, ONE_THREAD, ROW_ORDER
 from ._bench_workloads import AMOUNT, WorkloadSpec, human
+from ._files import write_atomic
 
 MIB = 1 << 20
 
@@ -210,17 +210,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: never a half-written file."""
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write the table atomically (``_files.write_atomic``), creating the folder if needed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, text.encode("utf-8"))

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ._bench_measure import measure_method, measure_one_thread
     from ._bench_methods import METHODS
-    from ._bench_table import Report, write_atomic
+    from ._bench_table import Report, write_text
     from ._bench_workloads import materialize
 
     spec = WorkloadSpec(args.mix, args.params, args.dtype, args.seed)
@@ -71,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
     table = report.render()
     print(table, end="")
     if args.markdown:
-        write_atomic(args.markdown, table)
+        write_text(args.markdown, table)
     return 0
