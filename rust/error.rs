@@ -87,6 +87,32 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Check that `lens` has one entry per weight tensor (`sizes`), each of the weight's size.
+pub fn check_lengths(
+    arg: &'static str,
+    sizes: &[usize],
+    lens: impl ExactSizeIterator<Item = usize>,
+) -> Result<()> {
+    if lens.len() != sizes.len() {
+        return Err(Error::ListLength {
+            arg,
+            expected: sizes.len(),
+            got: lens.len(),
+        });
+    }
+    for (index, (&expected, got)) in sizes.iter().zip(lens).enumerate() {
+        if expected != got {
+            return Err(Error::Length {
+                arg,
+                index,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

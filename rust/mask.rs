@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{check_lengths, Error, Result};
 
 /// Elements per parallel task for the streaming kernels (one read, one write per element).
 pub const STREAM_CHUNK: usize = 1 << 16;
@@ -54,29 +54,17 @@ impl Bits<'_> {
     }
 }
 
+/// Element counts of the tensors, for [`check_lengths`].
+pub fn sizes(weights: &[BitsMut<'_>]) -> Vec<usize> {
+    weights.iter().map(|w| w.len()).collect()
+}
+
 /// Check list and element counts of `masks` against `weights` before anything is written.
 pub fn check_masks(weights: &[BitsMut<'_>], masks: &[&[u8]]) -> Result<()> {
     if weights.is_empty() {
         return Err(Error::Empty { arg: "weights" });
     }
-    if masks.len() != weights.len() {
-        return Err(Error::ListLength {
-            arg: "masks",
-            expected: weights.len(),
-            got: masks.len(),
-        });
-    }
-    for (index, (w, m)) in weights.iter().zip(masks).enumerate() {
-        if w.len() != m.len() {
-            return Err(Error::Length {
-                arg: "masks",
-                index,
-                expected: w.len(),
-                got: m.len(),
-            });
-        }
-    }
-    Ok(())
+    check_lengths("masks", &sizes(weights), masks.iter().map(|m| m.len()))
 }
 
 /// `w[i] = 0` where `mask[i] == 0`, for every tensor. Validates all inputs first.

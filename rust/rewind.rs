@@ -2,19 +2,17 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::mask::{check_masks, Bits, BitsMut, STREAM_CHUNK};
+use crate::error::{check_lengths, Error, Result};
+use crate::mask::{self, check_masks, Bits, BitsMut, STREAM_CHUNK};
 
 /// `w[i] = mask[i] ? snapshot[i] : 0` for every tensor. Validates all inputs first.
 pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8]]) -> Result<()> {
     check_masks(weights, masks)?;
-    if snapshots.len() != weights.len() {
-        return Err(Error::ListLength {
-            arg: "snapshots",
-            expected: weights.len(),
-            got: snapshots.len(),
-        });
-    }
+    check_lengths(
+        "snapshots",
+        &mask::sizes(weights),
+        snapshots.iter().map(|s| s.len()),
+    )?;
     for (index, (w, s)) in weights.iter().zip(snapshots).enumerate() {
         let same_width = matches!(
             (w, s),
@@ -26,14 +24,6 @@ pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8
             return Err(Error::Width {
                 arg: "snapshots",
                 index,
-            });
-        }
-        if w.len() != s.len() {
-            return Err(Error::Length {
-                arg: "snapshots",
-                index,
-                expected: w.len(),
-                got: s.len(),
             });
         }
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
-use crate::error::{Error, Result};
+use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{Key, KeyVisitor, Weights};
 use crate::radix;
 
@@ -113,35 +113,10 @@ fn validate(
             });
         }
     }
-    check_lengths("out", weights, out.iter().map(|o| o.len()))?;
+    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+    check_lengths("out", &sizes, out.iter().map(|o| o.len()))?;
     if let Some(a) = alive {
-        check_lengths("masks", weights, a.iter().map(|m| m.len()))?;
-    }
-    Ok(())
-}
-
-/// Check that `lens` has one entry per weight tensor, each of the weight's size.
-pub fn check_lengths(
-    arg: &'static str,
-    weights: &[Weights<'_>],
-    lens: impl ExactSizeIterator<Item = usize>,
-) -> Result<()> {
-    if lens.len() != weights.len() {
-        return Err(Error::ListLength {
-            arg,
-            expected: weights.len(),
-            got: lens.len(),
-        });
-    }
-    for (index, (w, got)) in weights.iter().zip(lens).enumerate() {
-        if w.len() != got {
-            return Err(Error::Length {
-                arg,
-                index,
-                expected: w.len(),
-                got,
-            });
-        }
+        check_lengths("masks", &sizes, a.iter().map(|m| m.len()))?;
     }
     Ok(())
 }
