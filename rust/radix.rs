@@ -82,22 +82,29 @@ pub fn digit_histogram<K: Key>(chunks: &[Chunk<'_>], level: Level) -> Vec<u64> {
 }
 
 /// Walk one level: find the digit holding rank `rank` (1-based among the keys still in the
-/// running). Returns the next level, or `None` after the last digit, and the rank within it.
+/// running). Returns the next level and the rank within the digit.
 pub fn descend(bins: &[u64], level: Level, rank: u64) -> (Level, u64) {
+    let (digit, before) = bin_of_rank(bins, rank);
+    (
+        Level {
+            prefix: level.prefix | ((digit as u64) << level.shift),
+            shift: level.shift.saturating_sub(DIGIT_BITS),
+        },
+        rank - before,
+    )
+}
+
+/// The bin of a histogram holding rank `rank` (1-based), and the count of all bins before it.
+pub fn bin_of_rank<C: Copy + Into<u64>>(bins: &[C], rank: u64) -> (usize, u64) {
     let mut before = 0u64;
-    for (digit, &n) in bins.iter().enumerate() {
+    for (bin, &n) in bins.iter().enumerate() {
+        let n: u64 = n.into();
         if before + n >= rank {
-            return (
-                Level {
-                    prefix: level.prefix | ((digit as u64) << level.shift),
-                    shift: level.shift.saturating_sub(DIGIT_BITS),
-                },
-                rank - before,
-            );
+            return (bin, before);
         }
         before += n;
     }
-    unreachable!("rank {rank} exceeds the {before} keys counted at this level")
+    unreachable!("rank {rank} exceeds the {before} keys counted")
 }
 
 /// The exact key of the `k`-th smallest alive magnitude (1 <= k <= alive) and how many alive

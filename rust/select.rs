@@ -160,7 +160,7 @@ fn select_global<K: Key>(
     }
     let k = resolve(amount, scan.alive)?;
     if !scan.overflow && scan.below <= k && k <= scan.below + scan.candidates {
-        fix_up(&mut chunks, &scan, k - scan.below);
+        fix_up(&mut chunks, &scan, bracket, k - scan.below);
     } else {
         exact_rewrite::<K>(&mut chunks, k, scan.alive);
     }
@@ -243,27 +243,52 @@ fn estimate_bracket<K: Key>(
 }
 
 /// Keys of the alive weights at `probes` evenly spaced positions of the concatenated input.
-/// The near-constant stride lets the hardware prefetcher overlap the cache misses; each thread
-/// takes a contiguous run of probes.
+/// The near-constant stride lets the hardware prefetcher overlap the cache misses. Each thread
+/// walks a contiguous run of probes, stepping position and tensor incrementally (a division
+/// and a binary search per probe cost as much as the miss itself).
 fn sample_keys<K: Key>(weights: &[Weights<'_>], alive: Option<&[&[u8]]>, probes: usize) -> Vec<K> {
+    const RUN: usize = 1 << 13;
+    if probes == 0 {
+        return Vec::new(); // only empty tensors
+    }
     let mut ends = Vec::with_capacity(weights.len());
     let mut total = 0usize;
     for w in weights {
         total += w.len();
         ends.push(total);
     }
-    (0..probes)
+    let (stride, step) = (total / probes, total % probes); // pos advances by total / probes
+    let runs: Vec<Vec<K>> = (0..probes.div_ceil(RUN))
         .into_par_iter()
-        .with_min_len(1 << 14)
-        .filter_map(|j| {
+        .map(|run| {
+            let first = run * RUN;
             // u64 is exact here: probes < 2^19 and no in-memory model reaches 2^45 weights.
-            let pos = ((j as u64 * total as u64 + total as u64 / 2) / probes as u64) as usize;
-            let t = ends.partition_point(|&end| end <= pos);
-            let i = pos - (ends[t] - weights[t].len());
-            let is_alive = alive.is_none_or(|a| a[t][i] != 0);
-            is_alive.then(|| key_at::<K>(weights[t], i))
+            let numerator = first as u64 * total as u64 + total as u64 / 2;
+            let (mut pos, mut rem) = (
+                (numerator / probes as u64) as usize,
+                (numerator % probes as u64) as usize,
+            );
+            let mut t = ends.partition_point(|&end| end <= pos);
+            let mut keys = Vec::with_capacity(RUN);
+            for _ in first..(first + RUN).min(probes) {
+                while pos >= ends[t] {
+                    t += 1;
+                }
+                let i = pos - (ends[t] - weights[t].len());
+                if alive.is_none_or(|a| a[t][i] != 0) {
+                    keys.push(key_at::<K>(weights[t], i));
+                }
+                pos += stride;
+                rem += step;
+                if rem >= probes {
+                    pos += 1;
+                    rem -= probes;
+                }
+            }
+            keys
         })
-        .collect()
+        .collect();
+    runs.concat()
 }
 
 fn key_at<K: Key>(w: Weights<'_>, i: usize) -> K {
@@ -449,35 +474,20 @@ impl<K: Key> Scan<'_, K> {
 }
 
 /// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
-fn fix_up<K: Key>(chunks: &mut [Chunk<'_>], scan: &FusedScan<K>, r: u64) {
+fn fix_up<K: Key>(chunks: &mut [Chunk<'_>], scan: &FusedScan<K>, bracket: Bracket<K>, r: u64) {
     if r == 0 {
         return;
     }
-    let mut keys: Vec<K> = scan
+    let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r);
+    let tie_counts: Vec<u64> = scan
         .per_chunk
-        .iter()
-        .flat_map(|s| s.candidates.iter().map(|c| c.0))
-        .collect();
-    let (smaller, &mut threshold, _) = keys.select_nth_unstable(r as usize - 1);
-    let strictly_below = smaller.iter().filter(|&&k| k < threshold).count() as u64;
-    drop(keys);
-    // Ties at the threshold: the first `ties` in global order are pruned. Hand each chunk its
-    // share by a prefix sum over chunks (which are in global order).
-    let mut ties_left = r - strictly_below;
-    let budgets: Vec<u64> = scan
-        .per_chunk
-        .iter()
-        .map(|s| {
-            let here = s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
-            let take = here.min(ties_left);
-            ties_left -= take;
-            take
-        })
+        .par_iter()
+        .map(|s| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64)
         .collect();
     chunks
         .par_iter_mut()
         .zip(&scan.per_chunk)
-        .zip(budgets)
+        .zip(share_ties(&tie_counts, r - strictly_below))
         .for_each(|((c, s), mut ties)| {
             for &(k, i) in &s.candidates {
                 if k < threshold {
@@ -488,6 +498,59 @@ fn fix_up<K: Key>(chunks: &mut [Chunk<'_>], scan: &FusedScan<K>, r: u64) {
                 }
             }
         });
+}
+
+/// The `r`-th smallest candidate key (1-based) and how many candidates are strictly smaller.
+/// A parallel 2^16-bin histogram of the keys' offsets in the bracket finds the right bin; only
+/// that bin's keys are then selected exactly (one serial select over all candidates took ~3 ms
+/// at 100 M weights).
+fn kth_candidate<K: Key>(scans: &[ChunkScan<K>], bracket: Bracket<K>, r: u64) -> (K, u64) {
+    const BINS: usize = 1 << 16;
+    let base = bracket.lo.to_u64();
+    let span = bracket.hi.to_u64().saturating_sub(base).max(1);
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(BINS.trailing_zeros());
+    let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
+    let counts = scans
+        .par_iter()
+        .fold(
+            || vec![0u32; BINS],
+            |mut h, s| {
+                s.candidates.iter().for_each(|c| h[bin(c.0)] += 1);
+                h
+            },
+        )
+        .reduce(
+            || vec![0u32; BINS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let (target, before) = radix::bin_of_rank(&counts, r);
+    let mut in_bin: Vec<K> = scans
+        .par_iter()
+        .flat_map_iter(|s| {
+            s.candidates
+                .iter()
+                .map(|c| c.0)
+                .filter(|&k| bin(k) == target)
+        })
+        .collect();
+    let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
+    let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
+    (threshold, before + below_in_bin)
+}
+
+/// Split `ties` tie-breaking prunes over chunks in global order: earlier chunks first.
+fn share_ties(tie_counts: &[u64], mut ties: u64) -> Vec<u64> {
+    tie_counts
+        .iter()
+        .map(|&here| {
+            let take = here.min(ties);
+            ties -= take;
+            take
+        })
+        .collect()
 }
 
 /// Fallback: find the exact k-th key by radix select and rewrite every mask.
@@ -501,15 +564,7 @@ fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) {
         .par_iter()
         .map(|c| chunk::visit::<K, _>(c.weights, c.alive, CountEqual(threshold)))
         .collect();
-    let mut ties_left = ties;
-    let budgets: Vec<u64> = tie_counts
-        .iter()
-        .map(|&here| {
-            let take = here.min(ties_left);
-            ties_left -= take;
-            take
-        })
-        .collect();
+    let budgets = share_ties(&tie_counts, ties);
     chunks.par_iter_mut().zip(budgets).for_each(|(c, ties)| {
         chunk::visit::<K, _>(
             c.weights,
