@@ -88,7 +88,7 @@ def global_magnitude_masks(
         current = [
             _arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)
         ]
-    fresh = [_arrays.new_mask(v, b.shape) for v, b in zip(values, views)]
+    fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
         [b.bits for b in views],
         [b.dtype for b in views],
