@@ -67,7 +67,8 @@ def global_magnitude_masks(
         scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
 
     Returns:
-        New bool masks (True = kept), in the same container and array kind as ``weights``.
+        New bool masks (True = kept), in the same container and array kind as ``weights``:
+        C-contiguous, disjoint views into one freshly allocated buffer.
 
     Example:
         >>> import numpy as np
