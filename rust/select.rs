@@ -42,11 +42,12 @@ pub struct Selection {
     pub pruned: u64,
 }
 
-/// Positions sampled to bracket the threshold: ~2^18 puts the bracket within ~0.1% of the
-/// alive weights around the target rank and costs a few ms at 100 M weights. A prime count makes
-/// the stride (total / SAMPLES) fractional for any model size, so its phase drifts and a
-/// periodic weight layout (rows, channels) cannot pin every probe to the same column.
-const SAMPLES: usize = 262_139;
+/// Positions sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
+/// ~0.1% of the alive weights around the target rank for a few ms. Inputs of at most this many
+/// weights are sampled whole (an exact bracket).
+const SAMPLES: usize = 1 << 18;
+/// Fewest probes of a sampled (larger than [`SAMPLES`]) input.
+const MIN_SAMPLES: usize = 1 << 15;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
 /// slower exact fallback) then happens with probability below 1e-6.
 const BRACKET_SIGMAS: f64 = 5.0;
@@ -211,7 +212,7 @@ fn estimate_bracket<K: Key>(
         _ => {}
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
-    let probes = total.min(SAMPLES);
+    let probes = sample_size(total);
     let mut sample = sample_keys::<K>(weights, alive, probes);
     let m = sample.len();
     if m == 0 {
@@ -254,6 +255,23 @@ fn estimate_bracket<K: Key>(
         K::from_u64(sample.select_nth_unstable(hi_rank as usize).1.to_u64() + 1)
     };
     Ok(Bracket { lo, hi })
+}
+
+/// Probes for `total` weights: all of them up to [`SAMPLES`]; above, SAMPLES at 100 M scaled
+/// as total^(2/3), which balances the sampling cost (one miss per probe) against the candidate
+/// cost (∝ total / √probes), so small models do not pay a large model's fixed cost. The count
+/// is nudged until it does not divide `total`: a fractional stride drifts in phase, so a
+/// periodic weight layout (rows, channels) cannot pin every probe to the same column.
+fn sample_size(total: usize) -> usize {
+    if total <= SAMPLES {
+        return total;
+    }
+    let scaled = SAMPLES as f64 * (total as f64 / 1e8).powf(2.0 / 3.0);
+    let mut probes = (scaled as usize).clamp(MIN_SAMPLES, SAMPLES);
+    while total % probes == 0 {
+        probes -= 1;
+    }
+    probes
 }
 
 /// Keys of the alive weights at `probes` evenly spaced positions of the concatenated input.
