@@ -105,23 +105,20 @@ Value = tuple[float | None, str]
 def _per_workload_targets(
     report: Report, spec: WorkloadSpec
 ) -> list[tuple[str, Callable[[], Value], Callable[[float], bool] | None]]:
-    def speedup(peer: str, ours: str = "ours") -> Callable[[], Value]:
+    def ratio(top: str, bottom: str, text: Callable[[float], str]) -> Callable[[], Value]:
         def value() -> Value:
-            t_peer, t_ours = report.seconds(spec, peer), report.seconds(spec, ours)
-            if t_peer is None or t_ours is None:
+            t_top, t_bottom = report.seconds(spec, top), report.seconds(spec, bottom)
+            if t_top is None or t_bottom is None:
                 return None, "not measured"
-            return t_peer / t_ours, f"{t_peer / t_ours:,.1f}x faster"
+            return t_top / t_bottom, text(t_top / t_bottom)
 
         return value
+
+    def speedup(peer: str, ours: str = "ours") -> Callable[[], Value]:
+        return ratio(peer, ours, lambda r: f"{r:,.1f}x faster")
 
     def slowdown(ours: str, peer: str, what: str) -> Callable[[], Value]:
-        def value() -> Value:
-            t_ours, t_peer = report.seconds(spec, ours), report.seconds(spec, peer)
-            if t_peer is None or t_ours is None:
-                return None, "not measured"
-            return t_ours / t_peer, f"{t_ours / t_peer:.2f}x {what}"
-
-        return value
+        return ratio(ours, peer, lambda r: f"{r:.2f}x {what}")
 
     def extra_memory() -> Value:
         m = report.get(spec, "ours")
