@@ -118,12 +118,7 @@ def apply_masks(weights: Any, masks: Any) -> None:
     ``weights`` must be writable and C-contiguous; torch tensors (``requires_grad`` parameters
     included) are modified in place, zero-copy.
     """
-    names, views, mask_views = _in_place_views(weights, masks)
-    _arrays.check_no_overlap(
-        [(b.label, b.bits) for b in views],
-        list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
-    )
-    _core.apply_masks([b.bits for b in views], mask_views, _quoted(names))
+    MaskApplier(weights, masks)()
 
 
 class MaskApplier:
