@@ -175,7 +175,10 @@ def run_seed(
         ``"random_mask"`` when enabled; each network entry holds ``TrainResult`` fields.
 
     Example:
-        >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30))  # doctest: +SKIP
+        >>> from lottery_ticket.demo_train import load_digits_split
+        >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30))
+        >>> [(row["round"], round(row["density"], 2)) for row in rows]
+        [(0, 1.0), (1, 0.8)]
     """
     from . import LotteryTicketPruner, RewindStrategy
 
