@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from lottery_ticket._bench_measure import Timer, available_memory, time_rounds
-from lottery_ticket._bench_table import Report, write_text
-from lottery_ticket._bench_workloads import Workload, materialize, suite
+from lottery_ticket.cli.bench.measure import Timer, available_memory, time_rounds
+from lottery_ticket.cli.bench.table import Report, write_text
+from lottery_ticket.cli.bench.workloads import Workload, materialize, suite
 
 BIG_NEEDS_GIB = 14  # 440M f32: 1.8 GB of weights here, again in each measuring subprocess, + peers
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lottery_ticket._bench_measure import Timer, measure_method, measure_one_thread
-from lottery_ticket._bench_methods import METHODS, Method
-from lottery_ticket._bench_table import Measurement, Report
-from lottery_ticket._bench_workloads import Workload
+from lottery_ticket.cli.bench.measure import Timer, measure_method, measure_one_thread
+from lottery_ticket.cli.bench.methods import METHODS, Method
+from lottery_ticket.cli.bench.table import Measurement, Report
+from lottery_ticket.cli.bench.workloads import Workload
 
 
 def _record(report: Report, m: Measurement) -> None:

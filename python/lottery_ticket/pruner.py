@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from ._numpy_model import NumpyDictAdapter as NumpyDictAdapter  # re-exported: it used to live here
-from ._numpy_model import adapter_for
-from ._state import read_checkpoint, write_checkpoint
+
+from .adapters import adapter_for
+from .checkpoint import read_checkpoint, write_checkpoint
 from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, check_iterations_per_round
 from .ticket import Ticket, metrics_row
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._state import check_state
+from ..checkpoint import check_state
 from ..config import NameFilter, select_names
 from ._hooks import StepWatcher
 

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 # subcommand -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("lottery_ticket.demo", "reproduce the Lottery Ticket result on the digits data set"),
-    "inspect": ("lottery_ticket.inspect", "summarise a saved ticket file"),
-    "bench": ("lottery_ticket.bench", "time one global pruning step against peers on this machine"),
+    "demo": ("lottery_ticket.cli.demo", "reproduce the Lottery Ticket result on the digits data set"),
+    "inspect": ("lottery_ticket.cli.inspect", "summarise a saved ticket file"),
+    "bench": ("lottery_ticket.cli.bench", "time one global pruning step against peers on this machine"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="lottery-ticket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

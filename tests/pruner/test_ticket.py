@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
-from lottery_ticket import inspect as inspect_command
+from lottery_ticket.cli import inspect as inspect_command
 from lottery_ticket._files import write_atomic
 
 

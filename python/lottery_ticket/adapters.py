@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import check_state
+from .checkpoint import check_state
 from .config import NameFilter, select_names
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import write_atomic
+from ..._files import write_atomic
 
 LABELS = {"ticket": "winning ticket", "reinit": "random re-init", "random_mask": "random mask"}
 COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random_mask": "tab:green"}

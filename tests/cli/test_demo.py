@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import torch
 
-from lottery_ticket import demo, demo_report
+from lottery_ticket.cli import demo
+from lottery_ticket.cli.demo import report as demo_report
 from lottery_ticket.cli import build_parser, main
-from lottery_ticket.demo_experiment import DemoConfig, derived_seed, random_masks_like
-from lottery_ticket.demo_train import lenet_300_100, load_digits_split, train
+from lottery_ticket.cli.demo.experiment import DemoConfig, derived_seed, random_masks_like
+from lottery_ticket.cli.demo.train import lenet_300_100, load_digits_split, train
 
 QUICK_SEEDS, QUICK_ROUNDS = demo.QUICK["seeds"], demo.QUICK["rounds"]
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -238,7 +239,7 @@ def test_write_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_check_ticket_state_catches_masking_and_rewinding_bugs() -> None:
-    from lottery_ticket.demo_experiment import check_ticket_state
+    from lottery_ticket.cli.demo.experiment import check_ticket_state
 
     model = lenet_300_100(0)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._bench_methods import BASELINE, ONE_THREAD, ROW_ORDER
-from ._bench_workloads import AMOUNT, WorkloadSpec, human
-from ._files import write_atomic
+from .methods import BASELINE, ONE_THREAD, ROW_ORDER
+from .workloads import AMOUNT, WorkloadSpec, human
+from ..._files import write_atomic
 
 MIB = 1 << 20
 
@@ -186,7 +186,7 @@ def machine_summary() -> str:
         torch_version = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:  # pragma: no cover - the benchmarks need torch; the summary does not
         torch_version = "torch not installed"
-    from . import __version__
+    from ... import __version__
 
     return (
         f"lottery-ticket {__version__} · {_cpu_model()} · {os.cpu_count()} logical CPUs · "

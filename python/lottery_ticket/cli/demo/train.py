@@ -173,7 +173,7 @@ def train(
     """
     import torch
 
-    from .kernels import apply_masks
+    from ...kernels import apply_masks
 
     if iterations < 1:
         raise ValueError(f"iterations: must be >= 1, got {iterations}")

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from lottery_ticket import cli, global_magnitude_masks
-from lottery_ticket._bench_measure import in_subprocess
-from lottery_ticket._bench_methods import BY_KEY, METHODS, ONE_THREAD, ONE_THREAD_LABEL, check_masks
-from lottery_ticket._bench_table import Measurement, Report
-from lottery_ticket._bench_workloads import AMOUNT, WorkloadSpec, bert_shapes, count, materialize, resnet50_shapes
+from lottery_ticket.cli.bench.measure import in_subprocess
+from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD, ONE_THREAD_LABEL, check_masks
+from lottery_ticket.cli.bench.table import Measurement, Report
+from lottery_ticket.cli.bench.workloads import AMOUNT, WorkloadSpec, bert_shapes, count, materialize, resnet50_shapes
 
 
 def test_bench_prints_every_method_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ re-init control trails the ticket by only 0.6-1.2 points at 5.5-3.5% remaining, 
 the tickets stay within a point of the dense accuracy down to 1.8%. Five more rounds cost ~25 s.
 
 The pieces: ``demo_train`` (data, model, training loop with early stopping),
-``demo_experiment`` (IMP and controls per seed), ``demo_report`` (table, JSON, figure).
+``experiment`` (IMP and controls per seed), ``report`` (table, JSON, figure).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _positive_int(text: str) -> int:
 
 
 def _rewind_strategy(text: str) -> str:
-    from .config import RewindStrategy
+    from ...config import RewindStrategy
 
     try:
         return str(RewindStrategy.parse(text))
@@ -54,7 +54,7 @@ def _rewind_strategy(text: str) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options to ``parser`` (imports nothing heavy)."""
-    from .demo_train import DEFAULT_ITERATIONS
+    from .train import DEFAULT_ITERATIONS
 
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                         help=f"output directory for results.json and the figure (default: {DEFAULT_OUT})")
@@ -79,8 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The ``DemoConfig`` the parsed options ask for (explicit options win over --quick)."""
-    from .demo_experiment import DemoConfig
-    from .demo_train import DEFAULT_ITERATIONS
+    from .experiment import DemoConfig
+    from .train import DEFAULT_ITERATIONS
 
     preset = QUICK if args.quick else {**FULL, "iterations": DEFAULT_ITERATIONS}
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from . import demo_report
-    from ._files import write_atomic
-    from .demo_experiment import run_seed
-    from .demo_train import load_digits_split
+    from . import report as demo_report
+    from ..._files import write_atomic
+    from .experiment import run_seed
+    from .train import load_digits_split
 
     config = build_config(args)
     out: Path = args.out

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import kernels
-from ._bench_workloads import AMOUNT, Workload
+from ... import kernels
+from .workloads import AMOUNT, Workload
 
 if TYPE_CHECKING:
     import torch
@@ -164,7 +164,7 @@ def _ours(weights: list[torch.Tensor]) -> Any:
 def _ours_drop_in(holders: list[nn.Module]) -> list[nn.Module]:
     from torch.nn.utils import prune
 
-    from .torch import global_unstructured
+    from ...torch import global_unstructured
 
     global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
     return holders

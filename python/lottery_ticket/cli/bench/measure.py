@@ -9,7 +9,7 @@
 * 1 thread: rayon sizes its global pool once per process, so ``ours`` is re-timed in a
   subprocess started with ``RAYON_NUM_THREADS=1``.
 
-Run as ``python -m lottery_ticket._bench_measure --workload TOKEN --method KEY [--time]``.
+Run as ``python -m lottery_ticket.cli.bench.measure --workload TOKEN --method KEY [--time]``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._bench_methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method
-from ._bench_table import Measurement
-from ._bench_workloads import Workload, WorkloadSpec, materialize
+from .methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method
+from .table import Measurement
+from .workloads import Workload, WorkloadSpec, materialize
 
 ROUND_BUDGET_S = 2.0  # timed rounds per method: as many as fit this budget...
 MAX_ROUNDS = 15  # ...up to this many (always at least one)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._bench_workloads import WorkloadSpec
+from .workloads import WorkloadSpec
 
 
 def _weight_count(text: str) -> int:
@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from ._bench_measure import measure_method, measure_one_thread
-    from ._bench_methods import METHODS
-    from ._bench_table import Report, write_text
-    from ._bench_workloads import materialize
+    from .measure import measure_method, measure_one_thread
+    from .methods import METHODS
+    from .table import Report, write_text
+    from .workloads import materialize
 
     spec = WorkloadSpec(args.mix, args.params, args.dtype, args.seed)
     report = Report()

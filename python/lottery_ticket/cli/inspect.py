@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary; exit status 1 (with the reason on stderr) for a missing or bad file."""
-    from .ticket import Ticket
+    from ..ticket import Ticket
 
     try:
         ticket = Ticket.load(args.ticket)

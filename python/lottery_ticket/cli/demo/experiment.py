@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .demo_train import DEFAULT_EVAL_EVERY, DEFAULT_ITERATIONS, DigitsData, lenet_300_100, train
+from .train import DEFAULT_EVAL_EVERY, DEFAULT_ITERATIONS, DigitsData, lenet_300_100, train
 
 if TYPE_CHECKING:
     import torch
@@ -144,7 +144,7 @@ def _train_control(
     config: DemoConfig,
     batch_seed: int,
 ) -> dict[str, float]:
-    from .kernels import apply_masks
+    from ...kernels import apply_masks
 
     if masks:
         apply_masks(_weights(model, masks), masks)
@@ -175,12 +175,12 @@ def run_seed(
         ``"random_mask"`` when enabled; each network entry holds ``TrainResult`` fields.
 
     Example:
-        >>> from lottery_ticket.demo_train import load_digits_split
+        >>> from lottery_ticket.cli.demo.train import load_digits_split
         >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30))
         >>> [(row["round"], round(row["density"], 2)) for row in rows]
         [(0, 1.0), (1, 0.8)]
     """
-    from . import LotteryTicketPruner, RewindStrategy
+    from ... import LotteryTicketPruner, RewindStrategy
 
     model = lenet_300_100(seed)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
