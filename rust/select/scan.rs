@@ -2,8 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
 use super::Bracket;
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
 use crate::magnitude::Key;
@@ -25,35 +23,33 @@ pub(crate) fn fused_pass<K: Key>(
     chunks: &mut [Chunk<'_>],
     bracket: Bracket<K>,
     cap: usize,
+    parallel: bool,
 ) -> FusedScan<K> {
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
-    let per_chunk: Vec<ChunkScan<K>> = chunks
-        .par_iter_mut()
-        .map(|c| {
-            let collect = !overflow.load(Ordering::Relaxed);
-            let mut scan = chunk::visit::<K, _>(
-                c.weights,
-                c.alive,
-                Scan {
-                    bracket,
-                    out: c.out,
-                    collect,
-                },
-            );
-            if collect {
-                let n = scan.candidates.len() as u64;
-                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
-                    overflow.store(true, Ordering::Relaxed);
-                }
+    let per_chunk: Vec<ChunkScan<K>> = chunk::map(chunks, parallel, |c| {
+        let collect = !overflow.load(Ordering::Relaxed);
+        let mut scan = chunk::visit::<K, _>(
+            c.weights,
+            c.alive,
+            Scan {
+                bracket,
+                out: c.out,
+                collect,
+            },
+        );
+        if collect {
+            let n = scan.candidates.len() as u64;
+            if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                overflow.store(true, Ordering::Relaxed);
             }
-            if overflow.load(Ordering::Relaxed) {
-                scan.candidates = Vec::new(); // the exact fallback will run: free them early
-            }
-            scan.tensor = c.tensor;
-            scan
-        })
-        .collect();
+        }
+        if overflow.load(Ordering::Relaxed) {
+            scan.candidates = Vec::new(); // the exact fallback will run: free them early
+        }
+        scan.tensor = c.tensor;
+        scan
+    });
     let mut totals = ScanTotals {
         overflow: overflow.into_inner(),
         ..ScanTotals::default()
