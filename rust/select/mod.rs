@@ -14,6 +14,7 @@ pub(crate) mod fallback;
 pub(crate) mod fixup;
 pub(crate) mod sample;
 pub(crate) mod scan;
+pub(crate) mod simd;
 
 use rayon::prelude::*;
 

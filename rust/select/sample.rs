@@ -11,7 +11,7 @@ use crate::magnitude::{Key, KeyVisitor, Weights};
 pub(crate) const SAMPLES: usize = 1 << 18;
 /// Inputs of at most this many weights are sampled whole (an exact bracket); larger ones get at
 /// least this many probes. Sampling a LeNet-sized model whole cost more than its fused pass.
-const MIN_SAMPLES: usize = 1 << 12;
+const MIN_SAMPLES: usize = 1 << 14;
 /// Most probes (32 MiB of u32 keys, reached at ~3 G weights).
 const MAX_SAMPLES: usize = 1 << 23;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the

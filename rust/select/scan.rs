@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::Bracket;
+use super::{simd, Bracket};
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
-use crate::magnitude::Key;
+use crate::magnitude::{Key, Weights};
 
 /// Elements per block of the fused pass: one bit each in the block's candidate bitmask.
 const BLOCK: usize = 32;
@@ -27,17 +27,10 @@ pub(crate) fn fused_pass<K: Key>(
 ) -> FusedScan<K> {
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
+    let fast = K::BITS == 31 && simd::available();
     let per_chunk: Vec<ChunkScan<K>> = chunk::map(chunks, parallel, |c| {
         let collect = !overflow.load(Ordering::Relaxed);
-        let mut scan = chunk::visit::<K, _>(
-            c.weights,
-            c.alive,
-            Scan {
-                bracket,
-                out: c.out,
-                collect,
-            },
-        );
+        let mut scan = scan_chunk(c, bracket, collect, fast);
         if collect {
             let n = scan.candidates.len() as u64;
             if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
@@ -63,6 +56,35 @@ pub(crate) fn fused_pass<K: Key>(
         }
     }
     FusedScan { totals, per_chunk }
+}
+
+/// One chunk of the fused pass: the AVX2 block scanner for f32 and bf16 in the u32 key space,
+/// the portable loop otherwise.
+fn scan_chunk<K: Key>(
+    c: &mut Chunk<'_>,
+    bracket: Bracket<K>,
+    collect: bool,
+    fast: bool,
+) -> ChunkScan<K> {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
+        match c.weights {
+            Weights::F32(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, collect) },
+            Weights::Bf16(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, collect) },
+            _ => {}
+        }
+    }
+    let _ = fast;
+    chunk::visit::<K, _>(
+        c.weights,
+        c.alive,
+        Scan {
+            bracket,
+            out: c.out,
+            collect,
+        },
+    )
 }
 
 pub(crate) struct FusedScan<K> {
