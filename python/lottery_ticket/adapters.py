@@ -71,6 +71,11 @@ class NumpyDictAdapter:
     def step_watcher(self, callback: Callable[[], None]) -> Any:
         return None
 
+    @staticmethod
+    def unwrap_optimizer(optimizer: Any, arg: str = "optimizer") -> Any:
+        """Optimizers of NumPy models are the user's own objects: nothing to unwrap."""
+        return optimizer
+
 
 def adapter_for(model: Any, include: NameFilter = None, exclude: NameFilter = None, names: Collection[str] | None = None) -> Any:
     """The framework adapter of ``model`` (a torch ``nn.Module`` or a dict of NumPy arrays)."""

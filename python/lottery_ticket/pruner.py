@@ -166,6 +166,8 @@ class LotteryTicketPruner:
         `rewind` can restore it; ``iterations_per_round`` (T) is required by ``late(f)``.
         """
         adapter = adapter_for(model, self.include, self.exclude)
+        if optimizer is not None:
+            optimizer = adapter.unwrap_optimizer(optimizer)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         capture: int | None = None
         if self.strategy.kind == "early":
@@ -241,6 +243,8 @@ class LotteryTicketPruner:
         the trained weights (lr/none), zero the pruned weights, clear optimizer state, and rewind
         the scheduler (init, lr: to its start; early/late: to iteration k; none: untouched)."""
         adapter = self._started()._adapter
+        if optimizer is not None:
+            optimizer = adapter.unwrap_optimizer(optimizer)
         if self.strategy.rewinds_weights:
             snapshot = self._snapshot
             if snapshot is None:
