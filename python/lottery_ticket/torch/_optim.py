@@ -30,7 +30,7 @@ def _is_initialised_optimizer(value: object) -> bool:
 def _inner(value: object) -> object | None:
     """The optimizer a wrapper forwards to: ``_optimizer`` (Lightning) or ``optimizer`` (accelerate,
     DeepSpeed); None for a plain optimizer."""
-    inner = getattr(value, "_optimizer", None)
+    inner: object = getattr(value, "_optimizer", None)
     if inner is not None and inner is not value and hasattr(inner, "param_groups"):
         return inner
     if _is_initialised_optimizer(value):
