@@ -293,6 +293,18 @@ class LotteryTicketPruner:
             iterations_per_round=self._steps_round0,
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The run state (masks, snapshot, counters, schedule states, history) for a trainer's checkpoint."""
+        from ._resume import pruner_state
+
+        return pruner_state(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict` after ``start(model)`` on the same model (checked before anything changes)."""
+        from ._resume import load_pruner_state
+
+        load_pruner_state(self, state)
+
     # -- one-call driver ----------------------------------------------------------------------
 
     def run(
