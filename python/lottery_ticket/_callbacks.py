@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels
 from .config import LotteryTicketConfig
-from ._resume import load_pruner_state
+from ._resume import load_pruner_state, pruner_state
 from .pruner import LotteryTicketPruner
 from .ticket import _RESERVED, Ticket, metrics_row
 
@@ -170,4 +170,4 @@ class RoundDriver:
     def state_dict(self) -> dict[str, Any]:
         if not self.started:
             return {}
-        return {"pruner": self.pruner.state_dict(), "rows": [dict(r) for r in self.rows], "pending": dict(self.pending)}
+        return {"pruner": pruner_state(self.pruner), "rows": [dict(r) for r in self.rows], "pending": dict(self.pending)}

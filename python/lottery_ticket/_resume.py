@@ -31,20 +31,20 @@ _KEYS = ("config", "masks", "snapshot", "history", "metrics", *_SCALARS)
 
 def pruner_state(pruner: LotteryTicketPruner) -> dict[str, Any]:
     """The run state of a started ``pruner``; `load_pruner_state` restores it."""
-    p = pruner._started()
+    run = pruner._started()
     return {
-        "config": p.config.to_dict(),
-        "masks": dict(p._masks),
-        "snapshot": dict(p._snapshot) if p._snapshot is not None else None,
-        "history": list(p._history),
-        "metrics": [dict(m) for m in p._metrics],
-        "round": p._round,
-        "step": p._step,
-        "capture_step": p._capture_step,
-        "steps_round0": p._steps_round0,
-        "schedule_start": list(p._schedule_start),
-        "schedule_at_capture": list(p._schedule_at_capture),
-        "schedule_pending": p._schedule_pending,
+        "config": run.config.to_dict(),
+        "masks": dict(run.masks),
+        "snapshot": dict(run.snapshot) if run.snapshot is not None else None,
+        "history": list(run.history),
+        "metrics": [dict(m) for m in run.metrics],
+        "round": run.round,
+        "step": run.step,
+        "capture_step": run.capture_step,
+        "steps_round0": run.steps_round0,
+        "schedule_start": list(run.schedule_start),
+        "schedule_at_capture": list(run.schedule_at_capture),
+        "schedule_pending": run.schedule_pending,
     }
 
 
@@ -58,16 +58,16 @@ def _count(value: object, arg: str, *, optional: bool = False) -> int | None:
 
 def load_pruner_state(pruner: LotteryTicketPruner, state: Mapping[str, Any], arg: str = "state") -> None:
     """Restore `pruner_state` into ``pruner``, started on the same model; everything is checked first."""
-    p = pruner._started()
+    run = pruner._started()
     if not isinstance(state, Mapping):
-        raise TypeError(f"{arg}: expected a mapping from state_dict(), got {type(state).__name__}")
+        raise TypeError(f"{arg}: expected a mapping from pruner_state(), got {type(state).__name__}")
     missing = [k for k in _KEYS if k not in state]
     if missing:
-        raise ValueError(f"{arg}: not a pruner state_dict (no {missing[0]!r})")
+        raise ValueError(f"{arg}: not a pruner state from pruner_state() (no {missing[0]!r})")
     config = LotteryTicketConfig.from_dict(dict(state["config"]))
-    if config != p.config:
-        raise ValueError(f"{arg}: written by a different configuration ({config}, this pruner has {p.config})")
-    adapter = p._adapter
+    if config != run.config:
+        raise ValueError(f"{arg}: written by a different configuration ({config}, this pruner has {run.config})")
+    adapter = run.adapter
     masks = {str(n): np.asarray(m, dtype=np.bool_) for n, m in dict(state["masks"]).items()}
     if list(masks) != list(adapter.prunable):
         raise ValueError(f"{arg}['masks']: prunes other tensors than this model ({list(masks)[:3]}...)")
@@ -79,22 +79,23 @@ def load_pruner_state(pruner: LotteryTicketPruner, state: Mapping[str, Any], arg
         adapter.check_state(snapshot, f"{arg}['snapshot']")
     round_index = _count(state["round"], f"{arg}['round']")
     assert round_index is not None
-    if round_index > p.config.pruning_rounds:
-        raise ValueError(f"{arg}['round']: {round_index} exceeds pruning_rounds={p.config.pruning_rounds}")
+    if round_index > run.config.pruning_rounds:
+        raise ValueError(f"{arg}['round']: {round_index} exceeds pruning_rounds={run.config.pruning_rounds}")
     step = _count(state["step"], f"{arg}['step']")
     assert step is not None
     capture = _count(state["capture_step"], f"{arg}['capture_step']", optional=True)
     steps_round0 = _count(state["steps_round0"], f"{arg}['steps_round0']", optional=True)
     # Checked: now restore.
-    p._masks = adapter.masks_from_numpy(masks)
-    p._alive = sum(kernels.alive_counts(p._masks).values())
-    p._snapshot = dict(snapshot) if snapshot is not None else None
-    p._history = [float(s) for s in state["history"]]
-    p._metrics = [dict(m) for m in state["metrics"]]
-    p._round, p._step, p._capture_step, p._steps_round0 = round_index, step, capture, steps_round0
-    p._schedule_start = tuple(state["schedule_start"])
-    p._schedule_at_capture = tuple(state["schedule_at_capture"])
-    p._schedule_pending = bool(state["schedule_pending"])
+    run.masks = adapter.masks_from_numpy(masks)
+    run.alive = sum(kernels.alive_counts(run.masks).values())
+    run.snapshot = dict(snapshot) if snapshot is not None else None
+    run.history = [float(s) for s in state["history"]]
+    run.metrics = [dict(m) for m in state["metrics"]]
+    run.round, run.step, run.capture_step, run.steps_round0 = round_index, step, capture, steps_round0
+    schedule_start, schedule_at_capture = state["schedule_start"], state["schedule_at_capture"]
+    run.schedule_start = (schedule_start[0], schedule_start[1])
+    run.schedule_at_capture = (schedule_at_capture[0], schedule_at_capture[1])
+    run.schedule_pending = bool(state["schedule_pending"])
 
 
 def write_state_file(path: str | os.PathLike[str], pruner: LotteryTicketPruner, extra: Mapping[str, Any]) -> None:

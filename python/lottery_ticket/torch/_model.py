@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import check_state
+from ..adapters import check_state
 from ..config import NameFilter, select_names
 from ._hooks import StepWatcher
 from ._optim import unwrap_optimizer
@@ -37,9 +37,7 @@ def _is_tensor(value: object) -> bool:
 
 
 class TorchModuleAdapter:
-    """The pruner's view of an ``nn.Module`` (CPU parameters; the kernels run on the host)."""
-
-    framework = "torch"
+    """The pruner's view of an ``nn.Module`` (a `ModelAdapter`; CPU parameters: the kernels run on the host)."""
 
     def __init__(
         self,
@@ -97,5 +95,5 @@ class TorchModuleAdapter:
 
     @staticmethod
     def unwrap_optimizer(optimizer: Any, arg: str = "optimizer") -> Any:
-        """The torch optimizer inside a trainer's wrapper (accelerate, Lightning, DeepSpeed)."""
-        return unwrap_optimizer(optimizer, arg)
+        """The torch optimizer inside a trainer's wrapper (accelerate, Lightning, DeepSpeed); None stays None."""
+        return None if optimizer is None else unwrap_optimizer(optimizer, arg)

@@ -1,4 +1,5 @@
-"""`state_dict` / `load_state_dict`: a pruner restored mid-run continues exactly like the original."""
+"""`pruner_state` / `load_pruner_state` (what the trainer callbacks checkpoint): a pruner restored
+mid-run continues exactly like the original."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
-from lottery_ticket._resume import read_state_file, write_state_file
+from lottery_ticket._resume import load_pruner_state, pruner_state, read_state_file, write_state_file
 
 
 def mlp() -> nn.Module:
@@ -61,7 +62,7 @@ def test_restored_pruner_finishes_like_the_original(tmp_path: Path, via_file: bo
         assert extra == {"note": 1}
         assert Ticket.load(tmp_path / "state.safetensors").masks.keys() == pruner.masks.keys()
     else:
-        state = pruner.state_dict()
+        state = pruner_state(pruner)
     finish(pruner, model, opt, sched)
 
     other = mlp()
@@ -69,7 +70,7 @@ def test_restored_pruner_finishes_like_the_original(tmp_path: Path, via_file: bo
     other.load_state_dict(saved_model)
     opt2.load_state_dict(saved_opt)
     sched2.load_state_dict(saved_sched)
-    restored.load_state_dict(state)
+    load_pruner_state(restored, state)
     assert restored.round == 1
     finish(restored, other, opt2, sched2)
     for name, mask in pruner.masks.items():
@@ -84,24 +85,24 @@ def test_bad_states_are_refused_and_nothing_changes() -> None:
     pruner, opt, sched = setup(model)
     steps(model, opt, sched, 3)
     pruner.prune()
-    state = pruner.state_dict()
+    state = pruner_state(pruner)
     fresh = LotteryTicketPruner(0.8, 3, RewindStrategy.early(iteration=2))
     fresh.start(mlp())
     before = {n: m.clone() for n, m in fresh.masks.items()}
     other_config = LotteryTicketPruner(0.5, 3, RewindStrategy.early(iteration=2))
     other_config.start(mlp())
     with pytest.raises(ValueError, match="state: written by a different configuration"):
-        other_config.load_state_dict(state)
+        load_pruner_state(other_config, state)
     with pytest.raises(ValueError, match=r"state\['masks'\]: prunes other tensors"):
-        fresh.load_state_dict({**state, "masks": {"0.weight": state["masks"]["0.weight"]}})
+        load_pruner_state(fresh, {**state, "masks": {"0.weight": state["masks"]["0.weight"]}})
     with pytest.raises(ValueError, match=r"state\['masks'\]\['2.weight'\]: shape"):
-        fresh.load_state_dict({**state, "masks": {**state["masks"], "2.weight": np.ones((2, 2), bool)}})
+        load_pruner_state(fresh, {**state, "masks": {**state["masks"], "2.weight": np.ones((2, 2), bool)}})
     with pytest.raises(ValueError, match=r"state\['round'\]"):
-        fresh.load_state_dict({**state, "round": 7})
-    with pytest.raises(ValueError, match="state: not a pruner state_dict"):
-        fresh.load_state_dict({"round": 1})
+        load_pruner_state(fresh, {**state, "round": 7})
+    with pytest.raises(ValueError, match="state: not a pruner state"):
+        load_pruner_state(fresh, {"round": 1})
     with pytest.raises(TypeError, match="state: expected a mapping"):
-        fresh.load_state_dict([1, 2])  # type: ignore[arg-type]
+        load_pruner_state(fresh, [1, 2])  # type: ignore[arg-type]
     assert fresh.round == 0
     for name, mask in fresh.masks.items():
         assert torch.equal(mask, before[name])
