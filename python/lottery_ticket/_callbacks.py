@@ -106,6 +106,7 @@ class RoundDriver:
             raise ValueError("optimizer: the trainer has no optimizer to keep the pruned weights at zero")
         pruner = self.pruner
         pruner.start(model, optimizer=optimizers[0], scheduler=scheduler, iterations_per_round=iterations_per_round)
+        self.rows, self.pending = [], {}  # a callback used for a second fit starts afresh
         if state is not None:
             if not isinstance(state, Mapping) or not {"pruner", "rows", "pending"} <= set(state):
                 raise ValueError("checkpoint: the lottery-ticket callback state is incomplete")

@@ -95,7 +95,7 @@ def expected_kept(total: int) -> list[int]:
     return [config.remaining_after(r, total) for r in range(ROUNDS + 1)]
 
 
-@pytest.mark.parametrize("strategy", ["init", "early:3", "lr", "none"])
+@pytest.mark.parametrize("strategy", ["init", "early:3", "late:0.5", "lr", "none"])
 def test_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: Path, strategy: str) -> None:
     w0 = {k: v.clone() for k, v in H.TinyModule().state_dict().items()}
     module, callback, rec = fit(tmp_path, strategy)
@@ -109,7 +109,8 @@ def test_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: Path, st
         for name, mask in start["masks"].items():
             assert torch.count_nonzero(start["state"][name][~mask]) == 0
     kind = RewindStrategy.parse(strategy).kind
-    target = w0 if kind == "init" else rec.after_step[3] if kind == "early" else None
+    # late:0.5 of a 4-step round captures step 2.
+    target = w0 if kind == "init" else rec.after_step[3] if kind == "early" else rec.after_step[2] if kind == "late" else None
     for r, start in enumerate(starts[1:], 1):
         if target is not None:  # survivors and every buffer (BatchNorm statistics) back at W0 / W3
             for name, value in target.items():
@@ -120,7 +121,7 @@ def test_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: Path, st
             trained = rec.after_step[r * BATCHES]
             assert torch.equal(start["state"]["net.0.bias"], trained["net.0.bias"])
     # StepLR(step_size=2, gamma=0.5) stepped per optimizer step.
-    lr_at_rewind = {"init": 0.1, "lr": 0.1, "early": 0.1 * 0.5 ** (3 // 2), "none": 0.1 * 0.5 ** (BATCHES // 2)}[kind]
+    lr_at_rewind = {"init": 0.1, "lr": 0.1, "early": 0.1 * 0.5 ** (3 // 2), "late": 0.1 * 0.5 ** (2 // 2), "none": 0.1 * 0.5 ** (BATCHES // 2)}[kind]
     assert starts[1]["lr"] == pytest.approx(lr_at_rewind)
     # Pruned weights are exactly zero after training; the saved ticket loads.
     params = dict(module.named_parameters())
@@ -218,3 +219,13 @@ def test_wrong_pruner_type_and_too_short_fits_are_clear_errors(tmp_path: Path) -
     trainer = pl.Trainer(max_steps=8, callbacks=[callback], **H.trainer_kwargs(str(tmp_path)))
     with pytest.raises(ValueError, match="steps_per_round: 2 pruning rounds of 3 steps need 9 optimizer steps"):
         trainer.fit(module, H.loader(), H.loader(32))
+
+
+def test_a_callback_reused_for_a_second_fit_starts_afresh(tmp_path: Path) -> None:
+    callback = LotteryTicketCallback(LotteryTicketConfig(0.75, ROUNDS), steps_per_round=2)
+    for attempt in range(2):
+        trainer = pl.Trainer(max_epochs=10, callbacks=[callback], **H.trainer_kwargs(str(tmp_path / str(attempt))))
+        trainer.fit(H.TinyModule(), H.loader(), H.loader(32))
+        assert callback.ticket is not None
+        assert [row["round"] for row in callback.ticket.metrics] == [0, 1, 2]
+        assert callback.ticket.remaining_parameters == expected_kept(24 * 8 + 3 * 24)[-1]
