@@ -21,7 +21,9 @@ Every Trainer log line gets ``lottery_ticket/sparsity`` (in ``trainer.state.log_
 the callbacks after this one, e.g. the progress printer); each finished round adds a
 ``lottery_ticket/round`` entry to the log history. Each Trainer checkpoint gets
 ``lottery-ticket.safetensors`` (a ticket ``Ticket.load`` reads, plus the run state), so
-``trainer.train(resume_from_checkpoint=...)`` resumes mid-IMP; the final ticket goes to
+``trainer.train(resume_from_checkpoint=...)`` resumes mid-IMP (the state is read from
+``output_dir``/checkpoint-<step>, where the Trainer writes and finds its checkpoints; resuming
+from a checkpoint elsewhere is an error naming the missing file); the final ticket goes to
 ``ticket_path`` (default: ``output_dir``/lottery-ticket.safetensors) and ``callback.ticket``.
 """
 
