@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _arrays, _core
+from . import _arrays, _core, _plan
 
 Scope = Literal["global", "layer"]
 
@@ -81,7 +81,7 @@ def global_magnitude_masks(
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     labels = _arrays.labels("weights", names, len(values))
-    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
+    views = _plan.read_views(values, labels)
     current = None
     if masks is not None:
         mask_values = _arrays.matching_items(masks, "masks", names, len(values))
