@@ -93,13 +93,15 @@ pub struct Selection {
     pub paths: Paths,
 }
 
-/// Candidates kept in memory before giving up on the bracket (8-16 bytes each), up to 1 G
+/// Candidates kept in memory before giving up on the bracket (8-16 bytes each), up to 512 M
 /// weights; larger inputs get [`CANDIDATE_BYTES_PER_WEIGHT`] each. The sample grows with the
 /// input (see [`sample::sample_size`]) so the expected candidates grow only as its square
-/// root; the budget grows a little faster, so it never overflows on ordinary data.
+/// root; the budget grows a little faster, so it does not overflow on ordinary data. bf16 sets
+/// the per-weight figure: its coarse keys put up to two whole tie groups of ~0.25% of the
+/// weights each in the bracket.
 pub(crate) const CANDIDATE_BYTES: usize = 32 << 20;
-/// Candidate budget per weight above 1 G weights (masks cost 1 byte per weight).
-const CANDIDATE_BYTES_PER_WEIGHT: f64 = 1.0 / 32.0;
+/// Candidate budget per weight above 512 M weights (masks cost 1 byte per weight).
+const CANDIDATE_BYTES_PER_WEIGHT: f64 = 1.0 / 16.0;
 
 /// The candidate budget, in bytes, for `total` weights.
 pub(crate) fn candidate_bytes(total: usize) -> usize {

@@ -254,7 +254,7 @@ def materialize(spec: WorkloadSpec) -> Workload:
 # What each workload of the suite measures (method keys, see `methods`): the table rows,
 # each with its peers, and no peer where it would only cost time (torch.prune at 560 M).
 BERT_KEYS = (
-    "floor", "numpy", "kthvalue", "torch_prune", "ours", "ours_1thread", "ours_masked", "drop_in",
+    "floor", "numpy", "torch_prune", "ours", "ours_1thread", "ours_masked", "drop_in",
     "ours_apply", "torch_mul", "ours_rewind", "torch_where",
 )
 SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
