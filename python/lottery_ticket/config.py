@@ -211,7 +211,13 @@ class LotteryTicketConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LotteryTicketConfig:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`; raises ``TypeError``/``ValueError`` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise TypeError(f"data: expected a dict from to_dict(), got {type(data).__name__}")
+        fields = ("target_sparsity", "pruning_rounds", "rewind_strategy", "global_pruning")
+        if set(data) != set(fields):
+            odd = sorted(set(fields) ^ set(map(str, data)))
+            raise ValueError(f"data: expected the keys {', '.join(fields)}; missing or unexpected: {', '.join(odd)}")
         return cls(
             data["target_sparsity"],
             data["pruning_rounds"],
