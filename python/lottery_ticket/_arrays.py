@@ -167,12 +167,12 @@ def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[t
         for label, arr in group:
             start = arr.__array_interface__["data"][0]
             if arr.nbytes:
-                spans.append((start, start + arr.nbytes, is_written, label))
-    spans.sort()
+                spans.append((start, len(spans), start + arr.nbytes, is_written, label))
+    spans.sort()  # by address, then argument order: the later of two equal buffers is named
     # Sweep: track the span reaching furthest so far; any overlap with a written span is an error.
     reach = -1
     reach_written, reach_label = False, ""
-    for start, end, is_written, label in spans:
+    for start, _, end, is_written, label in spans:
         if start < reach and (is_written or reach_written):
             raise ValueError(
                 f"{label}: shares memory with {reach_label}; pass each tensor once (tied weights are one "

@@ -226,6 +226,17 @@ class LotteryTicketConfig:
         )
 
 
+def check_name_filter(spec: object, arg: str) -> NameFilter:
+    """``spec`` if it is a `NameFilter` (None, a glob, a sequence of globs or a predicate)."""
+    if spec is None or isinstance(spec, str) or callable(spec):
+        return spec  # type: ignore[return-value]
+    if isinstance(spec, Sequence) and not isinstance(spec, bytes) and all(isinstance(p, str) for p in spec):
+        return spec
+    raise TypeError(
+        f"{arg}: expected a glob pattern, a list of patterns or a predicate(name, tensor), got {type(spec).__name__}"
+    )
+
+
 def _matches(spec: NameFilter, name: str, tensor: Any, arg: str) -> bool:
     if callable(spec):
         return bool(spec(name, tensor))
