@@ -12,7 +12,7 @@ RUST_SOURCES := $(wildcard rust/*.rs rust/*/*.rs) Cargo.toml Cargo.lock
 DEMO_OUT ?= lottery-ticket-demo
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-rust test-python lint bench clean
+.PHONY: help demo test test-rust test-python lint bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,10 @@ test-python: $(BUILD_STAMP) ## stub check, mypy --strict, pytest (tests and doct
 
 bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
 	$(BIN)/python -m pytest benches -q --benchmark-enable
+
+fuzz: $(BUILD_STAMP) ## Long fuzzing run: damaged ticket and checkpoint files, Rust entry points at scale
+	LT_FUZZ_EXAMPLES=$${LT_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q tests/pruner/test_ticket_fuzz.py
+	PROPTEST_CASES=$${PROPTEST_CASES:-64} cargo test --release --no-default-features -- --ignored at_scale
 
 clean: ## Remove build outputs and the virtualenv
 	rm -rf target $(VENV)
