@@ -142,7 +142,7 @@ mod tests {
         // later pass over the same weights counts.
         let bits = [1.0f32.to_bits(), 2.0f32.to_bits(), 2.0f32.to_bits()];
         let weights = [Weights::F32(&bits)];
-        let mut out = vec![0u8; 3];
+        let mut out = [0u8; 3];
         let mut outs = [&mut out[..]];
         let chunks = chunk::split(&weights, None, &mut outs);
         assert_eq!(kth_key::<u32>(&chunks, 4), Err(Error::WeightsChanged));
