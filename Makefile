@@ -54,7 +54,8 @@ bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table
 	$(BIN)/python -m pytest benches -q --benchmark-enable
 
 fuzz: $(BUILD_STAMP) ## Long fuzzing run: damaged ticket and checkpoint files, Rust entry points at scale
-	LT_FUZZ_EXAMPLES=$${LT_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q tests/pruner/test_ticket_fuzz.py
+	LT_FUZZ_EXAMPLES=$${LT_FUZZ_EXAMPLES:-20000} LT_KILLS=$${LT_KILLS:-200} $(BIN)/python -m pytest -q \
+		tests/pruner/test_ticket_fuzz.py tests/pruner/test_killed_saves.py
 	PROPTEST_CASES=$${PROPTEST_CASES:-64} cargo test --release --no-default-features -- --ignored at_scale
 
 clean: ## Remove build outputs and the virtualenv
