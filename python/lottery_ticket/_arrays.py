@@ -162,7 +162,7 @@ def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[t
     Selection passes the weights as ``written`` too: a tensor listed twice (tied weights under
     two names) would otherwise be ranked twice and could get two different masks.
     """
-    spans = []
+    spans: list[tuple[int, int, int, bool, str]] = []
     for is_written, group in ((True, written), (False, read)):
         for label, arr in group:
             start = arr.__array_interface__["data"][0]

@@ -99,7 +99,7 @@ def remove_stale_temps(path: Path, before: float) -> list[Path]:
     """Remove our temp files for ``path`` last modified before ``before`` that no live writer
     holds locked (a concurrent save of the same file keeps its own); returns what was removed."""
     stem = _temp_stem(path)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:

@@ -133,7 +133,7 @@ def _str_map(x: object, what: str) -> dict[str, str]:
 
 
 def _optional_count(x: object, what: str) -> None:
-    _require(x is None or (_is_int(x) and x >= 0), f"{what} is not a count")
+    _require(x is None or (isinstance(x, int) and not isinstance(x, bool) and x >= 0), f"{what} is not a count")
 
 
 def check_document(doc: object, tensors: Mapping[str, np.ndarray]) -> None:

@@ -229,7 +229,7 @@ class LotteryTicketConfig:
 def check_name_filter(spec: object, arg: str) -> NameFilter:
     """``spec`` if it is a `NameFilter` (None, a glob, a sequence of globs or a predicate)."""
     if spec is None or isinstance(spec, str) or callable(spec):
-        return spec  # type: ignore[return-value]
+        return spec
     if isinstance(spec, Sequence) and not isinstance(spec, bytes) and all(isinstance(p, str) for p in spec):
         return spec
     raise TypeError(

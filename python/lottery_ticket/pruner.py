@@ -171,8 +171,9 @@ class LotteryTicketPruner:
         ``optimizer``/``scheduler`` (optional) have their learning-rate state recorded so that
         `rewind` can restore it; ``iterations_per_round`` (T) is required by ``late(f)``.
         """
-        check_schedule_args(optimizer, scheduler)
         adapter = adapter_for(model, self.include, self.exclude)
+        optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         strategy = self.config.rewind_strategy
         capture: int | None = None
@@ -232,8 +233,9 @@ class LotteryTicketPruner:
         the trained weights (lr/none), zero the pruned weights, clear optimizer state, and rewind
         the scheduler (init, lr: to its start; early/late: to iteration k; none: untouched)."""
         run = self._started()
-        check_schedule_args(optimizer, scheduler)
         adapter, strategy = run.adapter, run.config.rewind_strategy
+        optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
         adapter.check_live("since start()")
         if strategy.rewinds_weights:
             snapshot = run.snapshot
