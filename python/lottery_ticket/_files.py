@@ -16,6 +16,8 @@ except ImportError:  # Windows: stale temp files are recognised by age alone
 # Temp files are `.<name, shortened to fit>.<random>.lt-tmp`: recognisable as ours, so a killed
 # save's leftovers can be removed by the next save of the same file and nothing else is touched.
 TEMP_SUFFIX = ".lt-tmp"
+# Earlier versions wrote `.<name>.<8 hex>.tmp` (never shortened): removed too when stale.
+_LEGACY_SUFFIX = ".tmp"
 _TOKEN_HEX = 8
 
 
@@ -105,10 +107,7 @@ def remove_stale_temps(path: Path, before: float) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        name = entry.name
-        if not (name.startswith(stem) and name.endswith(TEMP_SUFFIX)):
-            continue
-        if len(name) != len(stem) + _TOKEN_HEX + len(TEMP_SUFFIX):
+        if not (_is_ours(entry.name, stem, TEMP_SUFFIX) or _is_ours(entry.name, f".{path.name}.", _LEGACY_SUFFIX)):
             continue
         with contextlib.suppress(OSError):
             if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= before:
@@ -118,6 +117,13 @@ def remove_stale_temps(path: Path, before: float) -> list[Path]:
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
+
+
+def _is_ours(name: str, stem: str, suffix: str) -> bool:
+    token = name[len(stem) : len(name) - len(suffix)]
+    return name.startswith(stem) and name.endswith(suffix) and len(token) == _TOKEN_HEX and all(
+        c in "0123456789abcdef" for c in token
+    )
 
 
 def _is_locked(file: str) -> bool:

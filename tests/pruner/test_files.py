@@ -58,12 +58,15 @@ def test_stale_temp_files_of_the_same_target_are_removed(tmp_path: Path) -> None
     target = tmp_path / "ckpt.safetensors"
     stale = [stale_temp(target) for _ in range(3)]
     other_target = stale_temp(tmp_path / "other.safetensors")
+    legacy = tmp_path / ".ckpt.safetensors.0123abcd.tmp"  # what earlier versions left behind
+    legacy.write_bytes(b"partial")
+    os.utime(legacy, (0, 0))
     foreign = [tmp_path / ".ckpt.safetensors.1234.tmp", tmp_path / f".ckpt.safetensors.nothex{TEMP_SUFFIX}"]
     for f in foreign:
         f.write_bytes(b"not ours")
         os.utime(f, (0, 0))
     write_atomic(target, b"new")
-    assert not any(p.exists() for p in stale)
+    assert not any(p.exists() for p in [*stale, legacy])
     assert other_target.exists() and all(f.exists() for f in foreign)
     assert target.read_bytes() == b"new"
 
