@@ -45,6 +45,45 @@ fn label(arg: &str, index: usize, names: &[String]) -> String {
     }
 }
 
+/// Refuse weights whose memory overlaps (tied weights: one storage under two names), which would
+/// be ranked twice and could get two different masks. Here rather than in the facade: comparing
+/// pointers costs nanoseconds, NumPy's address lookups microseconds per tensor.
+fn check_disjoint(weights: &[Weights<'_>], names: &[String]) -> PyResult<()> {
+    fn span<T>(x: &[T]) -> (usize, usize) {
+        (x.as_ptr() as usize, std::mem::size_of_val(x))
+    }
+    let mut spans: Vec<(usize, usize, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let (start, bytes) = match w {
+                Weights::F16(x) | Weights::Bf16(x) => span(x),
+                Weights::F32(x) => span(x),
+                Weights::F64(x) => span(x),
+            };
+            (start, i, start + bytes)
+        })
+        .filter(|&(start, _, end)| end > start)
+        .collect();
+    spans.sort_unstable(); // by address, then argument order: the later of two is named
+    let mut reach: Option<(usize, usize)> = None; // (furthest end so far, its tensor)
+    for (start, i, end) in spans {
+        if let Some((far, owner)) = reach {
+            if start < far {
+                return Err(PyValueError::new_err(format!(
+                    "{}: shares memory with {}; pass each tensor once (tied weights are one tensor)",
+                    label("weights", i, names),
+                    label("weights", owner, names)
+                )));
+            }
+        }
+        if reach.is_none_or(|(far, _)| end > far) {
+            reach = Some((end, i));
+        }
+    }
+    Ok(())
+}
+
 /// rust-numpy tracks borrows across threads: a second call on an array that an in-place call
 /// (GIL released) is writing is refused here rather than racing it.
 fn busy(arg: &str, index: usize, names: &[String]) -> PyErr {
@@ -272,6 +311,7 @@ fn select_masks_py(
         .enumerate()
         .map(|(i, (w, d))| w.weights(d, i))
         .collect::<PyResult<_>>()?;
+    check_disjoint(&views, &names)?;
     let alive = masks
         .as_deref()
         .map(|m| byte_slices(m, "masks"))

@@ -159,8 +159,7 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
 def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[tuple[str, np.ndarray]]) -> None:
     """Reject a buffer written in place that overlaps any other buffer of the same call.
 
-    Selection passes the weights as ``written`` too: a tensor listed twice (tied weights under
-    two names) would otherwise be ranked twice and could get two different masks.
+    (Selection, which writes only fresh masks, has the binding check its weights for overlap.)
     """
     spans: list[tuple[int, int, int, bool, str]] = []
     for is_written, group in ((True, written), (False, read)):

@@ -92,7 +92,6 @@ def global_magnitude_masks(
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     labels = _arrays.labels("weights", names, len(values))
     views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
-    _arrays.check_no_overlap([(b.label, b.bits) for b in views], [])
     current = None
     if masks is not None:
         mask_values = _arrays.matching_items(masks, "masks", names, len(values))
