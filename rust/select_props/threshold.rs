@@ -245,6 +245,19 @@ fn tie_budget_runs_out_inside_a_tensor() {
     }
 }
 
+/// A tie budget that runs out in the second wave of a tensor (waves of 4 Mi elements are
+/// written one after the other while budget remains), with ties on both sides of it.
+#[test]
+fn tie_budget_runs_out_in_a_later_wave() {
+    let w: Vec<u16> = (0..9_000_000u32)
+        .map(|i| 0x3f40 | ((i % 5 == 0) as u16) << 15)
+        .collect();
+    for k in [5_000_000, 8_000_000] {
+        let th = assert_stream(&[Weights::Bf16(&w)], Amount::Count(k), Path::FixUp);
+        assert_eq!(th.ties, k);
+    }
+}
+
 #[test]
 fn nan_and_bad_arguments() {
     let a = [1.0f32.to_bits(), 2.0f32.to_bits()];

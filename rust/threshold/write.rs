@@ -101,9 +101,13 @@ fn with_alive<K: Key, T: Copy + Default + Send + Sync>(
     }
 }
 
-/// Ties are pruned speculatively when any may be: every tensor before the one where the tie
-/// budget runs out then needs a single pass, and only that tensor restores the ties past the
-/// budget, in the chunks after it runs out.
+/// Chunks per wave while tie budget remains: small enough that restoring the ties past the budget
+/// re-reads only cache-warm data, large enough that waiting between waves costs nothing.
+const WAVE: usize = 64;
+
+/// While tie budget remains, the tensor is written in waves of [`WAVE`] chunks, ties pruned
+/// speculatively: a wave that finds more ties than the budget left restores the excess (only
+/// in its own chunks), and everything after is written in one pass with ties kept.
 fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     src: &[T],
     key: impl Fn(T) -> K + Copy + Send + Sync,
@@ -112,7 +116,35 @@ fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     threshold: K,
     ties: u64,
 ) -> Result<u64> {
-    let prune_ties = ties > 0;
+    let mut left = ties;
+    let mut start = 0;
+    while start < src.len() {
+        let end = match left {
+            0 => src.len(),
+            _ => (start + WAVE * STREAM_CHUNK).min(src.len()),
+        };
+        let (s, d) = (&src[start..end], &mut dst[start..end]);
+        let a = alive.window(start, end - start);
+        let per_chunk = write_wave(s, key, a, d, threshold, left > 0)?;
+        let found: u64 = per_chunk.iter().sum();
+        if left > 0 && found > left {
+            restore_ties(s, key, a, d, threshold, &per_chunk, left);
+        }
+        left -= found.min(left);
+        start = end;
+    }
+    Ok(ties - left)
+}
+
+/// Write one wave in parallel; returns the alive ties found per chunk (an error for an alive NaN).
+fn write_wave<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
+    src: &[T],
+    key: impl Fn(T) -> K + Copy + Send + Sync,
+    alive: A,
+    dst: &mut [T],
+    threshold: K,
+    prune_ties: bool,
+) -> Result<Vec<u64>> {
     let per_chunk: Vec<(u64, bool)> = src
         .par_chunks(STREAM_CHUNK)
         .zip(dst.par_chunks_mut(STREAM_CHUNK))
@@ -125,15 +157,23 @@ fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     if per_chunk.iter().any(|&(_, nan)| nan) {
         return Err(Error::Nan { index: 0 });
     }
-    let found: u64 = per_chunk.iter().map(|&(n, _)| n).sum();
-    if !prune_ties || found <= ties {
-        return Ok(if prune_ties { found } else { 0 });
-    }
-    // Keep the ties past the budget: per chunk, how many of its ties stay pruned, where not all.
-    let mut left = ties;
-    let keep_pruned: Vec<Option<u64>> = per_chunk
+    Ok(per_chunk.into_iter().map(|(found, _)| found).collect())
+}
+
+/// Put back the ties of a wave past the first `budget` (they were pruned speculatively).
+fn restore_ties<K: Key, T: Copy + Send + Sync, A: Alive + Send + Sync>(
+    src: &[T],
+    key: impl Fn(T) -> K + Copy + Send + Sync,
+    alive: A,
+    dst: &mut [T],
+    threshold: K,
+    found: &[u64],
+    budget: u64,
+) {
+    let mut left = budget;
+    let keep_pruned: Vec<Option<u64>> = found
         .iter()
-        .map(|&(here, _)| {
+        .map(|&here| {
             let pruned_here = here.min(left);
             left -= pruned_here;
             (pruned_here < here).then_some(pruned_here)
@@ -157,29 +197,64 @@ fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
                 }
             }
         });
-    Ok(ties)
 }
 
 /// One chunk: returns the alive ties seen and whether an alive weight is NaN.
 #[inline(always)]
 fn write_chunk<K: Key, T: Copy + Default, A: Alive>(
     src: &[T],
-    key: impl Fn(T) -> K,
+    key: impl Fn(T) -> K + Copy,
     alive: A,
     dst: &mut [T],
     threshold: K,
     prune_ties: bool,
 ) -> (u64, bool) {
-    // u32 counter: a chunk holds at most STREAM_CHUNK elements.
-    let (mut ties, mut nan) = (0u32, false);
+    // Wheels target baseline x86-64; AVX2, where the CPU has it, widens the select loop.
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { write_chunk_avx2(src, key, alive, dst, threshold, prune_ties) };
+    }
+    write_chunk_portable(src, key, alive, dst, threshold, prune_ties)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn write_chunk_avx2<K: Key, T: Copy + Default, A: Alive>(
+    src: &[T],
+    key: impl Fn(T) -> K + Copy,
+    alive: A,
+    dst: &mut [T],
+    threshold: K,
+    prune_ties: bool,
+) -> (u64, bool) {
+    write_chunk_portable(src, key, alive, dst, threshold, prune_ties)
+}
+
+#[inline(always)]
+fn write_chunk_portable<K: Key, T: Copy + Default, A: Alive>(
+    src: &[T],
+    key: impl Fn(T) -> K + Copy,
+    alive: A,
+    dst: &mut [T],
+    threshold: K,
+    prune_ties: bool,
+) -> (u64, bool) {
+    // Kept iff alive and key >= cut: one compare per element whether ties go or stay. No key
+    // reaches K::MAX, so saturating there keeps "every key" meaning every key.
+    let cut = match prune_ties {
+        true if threshold == K::MAX => K::MAX,
+        true => K::from_u64(threshold.to_u64() + 1),
+        false => threshold,
+    };
+    // u32 counters: a chunk holds at most STREAM_CHUNK elements.
+    let (mut ties, mut nans) = (0u32, 0u32);
     for (i, (&s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
         let k = key(s);
         let live = alive.get(i);
-        let tie = live & (k == threshold);
-        let prune = !live | (k < threshold) | (tie & prune_ties);
-        *d = if prune { T::default() } else { s };
-        ties += tie as u32;
-        nan |= live & k.is_nan();
+        *d = if live & (k >= cut) { s } else { T::default() };
+        ties += (live & (k == threshold)) as u32;
+        nans |= (live & k.is_nan()) as u32;
     }
-    (ties as u64, nan)
+    (ties as u64, nans != 0)
 }
