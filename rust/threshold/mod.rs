@@ -47,8 +47,9 @@ pub struct Threshold {
 /// [`CANDIDATE_BYTES`], and the weights are read once (sampling aside).
 const MAX_PROBES: usize = 1 << 21;
 /// Bins of the per-key candidate histogram used when the bracket spans few distinct keys
-/// (16-bit dtypes: bf16 ties are too many to list one by one).
-const KEY_BINS: usize = 1 << 14;
+/// (16-bit dtypes: bf16 ties are too many to list one by one). 2^15 holds every finite bf16
+/// magnitude, so a bf16 bracket always qualifies.
+const KEY_BINS: usize = 1 << 15;
 
 /// The threshold that prunes `amount` of the alive weights, with `select_masks`' rules (counts,
 /// ties, ±0 equal, inf last, NaN among alive weights an error naming the tensor).
@@ -88,6 +89,13 @@ fn threshold_in<K: Key>(
     amount: Amount,
 ) -> Result<Threshold> {
     let bracket = sample::estimate_bracket::<K>(weights, alive, amount, MAX_PROBES)?;
+    // An open-ended bracket ("up to every key") ends after +inf: keys above are NaN, an error
+    // anyway, and the narrower span can still be counted per key.
+    let end = K::from_u64(K::INF.to_u64() + 1);
+    let bracket = Bracket {
+        lo: bracket.lo,
+        hi: bracket.hi.min(end).max(bracket.lo),
+    };
     let chunks = chunk::split_read(weights, alive);
     let shift = granularity::<K>(weights);
     let (lo, hi) = (bracket.lo.to_u64(), bracket.hi.to_u64());
