@@ -6,6 +6,7 @@ mod at_scale;
 mod branches;
 mod generators;
 mod reference;
+mod threshold;
 
 use proptest::prelude::*;
 
