@@ -67,7 +67,7 @@ def _read_bits(value: object, label: str) -> _arrays.Bits:
 
 
 def _ranking_views(
-    names: list[str] | None,
+    names: list[Hashable] | None,
     values: list[Any],
     masks: Any,
     to_bits: Callable[[object, str], _arrays.Bits],
