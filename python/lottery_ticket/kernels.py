@@ -15,12 +15,22 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 * **Scope.** ``"global"`` ranks all tensors together; ``"layer"`` applies the same rule to each
   tensor on its own (the same fraction, or the same count, of each tensor's alive weights).
 * Bad input raises ``TypeError``/``ValueError`` naming the argument and modifies nothing.
+* **Concurrency.** The kernels release the GIL: the arrays of a call must not be written by
+  another thread while it runs (a racing writer gets ``RuntimeError`` "weights changed during
+  the call", never a wrong mask count), and two in-place calls on the same array at once are
+  refused rather than interleaved. After ``os.fork`` the child runs the kernels on a fresh pool.
+* **Byte order.** Any byte order is read correctly (foreign-order arrays are converted first);
+  in-place operations need native order (``TypeError`` otherwise).
+* **Tied weights.** One storage is one tensor: passing memory twice is a ``ValueError``.
+* **torch.** In-place writes bump the autograd version counter, as torch's own in-place ops do,
+  and inference tensors are refused outside inference mode.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +40,7 @@ from . import _arrays, _core, _plan
 Scope = Literal["global", "layer"]
 
 
-def _quoted(names: list[str] | None) -> list[str]:
+def _quoted(names: list[Hashable] | None) -> list[str]:
     """Names as error messages show them (``repr``), for `_core` to use verbatim."""
     return [repr(n) for n in names] if names is not None else []
 
@@ -50,6 +60,29 @@ def _check_amount(amount: object) -> int | float:
             raise ValueError(f"amount: a fraction must lie in [0, 1], got {value}")
         return value
     raise TypeError(f"amount: expected an int count or a float fraction, got {type(amount).__name__}")
+
+
+def _read_bits(value: object, label: str) -> _arrays.Bits:
+    return _arrays.float_bits(value, label, writable=False)
+
+
+def _ranking_views(
+    names: list[Hashable] | None,
+    values: list[Any],
+    masks: Any,
+    to_bits: Callable[[object, str], _arrays.Bits],
+) -> tuple[list[_arrays.Bits], list[np.ndarray] | None]:
+    """Bit views of the weights to rank and uint8 views of their survivor masks (or None)."""
+    labels = _arrays.labels("weights", names, len(values))
+    if to_bits is _read_bits:  # the selection's reader: a small model's views are reused (_plan)
+        views = _plan.read_views(values, labels)
+    else:
+        views = [to_bits(v, label) for v, label in zip(values, labels)]
+    if masks is None:
+        return views, None
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    mask_labels = _arrays.labels("masks", names, len(values))
+    return views, [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
 
 
 def global_magnitude_masks(
@@ -80,15 +113,7 @@ def global_magnitude_masks(
     amount = _check_amount(amount)
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
-    labels = _arrays.labels("weights", names, len(values))
-    views = _plan.read_views(values, labels)
-    current = None
-    if masks is not None:
-        mask_values = _arrays.matching_items(masks, "masks", names, len(values))
-        mask_labels = _arrays.labels("masks", names, len(values))
-        current = [
-            _arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)
-        ]
+    views, current = _ranking_views(names, values, masks, _read_bits)
     fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
         [b.bits for b in views],
@@ -102,7 +127,7 @@ def global_magnitude_masks(
     return _arrays.shaped_like(names, [mask for mask, _ in fresh])
 
 
-def _in_place_views(weights: Any, masks: Any) -> tuple[list[str] | None, list[_arrays.Bits], list[np.ndarray]]:
+def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:
     names, values = _arrays.items(weights, "weights")
     labels = _arrays.labels("weights", names, len(values))
     views = [_arrays.float_bits(v, label, writable=True) for v, label in zip(values, labels)]
@@ -147,6 +172,11 @@ class MaskApplier:
         self._bits = [b.bits for b in views]
         self._mask_views = mask_views
         self._names = _quoted(names)
+        self._written = _arrays.write_notifiers(self._values)
+
+    def is_current(self) -> bool:
+        """Whether every weight still has the storage it had when this applier was built."""
+        return all(_arrays.storage_address(v) == a for v, a in zip(self._values, self._addresses))
 
     def __call__(self) -> None:
         # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
@@ -155,6 +185,8 @@ class MaskApplier:
             if _arrays.storage_address(value) != address:
                 raise RuntimeError(f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one")
         _core.apply_masks(self._bits, self._mask_views, self._names)
+        for notify in self._written:
+            notify()
 
 
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
@@ -176,7 +208,10 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         [(b.label, b.bits) for b in views],
         [(s.label, s.bits) for s in snaps] + list(zip(mask_labels, mask_views)),
     )
+    written = _arrays.write_notifiers(_arrays.items(weights, "weights")[1])
     _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _quoted(names))
+    for notify in written:
+        notify()
 
 
 def alive_counts(masks: Any) -> Any:

@@ -5,18 +5,35 @@ use rayon::prelude::*;
 use super::scan::{ChunkScan, FusedScan};
 use super::Bracket;
 use crate::chunk::{self, Chunk};
+use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
 
 /// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
+///
+/// A candidate's key is re-read after its bracket test; one outside the bracket means a racing
+/// writer changed the weight in between ([`Error::WeightsChanged`], before any mask is touched).
 pub(crate) fn fix_up<K: Key>(
     chunks: &mut [Chunk<'_>],
     scan: &FusedScan<K>,
     bracket: Bracket<K>,
     r: u64,
     parallel: bool,
-) {
+) -> Result<()> {
     debug_assert!(r > 0, "an exact provisional mask needs no fix-up");
+    let outside = |s: &ChunkScan<K>| {
+        s.candidates
+            .iter()
+            .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
+    };
+    let changed = if parallel {
+        scan.per_chunk.par_iter().any(outside)
+    } else {
+        scan.per_chunk.iter().any(outside)
+    };
+    if changed {
+        return Err(Error::WeightsChanged);
+    }
     let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r, parallel);
     let ties_of =
         |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
@@ -41,19 +58,20 @@ pub(crate) fn fix_up<K: Key>(
             }
         }
     });
+    Ok(())
 }
 
 /// The `r`-th smallest candidate key (1-based) and how many candidates are strictly smaller.
 /// A parallel 2^16-bin histogram of the keys' offsets in the bracket finds the right bin; only
 /// that bin's keys are then selected exactly (a serial select over all candidates would not
 /// use the other cores).
-pub(crate) fn kth_candidate<K: Key>(
-    scans: &[ChunkScan<K>],
+pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
+    scans: &[C],
     bracket: Bracket<K>,
     r: u64,
     parallel: bool,
 ) -> (K, u64) {
-    let candidates: usize = scans.iter().map(|s| s.candidates.len()).sum();
+    let candidates: usize = scans.iter().map(|s| s.count()).sum();
     // About 16 candidates a bin: a histogram much larger than the candidates (2^16 bins were
     // zeroed for every call) costs more than the select it saves.
     let bins = (candidates / 16).next_power_of_two().clamp(1 << 8, 1 << 16);
@@ -61,8 +79,8 @@ pub(crate) fn kth_candidate<K: Key>(
     let span = bracket.hi.to_u64().saturating_sub(base).max(1);
     let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bins.trailing_zeros());
     let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
-    let add = |mut h: Vec<u32>, s: &ChunkScan<K>| {
-        s.candidates.iter().for_each(|c| h[bin(c.0)] += 1);
+    let add = |mut h: Vec<u32>, s: &C| {
+        s.keys().for_each(|k| h[bin(k)] += 1);
         h
     };
     let counts = if parallel {
@@ -77,13 +95,7 @@ pub(crate) fn kth_candidate<K: Key>(
         scans.iter().fold(vec![0u32; bins], add)
     };
     let (target, before) = radix::bin_of_rank(&counts, r);
-    let in_target = |s: &ChunkScan<K>| -> Vec<K> {
-        s.candidates
-            .iter()
-            .map(|c| c.0)
-            .filter(|&k| bin(k) == target)
-            .collect()
-    };
+    let in_target = |s: &C| -> Vec<K> { s.keys().filter(|&k| bin(k) == target).collect() };
     let mut in_bin: Vec<K> = if parallel {
         scans.par_iter().flat_map_iter(in_target).collect()
     } else {
@@ -92,6 +104,33 @@ pub(crate) fn kth_candidate<K: Key>(
     let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
     let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
     (threshold, before + below_in_bin)
+}
+
+/// A group of candidates whose keys can be listed (positions, if any, are not needed here).
+pub(crate) trait CandidateKeys<K>: Sync {
+    fn keys(&self) -> impl Iterator<Item = K> + '_;
+    /// How many keys `keys` lists (sizes the histogram).
+    fn count(&self) -> usize {
+        self.keys().count()
+    }
+}
+
+impl<K: Key> CandidateKeys<K> for ChunkScan<K> {
+    fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.candidates.iter().map(|c| c.0)
+    }
+    fn count(&self) -> usize {
+        self.candidates.len()
+    }
+}
+
+impl<K: Key> CandidateKeys<K> for Vec<K> {
+    fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.iter().copied()
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
 }
 
 /// Split `ties` tie-breaking prunes over chunks in global order: earlier chunks first.

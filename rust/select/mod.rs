@@ -232,12 +232,12 @@ fn select_global<K: Key>(
     let bracket = if parallel {
         // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
         let (bracket, ()) = rayon::join(
-            || sample::estimate_bracket::<K>(weights, alive, amount, true),
+            || sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, true),
             || prefault(out),
         );
         bracket?
     } else {
-        sample::estimate_bracket::<K>(weights, alive, amount, false)?
+        sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, false)?
     };
     let mut chunks = chunk::split(weights, alive, out);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
@@ -260,9 +260,9 @@ fn select_global<K: Key>(
     };
     match path {
         Path::Exact => {}
-        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel),
+        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?,
         Path::BracketMiss | Path::CandidateOverflow => {
-            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)
+            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?
         }
     }
     Ok(Selection {

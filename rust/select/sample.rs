@@ -12,8 +12,8 @@ pub(crate) const SAMPLES: usize = 1 << 18;
 /// Inputs of at most this many weights are sampled whole (an exact bracket); larger ones get at
 /// least this many probes. Sampling a LeNet-sized model whole cost more than its fused pass.
 const MIN_SAMPLES: usize = 1 << 14;
-/// Most probes (32 MiB of u32 keys, reached at ~3 G weights).
-const MAX_SAMPLES: usize = 1 << 23;
+/// Most probes of a selection (32 MiB of u32 keys, reached at ~3 G weights).
+pub(crate) const MAX_SAMPLES: usize = 1 << 23;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
 /// slower exact fallback) then happens with probability below 1e-6.
 const BRACKET_SIGMAS: f64 = 5.0;
@@ -24,6 +24,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
+    max_probes: usize,
     parallel: bool,
 ) -> Result<Bracket<K>> {
     let everything = Bracket {
@@ -46,7 +47,7 @@ pub(crate) fn estimate_bracket<K: Key>(
         _ => {}
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
-    let probes = sample_size(total);
+    let probes = sample_size(total, max_probes);
     let mut sample = sample_keys::<K>(weights, alive, probes, parallel);
     let m = sample.len();
     if m == 0 {
@@ -102,8 +103,8 @@ pub(crate) fn estimate_bracket<K: Key>(
 /// their budget at any size instead of overflowing into the exact fallback (a cliff in time
 /// per weight). The count is nudged until it does not divide `total`: a fractional stride
 /// drifts in phase, so a periodic weight layout (rows, channels) cannot pin every probe to the
-/// same column.
-pub(crate) fn sample_size(total: usize) -> usize {
+/// same column. At most `max_probes`.
+pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
     if total <= MIN_SAMPLES {
         return total;
     }
@@ -115,7 +116,7 @@ pub(crate) fn sample_size(total: usize) -> usize {
             ratio
         };
     let mut probes = (scaled as usize)
-        .clamp(MIN_SAMPLES, MAX_SAMPLES)
+        .clamp(MIN_SAMPLES, max_probes.max(MIN_SAMPLES))
         .min(total - 1);
     while total % probes == 0 {
         probes -= 1;

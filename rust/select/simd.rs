@@ -11,7 +11,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::scan::ChunkScan;
+use super::scan::{Counts, Sink};
 use super::Bracket;
 use crate::magnitude::Key;
 
@@ -174,26 +174,19 @@ unsafe fn store_bits(o: *mut u8, keep: u32) {
 /// AVX2 and POPCNT must be available ([`available`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,popcnt")]
-pub(crate) unsafe fn scan<L: Lanes, K: Key>(
+pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     bits: &[L],
     alive: Option<&[u8]>,
     out: &mut [u8],
     bracket: Bracket<K>,
-    collect: bool,
-) -> ChunkScan<K> {
+    mut sink: Option<&mut S>,
+) -> Counts {
     debug_assert_eq!(K::BITS, 31, "u32 keys only");
     let top = (0x7fff_ffffu32 >> L::SHIFT) as i64;
     let lo = minus_one(bracket.lo.to_u64(), L::SHIFT, top);
     let hi = minus_one(bracket.hi.to_u64(), L::SHIFT, top);
     let out = &mut out[..bits.len()];
     let alive = alive.map(|a| &a[..bits.len()]);
-    let mut res = ChunkScan {
-        tensor: 0,
-        alive: 0,
-        below: 0,
-        nan: false,
-        candidates: Vec::new(),
-    };
     let (mut n_alive, mut n_below, mut nan) = (0u32, 0u32, 0u32);
     let full = bits.len() / 32 * 32;
     let mut start = 0;
@@ -205,11 +198,10 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key>(
         n_below += (below & alive_bits).count_ones();
         nan |= nan_bits & alive_bits;
         let mut in_bracket = !below & under_hi & alive_bits;
-        if collect {
+        if let Some(sink) = sink.as_deref_mut() {
             while in_bracket != 0 {
                 let i = start + in_bracket.trailing_zeros() as usize;
-                res.candidates
-                    .push((K::from_u64(bits[i].key() as u64), i as u32));
+                sink.push(K::from_u64(bits[i].key() as u64), i as u32);
                 in_bracket &= in_bracket - 1;
             }
         }
@@ -225,13 +217,14 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key>(
             n_alive += 1;
             n_below += below as u32;
             nan |= (k > 0x7f80_0000) as u32;
-            if collect && !below && k < hi_key {
-                res.candidates.push((K::from_u64(k), i as u32));
+            if let (Some(sink), false, true) = (sink.as_deref_mut(), below, k < hi_key) {
+                sink.push(K::from_u64(k), i as u32);
             }
         }
     }
-    res.alive = n_alive as u64;
-    res.below = n_below as u64;
-    res.nan = nan != 0;
-    res
+    Counts {
+        alive: n_alive as u64,
+        below: n_below as u64,
+        nan: nan != 0,
+    }
 }

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from .._deps import TORCH, Requirement
+from .._errors import UserError
 from .workloads import MIXES, WorkloadSpec
 
 
@@ -58,10 +59,22 @@ def requires(args: argparse.Namespace) -> list[Requirement]:
     return [TORCH]
 
 
+def check_memory(spec: WorkloadSpec, free: int) -> None:
+    """Refuse a workload that cannot even be generated here (the methods that do not fit beside
+    it are skipped one by one later, with the reason in the table)."""
+    # The weights, the masks of one call and a copy of the weights for the in-place methods.
+    need = spec.numel * (2 * spec.bytes_per_weight + 1)
+    if need > 0.8 * free:
+        raise UserError(
+            f"--params: {spec.numel:.3g} {spec.dtype} weights need ~{need / 2**30:.1f} GiB of memory, "
+            f"{free / 2**30:.1f} GiB are free here"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from .measure import measure_method, measure_one_thread, memory_measured
+    from .measure import available_memory, measure_method, measure_one_thread, memory_measured
     from .methods import BY_KEY, ONE_THREAD, ROW_ORDER
     from .table import Report, write_text
     from .workloads import materialize, suite, suite_keys
@@ -71,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec = WorkloadSpec(args.mix or "bert", args.params or 110_000_000, args.dtype or "f32", args.seed)
         cases = [(spec, tuple(ROW_ORDER))]
+    for spec, _ in cases:
+        check_memory(spec, available_memory())
     report = Report()
     steps = sum(len(keys) + 1 for _, keys in cases)
     with tqdm(total=steps, desc="generating weights", unit="step", file=sys.stderr) as progress:
