@@ -223,7 +223,7 @@ def machine_summary() -> str:
     return (
         f"lottery-ticket {__version__} · {_cpu_model()} · {os.cpu_count()} logical CPUs · "
         f"ours on {_threads()} threads · {torch_version} · numpy {np.__version__} · "
-        f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (@x: x) · "
+        f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "
         "× = time relative to that row (ours: the same task's row) · peak extra = peak RSS growth "
         "during one call in a fresh process, minus the masks it returns"
     )
