@@ -1,0 +1,140 @@
+"""The passes over the memory-mapped input: threshold selection, then the fused prune-and-write.
+
+Memory stays bounded whatever the checkpoint size: inputs and outputs are file mappings (page
+cache, not anonymous memory), the kernels read views of them, and the only anonymous buffers
+are one slice's mask (for the ticket), reused from slice to slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._arrays import BITS_DTYPES
+from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
+from ._standin import Threshold, select_threshold, write_pruned
+from ._ticket import TicketStream
+
+# Elements handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
+# enough that the slice's mask (one byte per element) stays a few MB. A multiple of 8 so packed
+# slices of a mask concatenate.
+SLICE_BYTES = 32 << 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Cursor:
+    """One ranking's threshold and how many of its tied weights are still to prune (in order)."""
+
+    threshold: Threshold
+    ties_left: int
+
+
+def input_map(header: Header) -> np.ndarray:
+    """The whole file as a read-only byte map."""
+    return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
+
+
+def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """A pruned tensor's raw bits as the unsigned ints the kernels read (flat, zero-copy)."""
+    dtype = FLOAT_DTYPES[t.dtype]
+    itemsize = np.dtype(BITS_DTYPES[dtype]).itemsize
+    if t.begin % itemsize:
+        # The kernels read aligned slices; the writers we know align tensors (safetensors
+        # sorts them by alignment), so a misaligned one comes from an unusual writer.
+        raise CheckpointError(f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it")
+    return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
+
+
+def select(
+    views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str
+) -> list[Cursor]:
+    """The threshold pass: one cursor per tensor (shared by all of them for a global ranking).
+
+    Raises `CheckpointError` for NaN among the pruned tensors, before anything is written.
+    """
+    dtypes = [FLOAT_DTYPES[t.dtype] for t in tensors]
+    labels = [f"{t.name!r} in {t.file.name}" for t in tensors]
+    try:
+        if scope == "global":
+            shared = select_threshold(views, dtypes, sparsity, labels)
+            cursor = Cursor(shared, shared.ties)
+            return [cursor] * len(tensors)
+        cursors = []
+        for view, dtype, label in zip(views, dtypes, labels):
+            threshold = select_threshold([view], [dtype], sparsity, [label])
+            cursors.append(Cursor(threshold, threshold.ties))
+        return cursors
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def prune_tensor(
+    t: TensorInfo,
+    view: np.ndarray,
+    out: np.ndarray | None,
+    cursor: Cursor,
+    ticket: TicketStream | None,
+    progress: Progress,
+) -> int:
+    """Write the pruned copy of one tensor slice by slice (or only count, with no ``out``).
+
+    Returns the number of weights pruned in the tensor.
+    """
+    dtype = FLOAT_DTYPES[t.dtype]
+    step = max(8, SLICE_BYTES // view.itemsize // 8 * 8)
+    mask = np.empty(min(step, view.size), dtype=np.uint8) if ticket is not None else None
+    pruned = 0
+    for start in range(0, view.size, step):
+        stop = min(start + step, view.size)
+        slice_mask = mask[: stop - start] if mask is not None else None
+        target = out[start:stop] if out is not None else None
+        cursor.ties_left, count = write_pruned(view[start:stop], dtype, target, cursor.threshold, cursor.ties_left, slice_mask)
+        pruned += count
+        if ticket is not None and slice_mask is not None:
+            ticket.write(t.name, start, slice_mask)
+        progress((stop - start) * view.itemsize)
+    return pruned
+
+
+def copy_bytes(src: np.ndarray, dst: np.ndarray, progress: Progress) -> None:
+    """Byte-for-byte copy of a tensor that is not pruned, in slices (progress stays live)."""
+    for start in range(0, src.size, SLICE_BYTES):
+        stop = min(start + SLICE_BYTES, src.size)
+        dst[start:stop] = src[start:stop]
+        progress(stop - start)
+
+
+def write_shard(
+    header: Header,
+    mapped: np.ndarray,
+    target: Path,
+    cursors: dict[str, Cursor],
+    ticket: TicketStream | None,
+    progress: Progress,
+) -> dict[str, int]:
+    """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
+    metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts."""
+    with open(target, "wb") as f:
+        f.truncate(header.file_size)
+    out: Any = np.memmap(target, dtype=np.uint8, mode="r+", shape=(header.file_size,))
+    try:
+        data = np.asarray(out)
+        data[: header.header_bytes] = mapped[: header.header_bytes]
+        progress(header.header_bytes)
+        counts = {}
+        for t in header.tensors:
+            if t.name in cursors:
+                view = bits_view(mapped, t)
+                counts[t.name] = prune_tensor(t, view, data[t.begin : t.end].view(view.dtype), cursors[t.name], ticket, progress)
+            else:
+                copy_bytes(mapped[t.begin : t.end], data[t.begin : t.end], progress)
+        out.flush()
+        return counts
+    finally:
+        del out
