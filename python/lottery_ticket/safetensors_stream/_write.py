@@ -7,6 +7,7 @@ are one slice's mask (for the ticket), reused from slice to slice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def select(
     Raises `CheckpointError` for NaN among the pruned tensors, before anything is written.
     """
     dtypes = [FLOAT_DTYPES[t.dtype] for t in tensors]
-    labels = [f"{t.name!r} in {t.file.name}" for t in tensors]
+    # The kernels name a tensor "weights[<label>]"; numbered labels map back to file and name.
+    labels = [f"#{i}" for i in range(len(tensors))]
     try:
         if scope == "global":
             shared = select_threshold(views, dtypes, sparsity, labels)
@@ -71,7 +73,11 @@ def select(
             cursors.append(Cursor(threshold, threshold.ties))
         return cursors
     except ValueError as err:
-        raise CheckpointError(str(err)) from None
+        found = re.match(r"weights\[#(\d+)\]: (.*)", str(err), flags=re.S)
+        if found is None:
+            raise
+        t = tensors[int(found.group(1))]
+        raise CheckpointError(f"{t.file}: tensor {t.name!r} {found.group(2)}") from None
 
 
 def prune_tensor(
