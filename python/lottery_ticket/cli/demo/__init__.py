@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._deps import TORCH, Requirement
+
 DEFAULT_OUT = "lottery-ticket-demo"
 FIGURE_NAME = "lottery-ticket.png"
 RESULTS_NAME = "results.json"
@@ -75,6 +77,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a small run for a smoke test: "
                         f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def requires(args: argparse.Namespace) -> list[Requirement]:
+    """What the demo imports: torch trains, scikit-learn has the data, matplotlib draws."""
+    return [
+        TORCH,
+        Requirement("sklearn", "scikit-learn", "demo"),
+        Requirement("matplotlib", "matplotlib", "demo"),
+    ]
 
 
 def build_config(args: argparse.Namespace) -> Any:
