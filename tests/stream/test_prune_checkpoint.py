@@ -229,3 +229,22 @@ def test_nan_outside_the_pruned_tensors_is_copied_and_nan_in_a_later_shard_stops
     with pytest.raises(ValueError, match=r"m-2\.safetensors: tensor 'b\.weight' contains NaN"):
         prune_checkpoint(folder, tmp_path / "out", 0.5, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "ok"]
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.3])
+def test_a_zero_threshold_prunes_the_first_zeros_only(
+    h: Any, rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sparsity: float
+) -> None:
+    # A third of the weights are +-0 (an already sparse model): pruning fewer than that makes
+    # the threshold zero itself, where the output's zeros no longer tell pruned from kept.
+    w = rng.standard_normal((60, 20)).astype(np.float32)
+    w[rng.random(w.shape) < 0.35] = 0.0
+    w[:, ::3] *= -1
+    src = tmp_path / "m.safetensors"
+    save_file({"a.weight": w, "b.weight": np.where(w[:20] > 0, w[:20], -0.0).astype(np.float16)}, src)
+    monkeypatch.setattr(_write, "SLICE_BYTES", 64)
+    summary = prune_checkpoint(src, tmp_path / "o.safetensors", sparsity, ticket=tmp_path / "t.safetensors", progress=False)
+    check_run(h, [src], [tmp_path / "o.safetensors"], tmp_path / "t.safetensors", sparsity)
+    assert summary.pruned == round(sparsity * 1600)
+    dry = prune_checkpoint(src, None, sparsity, dry_run=True, progress=False)
+    assert dry.tensors == summary.tensors

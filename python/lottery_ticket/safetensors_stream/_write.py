@@ -88,24 +88,50 @@ def prune_tensor(
     ticket: TicketStream | None,
     progress: Progress,
 ) -> int:
-    """Write the pruned copy of one tensor slice by slice (or only count, with no ``out``).
+    """Write the pruned copy of one tensor slice by slice; returns how many weights it pruned.
 
-    Returns the number of weights pruned in the tensor.
+    With no ``out`` (a dry run) the copy goes to a scratch slice, only to be counted. The kernel
+    writes +0.0 where it prunes; when the threshold key is above zero every kept weight is
+    nonzero, so the copy's zeros are exactly the pruned weights (the count, and the mask for the
+    ticket). A zero threshold prunes only tied zeros, the ones the kernel says it used.
     """
     dtype = FLOAT_DTYPES[t.dtype]
     step = max(8, SLICE_BYTES // view.itemsize // 8 * 8)
-    mask = np.empty(min(step, view.size), dtype=np.uint8) if ticket is not None else None
+    width = min(step, view.size)
+    mask = np.empty(width, dtype=np.bool_) if ticket is not None else None
+    sink = out if out is not None else np.empty(width, dtype=view.dtype)
     pruned = 0
     for start in range(0, view.size, step):
         stop = min(start + step, view.size)
-        slice_mask = mask[: stop - start] if mask is not None else None
-        target = out[start:stop] if out is not None else None
-        cursor.ties_left, count = write_pruned(view[start:stop], dtype, target, cursor.threshold, cursor.ties_left, slice_mask)
-        pruned += count
-        if ticket is not None and slice_mask is not None:
-            ticket.write(t.name, start, slice_mask)
-        progress((stop - start) * view.itemsize)
+        source = view[start:stop]
+        target = sink[start:stop] if out is not None else sink[: stop - start]
+        used = write_pruned(source, dtype, target, cursor.threshold, cursor.ties_left)
+        cursor.ties_left -= used
+        if cursor.threshold.key > 0:
+            pruned += source.size - int(np.count_nonzero(target))
+            if mask is not None:
+                np.not_equal(target, 0, out=mask[: source.size])
+        else:
+            pruned += used
+            if mask is not None:
+                _first_zeros_pruned(source, used, mask[: source.size])
+        if ticket is not None and mask is not None:
+            ticket.write(t.name, start, mask[: source.size])
+        progress(source.nbytes)
     return pruned
+
+
+def _first_zeros_pruned(bits: np.ndarray, count: int, mask: np.ndarray) -> None:
+    """The mask of a zero threshold: all kept but the first ``count`` weights equal to +-0."""
+    mask[...] = True
+    magnitude = np.array(np.iinfo(bits.dtype).max >> 1, dtype=bits.dtype)  # clears the sign bit
+    block = 1 << 20  # bounds the index array, whatever the slice size
+    for start in range(0, bits.size, block):
+        if count == 0:
+            return
+        zeros = np.flatnonzero((bits[start : start + block] & magnitude) == 0)[:count]
+        mask[start + zeros] = False
+        count -= zeros.size
 
 
 def copy_bytes(src: np.ndarray, dst: np.ndarray, progress: Progress) -> None:
