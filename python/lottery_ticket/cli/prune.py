@@ -51,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ticket", metavar="FILE", help="also write the masks as a ticket file (read by `lottery-ticket inspect`)")
     parser.add_argument("--dry-run", action="store_true", help="print the per-tensor table without writing anything")
+    parser.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="do not fsync the output before renaming it into place (faster; not safe against a power loss)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             ticket=args.ticket,
             dry_run=args.dry_run,
             progress=not args.no_progress,
+            sync=not args.no_sync,
         )
     except (ValueError, TypeError, OSError) as err:  # CheckpointError is a ValueError
         print(f"lottery-ticket prune: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ entry (removed on any exception) and never a half-written checkpoint under the f
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -115,6 +116,19 @@ def copy_extra_files(checkpoint: Checkpoint, plan: OutputPlan) -> None:
         (plan.stage / checkpoint.index_path.name).write_text(json.dumps(checkpoint.index, indent=2) + "\n", encoding="utf-8")
 
 
+def allocate(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes of disk reserved: writing through a memory map to a
+    full disk would kill the process with SIGBUS (no clean-up), reserving fails cleanly first."""
+    with open(path, "wb") as f:
+        try:
+            if size:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except (AttributeError, OSError) as err:
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise CheckpointError(f"out: no space left on the device for {path.name} ({size} bytes)") from None
+            f.truncate(size)  # a file system that cannot reserve: a sparse file instead
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -123,25 +137,33 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def commit(plan: OutputPlan) -> None:
-    """Make every staged file durable, then rename the ticket and the checkpoint into place."""
+def commit(plan: OutputPlan, sync: bool) -> None:
+    """Rename the ticket and the checkpoint into place; with ``sync``, fsync every staged file
+    first (and the folders after), so that even a power loss cannot leave a renamed file whose
+    data never reached the disk. The rename alone already covers an interrupted process."""
     assert plan.stage is not None
     if plan.is_dir:
         for path in plan.stage.iterdir():
-            fsync_path(path)
+            if sync:
+                fsync_path(path)
         os.chmod(plan.stage, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
     else:
         os.chmod(plan.stage, 0o666 & ~_umask())
-    fsync_path(plan.stage)
+    if sync:
+        fsync_path(plan.stage)
     if plan.ticket is not None and plan.ticket_stage is not None:
         os.chmod(plan.ticket_stage, 0o666 & ~_umask())
+        if sync:
+            fsync_path(plan.ticket_stage)
         os.replace(plan.ticket_stage, plan.ticket)
-        fsync_path(plan.ticket.parent)
+        if sync:
+            fsync_path(plan.ticket.parent)
     if plan.is_dir:
         os.rename(plan.stage, plan.final)  # replaces only a missing or empty directory
     else:
         os.replace(plan.stage, plan.final)
-    fsync_path(plan.final.parent)
+    if sync:
+        fsync_path(plan.final.parent)
 
 
 def _umask() -> int:

@@ -122,6 +122,7 @@ def prune_checkpoint(
     ticket: PathLike | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    sync: bool = True,
 ) -> PruneSummary:
     """Prune ``sparsity`` of the prunable weights of a safetensors checkpoint by magnitude.
 
@@ -144,6 +145,9 @@ def prune_checkpoint(
         ticket: also write the masks as a ticket file (``Ticket.load``, ``lottery-ticket inspect``).
         dry_run: compute the per-tensor counts without writing anything.
         progress: show a progress bar over bytes (tqdm) on stderr.
+        sync: fsync the output before renaming it into place, so that it survives a power
+            loss (the run then waits for the disk); without it an interrupted process still
+            never leaves a half-written checkpoint under the final name.
 
     Returns:
         A `PruneSummary` with the per-tensor counts.
@@ -174,7 +178,7 @@ def prune_checkpoint(
         if plan is None:
             counts = {t.name: prune_tensor(t, v, None, by_name[t.name], None, advance) for t, v in zip(chosen, views)}
         else:
-            counts = _write_all(checkpoint, plan, maps, by_name, chosen, sparsity, scope, advance)
+            counts = _write_all(checkpoint, plan, maps, by_name, chosen, sparsity, scope, advance, sync)
     del views, maps
     rows = tuple(TensorRow(t.name, t.file.name, t.dtype, t.shape, counts.get(t.name)) for t in checkpoint.tensors)
     return PruneSummary(
@@ -191,6 +195,7 @@ def _write_all(
     sparsity: float,
     scope: str,
     advance: Callable[[int], None],
+    sync: bool,
 ) -> dict[str, int]:
     distinct = {id(c): c for c in cursors.values()}  # a global ranking shares one cursor
     pruned_total = sum(c.threshold.pruned for c in distinct.values())
@@ -205,6 +210,6 @@ def _write_all(
             stream.finish()
         if plan.is_dir:
             copy_extra_files(checkpoint, plan)
-        commit(plan)
+        commit(plan, sync)
     return counts
 

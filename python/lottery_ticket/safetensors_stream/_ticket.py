@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..config import LotteryTicketConfig, RewindStrategy
 from ..ticket import FORMAT, VERSION
+from ._output import allocate
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
 _HASH_BLOCK = 1 << 24
@@ -64,8 +64,7 @@ class TicketStream:
         self._data_bytes = position
         self._data_start = 8 + len(self._header(_PLACEHOLDER))
         self.path = path
-        with open(path, "wb") as f:
-            f.truncate(self._data_start + self._data_bytes)
+        allocate(path, self._data_start + self._data_bytes)
         self._map = np.memmap(path, dtype=np.uint8, mode="r+")
 
     def _header(self, digest: str) -> bytes:
@@ -89,7 +88,7 @@ class TicketStream:
         self._map[start : start + packed.size] = packed
 
     def finish(self) -> None:
-        """Compute the digest over the packed masks and write the final header; flush and fsync."""
+        """Compute the digest over the packed masks and write the final header."""
         digest = hashlib.sha256()
         for key in sorted(self._packed):
             count = self._packed[key]
@@ -98,9 +97,6 @@ class TicketStream:
             for block in range(start, start + count, _HASH_BLOCK):
                 digest.update(self._map[block : min(block + _HASH_BLOCK, start + count)].tobytes())
         header = self._header(digest.hexdigest())
-        self._map.flush()
         del self._map
         with open(self.path, "r+b") as f:
             f.write(len(header).to_bytes(8, "little") + header)
-            f.flush()
-            os.fsync(f.fileno())

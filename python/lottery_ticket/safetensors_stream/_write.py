@@ -18,6 +18,7 @@ import numpy as np
 from .._arrays import BITS_DTYPES
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._standin import Threshold, select_threshold, write_pruned
+from ._output import allocate
 from ._ticket import TicketStream
 
 # Elements handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
@@ -152,8 +153,7 @@ def write_shard(
 ) -> dict[str, int]:
     """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
     metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts."""
-    with open(target, "wb") as f:
-        f.truncate(header.file_size)
+    allocate(target, header.file_size)
     out: Any = np.memmap(target, dtype=np.uint8, mode="r+", shape=(header.file_size,))
     try:
         data = np.asarray(out)
@@ -166,7 +166,6 @@ def write_shard(
                 counts[t.name] = prune_tensor(t, view, data[t.begin : t.end].view(view.dtype), cursors[t.name], ticket, progress)
             else:
                 copy_bytes(mapped[t.begin : t.end], data[t.begin : t.end], progress)
-        out.flush()
         return counts
     finally:
         del out
