@@ -19,13 +19,16 @@ from lottery_ticket.safetensors_stream import _write
 
 
 def mixed(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """f16/f32/f64 matrices, a 1-d bias, an int tensor, signed zeros, infinities, subnormals."""
+    """f16/f32/f64 matrices, a 1-d bias, an int tensor, an empty matrix, a scalar, signed zeros,
+    infinities, subnormals."""
     w = {
         "layers.0.weight": rng.standard_normal((48, 40)).astype(np.float32),
         "layers.0.bias": rng.standard_normal(40).astype(np.float32),
         "layers.1.weight": rng.standard_normal((32, 24)).astype(np.float16),
         "head.weight": rng.standard_normal((24, 10)),
         "position_ids": np.arange(64, dtype=np.int64)[None],
+        "empty.weight": np.zeros((0, 4), np.float32),
+        "scale": np.array(2.0, np.float32),
     }
     w["layers.0.weight"][0, :6] = [0.0, -0.0, np.inf, -np.inf, 1e-42, -1e-42]
     w["layers.1.weight"][1, :3] = [-0.0, 0.0, np.float16(6e-8)]
@@ -59,7 +62,7 @@ def test_one_file_matches_the_in_memory_kernels(h: Any, rng: np.random.Generator
     assert summary.prunable == 48 * 40 + 32 * 24 + 24 * 10
     if scope == "global":
         assert summary.pruned == round(sparsity * summary.prunable)
-    assert {r.name for r in summary.tensors if r.pruned is None} == {"position_ids", "layers.0.bias"}
+    assert {r.name for r in summary.tensors if r.pruned is None} == {"position_ids", "layers.0.bias", "scale"}
     assert Ticket.load(ticket).sparsity == pytest.approx(summary.achieved_sparsity)
 
 

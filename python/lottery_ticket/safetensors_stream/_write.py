@@ -21,10 +21,11 @@ from ._standin import Threshold, select_threshold, write_pruned
 from ._output import allocate
 from ._ticket import TicketStream
 
-# Elements handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
-# enough that the slice's mask (one byte per element) stays a few MB. A multiple of 8 so packed
-# slices of a mask concatenate.
-SLICE_BYTES = 32 << 20
+# Bytes handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
+# enough that the slice just written is still in cache when its zeros are counted, and that its
+# mask (one byte per element) stays a few MB. Slices hold a multiple of 8 elements so that the
+# packed masks of consecutive slices concatenate.
+SLICE_BYTES = 8 << 20
 
 Progress = Callable[[int], None]
 
@@ -46,7 +47,7 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
     """A pruned tensor's raw bits as the unsigned ints the kernels read (flat, zero-copy)."""
     dtype = FLOAT_DTYPES[t.dtype]
     itemsize = np.dtype(BITS_DTYPES[dtype]).itemsize
-    if t.begin % itemsize:
+    if t.begin % itemsize and t.nbytes:
         # The kernels read aligned slices; the writers we know align tensors (safetensors
         # sorts them by alignment), so a misaligned one comes from an unusual writer.
         raise CheckpointError(f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it")
