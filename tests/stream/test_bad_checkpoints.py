@@ -171,3 +171,11 @@ def test_headers_are_read_without_reading_the_data(tmp_path: Path) -> None:
         f.truncate(8 + len(header) + 2**32)
     parsed = read_header(path)
     assert parsed.tensors[0].size == 2**30 and parsed.tensors[0].nbytes == 2**32
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_nan_names_its_tensor_in_either_scope(scope: str, tmp_path: Path) -> None:
+    save_file({"a.weight": np.ones((2, 2)), "b.weight": np.array([[1.0, np.nan]]), "c.weight": np.ones((2, 2))}, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: tensor 'b\.weight' contains NaN"):
+        prune_checkpoint(tmp_path / "m.safetensors", tmp_path / "o.safetensors", 0.5, scope=scope, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._arrays import BITS_DTYPES
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
-from ._standin import Threshold, select_threshold, write_pruned
+from ._standin import RawTensor, Threshold, select_threshold, write_pruned
 from ._output import allocate
 from ._ticket import TicketStream
 
@@ -61,24 +61,23 @@ def select(
 
     Raises `CheckpointError` for NaN among the pruned tensors, before anything is written.
     """
-    dtypes = [FLOAT_DTYPES[t.dtype] for t in tensors]
-    # The kernels name a tensor "weights[<label>]"; numbered labels map back to file and name.
-    labels = [f"#{i}" for i in range(len(tensors))]
+    raw = [RawTensor(v, FLOAT_DTYPES[t.dtype]) for v, t in zip(views, tensors)]
     try:
         if scope == "global":
-            shared = select_threshold(views, dtypes, sparsity, labels)
-            cursor = Cursor(shared, shared.ties)
+            shared = select_threshold(raw, sparsity)
+            cursor = Cursor(shared, shared.ties_pruned)
             return [cursor] * len(tensors)
         cursors = []
-        for view, dtype, label in zip(views, dtypes, labels):
-            threshold = select_threshold([view], [dtype], sparsity, [label])
-            cursors.append(Cursor(threshold, threshold.ties))
+        for tensor in raw:
+            threshold = select_threshold([tensor], sparsity)
+            cursors.append(Cursor(threshold, threshold.ties_pruned))
         return cursors
     except ValueError as err:
-        found = re.match(r"weights\[#(\d+)\]: (.*)", str(err), flags=re.S)
+        # The kernels name a tensor of a list by its index; say which file and name it is.
+        found = re.match(r"weights\[(\d+)\]: (.*)", str(err), flags=re.S)
         if found is None:
             raise
-        t = tensors[int(found.group(1))]
+        t = tensors[int(found.group(1)) if scope == "global" else len(cursors)]
         raise CheckpointError(f"{t.file}: tensor {t.name!r} {found.group(2)}") from None
 
 
@@ -107,7 +106,7 @@ def prune_tensor(
         stop = min(start + step, view.size)
         source = view[start:stop]
         target = sink[start:stop] if out is not None else sink[: stop - start]
-        used = write_pruned(source, dtype, target, cursor.threshold, cursor.ties_left)
+        used = write_pruned(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
         cursor.ties_left -= used
         if cursor.threshold.key > 0:
             pruned += source.size - int(np.count_nonzero(target))
