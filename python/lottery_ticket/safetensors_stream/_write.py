@@ -89,50 +89,72 @@ def prune_tensor(
     ticket: TicketStream | None,
     progress: Progress,
 ) -> int:
-    """Write the pruned copy of one tensor slice by slice; returns how many weights it pruned.
+    """Write the pruned copy of one tensor; returns how many weights it pruned.
 
-    With no ``out`` (a dry run) the copy goes to a scratch slice, only to be counted. The kernel
-    writes +0.0 where it prunes; when the threshold key is above zero every kept weight is
-    nonzero, so the copy's zeros are exactly the pruned weights (the count, and the mask for the
-    ticket). A zero threshold prunes only tied zeros, the ones the kernel says it used.
+    The kernel writes the whole tensor into the output map in one parallel call (one read of
+    the input, the output's pages faulted in by every thread). With no ``out`` (a dry run) it
+    writes slice by slice into a scratch slice, only to be counted.
     """
     dtype = FLOAT_DTYPES[t.dtype]
     step = max(8, SLICE_BYTES // view.itemsize // 8 * 8)
     width = min(step, view.size)
     mask = np.empty(width, dtype=np.bool_) if ticket is not None else None
-    sink = out if out is not None else np.empty(width, dtype=view.dtype)
-    pruned = 0
+    scratch = np.empty(width, dtype=view.dtype) if out is None else None
+    tally = _Tally(cursor.threshold.key)
+    if out is not None:
+        used = write_pruned(RawTensor(view, dtype), RawTensor(out, dtype), cursor.threshold, cursor.ties_left)
+        cursor.ties_left -= used
+        tally.zeros_left = used
     for start in range(0, view.size, step):
         stop = min(start + step, view.size)
         source = view[start:stop]
-        target = sink[start:stop] if out is not None else sink[: stop - start]
-        used = write_pruned(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
-        cursor.ties_left -= used
-        if cursor.threshold.key > 0:
-            pruned += source.size - int(np.count_nonzero(target))
-            if mask is not None:
-                np.not_equal(target, 0, out=mask[: source.size])
+        if out is not None:
+            target = out[start:stop]
         else:
-            pruned += used
-            if mask is not None:
-                _first_zeros_pruned(source, used, mask[: source.size])
-        if ticket is not None and mask is not None:
-            ticket.write(t.name, start, mask[: source.size])
+            assert scratch is not None
+            target = scratch[: stop - start]
+            used = write_pruned(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
+            cursor.ties_left -= used
+            tally.zeros_left += used
+        slice_mask = mask[: stop - start] if mask is not None else None
+        tally.add(source, target, slice_mask)
+        if ticket is not None and slice_mask is not None:
+            ticket.write(t.name, start, slice_mask)
         progress(source.nbytes)
-    return pruned
+    return tally.pruned
 
 
-def _first_zeros_pruned(bits: np.ndarray, count: int, mask: np.ndarray) -> None:
-    """The mask of a zero threshold: all kept but the first ``count`` weights equal to +-0."""
-    mask[...] = True
-    magnitude = np.array(np.iinfo(bits.dtype).max >> 1, dtype=bits.dtype)  # clears the sign bit
-    block = 1 << 20  # bounds the index array, whatever the slice size
-    for start in range(0, bits.size, block):
-        if count == 0:
+class _Tally:
+    """Counts (and, for the ticket, marks) the pruned weights of a written copy, slice by slice.
+
+    The kernel writes +0.0 where it prunes. With a threshold key above zero every kept weight is
+    nonzero, so the copy's zeros are exactly the pruned weights. A zero threshold prunes only
+    tied zeros, the first ``zeros_left`` (as the kernel reported) of the tensor's +-0 weights.
+    """
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.pruned = 0
+        self.zeros_left = 0
+
+    def add(self, source: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
+        if self.key > 0:
+            self.pruned += source.size - int(np.count_nonzero(target))
+            if mask is not None:
+                np.not_equal(target, 0, out=mask)
             return
-        zeros = np.flatnonzero((bits[start : start + block] & magnitude) == 0)[:count]
-        mask[start + zeros] = False
-        count -= zeros.size
+        if mask is not None:
+            mask[...] = True
+        magnitude = np.array(np.iinfo(source.dtype).max >> 1, dtype=source.dtype)  # clears the sign bit
+        block = 1 << 20  # bounds the index array, whatever the slice size
+        for start in range(0, source.size, block):
+            if self.zeros_left == 0:
+                return
+            zeros = np.flatnonzero((source[start : start + block] & magnitude) == 0)[: self.zeros_left]
+            if mask is not None:
+                mask[start + zeros] = False
+            self.zeros_left -= zeros.size
+            self.pruned += zeros.size
 
 
 def copy_bytes(src: np.ndarray, dst: np.ndarray, progress: Progress) -> None:
