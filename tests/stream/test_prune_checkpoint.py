@@ -251,3 +251,18 @@ def test_a_zero_threshold_prunes_the_first_zeros_only(
     assert summary.pruned == round(sparsity * 1600)
     dry = prune_checkpoint(src, None, sparsity, dry_run=True, progress=False)
     assert dry.tensors == summary.tensors
+
+
+def test_without_copy_file_range_the_copies_go_through_the_map(
+    h: Any, rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: Any) -> int:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("os.copy_file_range", unsupported, raising=False)
+    src = tmp_path / "m.safetensors"
+    save_file(mixed(rng), src, metadata={"k": "v"})
+    prune_checkpoint(src, tmp_path / "o.safetensors", 0.3, progress=False)
+    check_run(h, [src], [tmp_path / "o.safetensors"], None, 0.3)
+    raw_in, raw_out = src.read_bytes(), (tmp_path / "o.safetensors").read_bytes()
+    assert raw_out[: 8 + int.from_bytes(raw_in[:8], "little")] == raw_in[: 8 + int.from_bytes(raw_in[:8], "little")]

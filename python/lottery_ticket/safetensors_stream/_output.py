@@ -117,8 +117,9 @@ def copy_extra_files(checkpoint: Checkpoint, plan: OutputPlan) -> None:
 
 
 def allocate(path: Path, size: int) -> None:
-    """Create ``path`` with ``size`` bytes of disk reserved: writing through a memory map to a
-    full disk would kill the process with SIGBUS (no clean-up), reserving fails cleanly first."""
+    """Create ``path`` with ``size`` bytes of disk reserved, so that a full disk fails here, before
+    the long pass, and cleanly (writing the ticket through its memory map to a full disk would
+    kill the process with SIGBUS instead, leaving its temporary files behind)."""
     with open(path, "wb") as f:
         try:
             if size:
