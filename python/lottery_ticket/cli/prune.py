@@ -34,13 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "-o",
         help="output: a .safetensors file for a one-file input, else a new directory (same shard names, rewritten index)",
     )
-    parser.add_argument("--scope", choices=("global", "layer"), default="global", help="one global ranking (default) or each tensor alone")
+    parser.add_argument(
+        "--scope", choices=("global", "layer"), default="global", help="one global ranking (default) or each tensor alone"
+    )
     parser.add_argument(
         "--include",
         nargs="+",
         action="extend",
         metavar="PATTERN",
-        help="glob patterns of the tensors to prune (default: floating-point tensors with >= 2 dimensions)",
+        help="glob patterns of the tensors to prune (default: F16, BF16, F32 and F64 tensors with >= 2 dimensions)",
     )
     parser.add_argument(
         "--exclude",

@@ -91,13 +91,15 @@ def _default_prunable(name: str, tensor: TensorInfo) -> bool:
 
 
 def prunable_tensors(checkpoint: Checkpoint, include: NameFilter, exclude: NameFilter) -> list[TensorInfo]:
-    """The tensors to prune, in checkpoint order (default: floating tensors with >= 2 dims)."""
+    """The tensors to prune, in checkpoint order (default: F16/BF16/F32/F64 tensors with >= 2 dims)."""
     tensors = checkpoint.tensors
     chosen = set(select_names([(t.name, t) for t in tensors], _default_prunable, include, exclude))
     result = [t for t in tensors if t.name in chosen]
     for t in result:
         if t.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(f"{t.file}: tensor {t.name!r} has dtype {t.dtype}; only F16, BF16, F32 and F64 tensors can be pruned")
+            raise CheckpointError(
+                f"{t.file}: tensor {t.name!r} has dtype {t.dtype}; only F16, BF16, F32 and F64 tensors can be pruned"
+            )
     return result
 
 
@@ -139,7 +141,7 @@ def prune_checkpoint(
             directory's other files. Not needed for a dry run.
         sparsity: fraction in [0, 1) of the prunable weights to prune.
         scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
-        include: which tensors to prune instead of the default (floating tensors with >= 2
+        include: which tensors to prune instead of the default (F16/BF16/F32/F64 tensors with >= 2
             dims): glob pattern(s) on the name or a predicate ``(name, TensorInfo) -> bool``.
         exclude: tensors removed from the choice (e.g. ``["*embed*", "lm_head.*"]``).
         ticket: also write the masks as a ticket file (``Ticket.load``, ``lottery-ticket inspect``).

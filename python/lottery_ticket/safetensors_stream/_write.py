@@ -50,7 +50,9 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
     if t.begin % itemsize and t.nbytes:
         # The kernels read aligned slices; the writers we know align tensors (safetensors
         # sorts them by alignment), so a misaligned one comes from an unusual writer.
-        raise CheckpointError(f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it")
+        raise CheckpointError(
+            f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it"
+        )
     return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
 
 
