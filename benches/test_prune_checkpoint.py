@@ -254,12 +254,15 @@ def test_ours(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path, sync: bool
         return watched(OURS, str(source), str(out), str(SPARSITY), str(ticket or ""), "1" if sync else "")
 
     answer, peak = benchmark.pedantic(run, rounds=1, iterations=1)
-    assert answer["prunable"] == checkpoint.spec.numel - sum(math.prod(s) for _, s in checkpoint.spec.tensors() if len(s) == 1)
-    assert answer["pruned"] == round(SPARSITY * answer["prunable"])
-    outputs = [out / p.name for p in checkpoint.files] if checkpoint.spec.shards > 1 else [out]
-    _check_threshold(checkpoint.files, outputs, answer["pruned"], checkpoint.spec.dtype)
-    if ticket is not None:
-        _check_against_kernels(checkpoint.files, ticket)
+    try:
+        assert answer["prunable"] == checkpoint.spec.numel - sum(math.prod(s) for _, s in checkpoint.spec.tensors() if len(s) == 1)
+        assert answer["pruned"] == round(SPARSITY * answer["prunable"])
+        outputs = [out / p.name for p in checkpoint.files] if checkpoint.spec.shards > 1 else [out]
+        _check_threshold(checkpoint.files, outputs, answer["pruned"], checkpoint.spec.dtype)
+        if ticket is not None:
+            _check_against_kernels(checkpoint.files, ticket)
+    finally:  # the disk is shared: multi-GB outputs go as soon as they are checked
+        shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
     note = f"RssAnon {answer['base'] / 2**20:.0f} MiB after imports"
     _record(checkpoint.spec, OURS_SYNC if sync else OURS_NO_SYNC, answer["seconds"], peak, note)
     assert peak <= BUDGET_MIB * 2**20, f"peak RssAnon {peak / 2**20:.0f} MiB over the {BUDGET_MIB} MiB budget"
@@ -320,6 +323,7 @@ def test_torch_prune(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> 
     _warm(checkpoint.files)
     source = checkpoint.folder
     answer, peak = benchmark.pedantic(lambda: watched(PEER, str(source), str(tmp_path / "peer"), str(SPARSITY)), rounds=1, iterations=1)
+    shutil.rmtree(tmp_path / "peer", ignore_errors=True)
     prunable = spec.numel - sum(math.prod(s) for _, s in spec.tensors() if len(s) == 1)
     assert answer["pruned"] == round(SPARSITY * prunable)
     _record(spec, "torch.prune (load_file + global_unstructured + save_file)", answer["seconds"], peak, base=answer["base"])
