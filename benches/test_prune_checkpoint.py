@@ -168,10 +168,14 @@ from pathlib import Path
 from lottery_ticket import prune_checkpoint
 def anon():
     return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("RssAnon:"))
+import resource
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 base = anon()
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), cpu()
 s = prune_checkpoint(sys.argv[1], sys.argv[2], float(sys.argv[3]), ticket=sys.argv[4] or None, progress=False, sync=bool(sys.argv[5]))
-print(json.dumps({"seconds": time.perf_counter() - start, "pruned": s.pruned, "prunable": s.prunable, "base": base}))
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu() - cpu_start, "pruned": s.pruned, "prunable": s.prunable, "base": base}))
 """
 
 PEER = """
@@ -203,8 +207,20 @@ print(json.dumps({"seconds": time.perf_counter() - start, "pruned": pruned, "bas
 """
 
 
-def _record(spec: Spec, method: str, seconds: float | None, peak: int | None, note: str = "", base: int = 0) -> None:
-    ROWS.append({"checkpoint": spec.label, "weights": spec.numel, "method": method, "seconds": seconds, "peak": peak, "note": note, "base": base})
+def _record(
+    spec: Spec, method: str, seconds: float | None, peak: int | None, note: str = "", base: int = 0, cpu: float | None = None
+) -> None:
+    row = {"checkpoint": spec.label, "weights": spec.numel, "method": method, "seconds": seconds, "peak": peak}
+    ROWS.append({**row, "note": note, "base": base, "cpu": cpu})
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (user + system): unlike wall time, not inflated while
+    other processes hold the CPUs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 FLOOR = "copy floor: copyfile"
@@ -223,22 +239,22 @@ def test_copy_floor(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> N
     out = tmp_path / "copy"
     out.mkdir()
 
-    def copy() -> tuple[float, float]:
-        start = time.perf_counter()
+    def copy() -> tuple[float, float, float, float]:
+        start, cpu_start = time.perf_counter(), _cpu()
         for path in checkpoint.files:
             shutil.copyfile(path, out / path.name)
-        copied = time.perf_counter()
+        copied, cpu_copied = time.perf_counter(), _cpu()
         for path in checkpoint.files:
             fd = os.open(out / path.name, os.O_RDONLY)
             os.fsync(fd)
             os.close(fd)
-        return copied - start, time.perf_counter() - start
+        return copied - start, time.perf_counter() - start, cpu_copied - cpu_start, _cpu() - cpu_start
 
-    copied, synced = benchmark.pedantic(copy, rounds=1, iterations=1)
+    copied, synced, cpu_copied, cpu_synced = benchmark.pedantic(copy, rounds=1, iterations=1)
     assert [(out / p.name).stat().st_size for p in checkpoint.files] == [p.stat().st_size for p in checkpoint.files]
     shutil.rmtree(out)
-    _record(checkpoint.spec, FLOOR, copied, None)
-    _record(checkpoint.spec, FLOOR_SYNC, synced, None)
+    _record(checkpoint.spec, FLOOR, copied, None, cpu=cpu_copied)
+    _record(checkpoint.spec, FLOOR_SYNC, synced, None, cpu=cpu_synced)
 
 
 @pytest.mark.parametrize("sync", [True, False], ids=["fsync", "no-sync"])
@@ -267,7 +283,7 @@ def test_ours(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path, sync: bool
         else:
             out.unlink(missing_ok=True)
     note = f"RssAnon {answer['base'] / 2**20:.0f} MiB after imports"
-    _record(checkpoint.spec, OURS_SYNC if sync else OURS_NO_SYNC, answer["seconds"], peak, note)
+    _record(checkpoint.spec, OURS_SYNC if sync else OURS_NO_SYNC, answer["seconds"], peak, note, cpu=answer["cpu"])
     assert peak <= BUDGET_MIB * 2**20, f"peak RssAnon {peak / 2**20:.0f} MiB over the {BUDGET_MIB} MiB budget"
 
 
@@ -337,14 +353,22 @@ def table(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if not ROWS:
         return
-    lines = ["| checkpoint | weights | method | seconds | vs its copy floor | peak RssAnon | note |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| checkpoint | weights | method | seconds | vs its copy floor | CPU seconds | vs floor's CPU | peak RssAnon | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in ROWS:
         spec = next(s for s in SPECS if s.label == r["checkpoint"])
-        floor = _seconds(spec, FLOOR_SYNC if r["method"] in (FLOOR_SYNC, OURS_SYNC) else FLOOR)
+        floor_method = FLOOR_SYNC if r["method"] in (FLOOR_SYNC, OURS_SYNC) else FLOOR
+        floor = _seconds(spec, floor_method)
+        floor_cpu = next((f["cpu"] for f in ROWS if f["checkpoint"] == spec.label and f["method"] == floor_method), None)
         ratio = f"{r['seconds'] / floor:.2f}x" if r["seconds"] and floor else "—"
+        cpu_ratio = f"{r['cpu'] / floor_cpu:.2f}x" if r["cpu"] and floor_cpu else "—"
         seconds = f"{r['seconds']:.2f}" if r["seconds"] is not None else "—"
+        cpu = f"{r['cpu']:.2f}" if r["cpu"] is not None else "—"
         peak = f"{r['peak'] / 2**20:,.0f} MiB" if r["peak"] else "—"
-        lines.append(f"| {r['checkpoint']} | {r['weights'] / 1e6:,.0f} M | {r['method']} | {seconds} | {ratio} | {peak} | {r['note']} |")
+        cells = [r["checkpoint"], f"{r['weights'] / 1e6:,.0f} M", r["method"], seconds, ratio, cpu, cpu_ratio, peak, r["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"\n(load average {load:.1f} on {os.cpu_count()} CPUs when the table was written)")
     text = "\n".join(lines) + "\n"
