@@ -17,7 +17,7 @@ import numpy as np
 
 from .._arrays import BITS_DTYPES
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
-from ._standin import RawTensor, Threshold, select_threshold, write_pruned
+from .._threshold import RawTensor, Threshold, select_threshold, write_pruned
 from ._output import allocate
 from ._ticket import TicketStream
 
