@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .._arrays import BITS_DTYPES
-from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from .._threshold import RawTensor, Threshold, select_threshold, write_pruned
+from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._output import allocate
 from ._ticket import TicketStream
 
@@ -114,12 +114,12 @@ def prune_tensor(
         if ticket is not None and slice_mask is not None:
             ticket.write(t.name, start, slice_mask)
         if out is not None:
-            _write_all(out, target, t.begin + start * view.itemsize)
+            _pwrite_all(out, target, t.begin + start * view.itemsize)
         progress(source.nbytes)
     return tally.pruned
 
 
-def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
     raw = data.data.cast("B")  # a contiguous slice: its bytes, no copy
     while raw:
         written = os.pwrite(fd, raw, offset)
@@ -170,7 +170,7 @@ def copy_range(src: int, dst: int, mapped: np.ndarray, offset: int, count: int, 
         except (AttributeError, OSError):  # old kernels, other systems, some file systems
             copied = 0
         if copied <= 0:
-            _write_all(dst, mapped[offset : offset + size], offset)
+            _pwrite_all(dst, mapped[offset : offset + size], offset)
             copied = size
         offset += copied
         progress(copied)
