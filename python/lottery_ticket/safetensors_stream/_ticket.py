@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import LotteryTicketConfig, RewindStrategy
-from ..ticket import FORMAT, VERSION
+from .._ticket_format import FORMAT, VERSION, canonical
 from ._output import allocate
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
@@ -89,7 +89,11 @@ class TicketStream:
 
     def finish(self) -> None:
         """Compute the digest over the packed masks and write the final header."""
+        # `_ticket_format.digest`, fed slice by slice: format, version, document, then every
+        # tensor in name order.
         digest = hashlib.sha256()
+        digest.update(f"{FORMAT}|{VERSION}|".encode())
+        digest.update(canonical(self._doc))
         for key in sorted(self._packed):
             count = self._packed[key]
             digest.update(f"{key}|{np.dtype(np.uint8).str}|{(count,)}|".encode())
