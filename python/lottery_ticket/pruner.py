@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from . import importance as _importance
 from . import kernels
-
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, check_iterations_per_round
@@ -63,15 +63,16 @@ TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
 
 
-def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
-    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels."""
+def plan_masks(config: LotteryTicketConfig, scores: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
+    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels,
+    ranking ``|scores|`` (the weights themselves for magnitude pruning; see `importance`)."""
     if config.global_pruning:
         alive = sum(kernels.alive_counts(dict(masks)).values())
-        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in weights.values())
+        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in scores.values())
         keep = config.remaining_after(round_index, total)
-        return kernels.global_magnitude_masks(dict(weights), alive - keep, dict(masks), "global")
+        return kernels.global_magnitude_masks(dict(scores), alive - keep, dict(masks), "global")
     result = {}
-    for name, w in weights.items():
+    for name, w in scores.items():
         alive = kernels.alive_counts({name: masks[name]})[name]
         keep = config.remaining_after(round_index, int(np.prod(tuple(w.shape), dtype=np.int64)))
         result.update(kernels.global_magnitude_masks({name: w}, alive - keep, {name: masks[name]}, "global"))
@@ -90,6 +91,8 @@ class LotteryTicketPruner:
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
+        importance, seed: what pruning ranks: ``"magnitude"``, ``"random"`` (seeded by ``seed``), a
+            callable ``(name, weight) -> scores`` or a scorer such as ``torch.Snip``; see `importance`.
     """
 
     def __init__(
@@ -103,6 +106,8 @@ class LotteryTicketPruner:
         *,
         iterations_per_round: int | None = None,
         config: LotteryTicketConfig | None = None,
+        importance: _importance.Importance = "magnitude",
+        seed: int = 0,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -113,6 +118,7 @@ class LotteryTicketPruner:
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
         self.config = config
+        self.importance = _importance.resolve(importance, seed)
         self.include, self.exclude = include, exclude
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._adapter: Any = None
@@ -175,6 +181,7 @@ class LotteryTicketPruner:
                 raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
             capture = round(float(self.strategy.fraction or 0.0) * steps)
         self._adapter, self._masks, self._round, self._step = adapter, adapter.full_masks(), 0, 0
+        self._model = model
         self._total = self._alive = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in adapter.prunable.values())
         self._capture_step: int | None = capture
         self._steps_round0: int | None = None
@@ -231,7 +238,8 @@ class LotteryTicketPruner:
                 )
             if self._schedule_pending:
                 self._schedule_at_capture, self._schedule_pending = self._schedule_state(), False
-        self._masks = plan_masks(self.config, self._adapter.prunable, self._masks, self._round + 1)
+        scores = self.importance.scores(self._model, self._adapter.prunable)
+        self._masks = plan_masks(self.config, scores, self._masks, self._round + 1)
         self._round += 1
         self._alive = sum(kernels.alive_counts(self._masks).values())
         self._history.append(1.0 - self._alive / self._total)
@@ -287,6 +295,7 @@ class LotteryTicketPruner:
             metrics=[dict(m) for m in self._metrics],
             rewind_iteration=self.rewind_iteration,
             iterations_per_round=self._steps_round0,
+            importance=self.importance.name,
         )
 
     # -- one-call driver ----------------------------------------------------------------------
@@ -371,10 +380,11 @@ class LotteryTicketPruner:
         masks = adapter.full_masks()
         total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in adapter.prunable.values())
         history = []
+        scores = self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, adapter.prunable, masks, r)
+            masks = plan_masks(self.config, scores, masks, r)
             history.append(1.0 - sum(kernels.alive_counts(masks).values()) / total)
-        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None)
+        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name)
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
         """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,
@@ -389,7 +399,7 @@ class LotteryTicketPruner:
                 raise ValueError(f"ticket.masks[{name!r}]: shape {tuple(mask.shape)} differs from the model's")
         adapter.load_state(ticket.snapshot, skip=adapter.prunable)
         kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, ticket.masks)
-        self._adapter, self._masks = adapter, adapter.masks_from_numpy(ticket.masks)
+        self._adapter, self._masks, self._model = adapter, adapter.masks_from_numpy(ticket.masks), model
         self._total, self._alive = ticket.total_parameters, ticket.remaining_parameters
         self._round, self._step, self._capture_step, self._steps_round0 = ticket.config.pruning_rounds, 0, None, None
         self._snapshot, self._history, self._metrics = dict(ticket.snapshot), list(ticket.sparsity_history), []
