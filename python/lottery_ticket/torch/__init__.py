@@ -7,6 +7,8 @@ module is first passed in, or when its drop-in is imported explicitly::
     ltt.global_unstructured(parameters, prune.L1Unstructured, amount=0.2)  # torch's signature
 """
 
+from . import supermask
 from ._prune import global_unstructured
+from .snip import Snip, snip_scores
 
-__all__ = ["global_unstructured"]
+__all__ = ["Snip", "global_unstructured", "snip_scores", "supermask"]
