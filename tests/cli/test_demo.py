@@ -323,3 +323,13 @@ def test_demo_runs_with_early_rewinding(tmp_path: Path) -> None:
     assert results["config"]["rewind"] == "early:20" and results["config"]["iterations"] == 60
     assert [r["round"] for r in results["runs"]] == [0, 1] and results["config"]["data"] == "mnist1d"
     assert results["runs"][1]["density"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_parallel_seeds_give_the_same_results(tmp_path: Path) -> None:
+    argv = ["demo", "--quick", "--method", "imp", "snip", "--rounds", "1", "--iterations", "30", "--no-progress"]
+    results = []
+    for jobs in ("1", "2"):
+        assert main([*argv, "--jobs", jobs, "--out", str(tmp_path / jobs)]) == 0
+        results.append(json.loads((tmp_path / jobs / demo.RESULTS_NAME).read_text()))
+    assert [r["environment"]["jobs"] for r in results] == [1, 2]
+    assert results[0]["runs"] == results[1]["runs"] and results[0]["summary"] == results[1]["summary"]

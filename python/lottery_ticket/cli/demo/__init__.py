@@ -21,9 +21,13 @@ methods), ``report`` (table, JSON, figure).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="rewind strategy: init, early:K, late:F, lr or none (default: init)")
     parser.add_argument("--random-masks", action="store_true",
                         help="imp: also train the original init under random masks of the same per-layer sparsity")
+    parser.add_argument("--jobs", type=_positive_int, default=None,
+                        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores; "
+                        "results do not depend on it)")
     parser.add_argument("--quick", action="store_true",
                         help="a small run for a smoke test: "
                         f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations")
@@ -121,6 +128,24 @@ def _print_checks(checks: dict[str, Any]) -> None:
         print(f"Winning tickets beat random re-init by >= {margin:g} points at <= {beats:.3g}% remaining.")
 
 
+def run_one_seed(
+    seed: int, config: Any, data: Any = None, on_round_done: Callable[..., None] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every method of ``config`` for one seed: (rows by round, supermask results). Runs in a
+    worker process too, so it loads the data itself when not given and trains on one thread."""
+    import torch
+
+    from .data import load
+    from .experiment import run_seed
+    from .methods import run_methods
+
+    torch.set_num_threads(1)
+    data = load(config.data) if data is None else data
+    rows = run_seed(seed, data, config, on_round_done=on_round_done) if "imp" in config.methods else []
+    found = run_methods(seed, data, config, rows, on_round_done=on_round_done)
+    return rows, ([{"seed": seed, **found}] if found is not None else [])
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo for parsed ``args``; print the table; write results.json and the figure."""
     import torch
@@ -129,8 +154,6 @@ def run(args: argparse.Namespace) -> int:
     from . import report as demo_report
     from ..._files import write_atomic
     from .data import DATA_SETS, load
-    from .experiment import run_seed
-    from .methods import run_methods
 
     config = build_config(args)
     out: Path = args.out
@@ -142,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    data = load(config.data)
+    jobs = min(len(config.seeds), args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1))
+    data = load(config.data) if jobs == 1 else None  # workers load their own
     recipe = DATA_SETS[config.data]
     rows: list[dict[str, Any]] = []
     supermasks: list[dict[str, Any]] = []
@@ -156,20 +180,25 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with tqdm(total=len(config.seeds) * per_seed, unit="round", disable=args.no_progress, file=sys.stderr) as bar:
-            for seed in config.seeds:
-                bar.set_description(f"seed {seed}")
-
-                def done(row: dict[str, Any] | None = None) -> None:
-                    if row is not None:
-                        bar.set_postfix(remaining=f"{row['remaining_percent']:.1f}%",
-                                        ticket=f"{100 * row['ticket']['test_accuracy']:.1f}%")
-                    bar.update(1)
-
-                seed_rows = run_seed(seed, data, config, on_round_done=done) if "imp" in config.methods else []
-                found = run_methods(seed, data, config, seed_rows, on_round_done=done)
-                rows.extend(seed_rows)
-                if found is not None:
-                    supermasks.append({"seed": seed, **found})
+            if jobs == 1:
+                for seed in config.seeds:
+                    bar.set_description(f"seed {seed}")
+                    seed_rows, found = run_one_seed(seed, config, data, lambda *_: bar.update(1))
+                    rows.extend(seed_rows)
+                    supermasks.extend(found)
+            else:
+                # Seeds are independent and each is deterministic on one thread, so the results
+                # are the same as in one process; "spawn" avoids forking torch's and rayon's threads.
+                context = multiprocessing.get_context("spawn")
+                with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                    bar.set_description(f"{jobs} processes")
+                    futures = [pool.submit(run_one_seed, seed, config) for seed in config.seeds]
+                    for future in concurrent.futures.as_completed(futures):
+                        bar.update(per_seed)
+                    for future in futures:
+                        seed_rows, found = future.result()
+                        rows.extend(seed_rows)
+                        supermasks.extend(found)
     finally:
         torch.set_num_threads(previous_threads)
     elapsed = time.perf_counter() - started
@@ -184,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             "accuracy": "test accuracy at the early-stop iteration (minimum validation loss)",
             "pruning": "global, Linear weights only (biases excluded), 20% of survivors per round",
         },
-        "environment": {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1},
+        "environment": {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1, "jobs": jobs},
         "elapsed_seconds": elapsed,
         "checks": checks,
         "summary": summary,
