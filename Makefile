@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.extension-built
-RUST_SOURCES := $(wildcard rust/*.rs) Cargo.toml Cargo.lock
+RUST_SOURCES := $(wildcard rust/*.rs rust/*/*.rs) Cargo.toml Cargo.lock
 DEMO_OUT ?= lottery-ticket-demo
 
 .DEFAULT_GOAL := help
@@ -26,6 +26,8 @@ $(DEPS_STAMP): requirements-dev.txt | $(BIN)/python
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
+	# An older version-specific build would shadow the abi3 one on import.
+	rm -f python/lottery_ticket/_core.cpython-*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --uv
 	touch $@
 
@@ -37,9 +39,11 @@ test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo tes
 lint: $(DEPS_STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --no-default-features -- -D warnings
 
-test-rust: ## cargo test (unit and property tests of the kernels)
+test-rust: ## cargo test (unit and property tests of the kernels), with and without the binding
 	cargo test --release
+	cargo test --release --no-default-features
 
 test-python: $(BUILD_STAMP) ## stub check, mypy --strict, pytest (tests and doctests)
 	$(BIN)/python -m mypy.stubtest lottery_ticket._core

@@ -1,22 +1,18 @@
-"""Array backends: user arrays (NumPy arrays, torch CPU tensors) as zero-copy bit views for `_core`.
+"""User arrays as zero-copy bit views for `_core`: the NumPy side and the validation every backend shares.
 
 The kernels see every float tensor as an unsigned-int view of its bits plus a dtype name, and
-every mask as a uint8 view of a bool array. This module owns the NumPy side and all validation
-shared by the backends; `lottery_ticket.torch._arrays` converts tensors (the only place that
-imports torch) and is loaded only when a tensor is actually passed.
+every mask as a uint8 view of a bool array. Other frameworks' arrays are converted by their
+`ArrayBackend` (see `backends`), found from the array itself.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # type names only: importing lottery_ticket never imports torch
-    import torch
+from .backends import SUPPORTED, Bits, array_backend
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
 BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
@@ -25,22 +21,7 @@ BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
     "float32": np.uint32,
     "float64": np.uint64,
 }
-SUPPORTED = "float16, bfloat16, float32 or float64"
-
-
-@dataclass(frozen=True)
-class Bits:
-    """One tensor prepared for the kernels."""
-
-    label: str  # how error messages name it, e.g. "weights['fc1.weight']"
-    bits: np.ndarray  # unsigned-int view of the float bits (zero-copy unless noted)
-    dtype: str  # "float16" | "bfloat16" | "float32" | "float64"
-    shape: tuple[int, ...]
-
-
-def is_torch_tensor(x: object) -> TypeGuard[torch.Tensor]:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+__all__ = ["BITS_DTYPES", "SUPPORTED", "Bits"]
 
 
 def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
@@ -52,7 +33,7 @@ def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
             raise ValueError(f"{arg}: dict keys must be distinct as strings (e.g. not both 1 and '1')")
     elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
         names, values = None, list(obj)
-    elif isinstance(obj, np.ndarray) or is_torch_tensor(obj):
+    elif isinstance(obj, np.ndarray) or array_backend(obj) is not None:
         raise TypeError(f"{arg}: expected a list or dict of arrays, got a single array; wrap it in [...]")
     else:
         raise TypeError(f"{arg}: expected a list or dict of arrays, got {type(obj).__name__}")
@@ -84,10 +65,9 @@ def matching_items(obj: object, arg: str, names: list[str] | None, count: int) -
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     """A float array as a bit view; in-place use requires a writable C-contiguous array."""
-    if is_torch_tensor(x):
-        from .torch import _arrays as torch_arrays
-
-        return torch_arrays.float_bits(x, label, writable=writable)
+    backend = array_backend(x)
+    if backend is not None:
+        return backend.float_bits(x, label, writable=writable)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{label}: expected a NumPy array or torch tensor, got {type(x).__name__}")
     name = x.dtype.name
@@ -102,8 +82,9 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
 
 def storage_address(x: object) -> int:
     """Address of an array's first element (a tensor's storage can be swapped under it)."""
-    if is_torch_tensor(x):
-        return int(x.data_ptr())
+    backend = array_backend(x)
+    if backend is not None:
+        return backend.storage_address(x)
     if isinstance(x, np.ndarray):
         return int(x.__array_interface__["data"][0])
     raise TypeError(f"expected a NumPy array or torch tensor, got {type(x).__name__}")
@@ -118,10 +99,9 @@ def require_in_place(x: np.ndarray, label: str) -> None:
 
 def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
     """A bool mask of `shape` as a uint8 view (nonzero = alive)."""
-    if is_torch_tensor(x):
-        from .torch import _arrays as torch_arrays
-
-        arr = torch_arrays.mask_array(x, label)
+    backend = array_backend(x)
+    if backend is not None:
+        arr = backend.mask_array(x, label)
     elif isinstance(x, np.ndarray):
         arr = x
     else:
@@ -139,8 +119,8 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
 
     All masks are views into one NumPy buffer: NumPy asks the kernel for transparent huge pages
     on large arrays (torch's CPU allocator does not, and a BERT layer's mask is too small to get
-    them alone), so first-touching 110 M mask bytes costs ~8 ms instead of ~40 ms of 4 KiB page
-    faults, and it is one allocation instead of one per tensor.
+    them alone), so first-touching the masks takes far fewer page faults, and it is one
+    allocation instead of one per tensor.
     """
     sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
     buffer = np.empty(sum(sizes), dtype=np.bool_)
@@ -149,12 +129,8 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
     for like, shape, size in zip(likes, shapes, sizes):
         array = buffer[start : start + size].reshape(shape)
         start += size
-        if is_torch_tensor(like):
-            from .torch import _arrays as torch_arrays
-
-            masks.append((torch_arrays.from_numpy(array), array.view(np.uint8)))
-        else:
-            masks.append((array, array.view(np.uint8)))
+        backend = array_backend(like)
+        masks.append((backend.from_numpy(array) if backend is not None else array, array.view(np.uint8)))
     return masks
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -29,12 +29,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """
     path = Path(path)
     folder = path.parent
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = _create_temp(path)
     try:
-        # mkstemp creates 0600 files; give the result the mode a plain open() would have.
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
+        # A replaced file keeps its permissions; a new one has the umask default that the
+        # kernel applied when creating the temporary file (reading the umask would mean
+        # setting it, a race with other threads creating files).
+        with contextlib.suppress(FileNotFoundError):
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, path.stat().st_mode & 0o7777)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -47,14 +49,14 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     _fsync_folder(folder)
 
 
-def _mode_for(path: Path) -> int:
-    """The replaced file's permissions, or the umask default (0666 & ~umask) for a new file."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside ``path`` (same file system, so the rename is atomic), mode 0666 & ~umask."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync_folder(folder: Path) -> None:

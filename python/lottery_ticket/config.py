@@ -12,10 +12,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
-
-if TYPE_CHECKING:
-    from .pruner import LotteryTicketPruner
+from typing import Any, Literal, Union
 
 StrategyKind = Literal["init", "early", "late", "lr", "none"]
 
@@ -255,44 +252,3 @@ def select_names(
             "pass include= a pattern or predicate matching the tensors to prune"
         )
     return chosen
-
-
-class PrunerBuilder:
-    """Fluent construction mirroring the design document's builder."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, Any] = {}
-
-    def _set(self, key: str, value: Any) -> PrunerBuilder:
-        self._values[key] = value
-        return self
-
-    def target_sparsity(self, value: float) -> PrunerBuilder:
-        return self._set("target_sparsity", value)
-
-    def pruning_rounds(self, value: int) -> PrunerBuilder:
-        return self._set("pruning_rounds", value)
-
-    def rewind_strategy(self, value: RewindStrategy | str) -> PrunerBuilder:
-        return self._set("rewind_strategy", value)
-
-    def global_pruning(self, value: bool) -> PrunerBuilder:
-        return self._set("global_pruning", value)
-
-    def iterations_per_round(self, value: int) -> PrunerBuilder:
-        return self._set("iterations_per_round", value)
-
-    def include(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("include", value)
-
-    def exclude(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("exclude", value)
-
-    def build(self) -> LotteryTicketPruner:
-        """The pruner; ``target_sparsity`` and ``pruning_rounds`` must have been set."""
-        missing = [k for k in ("target_sparsity", "pruning_rounds") if k not in self._values]
-        if missing:
-            raise ValueError(f"{missing[0]}: not set on the builder")
-        from .pruner import LotteryTicketPruner
-
-        return LotteryTicketPruner(**self._values)

@@ -35,6 +35,7 @@ from typing import Any, Protocol, Union, runtime_checkable
 import numpy as np
 
 from . import _arrays
+from .backends import array_backend
 
 NAMES = ("magnitude", "random")
 
@@ -72,32 +73,28 @@ def random_scores(weights: Mapping[str, Any], seed: int) -> dict[str, np.ndarray
 
 def _in_kind_of(scores: np.ndarray, weight: Any) -> Any:
     # The kernels return masks of the scores' array kind; the pruner needs the model's kind.
-    if _arrays.is_torch_tensor(weight):
-        from .torch import _arrays as torch_arrays
+    backend = array_backend(weight)
+    return backend.from_numpy(scores) if backend is not None else scores
 
-        return torch_arrays.from_numpy(scores)
-    return scores
+
+# The exponent bits of each float format: all ones means inf or NaN.
+_EXPONENT = {"float16": 0x7C00, "bfloat16": 0x7F80, "float32": 0x7F800000, "float64": 0x7FF0000000000000}
 
 
 def check_scores(scores: Any, weight: Any, label: str) -> Any:
     """``scores`` for ``weight`` after checking them (raises naming ``label``), in the weight's
-    array kind: a float array of the same shape with only finite values."""
-    torch_weight = _arrays.is_torch_tensor(weight)
-    if _arrays.is_torch_tensor(scores):
-        if not torch_weight:
-            raise TypeError(f"{label}: expected a NumPy array for a NumPy weight, got a torch tensor")
-        if not scores.is_floating_point():
-            raise TypeError(f"{label}: scores must be floats, got dtype {scores.dtype}")
-        finite = bool(scores.detach().isfinite().all())
-    elif isinstance(scores, np.ndarray):
-        if scores.dtype.name not in _arrays.BITS_DTYPES:
-            raise TypeError(f"{label}: scores must be float16, float32 or float64, got dtype {scores.dtype}")
-        finite = bool(np.isfinite(scores).all())
-    else:
+    array kind: a float array (NumPy or the weight's kind) of the same shape, all finite."""
+    backend = array_backend(scores)
+    if backend is None and not isinstance(scores, np.ndarray):
         raise TypeError(f"{label}: expected an array of scores, got {type(scores).__name__}")
-    if tuple(scores.shape) != tuple(weight.shape):
-        raise ValueError(f"{label}: shape {tuple(scores.shape)} differs from the weight's shape {tuple(weight.shape)}")
-    if not finite:
+    weight_backend = array_backend(weight)
+    if backend is not None and (weight_backend is None or weight_backend.name != backend.name):
+        raise TypeError(f"{label}: expected a NumPy array or an array of the weight's kind, got a {backend.name} array")
+    bits = _arrays.float_bits(scores, label, writable=False)  # float dtypes only, host memory
+    if bits.shape != tuple(weight.shape):
+        raise ValueError(f"{label}: shape {bits.shape} differs from the weight's shape {tuple(weight.shape)}")
+    exponent = bits.bits.dtype.type(_EXPONENT[bits.dtype])
+    if bool(np.any((bits.bits & exponent) == exponent)):
         raise ValueError(f"{label}: scores must be finite (NaN or inf found)")
     return _in_kind_of(scores, weight) if isinstance(scores, np.ndarray) else scores
 

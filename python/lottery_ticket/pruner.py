@@ -54,9 +54,10 @@ import numpy as np
 
 from . import importance as _importance
 from . import kernels
+from ._run import Run, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
-from .config import LotteryTicketConfig, NameFilter, PrunerBuilder, RewindStrategy, check_iterations_per_round
+from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round
 from .ticket import Ticket, metrics_row
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -121,8 +122,7 @@ class LotteryTicketPruner:
         self.importance = _importance.resolve(importance, seed)
         self.include, self.exclude = include, exclude
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
-        self._adapter: Any = None
-        self._applier: kernels.MaskApplier | None = None
+        self._run: Run | None = None
 
     @classmethod
     def with_config(cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None) -> LotteryTicketPruner:
@@ -136,32 +136,39 @@ class LotteryTicketPruner:
 
     @property
     def strategy(self) -> RewindStrategy:
-        return self.config.rewind_strategy
+        """The rewind strategy of the current run (of ``config`` before any run)."""
+        return (self._run.config if self._run is not None else self.config).rewind_strategy
 
     @property
     def masks(self) -> dict[str, Any]:
         """Current masks (``torch.bool`` tensors for torch models, NumPy arrays otherwise)."""
-        return dict(self._started()._masks)
+        return dict(self._started().masks)
 
     @property
     def density(self) -> float:
         """Fraction of the prunable weights alive now."""
-        return self._started()._alive / self._total
+        run = self._started()
+        return run.alive / run.total
 
     @property
     def round(self) -> int:
         """Pruning rounds done so far."""
-        return self._started()._round
+        return self._started().round
 
     @property
     def rewind_iteration(self) -> int | None:
         """Iteration the rewound weights belong to: 0 (init, lr), k (early/late), None (none)."""
-        return {"init": 0, "lr": 0, "none": None}.get(self.strategy.kind, self._capture_step)
+        kind = self.strategy.kind
+        if kind in ("init", "lr"):
+            return 0
+        if kind == "none":
+            return None
+        return self._started().capture_step
 
-    def _started(self) -> LotteryTicketPruner:
-        if self._adapter is None:
+    def _started(self) -> Run:
+        if self._run is None:
             raise RuntimeError("call start(model) (or run/apply_ticket) first")
-        return self
+        return self._run
 
     # -- step-wise API ------------------------------------------------------------------------
 
@@ -173,128 +180,99 @@ class LotteryTicketPruner:
         """
         adapter = adapter_for(model, self.include, self.exclude)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
+        strategy = self.config.rewind_strategy
         capture: int | None = None
-        if self.strategy.kind == "early":
-            capture = self.strategy.iteration
-        elif self.strategy.kind == "late":
+        if strategy.kind == "early":
+            capture = strategy.iteration
+        elif strategy.kind == "late":
             if steps is None:
                 raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
-            capture = round(float(self.strategy.fraction or 0.0) * steps)
-        self._adapter, self._masks, self._round, self._step = adapter, adapter.full_masks(), 0, 0
+            capture = round(float(strategy.fraction or 0.0) * steps)
+        self._run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step)
         self._model = model
-        self._total = self._alive = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in adapter.prunable.values())
-        self._capture_step: int | None = capture
-        self._steps_round0: int | None = None
-        self._history: list[float] = []
-        self._metrics: list[dict[str, Any]] = []
-        self._optimizer, self._scheduler = optimizer, scheduler
-        self._schedule_pending = False
-        self._schedule_start = self._schedule_at_capture = self._schedule_state()
-        self._snapshot: dict[str, Any] | None = adapter.state() if capture in (None, 0) else None
-        self._watcher = adapter.step_watcher(self._after_optimizer_step)
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
-        self._started()
+        run = self._started()
         if iteration is None:
-            self._step += 1
+            run.step += 1
         elif isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
             raise ValueError(f"iteration: expected an int >= 0, got {iteration!r}")
         else:
-            self._step = int(iteration)
-        if self._schedule_pending:
-            # The schedule state that step k+1 ran with is what training resumed from W_k needs.
-            self._schedule_at_capture, self._schedule_pending = self._schedule_state(), False
-        if self._round == 0 and self._snapshot is None and self._step == self._capture_step:
-            self._snapshot = self._adapter.state()
-            self._schedule_pending = True
+            run.step = int(iteration)
+        # The schedule state that step k+1 ran with is what training resumed from W_k needs.
+        run.save_schedule_if_pending()
+        if run.round == 0 and run.snapshot is None and run.step == run.capture_step:
+            run.snapshot = run.adapter.state()
+            run.schedule_pending = True
 
     def _after_optimizer_step(self) -> None:
-        # Runs after every optimizer step: validate once per set of masks, not once per step.
-        applier = self._applier
-        if applier is None or applier.masks is not self._masks or applier.weights is not self._adapter.prunable:
-            self._applier = applier = kernels.MaskApplier(self._adapter.prunable, self._masks)
-        applier()
+        self._started().reapply_masks()
         self.on_step()
 
     def attach(self, optimizer: Any) -> Any:
         """Re-apply the masks after every ``optimizer.step()`` (and count steps); returns a handle
         with ``remove()``. torch only; the optimizer must own some pruned parameter."""
-        if self._started()._watcher is None:
+        watcher = self._started().watcher
+        if watcher is None:
             raise TypeError("optimizer: attach() needs a torch model; for NumPy models call apply_masks yourself")
-        return self._watcher.attach(optimizer)
+        return watcher.attach(optimizer)
 
     def prune(self) -> None:
         """Prune this round's share of the survivors by magnitude of the current (trained) weights."""
-        self._started()
-        if self._round >= self.config.pruning_rounds:
-            raise RuntimeError(f"all {self.config.pruning_rounds} pruning rounds are done")
-        if self._round == 0:
-            self._steps_round0 = self._step
-            if self._snapshot is None:
+        run = self._started()
+        if run.round >= run.config.pruning_rounds:
+            raise RuntimeError(f"all {run.config.pruning_rounds} pruning rounds are done")
+        if run.round == 0:
+            run.steps_round0 = run.step
+            if run.snapshot is None:
                 raise RuntimeError(
-                    f"rewind strategy {self.strategy} needs the weights at iteration {self._capture_step}, "
-                    f"but round 0 took only {self._step} optimizer steps"
+                    f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration {run.capture_step}, "
+                    f"but round 0 took only {run.step} optimizer steps"
                 )
-            if self._schedule_pending:
-                self._schedule_at_capture, self._schedule_pending = self._schedule_state(), False
-        scores = self.importance.scores(self._model, self._adapter.prunable)
-        self._masks = plan_masks(self.config, scores, self._masks, self._round + 1)
-        self._round += 1
-        self._alive = sum(kernels.alive_counts(self._masks).values())
-        self._history.append(1.0 - self._alive / self._total)
+            run.save_schedule_if_pending()
+        scores = self.importance.scores(self._model, run.adapter.prunable)
+        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1)
+        run.round += 1
+        run.alive = sum(kernels.alive_counts(run.masks).values())
+        run.history.append(1.0 - run.alive / run.total)
 
     def rewind(self, optimizer: Any = None, scheduler: Any = None) -> None:
         """Apply the strategy: restore the whole state from the snapshot (init/early/late) or keep
         the trained weights (lr/none), zero the pruned weights, clear optimizer state, and rewind
         the scheduler (init, lr: to its start; early/late: to iteration k; none: untouched)."""
-        adapter = self._started()._adapter
-        if self.strategy.rewinds_weights:
-            snapshot = self._snapshot
+        run = self._started()
+        adapter, strategy = run.adapter, run.config.rewind_strategy
+        if strategy.rewinds_weights:
+            snapshot = run.snapshot
             if snapshot is None:
-                raise RuntimeError(f"no snapshot yet: {self.strategy} is captured at iteration {self._capture_step}")
+                raise RuntimeError(f"no snapshot yet: {strategy} is captured at iteration {run.capture_step}")
             adapter.load_state(snapshot, skip=adapter.prunable)
-            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, self._masks)
+            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
         else:
-            kernels.apply_masks(adapter.prunable, self._masks)
-            self._snapshot = adapter.state()
-        for opt in (optimizer, self._optimizer):
+            kernels.apply_masks(adapter.prunable, run.masks)
+            run.snapshot = adapter.state()
+        for opt in (optimizer, run.optimizer):
             if opt is not None:
                 opt.state.clear()
-        if self._watcher is not None:
-            self._watcher.reset_optimizers()
-        if self.strategy.kind != "none":
-            saved = self._schedule_at_capture if self.strategy.kind in ("early", "late") else self._schedule_start
-            self._restore_schedule(saved, optimizer or self._optimizer, scheduler or self._scheduler)
-        self._step = 0
-
-    def _schedule_state(self) -> tuple[Any, Any]:
-        opt, sched = self._optimizer, self._scheduler
-        lrs = [g["lr"] for g in opt.param_groups] if opt is not None else None
-        return (sched.state_dict() if sched is not None else None), lrs
-
-    @staticmethod
-    def _restore_schedule(saved: tuple[Any, Any], optimizer: Any, scheduler: Any) -> None:
-        sched_state, lrs = saved
-        if scheduler is not None:
-            if sched_state is None:
-                raise ValueError("scheduler: pass it to start() too, so its state can be rewound")
-            scheduler.load_state_dict(sched_state)
-        if optimizer is not None and lrs is not None:
-            for group, lr in zip(optimizer.param_groups, lrs):
-                group["lr"] = lr
+        if run.watcher is not None:
+            run.watcher.reset_optimizers()
+        if strategy.kind != "none":
+            saved = run.schedule_at_capture if strategy.kind in ("early", "late") else run.schedule_start
+            restore_schedule(saved, optimizer or run.optimizer, scheduler or run.scheduler)
+        run.step = 0
 
     def ticket(self) -> Ticket:
         """The ticket as of now: masks, rewind snapshot, history, metrics."""
-        adapter = self._started()._adapter
+        run = self._started()
         return Ticket(
-            masks=adapter.masks_to_numpy(self._masks),
-            snapshot=dict(self._snapshot) if self._snapshot is not None else adapter.state(),
-            config=self.config,
-            sparsity_history=list(self._history),
-            metrics=[dict(m) for m in self._metrics],
+            masks=run.adapter.masks_to_numpy(run.masks),
+            snapshot=dict(run.snapshot) if run.snapshot is not None else run.adapter.state(),
+            config=run.config,
+            sparsity_history=list(run.history),
+            metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
-            iterations_per_round=self._steps_round0,
+            iterations_per_round=run.steps_round0,
             importance=self.importance.name,
         )
 
@@ -329,44 +307,31 @@ class LotteryTicketPruner:
             raise TypeError(f"train_fn: expected a callable (model, round) -> metrics, got {type(train_fn).__name__}")
         path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         self.start(model, iterations_per_round=iterations_per_round)
-        first = self._resume(path) if path is not None and path.exists() else 0
+        run = self._started()
+        first = 0
+        if path is not None and path.exists():
+            first = run.resume(*read_checkpoint(path, run.config, run.adapter))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        rounds = self.config.pruning_rounds
-        handle = self._watcher.install_global() if self._watcher is not None else None
+        rounds = run.config.pruning_rounds
+        handle = run.watcher.install_global() if run.watcher is not None else None
         try:
             with tqdm(total=rounds + 1, initial=first, desc="IMP rounds", unit="round", disable=not progress) as bar:
                 for r in range(first, rounds + 1):
                     returned = train_fn(model, r)
-                    kernels.apply_masks(self._adapter.prunable, self._masks)
-                    self._record(r, returned)
+                    kernels.apply_masks(run.adapter.prunable, run.masks)
+                    run.metrics.append(metrics_row(r, self.density, run.alive, returned))
                     if r < rounds:
                         self.prune()
                         self.rewind()
                     if path is not None:
-                        self._checkpoint(path, r + 1)
+                        write_checkpoint(path, self.ticket(), run.adapter, run.resume_record(r + 1))
                     bar.set_postfix(density=f"{self.density:.4f}")
                     bar.update(1)
         finally:
             if handle is not None:
                 handle.remove()
         return self.ticket()
-
-    def _record(self, r: int, returned: Mapping[str, float] | None) -> None:
-        self._metrics.append(metrics_row(r, self.density, self._alive, returned))
-
-    def _checkpoint(self, path: Path, next_round: int) -> None:
-        resume = {"next_round": next_round, "round": self._round, "step": self._step, "capture_step": self._capture_step}
-        write_checkpoint(path, self.ticket(), self._adapter, resume)
-
-    def _resume(self, path: Path) -> int:
-        ticket, resume = read_checkpoint(path, self.config, self._adapter)
-        self._masks = self._adapter.masks_from_numpy(ticket.masks)
-        self._round, self._step, self._capture_step = resume["round"], resume["step"], resume["capture_step"]
-        self._alive = ticket.remaining_parameters
-        self._snapshot, self._steps_round0 = ticket.snapshot, ticket.iterations_per_round
-        self._history, self._metrics = list(ticket.sparsity_history), list(ticket.metrics)
-        return int(resume["next_round"])
 
     # -- tickets without training -------------------------------------------------------------
 
@@ -378,7 +343,7 @@ class LotteryTicketPruner:
         """
         adapter = adapter_for(model, self.include, self.exclude)
         masks = adapter.full_masks()
-        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in adapter.prunable.values())
+        total = count_weights(adapter.prunable)
         history = []
         scores = self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
@@ -389,7 +354,8 @@ class LotteryTicketPruner:
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
         """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,
         shapes and dtypes must match, else nothing is modified). The pruner then tracks
-        ``model`` with the ticket's masks, so `attach` keeps them during training."""
+        ``model`` with the ticket's masks and configuration, so `attach` keeps them during
+        training and ``rewind_iteration`` is the ticket's."""
         if not isinstance(ticket, Ticket):
             raise TypeError(f"ticket: expected a Ticket, got {type(ticket).__name__}")
         adapter = adapter_for(model, names=list(ticket.masks))
@@ -399,12 +365,44 @@ class LotteryTicketPruner:
                 raise ValueError(f"ticket.masks[{name!r}]: shape {tuple(mask.shape)} differs from the model's")
         adapter.load_state(ticket.snapshot, skip=adapter.prunable)
         kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, ticket.masks)
-        self._adapter, self._masks, self._model = adapter, adapter.masks_from_numpy(ticket.masks), model
-        self._total, self._alive = ticket.total_parameters, ticket.remaining_parameters
-        self._round, self._step, self._capture_step, self._steps_round0 = ticket.config.pruning_rounds, 0, None, None
-        self._snapshot, self._history, self._metrics = dict(ticket.snapshot), list(ticket.sparsity_history), []
-        self._optimizer = self._scheduler = None
-        self._schedule_pending, self._schedule_start = False, (None, None)
-        self._schedule_at_capture = self._schedule_start
-        self._watcher = adapter.step_watcher(self._after_optimizer_step)
+        self._run = Run.from_ticket(adapter, ticket, self._after_optimizer_step)
+        self._model = model
 
+
+class PrunerBuilder:
+    """Fluent construction mirroring the design document's builder."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def _set(self, key: str, value: Any) -> PrunerBuilder:
+        self._values[key] = value
+        return self
+
+    def target_sparsity(self, value: float) -> PrunerBuilder:
+        return self._set("target_sparsity", value)
+
+    def pruning_rounds(self, value: int) -> PrunerBuilder:
+        return self._set("pruning_rounds", value)
+
+    def rewind_strategy(self, value: RewindStrategy | str) -> PrunerBuilder:
+        return self._set("rewind_strategy", value)
+
+    def global_pruning(self, value: bool) -> PrunerBuilder:
+        return self._set("global_pruning", value)
+
+    def iterations_per_round(self, value: int) -> PrunerBuilder:
+        return self._set("iterations_per_round", value)
+
+    def include(self, value: NameFilter) -> PrunerBuilder:
+        return self._set("include", value)
+
+    def exclude(self, value: NameFilter) -> PrunerBuilder:
+        return self._set("exclude", value)
+
+    def build(self) -> LotteryTicketPruner:
+        """The pruner; ``target_sparsity`` and ``pruning_rounds`` must have been set."""
+        missing = [k for k in ("target_sparsity", "pruning_rounds") if k not in self._values]
+        if missing:
+            raise ValueError(f"{missing[0]}: not set on the builder")
+        return LotteryTicketPruner(**self._values)

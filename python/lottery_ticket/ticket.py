@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import is_torch_tensor
+from .backends import array_backend, backend_named
 from ._files import write_atomic
 from .config import LotteryTicketConfig, RewindStrategy
 
@@ -165,31 +165,18 @@ def metrics_row(round_index: int, density: float, remaining: int, returned: Mapp
     return row
 
 
-def _to_numpy(value: Any, label: str) -> tuple[np.ndarray, str]:
-    """An array and its dtype name; torch tensors are copied to NumPy (bf16 as uint16 bits)."""
-    if is_torch_tensor(value):
-        import torch
-
-        t = value.detach().cpu().contiguous()
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
-        try:
-            arr = t.numpy()
-        except TypeError as err:
-            raise TypeError(f"{label}: dtype {t.dtype} cannot be saved") from err
-        return arr, arr.dtype.name
+def _to_numpy(value: Any, label: str) -> tuple[str, np.ndarray, str]:
+    """(framework, host array, dtype name) of an array; framework arrays are copied to NumPy."""
+    backend = array_backend(value)
+    if backend is not None:
+        return (backend.name, *backend.to_saved(value, label))
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{label}: expected an array, got {type(value).__name__}")
-    return np.ascontiguousarray(value), value.dtype.name
+    return "numpy", np.ascontiguousarray(value), value.dtype.name
 
 
 def _from_numpy(arr: np.ndarray, dtype: str, framework: str) -> Any:
-    if framework == "numpy":
-        return arr
-    import torch
-
-    t = torch.from_numpy(arr.copy())
-    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+    return arr if framework == "numpy" else backend_named(framework).from_saved(arr, dtype)
 
 
 def _digest(tensors: Mapping[str, np.ndarray]) -> str:
@@ -201,13 +188,15 @@ def _digest(tensors: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _encode(group: str, arrays: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, str]:
-    dtypes = {}
+def _encode(group: str, arrays: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> tuple[dict[str, str], set[str]]:
+    """Add ``arrays`` to ``tensors`` under ``group/``; returns their dtype names and frameworks."""
+    dtypes, frameworks = {}, set()
     for name, value in arrays.items():
-        arr, dtype = _to_numpy(value, f"{group}[{name!r}]")
+        framework, arr, dtype = _to_numpy(value, f"{group}[{name!r}]")
         tensors[f"{group}/{name}"] = arr
         dtypes[name] = dtype
-    return dtypes
+        frameworks.add(framework)
+    return dtypes, frameworks
 
 
 def write_file(
@@ -220,16 +209,18 @@ def write_file(
     """Save ``ticket`` (plus, for checkpoints, the live model ``state``, RNG state and ``resume`` info)."""
     from safetensors.numpy import save
 
-    framework = "torch" if any(is_torch_tensor(v) for v in ticket.snapshot.values()) else "numpy"
     tensors: dict[str, np.ndarray] = {}
+    snapshot_dtypes, frameworks = _encode("snapshot", ticket.snapshot, tensors)
+    state_dtypes = _encode("state", state, tensors)[0] if state is not None else None
+    framework = next((f for f in sorted(frameworks) if f != "numpy"), "numpy")
     for name, mask in ticket.masks.items():
         tensors[f"mask/{name}"] = np.packbits(np.asarray(mask, dtype=np.bool_).ravel())
     doc: dict[str, Any] = {
         "framework": framework,
         "mask_names": list(ticket.masks),
         "mask_shapes": [list(m.shape) for m in ticket.masks.values()],
-        "snapshot_dtypes": _encode("snapshot", ticket.snapshot, tensors),
-        "state_dtypes": _encode("state", state, tensors) if state is not None else None,
+        "snapshot_dtypes": snapshot_dtypes,
+        "state_dtypes": state_dtypes,
         "rng": sorted(rng) if rng is not None else None,
         "config": ticket.config.to_dict(),
         "sparsity_history": ticket.sparsity_history,

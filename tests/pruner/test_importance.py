@@ -112,11 +112,11 @@ def test_callable_may_return_numpy_scores_for_a_torch_model() -> None:
     ("scores", "error", "match"),
     [
         (lambda w: np.zeros(3), ValueError, r"importance\('b'\): shape \(3,\) differs"),
-        (lambda w: np.zeros(w.shape, np.int64), TypeError, r"importance\('b'\): scores must be float"),
+        (lambda w: np.zeros(w.shape, np.int64), TypeError, r"importance\('b'\): dtype int64 is not supported"),
         (lambda w: np.full(w.shape, np.nan), ValueError, r"importance\('b'\): scores must be finite"),
         (lambda w: np.full(w.shape, np.inf), ValueError, r"importance\('b'\): scores must be finite"),
         (lambda w: [0.0] * w.size, TypeError, r"importance\('b'\): expected an array of scores, got list"),
-        (lambda w: torch.zeros(w.shape), TypeError, r"importance\('b'\): expected a NumPy array"),
+        (lambda w: torch.zeros(w.shape), TypeError, r"importance\('b'\): expected a NumPy array or an array of the weight's kind"),
     ],
 )
 def test_bad_callable_scores_name_the_tensor_and_change_nothing(scores: Any, error: type[Exception], match: str) -> None:

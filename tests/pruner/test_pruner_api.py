@@ -201,3 +201,34 @@ def test_bad_models_train_fns_and_metrics() -> None:
     with pytest.raises(ValueError, match="NaN"):
         pruner.find_ticket({"w": np.array([1.0, np.nan])})
     assert isinstance(pruner.find_ticket({"w": np.array([1.0, 2.0])}), Ticket)
+
+
+def test_rewind_iteration_before_start() -> None:
+    assert LotteryTicketPruner(0.5, 2, RewindStrategy.init()).rewind_iteration == 0
+    assert LotteryTicketPruner(0.5, 2, RewindStrategy.learning_rate()).rewind_iteration == 0
+    assert LotteryTicketPruner(0.5, 2, RewindStrategy.none()).rewind_iteration is None
+    for strategy in (RewindStrategy.early(iteration=3), RewindStrategy.late(fraction=0.5)):
+        with pytest.raises(RuntimeError, match=r"call start\(model\)"):
+            LotteryTicketPruner(0.5, 2, strategy, iterations_per_round=10).rewind_iteration
+
+
+def test_apply_ticket_adopts_the_tickets_configuration() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 2))
+    x = torch.randn(16, 6)
+
+    def train(m: nn.Module, r: int) -> None:
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(4):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+
+    ticket = LotteryTicketPruner(0.75, 2, RewindStrategy.early(iteration=3)).run(model, train, progress=False)
+    assert ticket.rewind_iteration == 3
+    other = LotteryTicketPruner(0.9, 5, RewindStrategy.late(fraction=0.5), iterations_per_round=40)
+    other.apply_ticket(model, ticket)
+    assert other.rewind_iteration == 3 and other.strategy == ticket.strategy
+    assert other.round == 2 and other.ticket().config == ticket.config
+    with pytest.raises(RuntimeError, match="all 2 pruning rounds are done"):
+        other.prune()

@@ -1,7 +1,9 @@
 """The `lottery-ticket` command (also `python -m lottery_ticket`).
 
-Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
-modules are imported lazily so `lottery-ticket --help` stays fast and never imports torch.
+Each subcommand lives in its own module exposing ``configure(parser)``, ``run(args) -> int`` and
+optionally ``requires(args)`` (its optional dependencies, checked before ``run``: a missing one
+exits with status 2 and the extra to install). Subcommand modules import nothing heavy at module
+level, so `lottery-ticket --help` stays fast and never imports torch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from ._deps import message, missing
 
 # subcommand -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = importlib.import_module(args._module).run(args)
+    module = importlib.import_module(args._module)
+    requires = getattr(module, "requires", None)
+    absent = missing(requires(args)) if requires is not None else []
+    if absent:
+        print(message(args.command, absent), file=sys.stderr)
+        return 2
+    result: int = module.run(args)
     return result
 
 

@@ -1,14 +1,26 @@
-"""The torch adapter: the only part of lottery_ticket that imports torch.
+"""The torch adapter: the only part of the library that imports torch.
 
-Importing ``lottery_ticket`` never imports torch; this package is loaded when a tensor or a
-module is first passed in, or when its drop-in is imported explicitly::
+Importing ``lottery_ticket`` never imports torch. This package registers torch tensors (an
+`ArrayBackend`) and ``nn.Module`` models (a model adapter) with the library; it is imported on
+first use, through the ``lottery_ticket.frameworks`` entry point, when a tensor or module is
+passed in, or explicitly for its drop-in::
 
     import lottery_ticket.torch as ltt
     ltt.global_unstructured(parameters, prune.L1Unstructured, amount=0.2)  # torch's signature
 """
 
-from . import supermask
+from torch import nn
+
+from ..adapters import register_model_adapter
+from ..backends import register_array_backend
+from ._arrays import TorchArrays
+from ._model import TorchModuleAdapter
 from ._prune import global_unstructured
 from .snip import Snip, snip_scores
 
-__all__ = ["Snip", "global_unstructured", "snip_scores", "supermask"]
+register_array_backend(TorchArrays())
+register_model_adapter(lambda model: isinstance(model, nn.Module), TorchModuleAdapter)
+
+from . import supermask  # noqa: E402  (after registration: it builds tickets of torch models)
+
+__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "snip_scores", "supermask"]

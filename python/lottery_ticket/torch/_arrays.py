@@ -1,4 +1,4 @@
-"""torch tensors as zero-copy NumPy views for the kernels (CPU), and the CUDA dispatch point."""
+"""torch tensors as the library's `ArrayBackend`: zero-copy NumPy views of CPU tensors for the kernels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._arrays import BITS_DTYPES, SUPPORTED, Bits, require_in_place
+from .._arrays import BITS_DTYPES, require_in_place
+from ..backends import SUPPORTED, Bits
 
 _NAMES = {
     torch.float16: "float16",
@@ -26,28 +27,51 @@ def _require_cpu(t: torch.Tensor, label: str) -> None:
         )
 
 
-def float_bits(t: torch.Tensor, label: str, *, writable: bool) -> Bits:
-    _require_cpu(t, label)
-    name = _NAMES.get(t.dtype)
-    if name is None:
-        raise TypeError(f"{label}: dtype {t.dtype} is not supported; expected {SUPPORTED}")
-    t = t.detach()
-    if not writable:
-        t = t.contiguous()
-    # bf16 has no NumPy dtype: view its bits as int16 first (same storage, zero-copy).
-    arr = (t.view(torch.int16) if name == "bfloat16" else t).numpy()
-    if writable:
-        require_in_place(arr, label)
-    return Bits(label, arr.view(BITS_DTYPES[name]), name, tuple(t.shape))
+class TorchArrays:
+    """The `ArrayBackend` of torch tensors (registered by ``lottery_ticket.torch``)."""
 
+    name = "torch"
 
-def mask_array(t: torch.Tensor, label: str) -> np.ndarray:
-    _require_cpu(t, label)
-    if t.dtype != torch.bool:
-        raise TypeError(f"{label}: masks must have dtype bool, got {t.dtype}")
-    return t.detach().numpy()
+    def owns(self, x: object) -> bool:
+        return isinstance(x, torch.Tensor)
 
+    def float_bits(self, x: Any, label: str, *, writable: bool) -> Bits:
+        _require_cpu(x, label)
+        name = _NAMES.get(x.dtype)
+        if name is None:
+            raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+        t = x.detach()
+        if not writable:
+            t = t.contiguous()
+        # bf16 has no NumPy dtype: view its bits as int16 first (same storage, zero-copy).
+        arr = (t.view(torch.int16) if name == "bfloat16" else t).numpy()
+        if writable:
+            require_in_place(arr, label)
+        return Bits(label, arr.view(BITS_DTYPES[name]), name, tuple(t.shape))
 
-def from_numpy(array: np.ndarray) -> Any:
-    """A CPU tensor sharing ``array``'s memory (zero-copy; it keeps the array alive)."""
-    return torch.from_numpy(array)
+    def mask_array(self, x: Any, label: str) -> np.ndarray:
+        _require_cpu(x, label)
+        if x.dtype != torch.bool:
+            raise TypeError(f"{label}: masks must have dtype bool, got {x.dtype}")
+        result: np.ndarray = x.detach().numpy()
+        return result
+
+    def from_numpy(self, array: np.ndarray) -> Any:
+        return torch.from_numpy(array)
+
+    def storage_address(self, x: Any) -> int:
+        return int(x.data_ptr())
+
+    def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
+        t = x.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
+        try:
+            arr: np.ndarray = t.numpy()
+        except TypeError as err:
+            raise TypeError(f"{label}: dtype {t.dtype} cannot be saved") from err
+        return arr, arr.dtype.name
+
+    def from_saved(self, array: np.ndarray, dtype: str) -> Any:
+        t = torch.from_numpy(array.copy())
+        return t.view(torch.bfloat16) if dtype == "bfloat16" else t

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import check_state
+from ..adapters import check_state
 from ..config import NameFilter, select_names
 from ._hooks import StepWatcher
 
@@ -36,9 +36,7 @@ def _is_tensor(value: object) -> bool:
 
 
 class TorchModuleAdapter:
-    """The pruner's view of an ``nn.Module`` (CPU parameters; the kernels run on the host)."""
-
-    framework = "torch"
+    """The pruner's view of an ``nn.Module`` (a `ModelAdapter`; CPU parameters: the kernels run on the host)."""
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._deps import TORCH, Requirement
 from .workloads import WorkloadSpec
 
 
@@ -43,12 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
 
 
+def requires(args: argparse.Namespace) -> list[Requirement]:
+    """The peers are torch's."""
+    return [TORCH]
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401  (the peers are torch's)
-    except ImportError:
-        print("lottery-ticket bench needs torch: pip install 'lottery-ticket[torch]'", file=sys.stderr)
-        return 2
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     from .measure import measure_method, measure_one_thread

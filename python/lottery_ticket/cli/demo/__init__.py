@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._deps import TORCH, Requirement
+
 DEFAULT_OUT = "lottery-ticket-demo"
 FIGURE_NAME = "lottery-ticket.png"
 RESULTS_NAME = "results.json"
@@ -88,6 +90,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a small run for a smoke test: "
                         f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def requires(args: argparse.Namespace) -> list[Requirement]:
+    """What the demo imports: torch trains, mnist1d (or scikit-learn) has the data, matplotlib draws."""
+    digits = args.data == "digits"
+    data = Requirement("sklearn", "scikit-learn", "demo") if digits else Requirement("mnist1d", "mnist1d", "demo")
+    return [TORCH, data, Requirement("matplotlib", "matplotlib", "demo")]
 
 
 def build_config(args: argparse.Namespace) -> Any:

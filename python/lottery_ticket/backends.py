@@ -1,0 +1,123 @@
+"""The seam between the framework-neutral library and each framework's arrays.
+
+Generic code (kernels, tickets, the pruner) sees NumPy arrays directly and every other array kind
+through an `ArrayBackend` registered here. A framework adapter (``lottery_ticket.torch``)
+registers its backend when imported; it is imported on first use through the
+``lottery_ticket.frameworks`` entry-point group, found from the array's class, so that
+``import lottery_ticket`` imports no framework and generic modules never name one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "lottery_ticket.frameworks"
+SUPPORTED = "float16, bfloat16, float32 or float64"
+
+
+@dataclass(frozen=True)
+class Bits:
+    """One float tensor prepared for the Rust kernels."""
+
+    label: str  # how error messages name it, e.g. "weights['fc1.weight']"
+    bits: np.ndarray  # unsigned-int view of the float bits (zero-copy unless noted)
+    dtype: str  # "float16" | "bfloat16" | "float32" | "float64"
+    shape: tuple[int, ...]
+
+
+class ArrayBackend(Protocol):
+    """What the library needs of a framework's arrays (host memory, zero-copy where possible)."""
+
+    name: str  # the framework, as stored in ticket files: "torch"
+
+    def owns(self, x: object) -> bool:
+        """Whether ``x`` is an array of this framework."""
+        ...
+
+    def float_bits(self, x: Any, label: str, *, writable: bool) -> Bits:
+        """A float array as a bit view for the kernels; in place needs writable C-contiguous memory."""
+        ...
+
+    def mask_array(self, x: Any, label: str) -> np.ndarray:
+        """A bool mask as a NumPy bool array sharing its memory."""
+        ...
+
+    def from_numpy(self, array: np.ndarray) -> Any:
+        """An array of this framework sharing ``array``'s memory."""
+        ...
+
+    def storage_address(self, x: Any) -> int:
+        """Address of the first element (storage can be swapped under a parameter)."""
+        ...
+
+    def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
+        """A host copy for saving and its dtype name (bf16 as its uint16 bits)."""
+        ...
+
+    def from_saved(self, array: np.ndarray, dtype: str) -> Any:
+        """Inverse of `to_saved`: an array of this framework owning a copy of ``array``."""
+        ...
+
+
+_BACKENDS: dict[str, ArrayBackend] = {}
+
+
+def register_array_backend(backend: ArrayBackend) -> None:
+    """Make ``backend`` known (framework adapters call this when imported)."""
+    _BACKENDS[backend.name] = backend
+
+
+def array_backend(x: object) -> ArrayBackend | None:
+    """The backend owning ``x``, or None for NumPy arrays and unknown objects."""
+    if isinstance(x, np.ndarray):
+        return None
+    for backend in _BACKENDS.values():
+        if backend.owns(x):
+            return backend
+    if load_framework_of(type(x)):
+        return array_backend(x)
+    return None
+
+
+def backend_named(name: str) -> ArrayBackend:
+    """The backend of framework ``name`` (importing its adapter if needed)."""
+    if name not in _BACKENDS and not load_framework(name):
+        raise ValueError(f"framework {name!r} is not available (is its package installed?)")
+    return _BACKENDS[name]
+
+
+@cache
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def framework_of(cls: type) -> str | None:
+    """The registered framework that defines ``cls`` or one of its bases (e.g. a user's nn.Module)."""
+    known = _entry_points()
+    for klass in cls.__mro__:
+        top = klass.__module__.partition(".")[0]
+        if top in known:
+            return top
+    return None
+
+
+def load_framework(name: str) -> bool:
+    """Import the adapter of framework ``name`` (which registers itself); False if there is none."""
+    entry = _entry_points().get(name)
+    if entry is None:
+        return False
+    entry.load()
+    return True
+
+
+def load_framework_of(cls: type) -> bool:
+    """Import the adapter of the framework defining ``cls``, once; True if that registered something new."""
+    name = framework_of(cls)
+    if name is None or name in _BACKENDS:
+        return False
+    return load_framework(name) and name in _BACKENDS

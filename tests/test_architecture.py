@@ -1,0 +1,205 @@
+"""The package's seams: what imports what, the framework registries, the CLI's dependency check."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import lottery_ticket as lt
+from lottery_ticket import adapters, backends
+from lottery_ticket.backends import Bits
+from lottery_ticket.cli import main
+
+PACKAGE = Path(lt.__file__).parent
+HEAVY = ("torch", "matplotlib", "sklearn", "lightning", "transformers")
+
+
+def _imported_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nimport json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_import_and_help_import_no_framework() -> None:
+    assert _imported_after("import lottery_ticket") == []
+    help_run = "from lottery_ticket.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    assert _imported_after(help_run) == []
+    for command in ("demo", "bench", "inspect"):
+        assert _imported_after(help_run.replace("'--help'", f"'{command}', '--help'")) == [], command
+
+
+def test_a_tensor_loads_the_torch_adapter_through_its_entry_point() -> None:
+    code = (
+        "import sys, torch, lottery_ticket as lt\n"
+        "assert 'lottery_ticket.torch' not in sys.modules\n"
+        "m = lt.global_magnitude_masks([torch.tensor([3.0, -1.0, 2.0])], 1)\n"
+        "assert m[0].tolist() == [True, False, True], m\n"
+        "assert 'lottery_ticket.torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path, *, top_level_only: bool) -> set[str]:
+    """Package modules imported by ``name`` (relative imports resolved; TYPE_CHECKING blocks skipped)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    nodes: list[ast.AST] = list(tree.body) if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}")
+                found.add(base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("lottery_ticket")}
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    graph = {name: {m for m in _imports(name, path, top_level_only=False) if m in modules and m != name} for name, path in modules.items()}
+    # Function-level (lazy) imports count too. A package importing its own submodules is no cycle.
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1 and not node.startswith(nxt + "."):
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(nxt):] + [node, nxt])}")
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_library_never_imports_tools_or_names_a_framework() -> None:
+    for name, path in _modules().items():
+        if name.startswith("lottery_ticket.cli") or name == "lottery_ticket.__main__":  # the command's entry
+            continue
+        imported = _imports(name, path, top_level_only=False)
+        assert not any(m.startswith("lottery_ticket.cli") for m in imported), f"{name} imports the CLI"
+        generic = not name.startswith(("lottery_ticket.torch", "lottery_ticket.lightning", "lottery_ticket.hf"))
+        if generic:
+            assert not any(m.startswith("lottery_ticket.torch") for m in imported), f"{name} names the torch adapter"
+            assert "sys.modules" not in path.read_text(), f"{name} sniffs sys.modules"
+
+
+def test_no_module_over_400_lines() -> None:
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+class Boxed:
+    """A stand-in framework's array: a wrapper around a NumPy array."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.shape = array.shape
+
+
+class BoxedBackend:
+    name = "boxed"
+
+    def owns(self, x: object) -> bool:
+        return isinstance(x, Boxed)
+
+    def float_bits(self, x: Any, label: str, *, writable: bool) -> Bits:
+        return Bits(label, x.array.view(np.uint32), "float32", x.shape)
+
+    def mask_array(self, x: Any, label: str) -> np.ndarray:
+        result: np.ndarray = x.array
+        return result
+
+    def from_numpy(self, array: np.ndarray) -> Any:
+        return Boxed(array)
+
+    def storage_address(self, x: Any) -> int:
+        return int(x.array.__array_interface__["data"][0])
+
+    def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
+        return x.array.copy(), "float32"
+
+    def from_saved(self, array: np.ndarray, dtype: str) -> Any:
+        return Boxed(array.copy())
+
+
+@pytest.fixture
+def boxed_backend() -> Any:
+    backend = BoxedBackend()
+    backends.register_array_backend(backend)
+    yield backend
+    del backends._BACKENDS["boxed"]
+
+
+def test_a_registered_array_backend_is_used_by_the_kernels(boxed_backend: BoxedBackend) -> None:
+    w = Boxed(np.array([0.5, -3.0, 0.25, 2.0], dtype=np.float32))
+    masks = lt.global_magnitude_masks([w], 2)
+    assert isinstance(masks[0], Boxed) and masks[0].array.tolist() == [False, True, False, True]
+    lt.apply_masks([w], masks)
+    assert w.array.tolist() == [0.0, -3.0, 0.0, 2.0]
+    assert backends.backend_named("boxed") is boxed_backend
+
+
+def test_a_registered_model_adapter_is_found_and_unknown_models_are_refused() -> None:
+    class Model:
+        pass
+
+    class Adapter(adapters.NumpyDictAdapter):
+        def __init__(self, model: Model, include: Any, exclude: Any, names: Any) -> None:
+            super().__init__({"w": np.arange(1.0, 5.0)}, include, exclude, names)
+
+    with pytest.raises(TypeError, match="model: expected"):
+        adapters.adapter_for(Model())
+    adapters.register_model_adapter(lambda m: isinstance(m, Model), Adapter)
+    try:
+        ticket = lt.LotteryTicketPruner(0.5, 1).find_ticket(Model())
+        assert ticket.masks["w"].tolist() == [False, False, True, True]
+    finally:
+        adapters._ADAPTERS.pop()
+    with pytest.raises(ValueError, match="framework 'nope'"):
+        backends.backend_named("nope")
+
+
+def test_cli_reports_a_missing_optional_dependency_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_matplotlib(name: str, *args: Any) -> Any:
+        return None if name == "matplotlib" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_matplotlib)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib" in err and 'pip install "lottery-ticket[demo]"' in err and "Traceback" not in err
+    assert not out.exists()
