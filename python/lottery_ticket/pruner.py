@@ -52,8 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import importance as _importance
-from . import kernels
+from . import importance as _importance, kernels
 from ._run import Run, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -65,8 +64,7 @@ CHECKPOINT_NAME = "imp-checkpoint.safetensors"
 
 
 def plan_masks(config: LotteryTicketConfig, scores: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
-    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels,
-    ranking ``|scores|`` (the weights themselves for magnitude pruning; see `importance`)."""
+    """Masks after pruning round ``round_index`` (1-based): exact counts, the kernels ranking ``|scores|``."""
     if config.global_pruning:
         alive = sum(kernels.alive_counts(dict(masks)).values())
         total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in scores.values())
@@ -92,8 +90,7 @@ class LotteryTicketPruner:
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
-        importance, seed: what pruning ranks: ``"magnitude"``, ``"random"`` (seeded by ``seed``), a
-            callable ``(name, weight) -> scores`` or a scorer such as ``torch.Snip``; see `importance`.
+        importance, seed: what pruning ranks: "magnitude", "random" (``seed``), fn(name, w) or a scorer; see `importance`.
     """
 
     def __init__(
@@ -107,8 +104,7 @@ class LotteryTicketPruner:
         *,
         iterations_per_round: int | None = None,
         config: LotteryTicketConfig | None = None,
-        importance: _importance.Importance = "magnitude",
-        seed: int = 0,
+        importance: _importance.Importance = "magnitude", seed: int = 0,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -188,8 +184,7 @@ class LotteryTicketPruner:
             if steps is None:
                 raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
             capture = round(float(strategy.fraction or 0.0) * steps)
-        self._run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step)
-        self._model = model
+        self._run, self._model = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step), model
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -231,8 +226,7 @@ class LotteryTicketPruner:
                     f"but round 0 took only {run.step} optimizer steps"
                 )
             run.save_schedule_if_pending()
-        scores = self.importance.scores(self._model, run.adapter.prunable)
-        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1)
+        run.masks = plan_masks(run.config, self.importance.scores(self._model, run.adapter.prunable), run.masks, run.round + 1)
         run.round += 1
         run.alive = sum(kernels.alive_counts(run.masks).values())
         run.history.append(1.0 - run.alive / run.total)
@@ -344,8 +338,7 @@ class LotteryTicketPruner:
         adapter = adapter_for(model, self.include, self.exclude)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
-        history = []
-        scores = self.importance.scores(model, adapter.prunable)
+        history, scores = [], self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
             masks = plan_masks(self.config, scores, masks, r)
             history.append(1.0 - sum(kernels.alive_counts(masks).values()) / total)
@@ -366,7 +359,6 @@ class LotteryTicketPruner:
         adapter.load_state(ticket.snapshot, skip=adapter.prunable)
         kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, ticket.masks)
         self._run = Run.from_ticket(adapter, ticket, self._after_optimizer_step)
-        self._model = model
 
 
 class PrunerBuilder:
