@@ -177,7 +177,7 @@ def render_figure(
     from matplotlib.ticker import FixedLocator, NullLocator
 
     remaining = [e["remaining_percent"] for e in summary]
-    figure = Figure(figsize=(11, 4.4), dpi=120, layout="constrained")
+    figure = Figure(figsize=(11, 5.0), dpi=120, layout="constrained")
     acc_ax, stop_ax = figure.subplots(1, 2)
     panels = [(acc_ax, "test_accuracy", 100.0), (stop_ax, "early_stop_iteration", 1.0)]
     for ax, key, scale in panels:
@@ -208,12 +208,15 @@ def render_figure(
     acc_ax.axhline(dense, color="gray", linestyle="--", linewidth=1, label=f"dense ({dense:.1f}%)")
     acc_ax.set_ylabel("test accuracy at early stop (%)")
     acc_ax.set_title("Accuracy")
-    acc_ax.legend(loc="lower left")
     if iterations is not None:
         stop_ax.axhline(iterations, color="gray", linestyle=":", linewidth=1, label="iterations per round")
-        stop_ax.legend(loc="upper left")
     stop_ax.set_ylabel("early-stop iteration (min. validation loss)")
     stop_ax.set_title("Learning speed")
+    # One legend below both panels: inside them it would hide points (e.g. the supermask's).
+    handles, labels = acc_ax.get_legend_handles_labels()
+    more = [(h, label) for h, label in zip(*stop_ax.get_legend_handles_labels()) if label not in labels]
+    handles, labels = handles + [h for h, _ in more], labels + [label for _, label in more]
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), frameon=False)
     figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
