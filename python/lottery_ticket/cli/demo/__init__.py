@@ -84,8 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-masks", action="store_true",
                         help="imp: also train the original init under random masks of the same per-layer sparsity")
     parser.add_argument("--jobs", type=_positive_int, default=None,
-                        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores; "
-                        "results do not depend on it)")
+                        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores, "
+                        "1 with --quick; results do not depend on it)")
     parser.add_argument("--quick", action="store_true",
                         help="a small run for a smoke test: "
                         f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations")
@@ -174,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    jobs = min(len(config.seeds), args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1))
+    # --quick: starting worker processes would cost more than its few seconds of training.
+    default_jobs = 1 if args.quick else min(2, os.cpu_count() or 1)
+    jobs = min(len(config.seeds), args.jobs if args.jobs is not None else default_jobs)
     data = load(config.data) if jobs == 1 else None  # workers load their own
     recipe = DATA_SETS[config.data]
     rows: list[dict[str, Any]] = []
