@@ -79,7 +79,7 @@ def plan_masks(config: LotteryTicketConfig, scores: Mapping[str, Any], masks: Ma
 
 
 class LotteryTicketPruner:
-    """Finds winning tickets by iterative magnitude pruning; see the module docstring.
+    """Finds winning tickets by iterative magnitude pruning (or by `importance` scores); see the module docstring.
 
     Args:
         target_sparsity: fraction of the prunable weights removed at the end, in [0, 1).
@@ -90,7 +90,6 @@ class LotteryTicketPruner:
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
-        importance, seed: what pruning ranks: "magnitude", "random" (``seed``), fn(name, w) or a scorer; see `importance`.
     """
 
     def __init__(
@@ -114,8 +113,7 @@ class LotteryTicketPruner:
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
-        self.config = config
-        self.importance = _importance.resolve(importance, seed)
+        self.config, self.importance = config, _importance.resolve(importance, seed)
         self.include, self.exclude = include, exclude
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._run: Run | None = None
