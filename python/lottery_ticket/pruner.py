@@ -53,10 +53,10 @@ from typing import Any
 import numpy as np
 
 from . import importance as _importance, kernels
-from ._run import Run, count_weights, restore_schedule
+from ._run import Run, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
-from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round
+from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
 from .ticket import Ticket, metrics_row
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -102,8 +102,7 @@ class LotteryTicketPruner:
         exclude: NameFilter = None,
         *,
         iterations_per_round: int | None = None,
-        config: LotteryTicketConfig | None = None,
-        importance: _importance.Importance = "magnitude", seed: int = 0,
+        config: LotteryTicketConfig | None = None, importance: _importance.Importance = "magnitude", seed: int = 0,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -114,7 +113,7 @@ class LotteryTicketPruner:
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
         self.config, self.importance = config, _importance.resolve(importance, seed)
-        self.include, self.exclude = include, exclude
+        self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._run: Run | None = None
 
@@ -174,6 +173,7 @@ class LotteryTicketPruner:
         """
         adapter = adapter_for(model, self.include, self.exclude)
         optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         strategy = self.config.rewind_strategy
         capture: int | None = None
@@ -205,8 +205,7 @@ class LotteryTicketPruner:
         self.on_step()
 
     def attach(self, optimizer: Any) -> Any:
-        """Re-apply the masks after every ``optimizer.step()`` (and count steps); returns a handle
-        with ``remove()``. torch only; the optimizer must own some pruned parameter."""
+        """Re-mask after every ``optimizer.step()`` and count steps (torch; returns a removable handle)."""
         watcher = self._started().watcher
         if watcher is None:
             raise TypeError("optimizer: attach() needs a torch model; for NumPy models call apply_masks yourself")
@@ -217,13 +216,12 @@ class LotteryTicketPruner:
         run = self._started()
         if run.round >= run.config.pruning_rounds:
             raise RuntimeError(f"all {run.config.pruning_rounds} pruning rounds are done")
+        run.adapter.check_live("since start()")
         if run.round == 0:
             run.steps_round0 = run.step
             if run.snapshot is None:
-                raise RuntimeError(
-                    f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration {run.capture_step}, "
-                    f"but round 0 took only {run.step} optimizer steps"
-                )
+                raise RuntimeError(f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
+                                   f"{run.capture_step}, but round 0 took only {run.step} optimizer steps")
             run.save_schedule_if_pending()
         run.masks = plan_masks(run.config, self.importance.scores(self._model, run.adapter.prunable), run.masks, run.round + 1)
         run.round += 1
@@ -237,6 +235,8 @@ class LotteryTicketPruner:
         run = self._started()
         adapter, strategy = run.adapter, run.config.rewind_strategy
         optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
+        adapter.check_live("since start()")
         if strategy.rewinds_weights:
             snapshot = run.snapshot
             if snapshot is None:
@@ -266,8 +266,7 @@ class LotteryTicketPruner:
             sparsity_history=list(run.history),
             metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
-            iterations_per_round=run.steps_round0,
-            importance=self.importance.name,
+            iterations_per_round=run.steps_round0, importance=self.importance.name,
         )
 
     # -- one-call driver ----------------------------------------------------------------------
@@ -313,6 +312,7 @@ class LotteryTicketPruner:
             with tqdm(total=rounds + 1, initial=first, desc="IMP rounds", unit="round", disable=not progress) as bar:
                 for r in range(first, rounds + 1):
                     returned = train_fn(model, r)
+                    run.adapter.check_live("during train_fn")
                     kernels.apply_masks(run.adapter.prunable, run.masks)
                     run.metrics.append(metrics_row(r, self.density, run.alive, returned))
                     if r < rounds:
