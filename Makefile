@@ -33,7 +33,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --uv
 	touch $@
 
-demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on the digits data set (table + figure)
+demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on MNIST-1D (table + figure)
 	$(BIN)/lottery-ticket demo --out $(DEMO_OUT)
 
 test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo test, stubs, mypy, pytest

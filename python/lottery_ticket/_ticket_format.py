@@ -143,7 +143,9 @@ def check_document(doc: object, tensors: Mapping[str, np.ndarray]) -> None:
     assert isinstance(doc, dict)
     keys = {"framework", "mask_names", "mask_shapes", "snapshot_dtypes", "state_dtypes", "rng", "config",
             "sparsity_history", "metrics", "rewind_iteration", "iterations_per_round", "resume", "sha256"}
-    _require(set(doc) == keys, f"fields {sorted(set(doc) ^ keys)} missing or unexpected")
+    # "importance" (what pruning ranked) is optional: files written before it existed lack it.
+    _require(keys <= set(doc) <= keys | {"importance"}, f"fields {sorted((set(doc) ^ keys) - {'importance'})} missing or unexpected")
+    _require(isinstance(doc.get("importance", ""), str), "importance is not a string")
     _require(isinstance(doc["framework"], str) and isinstance(doc["sha256"], str), "framework or sha256 is not a string")
     names, shapes = doc["mask_names"], doc["mask_shapes"]
     _require(isinstance(names, list) and all(isinstance(n, str) for n in names), "mask_names is not a list of names")

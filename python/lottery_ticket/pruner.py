@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import importance as _importance, kernels
 from ._run import Run, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -63,15 +63,15 @@ TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
 
 
-def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
-    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels."""
+def plan_masks(config: LotteryTicketConfig, scores: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
+    """Masks after pruning round ``round_index`` (1-based): exact counts, the kernels ranking ``|scores|``."""
     if config.global_pruning:
         alive = sum(kernels.alive_counts(dict(masks)).values())
-        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in weights.values())
+        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in scores.values())
         keep = config.remaining_after(round_index, total)
-        return kernels.global_magnitude_masks(dict(weights), alive - keep, dict(masks), "global")
+        return kernels.global_magnitude_masks(dict(scores), alive - keep, dict(masks), "global")
     result = {}
-    for name, w in weights.items():
+    for name, w in scores.items():
         alive = kernels.alive_counts({name: masks[name]})[name]
         keep = config.remaining_after(round_index, int(np.prod(tuple(w.shape), dtype=np.int64)))
         result.update(kernels.global_magnitude_masks({name: w}, alive - keep, {name: masks[name]}, "global"))
@@ -79,7 +79,7 @@ def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: M
 
 
 class LotteryTicketPruner:
-    """Finds winning tickets by iterative magnitude pruning; see the module docstring.
+    """Finds winning tickets by iterative magnitude pruning (or by `importance` scores); see the module docstring.
 
     Args:
         target_sparsity: fraction of the prunable weights removed at the end, in [0, 1).
@@ -102,7 +102,7 @@ class LotteryTicketPruner:
         exclude: NameFilter = None,
         *,
         iterations_per_round: int | None = None,
-        config: LotteryTicketConfig | None = None,
+        config: LotteryTicketConfig | None = None, importance: _importance.Importance = "magnitude", seed: int = 0,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -112,7 +112,7 @@ class LotteryTicketPruner:
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
-        self.config = config
+        self.config, self.importance = config, _importance.resolve(importance, seed)
         self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         self._run: Run | None = None
@@ -183,7 +183,7 @@ class LotteryTicketPruner:
             if steps is None:
                 raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
             capture = round(float(strategy.fraction or 0.0) * steps)
-        self._run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step)
+        self._run, self._model = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step), model
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -223,7 +223,7 @@ class LotteryTicketPruner:
                 raise RuntimeError(f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
                                    f"{run.capture_step}, but round 0 took only {run.step} optimizer steps")
             run.save_schedule_if_pending()
-        run.masks = plan_masks(run.config, run.adapter.prunable, run.masks, run.round + 1)
+        run.masks = plan_masks(run.config, self.importance.scores(self._model, run.adapter.prunable), run.masks, run.round + 1)
         run.round += 1
         run.alive = sum(kernels.alive_counts(run.masks).values())
         run.history.append(1.0 - run.alive / run.total)
@@ -266,7 +266,7 @@ class LotteryTicketPruner:
             sparsity_history=list(run.history),
             metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
-            iterations_per_round=run.steps_round0,
+            iterations_per_round=run.steps_round0, importance=self.importance.name,
         )
 
     # -- one-call driver ----------------------------------------------------------------------
@@ -338,11 +338,11 @@ class LotteryTicketPruner:
         adapter = adapter_for(model, self.include, self.exclude)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
-        history = []
+        history, scores = [], self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, adapter.prunable, masks, r)
+            masks = plan_masks(self.config, scores, masks, r)
             history.append(1.0 - sum(kernels.alive_counts(masks).values()) / total)
-        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None)
+        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name)
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
         """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,
