@@ -15,6 +15,9 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 * **Scope.** ``"global"`` ranks all tensors together; ``"layer"`` applies the same rule to each
   tensor on its own (the same fraction, or the same count, of each tensor's alive weights).
 * Bad input raises ``TypeError``/``ValueError`` naming the argument and modifies nothing.
+* **Devices and ranks.** NumPy arrays and CPU tensors run the Rust kernels; tensors on any other
+  device (CUDA), DTensors and ``process_group=`` run the framework's own ops on that device
+  (`backends.DeviceKernels`), with bit-identical masks. ``backend="torch"`` forces those ops.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _arrays, _core
+from . import _arrays, _core, backends
 
 Scope = Literal["global", "layer"]
 
@@ -57,6 +60,9 @@ def global_magnitude_masks(
     amount: int | float,
     masks: Any = None,
     scope: Scope = "global",
+    *,
+    backend: str = "auto",
+    process_group: Any = None,
 ) -> Any:
     """Masks that prune ``amount`` of the alive weights by smallest magnitude.
 
@@ -65,6 +71,11 @@ def global_magnitude_masks(
         amount: float fraction in [0, 1] of the alive weights, or int count.
         masks: current survivors (bool, same shapes), same container as ``weights``; default all.
         scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
+        backend: ``"auto"`` (Rust for host arrays, torch ops for device tensors), ``"rust"`` or
+            ``"torch"`` (torch ops, also on CPU tensors).
+        process_group: a ``torch.distributed`` group (or True: the default group): each rank
+            passes its local tensors and gets its part of the one selection over all ranks'
+            tensors in (rank, tensor, flat index) order; amounts are global. DTensors need none.
 
     Returns:
         New bool masks (True = kept), in the same container and array kind as ``weights``:
@@ -81,10 +92,14 @@ def global_magnitude_masks(
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     labels = _arrays.labels("weights", names, len(values))
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
+    device = backends.device_kernels([(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)], backend, process_group)
+    if device is not None:
+        selected = device.select_masks(values, labels, amount, mask_values if masks is not None else None, scope, process_group)
+        return _arrays.shaped_like(names, selected)
     views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
     current = None
     if masks is not None:
-        mask_values = _arrays.matching_items(masks, "masks", names, len(values))
         mask_labels = _arrays.labels("masks", names, len(values))
         current = [
             _arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)
@@ -136,12 +151,15 @@ class MaskApplier:
     """
 
     def __init__(self, weights: Any, masks: Any) -> None:
+        self.weights, self.masks = weights, masks
+        self._device = _device_applier(weights, masks)
+        if self._device is not None:
+            return
         names, views, mask_views = _in_place_views(weights, masks)
         _arrays.check_no_overlap(
             [(b.label, b.bits) for b in views],
             list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
         )
-        self.weights, self.masks = weights, masks
         self._values = _arrays.items(weights, "weights")[1]
         self._addresses = [_arrays.storage_address(v) for v in self._values]
         self._bits = [b.bits for b in views]
@@ -149,6 +167,9 @@ class MaskApplier:
         self._names = _quoted(names)
 
     def __call__(self) -> None:
+        if self._device is not None:
+            self._device()
+            return
         # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
         # pointing at the old memory: refuse rather than mask the wrong buffer.
         for value, address, label in zip(self._values, self._addresses, self._names or range(len(self._values))):
@@ -157,11 +178,29 @@ class MaskApplier:
         _core.apply_masks(self._bits, self._mask_views, self._names)
 
 
+def _device_applier(weights: Any, masks: Any) -> Any:
+    names, values = _arrays.items(weights, "weights")
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    labels = _arrays.labels("weights", names, len(values))
+    device = backends.device_kernels([(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)])
+    if device is None:
+        return None
+    return device.mask_applier(values, mask_values, labels)
+
+
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     """In place: survivors take their snapshot value, pruned weights become exactly zero.
 
     ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init).
     """
+    names, values = _arrays.items(weights, "weights")
+    snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(values))
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    labels = [_arrays.labels(arg, names, len(values)) for arg in ("weights", "snapshots", "masks")]
+    device = backends.device_kernels(list(zip(labels, [values, snap_values, mask_values])))
+    if device is not None:
+        device.rewind(values, snap_values, mask_values, labels[0])
+        return
     names, views, mask_views = _in_place_views(weights, masks)
     snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(views))
     snap_labels = _arrays.labels("snapshots", names, len(views))
@@ -179,10 +218,16 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _quoted(names))
 
 
-def alive_counts(masks: Any) -> Any:
-    """Number of True entries of each mask (a list, or a dict for a dict input)."""
+def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
+    """Number of True entries of each mask (a list, or a dict for a dict input).
+
+    With ``process_group`` (or DTensor masks) each count is summed over the ranks.
+    """
     names, values = _arrays.items(masks, "masks")
     labels = _arrays.labels("masks", names, len(values))
+    device = backends.device_kernels([(labels, values)], "auto", process_group)
+    if device is not None:
+        return _arrays.shaped_like(names, device.alive_counts(values, labels, process_group))
     views = []
     for m, label in zip(values, labels):
         shape = tuple(m.shape) if hasattr(m, "shape") else ()
