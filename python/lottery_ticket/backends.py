@@ -184,7 +184,9 @@ def device_kernels(
             load_framework(backend)
         if backend not in _DEVICE_KERNELS:
             raise ValueError(f"backend: {backend!r} is not available (is its package installed?)")
-        return _DEVICE_KERNELS[backend]
+        forced = _DEVICE_KERNELS[backend]
+        forced.claims(arrays, process_group)  # the same device checks as "auto"
+        return forced
     for kernels in _DEVICE_KERNELS.values():
         if kernels.claims(arrays, process_group if backend == "auto" else None):
             if backend == "rust":

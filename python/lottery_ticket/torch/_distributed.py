@@ -23,13 +23,11 @@ def resolve_group(process_group: object) -> Any:
     """The group meant by ``process_group=`` (None: one process)."""
     if process_group is None or process_group is False:
         return None
-    if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("process_group: torch.distributed is not initialized (call init_process_group first)")
-    if process_group is True:
-        return dist.group.WORLD
-    if not isinstance(process_group, dist.ProcessGroup):
+    if process_group is not True and not isinstance(process_group, dist.ProcessGroup):
         raise TypeError(f"process_group: expected a torch.distributed ProcessGroup or True, got {type(process_group).__name__}")
-    return process_group
+    if not dist.is_initialized():
+        raise ValueError("process_group: torch.distributed is not initialized (call init_process_group first)")
+    return dist.group.WORLD if process_group is True else process_group
 
 
 class Group:

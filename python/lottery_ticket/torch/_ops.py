@@ -60,14 +60,15 @@ class TorchKernels:
 
     def claims(self, arrays: Sequence[tuple[Sequence[str], Sequence[object]]], process_group: object) -> bool:
         devices: dict[str, str] = {}
-        claimed = process_group is not None and process_group is not False
+        grouped = process_group is not None and process_group is not False
+        claimed = False
         for labels, values in arrays:
             for label, v in zip(labels, values):
                 if isinstance(v, torch.Tensor):
                     if v.device.type == "meta":
                         raise ValueError(f"{label}: tensor is on the meta device and holds no values")
                     device = str(v.device)
-                    claimed = claimed or v.device.type != "cpu" or _dist.is_dtensor(v)
+                    claimed = claimed or grouped or v.device.type != "cpu" or _dist.is_dtensor(v)
                 else:
                     device = "cpu"  # NumPy and other host arrays
                 devices.setdefault(device, label)
