@@ -50,9 +50,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import kernels
+from ._plan import plan_masks
 from ._run import Run, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -61,21 +61,6 @@ from .ticket import Ticket, metrics_row
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
-
-
-def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
-    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels."""
-    if config.global_pruning:
-        alive = sum(kernels.alive_counts(dict(masks)).values())
-        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in weights.values())
-        keep = config.remaining_after(round_index, total)
-        return kernels.global_magnitude_masks(dict(weights), alive - keep, dict(masks), "global")
-    result = {}
-    for name, w in weights.items():
-        alive = kernels.alive_counts({name: masks[name]})[name]
-        keep = config.remaining_after(round_index, int(np.prod(tuple(w.shape), dtype=np.int64)))
-        result.update(kernels.global_magnitude_masks({name: w}, alive - keep, {name: masks[name]}, "global"))
-    return result
 
 
 class LotteryTicketPruner:
@@ -90,6 +75,11 @@ class LotteryTicketPruner:
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
+        process_group: a ``torch.distributed`` group (or True: the default group) when each
+            rank holds shards of the model as plain tensors: one exact selection over all ranks.
+            FSDP2 / DTensor parameters need none (their device mesh is used); DDP replicas none.
+        snapshot_device: where the rewind snapshot is kept, e.g. ``"cpu"`` (pinned) for models
+            that fill the GPU; default: beside the weights.
     """
 
     def __init__(
@@ -103,6 +93,8 @@ class LotteryTicketPruner:
         *,
         iterations_per_round: int | None = None,
         config: LotteryTicketConfig | None = None,
+        process_group: Any = None,
+        snapshot_device: Any = None,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -115,6 +107,9 @@ class LotteryTicketPruner:
         self.config = config
         self.include, self.exclude = include, exclude
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
+        if snapshot_device is not None and not isinstance(snapshot_device, str):
+            snapshot_device = str(snapshot_device)  # a torch.device
+        self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
 
     @classmethod
@@ -181,7 +176,10 @@ class LotteryTicketPruner:
             if steps is None:
                 raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
             capture = round(float(strategy.fraction or 0.0) * steps)
-        self._run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step)
+        run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device)
+        if self.process_group is not None:
+            run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
+        self._run = run
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -195,7 +193,7 @@ class LotteryTicketPruner:
         # The schedule state that step k+1 ran with is what training resumed from W_k needs.
         run.save_schedule_if_pending()
         if run.round == 0 and run.snapshot is None and run.step == run.capture_step:
-            run.snapshot = run.adapter.state()
+            run.snapshot = run.take_snapshot()
             run.schedule_pending = True
 
     def _after_optimizer_step(self) -> None:
@@ -223,9 +221,9 @@ class LotteryTicketPruner:
                     f"but round 0 took only {run.step} optimizer steps"
                 )
             run.save_schedule_if_pending()
-        run.masks = plan_masks(run.config, run.adapter.prunable, run.masks, run.round + 1)
+        run.masks = plan_masks(run.config, run.adapter.prunable, run.masks, run.round + 1, self.process_group)
         run.round += 1
-        run.alive = sum(kernels.alive_counts(run.masks).values())
+        run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         run.history.append(1.0 - run.alive / run.total)
 
     def rewind(self, optimizer: Any = None, scheduler: Any = None) -> None:
@@ -238,11 +236,15 @@ class LotteryTicketPruner:
             snapshot = run.snapshot
             if snapshot is None:
                 raise RuntimeError(f"no snapshot yet: {strategy} is captured at iteration {run.capture_step}")
-            adapter.load_state(snapshot, skip=adapter.prunable)
-            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
+            if run.snapshot_device is None:
+                adapter.load_state(snapshot, skip=adapter.prunable)
+                kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
+            else:  # the snapshot is on another device: copy it all back, then mask in place
+                adapter.load_state(snapshot, skip=())
+                kernels.apply_masks(adapter.prunable, run.masks)
         else:
             kernels.apply_masks(adapter.prunable, run.masks)
-            run.snapshot = adapter.state()
+            run.snapshot = run.take_snapshot()
         for opt in (optimizer, run.optimizer):
             if opt is not None:
                 opt.state.clear()
@@ -280,7 +282,7 @@ class LotteryTicketPruner:
         """Run IMP: ``train_fn(model, r)`` for r = 0..n with prune + rewind in between.
 
         Args:
-            model: torch ``nn.Module`` (CPU) or ``dict[str, np.ndarray]``; its state now is W0.
+            model: torch ``nn.Module`` (any device, FSDP2) or ``dict[str, np.ndarray]``; its state now is W0.
             train_fn: trains one round in place; may return ``{name: float}`` metrics.
             checkpoint_dir: if given, state is saved there after every round and a later call
                 resumes from the last complete round (the model is restored from the file).
@@ -334,10 +336,12 @@ class LotteryTicketPruner:
         adapter = adapter_for(model, self.include, self.exclude)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
+        if self.process_group is not None:
+            total = sum(kernels.alive_counts(masks, process_group=self.process_group).values())
         history = []
         for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, adapter.prunable, masks, r)
-            history.append(1.0 - sum(kernels.alive_counts(masks).values()) / total)
+            masks = plan_masks(self.config, adapter.prunable, masks, r, self.process_group)
+            history.append(1.0 - sum(kernels.alive_counts(masks, process_group=self.process_group).values()) / total)
         return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None)
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:

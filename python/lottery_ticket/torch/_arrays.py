@@ -63,6 +63,8 @@ class TorchArrays:
         return int(x.data_ptr())
 
     def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
+        if hasattr(x, "full_tensor"):  # a DTensor: a ticket holds the whole tensor
+            x = x.full_tensor()
         t = x.detach().cpu().contiguous()
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
