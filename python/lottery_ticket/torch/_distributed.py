@@ -114,7 +114,7 @@ def shard_of(x: Any, label: str) -> tuple[torch.Tensor, bool, int]:
             counted = counted and mesh.get_local_rank(dim) == 0
         elif type(placement) is not Shard or placement.dim != 0:
             raise ValueError(
-                f"{label}: DTensor placement {placement} is not supported; weights must be sharded along "
+                f"{label}: DTensor placement {placement!r} is not supported; weights must be sharded along "
                 "dim 0 (Shard(0), as fully_shard does) or replicated (redistribute Partial values first)"
             )
     _, offset = compute_local_shape_and_global_offset(x.shape, mesh, placements)
