@@ -35,8 +35,9 @@ def plain_cases(world: int) -> dict[str, dict[str, Any]]:
         gen = torch.Generator().manual_seed(seed)
         weights, masks = [], []
         for rank in range(world):
-            dtypes = [DTYPES[(rank + i + seed) % 4] for i in range(3)]
-            rows = [1 + (rank + i + seed) % 4 for i in range(3)]
+            count = 3 if scope == "layer" else 2 + rank % 2  # global scope: ranks may differ
+            dtypes = [DTYPES[(rank + i + seed) % 4] for i in range(count)]
+            rows = [1 + (rank + i + seed) % 4 for i in range(count)]
             weights.append([_tensor(gen, (r, 3), d, tied) for r, d in zip(rows, dtypes)])
             masks.append([torch.rand((r, 3), generator=gen) > 0.25 for r in rows])
         cases[name] = {"weights": weights, "masks": masks if with_masks else None, "amount": amount, "scope": scope}

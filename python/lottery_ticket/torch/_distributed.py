@@ -50,12 +50,13 @@ class Group:
         dist.all_gather(out, t, group=self.group)
         return torch.stack(out)
 
-    def agree(self, wide: bool, count: int, device: torch.device) -> bool:
-        """Check every rank passes as many tensors; True if any rank has an f64 tensor."""
+    def agree(self, wide: bool, count: int, device: torch.device, same_count: bool) -> bool:
+        """True if any rank has an f64 tensor; with ``same_count``, check every rank passes as
+        many tensors (the i-th tensors of all ranks are shards of one tensor)."""
         flags = torch.tensor([int(wide), count, -count], dtype=torch.int64, device=device)
         self.all_reduce(flags, op="max")
         any_wide, most, fewest = flags.tolist()
-        if most != -fewest:
+        if same_count and most != -fewest:
             raise ValueError(f"weights: ranks pass different numbers of tensors ({-fewest} to {most}); each rank passes its shard of every tensor")
         return bool(any_wide)
 

@@ -78,7 +78,7 @@ class TorchKernels:
         return claimed
 
     def _pieces(
-        self, weights: list[Any], labels: list[str], masks: list[Any] | None, process_group: object
+        self, weights: list[Any], labels: list[str], masks: list[Any] | None, process_group: object, scope: str
     ) -> tuple[list[Piece], Ranks, bool]:
         group = _dist.resolve_group(process_group)
         sharded = [_dist.is_dtensor(w) for w in weights]
@@ -101,13 +101,13 @@ class TorchKernels:
             group = _dist.mesh_group(_dist.same_mesh(weights, "weights"))
         if group is not None:
             ranks = _dist.Group(group, shard_order=all(sharded))
-            wide = ranks.agree(wide, len(pieces), pieces[0].weight.device)
+            wide = ranks.agree(wide, len(pieces), pieces[0].weight.device, same_count=scope == "layer" or all(sharded))
         return pieces, ranks, wide
 
     def select_masks(
         self, weights: list[Any], labels: list[str], amount: int | float, masks: list[Any] | None, scope: str, process_group: object
     ) -> list[Any]:
-        pieces, ranks, wide = self._pieces(weights, labels, masks, process_group)
+        pieces, ranks, wide = self._pieces(weights, labels, masks, process_group, scope)
         if scope == "global":
             if isinstance(ranks, _dist.Group):
                 ranks.offsets = [p.offset for p in pieces]
