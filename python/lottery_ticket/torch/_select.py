@@ -120,18 +120,22 @@ class _Selection:
         self.pieces, self.wide, self.device, self.ranks = pieces, wide, device, ranks
         self.key_dtype = torch.int64 if wide else torch.int32
 
-    def digit_histogram(self, shift: int, prefix: torch.Tensor | None, nan: list[torch.Tensor] | None) -> torch.Tensor:
-        """Alive keys per digit at ``shift`` among keys whose higher digits equal ``prefix``'s;
-        the last bin collects everything else. With ``nan``, also flags NaN per piece."""
+    @property
+    def inf(self) -> int:
+        return _INF64 if self.wide else _INF32
+
+    def digit_histogram(self, shift: int, prefix: torch.Tensor | None) -> torch.Tensor:
+        """Alive keys per digit at ``shift`` among keys whose higher digits equal ``prefix``'s
+        (all keys at the top level, ``prefix`` None); the last bin collects everything else."""
         hist = torch.zeros(BINS + 1, dtype=torch.int64, device=self.device)
         high = prefix >> (shift + DIGIT_BITS) if prefix is not None else None
-        inf = _INF64 if self.wide else _INF32
         for piece in self.pieces:
-            found = torch.zeros((), dtype=torch.bool, device=self.device)
             if piece.counted:
                 for w, alive in _chunks(piece):
                     k = keys(w, self.wide)
-                    digit = (k >> shift) & DIGIT_MASK
+                    digit = k >> shift if shift else k
+                    if high is not None:  # below the top level (whose digit fits), keep one digit
+                        digit = digit & DIGIT_MASK
                     select = alive
                     if high is not None:
                         same = (k >> (shift + DIGIT_BITS)) == high
@@ -139,12 +143,20 @@ class _Selection:
                     if select is not None:
                         digit = torch.where(select, digit, BINS)
                     histogram(digit, hist)
-                    if nan is not None:
-                        bad = k > inf
-                        found |= (bad if alive is None else bad & alive).any()
-            if nan is not None:
-                nan.append(found)
         return hist
+
+    def nan_flags(self) -> torch.Tensor:
+        """Per piece: NaN among its alive weights. Run only when the top-level histogram shows
+        keys at or above inf's top digit, which is rare, so the common pass stays lean."""
+        flags = []
+        for piece in self.pieces:
+            found = torch.zeros((), dtype=torch.bool, device=self.device)
+            if piece.counted:
+                for w, alive in _chunks(piece):
+                    bad = keys(w, self.wide) > self.inf
+                    found |= (bad if alive is None else bad & alive).any()
+            flags.append(found)
+        return torch.stack(flags)
 
     def count_equal(self, threshold: torch.Tensor) -> torch.Tensor:
         """Alive keys equal to ``threshold`` per piece (0 for uncounted replicas)."""
@@ -163,12 +175,12 @@ class _Selection:
             start = 0
             for w, alive in _chunks(piece):
                 k = keys(w, self.wide)
-                keep, eq = k > threshold, k == threshold
+                keep = torch.gt(k, threshold, out=mask[start : start + w.numel()])
+                eq = k == threshold
                 if alive is not None:
                     keep &= alive
                     eq &= alive
                 budget = _keep_late_ties(keep, eq, budget)
-                mask[start : start + w.numel()] = keep
                 start += w.numel()
             if running is not None:
                 running = budget
@@ -199,18 +211,18 @@ def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: boo
     device = pieces[0].weight.device
     run = _Selection(pieces, wide, device, ranks)
     shifts = _shifts(wide)
-    nan: list[torch.Tensor] = []
-    hist = run.digit_histogram(shifts[0], None, nan)
+    hist = run.digit_histogram(shifts[0], None)
     ranks.all_reduce(hist)
-    local_nan = torch.stack(nan)
-    found = local_nan.sum()
-    ranks.all_reduce(found)
-    alive, nan_total = (int(v) for v in torch.stack([hist[:BINS].sum(), found]).tolist())
-    if nan_total:
-        bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
-        if bad:
-            raise ValueError(f"{bad[0]}: contains NaN among alive weights; NaN magnitudes cannot be ranked")
-        raise ValueError(ranks.foreign_nan())
+    alive, special = (int(v) for v in torch.stack([hist[:BINS].sum(), hist[run.inf >> shifts[0] : BINS].sum()]).tolist())
+    if special:  # inf or NaN somewhere (every rank sees the same reduced histogram)
+        local_nan = run.nan_flags()
+        found = local_nan.sum()
+        ranks.all_reduce(found)
+        if int(found):
+            bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
+            if bad:
+                raise ValueError(f"{bad[0]}: contains NaN among alive weights; NaN magnitudes cannot be ranked")
+            raise ValueError(ranks.foreign_nan())
     k = resolve(amount, alive)
     if k is None:
         raise ValueError(f"amount: cannot prune {amount} weights: only {alive} are alive")
@@ -231,7 +243,7 @@ def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: boo
     local_ties = local = None
     for level, shift in enumerate(shifts):
         if level > 0:
-            hist = run.digit_histogram(shift, prefix, None)
+            hist = run.digit_histogram(shift, prefix)
             local = hist.clone() if ranks.distributed and level == len(shifts) - 1 else None
             ranks.all_reduce(hist)
         counts = hist[:BINS].cumsum(0)
