@@ -191,13 +191,15 @@ def _device_applier(weights: Any, masks: Any) -> Any:
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     """In place: survivors take their snapshot value, pruned weights become exactly zero.
 
-    ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init).
+    ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init); for
+    device weights it may be on another device (copied in, e.g. from pinned host memory).
     """
     names, values = _arrays.items(weights, "weights")
     snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(values))
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
     labels = [_arrays.labels(arg, names, len(values)) for arg in ("weights", "snapshots", "masks")]
-    device = backends.device_kernels(list(zip(labels, [values, snap_values, mask_values])))
+    # Snapshots may live elsewhere (e.g. pinned host memory for a model on the GPU): not checked.
+    device = backends.device_kernels([(labels[0], values), (labels[2], mask_values)])
     if device is not None:
         device.rewind(values, snap_values, mask_values, labels[0])
         return

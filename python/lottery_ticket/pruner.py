@@ -236,12 +236,8 @@ class LotteryTicketPruner:
             snapshot = run.snapshot
             if snapshot is None:
                 raise RuntimeError(f"no snapshot yet: {strategy} is captured at iteration {run.capture_step}")
-            if run.snapshot_device is None:
-                adapter.load_state(snapshot, skip=adapter.prunable)
-                kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
-            else:  # the snapshot is on another device: copy it all back, then mask in place
-                adapter.load_state(snapshot, skip=())
-                kernels.apply_masks(adapter.prunable, run.masks)
+            adapter.load_state(snapshot, skip=adapter.prunable)
+            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
         else:
             kernels.apply_masks(adapter.prunable, run.masks)
             run.snapshot = run.take_snapshot()

@@ -164,7 +164,11 @@ class TorchKernels:
             snaps.append(local.detach().view(_INT_VIEW[w.dtype]))
         apply = self.mask_applier(weights, masks, labels)
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]
-        torch._foreach_copy_(views, snaps)
+        if all(s.device == v.device for s, v in zip(snaps, views)):
+            torch._foreach_copy_(views, snaps)
+        else:
+            for view, snap in zip(views, snaps):
+                view.copy_(snap, non_blocking=snap.is_pinned())
         apply()
 
     def alive_counts(self, masks: list[Any], labels: list[str], process_group: object) -> list[int]:
