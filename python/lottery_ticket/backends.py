@@ -126,9 +126,6 @@ def load_framework_of(cls: type) -> bool:
 
 # -- kernels computed by a framework's own ops (device tensors, distributed selection) -----------
 
-BACKEND_NAMES = ("auto", "rust", "torch")
-
-
 class DeviceKernels(Protocol):
     """The kernels computed with a framework's ops on the arrays' own device, across ranks too.
 
@@ -174,8 +171,9 @@ def device_kernels(
     ``backend``: ``"auto"`` (Rust for host arrays, framework ops for device or sharded arrays or
     a process group), ``"rust"`` or a framework's name (``"torch"``).
     """
-    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
-        raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKEND_NAMES))}, got {backend!r}")
+    frameworks = sorted(set(_DEVICE_KERNELS) | set(_entry_points()))
+    if not isinstance(backend, str) or backend not in ("auto", "rust", *frameworks):
+        raise ValueError(f"backend: expected 'auto', 'rust' or a framework ({', '.join(map(repr, frameworks))}), got {backend!r}")
     for _, values in arrays:
         for value in values[:1]:
             array_backend(value)  # imports the framework adapter, which registers its kernels

@@ -103,7 +103,7 @@ def test_amount_errors_match_the_rust_kernels() -> None:
 
 def test_bad_backend_arguments_name_the_argument() -> None:
     w = [torch.tensor([1.0, 2.0])]
-    with pytest.raises(ValueError, match="backend: expected one of"):
+    with pytest.raises(ValueError, match="backend: expected 'auto', 'rust' or a framework"):
         global_magnitude_masks(w, 1, backend="cuda")
     with pytest.raises(ValueError, match="process_group: the Rust kernels run in one process"):
         global_magnitude_masks(w, 1, backend="rust", process_group=True)
