@@ -8,11 +8,13 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.extension-built
-RUST_SOURCES := $(wildcard rust/*.rs) Cargo.toml Cargo.lock
+RUST_SOURCES := $(wildcard rust/*.rs rust/*/*.rs) Cargo.toml Cargo.lock
 DEMO_OUT ?= lottery-ticket-demo
+WHEEL_STAMP := dist/.built
+PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-rust test-python lint bench clean
+.PHONY: help demo test test-rust test-python lint bench wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +28,8 @@ $(DEPS_STAMP): requirements-dev.txt | $(BIN)/python
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
+	# An older version-specific build would shadow the abi3 one on import.
+	rm -f python/lottery_ticket/_core.cpython-*.so
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --uv
 	touch $@
 
@@ -37,11 +41,22 @@ test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo tes
 lint: $(DEPS_STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --no-default-features -- -D warnings
 
-test-rust: ## cargo test (unit and property tests of the kernels)
+test-rust: ## cargo test (unit and property tests of the kernels), with and without the binding
 	cargo test --release
+	cargo test --release --no-default-features
 
-test-python: $(BUILD_STAMP) ## stub check, mypy --strict, pytest (tests and doctests)
+wheel: $(WHEEL_STAMP) ## Build the abi3 wheel (CPython 3.10+) and the sdist into dist/
+
+$(WHEEL_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) $(PY_SOURCES) pyproject.toml README.md
+	rm -rf dist
+	$(BIN)/maturin build --release --out dist
+	$(BIN)/maturin sdist --out dist
+	touch $@
+
+# The wheel is built first: tests/packaging installs it into a fresh virtualenv.
+test-python: $(BUILD_STAMP) $(WHEEL_STAMP) ## stub check, mypy --strict, pytest (tests and doctests)
 	$(BIN)/python -m mypy.stubtest lottery_ticket._core
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q tests python/lottery_ticket --doctest-modules
@@ -50,4 +65,4 @@ bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table
 	$(BIN)/python -m pytest benches -q --benchmark-enable
 
 clean: ## Remove build outputs and the virtualenv
-	rm -rf target $(VENV)
+	rm -rf target dist $(VENV)

@@ -1,5 +1,6 @@
 //! lottery-ticket's Rust core: exact global magnitude selection, mask application and rewinding
-//! over raw float bits. Everything but `python` is pure Rust, tested by `cargo test`.
+//! over raw float bits. Everything but `python` (feature "python") is pure Rust, tested by
+//! `cargo test --no-default-features` without libpython.
 
 pub mod chunk;
 pub mod error;
@@ -11,12 +12,12 @@ pub mod select;
 #[cfg(test)]
 mod select_props;
 
+#[cfg(feature = "python")]
 mod python;
 
-use pyo3::prelude::*;
-
 /// The extension module `lottery_ticket._core`.
-#[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     python::register(m)
 }

@@ -116,7 +116,7 @@ impl Key for u32 {
     }
     #[inline(always)]
     fn of_f64(_bits: u64) -> u32 {
-        // The planner (select::plan_key_width) chooses u64 keys whenever an f64 tensor is present.
+        // `select::wide_keys` chooses u64 keys whenever an f64 tensor is present.
         unreachable!("f64 weights are always ranked in the u64 key space")
     }
     fn to_u64(self) -> u64 {

@@ -85,6 +85,10 @@ class ModelAdapter(Protocol):
         """Optimizer hooks calling ``callback`` after each step, or None without optimizers."""
         ...
 
+    def unwrap_optimizer(self, optimizer: Any, arg: str = "optimizer") -> Any:
+        """The framework's optimizer inside a trainer's wrapper (accelerate, Lightning, DeepSpeed); None stays None."""
+        ...
+
 
 AdapterFactory = Callable[[Any, NameFilter, NameFilter, "Collection[str] | None"], ModelAdapter]
 _ADAPTERS: list[tuple[Callable[[object], bool], AdapterFactory]] = []
@@ -202,3 +206,8 @@ class NumpyDictAdapter:
 
     def step_watcher(self, callback: Callable[[], None]) -> StepWatcher | None:
         return None
+
+    @staticmethod
+    def unwrap_optimizer(optimizer: Any, arg: str = "optimizer") -> Any:
+        """Optimizers of NumPy models are the user's own objects: nothing to unwrap."""
+        return optimizer

@@ -167,6 +167,7 @@ class LotteryTicketPruner:
         `rewind` can restore it; ``iterations_per_round`` (T) is required by ``late(f)``.
         """
         adapter = adapter_for(model, self.include, self.exclude)
+        optimizer = adapter.unwrap_optimizer(optimizer)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         strategy = self.config.rewind_strategy
         capture: int | None = None
@@ -232,6 +233,7 @@ class LotteryTicketPruner:
         the scheduler (init, lr: to its start; early/late: to iteration k; none: untouched)."""
         run = self._started()
         adapter, strategy = run.adapter, run.config.rewind_strategy
+        optimizer = adapter.unwrap_optimizer(optimizer)
         if strategy.rewinds_weights:
             snapshot = run.snapshot
             if snapshot is None:

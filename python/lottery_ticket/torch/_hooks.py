@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.optim.optimizer import Optimizer, register_optimizer_step_post_hook
 
+from ._optim import unwrap_optimizer
+
 
 class Handle:
     """A removable hook registration (``remove()`` is idempotent)."""
@@ -53,10 +55,10 @@ class StepWatcher:
         """Watch every optimizer (until the returned handle is removed)."""
         return Handle(register_optimizer_step_post_hook(self._global_hook).remove)
 
-    def attach(self, optimizer: Optimizer) -> Handle:
-        """Watch one optimizer; it must own at least one pruned parameter."""
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    def attach(self, optimizer: Any) -> Handle:
+        """Watch one optimizer (or the one a trainer's wrapper forwards to); it must own at least
+        one pruned parameter."""
+        optimizer = unwrap_optimizer(optimizer)
         if not self.owns(optimizer):
             raise ValueError("optimizer: it updates none of the pruned parameters of this model")
         self._attached.add(optimizer)

@@ -18,6 +18,7 @@ from ..adapters import check_state
 from ..config import NameFilter, select_names
 from ._distributed import is_dtensor
 from ._hooks import StepWatcher
+from ._optim import unwrap_optimizer
 
 # Layers whose `weight` is pruned by default, as in open_lth: Linear and every Conv/ConvTranspose.
 PRUNED_BY_DEFAULT: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
@@ -101,6 +102,11 @@ class TorchModuleAdapter:
 
     def step_watcher(self, callback: Callable[[], None]) -> StepWatcher:
         return StepWatcher(list(self.prunable.values()), callback)
+
+    @staticmethod
+    def unwrap_optimizer(optimizer: Any, arg: str = "optimizer") -> Any:
+        """The torch optimizer inside a trainer's wrapper (accelerate, Lightning, DeepSpeed); None stays None."""
+        return None if optimizer is None else unwrap_optimizer(optimizer, arg)
 
 
 def _whole(x: Any) -> Any:

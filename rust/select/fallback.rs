@@ -1,0 +1,67 @@
+//! The exact fallback when the bracket misses or the candidates overflow: radix select of the
+//! k-th key ([`crate::radix`]), then every mask rewritten.
+
+use rayon::prelude::*;
+
+use super::fixup::share_ties;
+use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::magnitude::Key;
+use crate::radix;
+
+/// Fallback: find the exact k-th key by radix select and rewrite every mask.
+pub(crate) fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) {
+    let (threshold, ties) = match k {
+        0 => (K::ZERO, 0),
+        k if k == alive => (K::MAX, 0),
+        k => radix::kth_key::<K>(chunks, k),
+    };
+    let tie_counts: Vec<u64> = chunks
+        .par_iter()
+        .map(|c| chunk::visit::<K, _>(c.weights, c.alive, CountEqual(threshold)))
+        .collect();
+    let budgets = share_ties(&tie_counts, ties);
+    chunks.par_iter_mut().zip(budgets).for_each(|(c, ties)| {
+        chunk::visit::<K, _>(
+            c.weights,
+            c.alive,
+            WriteExact {
+                threshold,
+                ties,
+                out: c.out,
+            },
+        )
+    });
+}
+
+struct CountEqual<K>(K);
+
+impl<K: Key> AliveVisitor<K> for CountEqual<K> {
+    type Output = u64;
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(self, bits: &[T], key: F, alive: A) -> u64 {
+        bits.iter()
+            .enumerate()
+            .filter(|&(i, &b)| alive.get(i) && key(b) == self.0)
+            .count() as u64
+    }
+}
+
+struct WriteExact<'o, K> {
+    threshold: K,
+    ties: u64,
+    out: &'o mut [u8],
+}
+
+impl<K: Key> AliveVisitor<K> for WriteExact<'_, K> {
+    type Output = ();
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(mut self, bits: &[T], key: F, alive: A) {
+        for (i, (&b, o)) in bits.iter().zip(self.out.iter_mut()).enumerate() {
+            let k = key(b);
+            let mut keep = alive.get(i) && k >= self.threshold;
+            if keep && k == self.threshold && self.ties > 0 {
+                self.ties -= 1;
+                keep = false;
+            }
+            *o = keep as u8;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The fix-up after a fused pass whose bracket held the k-th key: only candidates change.
+
+use rayon::prelude::*;
+
+use super::scan::{ChunkScan, FusedScan};
+use super::Bracket;
+use crate::chunk::Chunk;
+use crate::magnitude::Key;
+use crate::radix;
+
+/// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
+pub(crate) fn fix_up<K: Key>(
+    chunks: &mut [Chunk<'_>],
+    scan: &FusedScan<K>,
+    bracket: Bracket<K>,
+    r: u64,
+) {
+    debug_assert!(r > 0, "an exact provisional mask needs no fix-up");
+    let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r);
+    let tie_counts: Vec<u64> = scan
+        .per_chunk
+        .par_iter()
+        .map(|s| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64)
+        .collect();
+    chunks
+        .par_iter_mut()
+        .zip(&scan.per_chunk)
+        .zip(share_ties(&tie_counts, r - strictly_below))
+        .for_each(|((c, s), mut ties)| {
+            for &(k, i) in &s.candidates {
+                if k < threshold {
+                    c.out[i as usize] = 0;
+                } else if k == threshold && ties > 0 {
+                    c.out[i as usize] = 0;
+                    ties -= 1;
+                }
+            }
+        });
+}
+
+/// The `r`-th smallest candidate key (1-based) and how many candidates are strictly smaller.
+/// A parallel 2^16-bin histogram of the keys' offsets in the bracket finds the right bin; only
+/// that bin's keys are then selected exactly (a serial select over all candidates would not
+/// use the other cores).
+pub(crate) fn kth_candidate<K: Key>(
+    scans: &[ChunkScan<K>],
+    bracket: Bracket<K>,
+    r: u64,
+) -> (K, u64) {
+    const BINS: usize = 1 << 16;
+    let base = bracket.lo.to_u64();
+    let span = bracket.hi.to_u64().saturating_sub(base).max(1);
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(BINS.trailing_zeros());
+    let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
+    let counts = scans
+        .par_iter()
+        .fold(
+            || vec![0u32; BINS],
+            |mut h, s| {
+                s.candidates.iter().for_each(|c| h[bin(c.0)] += 1);
+                h
+            },
+        )
+        .reduce(
+            || vec![0u32; BINS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let (target, before) = radix::bin_of_rank(&counts, r);
+    let mut in_bin: Vec<K> = scans
+        .par_iter()
+        .flat_map_iter(|s| {
+            s.candidates
+                .iter()
+                .map(|c| c.0)
+                .filter(|&k| bin(k) == target)
+        })
+        .collect();
+    let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
+    let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
+    (threshold, before + below_in_bin)
+}
+
+/// Split `ties` tie-breaking prunes over chunks in global order: earlier chunks first.
+pub(crate) fn share_ties(tie_counts: &[u64], mut ties: u64) -> Vec<u64> {
+    tie_counts
+        .iter()
+        .map(|&here| {
+            let take = here.min(ties);
+            ties -= take;
+            take
+        })
+        .collect()
+}

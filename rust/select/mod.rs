@@ -1,0 +1,252 @@
+//! Exact magnitude selection: which alive weights to prune so that exactly `k` of the smallest
+//! |w| go, ties broken by (tensor order, row-major flat index) — earlier is pruned first.
+//!
+//! One fused pass does almost all the work. A strided sample of the alive magnitudes brackets the
+//! threshold ([`sample`]); the pass ([`scan`]) then reads every weight once, writes the
+//! provisional mask (pruned below the bracket, kept at or above it), counts survivors and
+//! collects the few in-bracket candidates with their positions. The exact k-th key among the
+//! candidates fixes up the mask ([`fixup`]). When the bracket misses (heavy ties, adversarial
+//! data) or the candidates overflow their budget, the exact radix select of [`crate::radix`]
+//! takes over ([`fallback`]). Extra memory: the sample and the candidates, both bounded — never
+//! a sorted or concatenated copy of the weights.
+
+pub(crate) mod fallback;
+pub(crate) mod fixup;
+pub(crate) mod sample;
+pub(crate) mod scan;
+
+use rayon::prelude::*;
+
+use crate::chunk;
+use crate::error::{check_lengths, Error, Result};
+use crate::magnitude::{Key, Weights};
+
+/// How much to prune, relative to the weights that are still alive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Amount {
+    /// Fraction in [0, 1] of the alive weights; `round(fraction * alive)`, ties to even
+    /// (Python's `round`, as `torch.nn.utils.prune` uses).
+    Fraction(f64),
+    /// Exact number of alive weights to prune.
+    Count(u64),
+}
+
+/// Rank all tensors together, or each tensor on its own by the same rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Global,
+    Layer,
+}
+
+/// The branch one ranking took after the fused pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The provisional mask was already exact (nothing in the bracket to prune).
+    Exact,
+    /// The k-th key lay among the in-bracket candidates: only they were rewritten.
+    FixUp,
+    /// The k-th key lay outside the sampled bracket: exact radix fallback.
+    BracketMiss,
+    /// More in-bracket candidates than [`CANDIDATE_BYTES`] holds: exact radix fallback.
+    CandidateOverflow,
+}
+
+/// How many rankings took each [`Path`] (one for global scope, one per tensor for layer scope),
+/// so tests can assert the branch they claim to cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Paths {
+    pub exact: u32,
+    pub fix_up: u32,
+    pub bracket_miss: u32,
+    pub candidate_overflow: u32,
+}
+
+impl Paths {
+    pub fn of(path: Path) -> Paths {
+        let mut p = Paths::default();
+        match path {
+            Path::Exact => p.exact = 1,
+            Path::FixUp => p.fix_up = 1,
+            Path::BracketMiss => p.bracket_miss = 1,
+            Path::CandidateOverflow => p.candidate_overflow = 1,
+        }
+        p
+    }
+
+    fn add(&mut self, other: Paths) {
+        self.exact += other.exact;
+        self.fix_up += other.fix_up;
+        self.bracket_miss += other.bracket_miss;
+        self.candidate_overflow += other.candidate_overflow;
+    }
+}
+
+/// Totals of one selection: alive before it, pruned by it, and the branches taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub alive: u64,
+    pub pruned: u64,
+    pub paths: Paths,
+}
+
+/// Candidates kept in memory before giving up on the bracket (8-16 bytes each).
+pub(crate) const CANDIDATE_BYTES: usize = 32 << 20;
+
+/// Keys below `lo` are pruned, keys at or above `hi` kept, the rest are candidates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bracket<K> {
+    pub lo: K,
+    pub hi: K,
+}
+
+/// Write into `out[t]` the mask that survives pruning `amount` of the alive weights.
+///
+/// `alive[t]` (nonzero = alive) defaults to all alive; already-pruned weights stay pruned.
+pub fn select_masks(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    scope: Scope,
+) -> Result<Selection> {
+    validate(weights, alive, out, amount)?;
+    let wide = wide_keys(weights);
+    match scope {
+        Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0),
+        Scope::Global => select_global::<u32>(weights, alive, out, amount, 0),
+        Scope::Layer => {
+            let mut total = Selection::default();
+            for (t, out_t) in out.iter_mut().enumerate() {
+                let w = &weights[t..t + 1];
+                let a = alive.map(|a| &a[t..t + 1]);
+                let o = std::slice::from_mut(out_t);
+                let s = if wide {
+                    select_global::<u64>(w, a, o, amount, t)
+                } else {
+                    select_global::<u32>(w, a, o, amount, t)
+                };
+                let s = s.map_err(|e| match e {
+                    Error::Amount { message, .. } => Error::Amount {
+                        message,
+                        tensor: Some(t),
+                    },
+                    other => other,
+                })?;
+                total.alive += s.alive;
+                total.pruned += s.pruned;
+                total.paths.add(s.paths);
+            }
+            Ok(total)
+        }
+    }
+}
+
+/// Whether the selection ranks in the u64 key space: f64 keys do not fit in u32, and every
+/// tensor of one ranking must share a key space for magnitudes to compare exactly.
+pub fn wide_keys(weights: &[Weights<'_>]) -> bool {
+    weights.iter().any(|w| matches!(w, Weights::F64(_)))
+}
+
+/// Write one byte per page of the (typically fresh) output masks before the fused pass, so the
+/// first-touch page faults and the kernel's zeroing of each page happen up front, beside the
+/// sampling, instead of stalling the fused pass.
+fn prefault(out: &mut [&mut [u8]]) {
+    const PAGE: usize = 4096;
+    out.par_iter_mut()
+        .for_each(|o| o.par_chunks_mut(PAGE).for_each(|page| page[0] = 0));
+}
+
+fn validate(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &[&mut [u8]],
+    amount: Amount,
+) -> Result<()> {
+    validate_amount(weights, amount)?;
+    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+    check_lengths("out", &sizes, out.iter().map(|o| o.len()))?;
+    check_alive(weights, alive)
+}
+
+/// At least one tensor, and a fraction in [0, 1].
+pub(crate) fn validate_amount(weights: &[Weights<'_>], amount: Amount) -> Result<()> {
+    if weights.is_empty() {
+        return Err(Error::Empty { arg: "weights" });
+    }
+    if let Amount::Fraction(f) = amount {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(Error::Amount {
+                message: format!("a fraction must lie in [0, 1], got {f}"),
+                tensor: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_alive(weights: &[Weights<'_>], alive: Option<&[&[u8]]>) -> Result<()> {
+    if let Some(a) = alive {
+        let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+        check_lengths("masks", &sizes, a.iter().map(|m| m.len()))?;
+    }
+    Ok(())
+}
+
+/// Number of weights to prune, given the exact alive count.
+pub(crate) fn resolve(amount: Amount, alive: u64) -> Result<u64> {
+    match amount {
+        Amount::Fraction(f) => Ok((f * alive as f64).round_ties_even() as u64),
+        Amount::Count(k) if k <= alive => Ok(k),
+        Amount::Count(k) => Err(Error::Amount {
+            message: format!("cannot prune {k} weights: only {alive} are alive"),
+            tensor: None,
+        }),
+    }
+}
+
+fn select_global<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    first_tensor: usize,
+) -> Result<Selection> {
+    // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
+    let (bracket, ()) = rayon::join(
+        || sample::estimate_bracket::<K>(weights, alive, amount),
+        || prefault(out),
+    );
+    let bracket = bracket?;
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let mut chunks = chunk::split(weights, alive, out);
+    let cap = CANDIDATE_BYTES / std::mem::size_of::<(K, u32)>();
+    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total));
+
+    if let Some(t) = scan.nan_tensor {
+        return Err(Error::Nan {
+            index: first_tensor + t,
+        });
+    }
+    let k = resolve(amount, scan.alive)?;
+    let path = if scan.overflow {
+        Path::CandidateOverflow
+    } else if k < scan.below || k > scan.below + scan.candidates {
+        Path::BracketMiss
+    } else if k == scan.below {
+        Path::Exact
+    } else {
+        Path::FixUp
+    };
+    match path {
+        Path::Exact => {}
+        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below),
+        Path::BracketMiss | Path::CandidateOverflow => {
+            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)
+        }
+    }
+    Ok(Selection {
+        alive: scan.alive,
+        pruned: k,
+        paths: Paths::of(path),
+    })
+}

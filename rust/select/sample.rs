@@ -1,0 +1,170 @@
+//! Bracketing the threshold from a strided sample of the alive magnitudes.
+
+use rayon::prelude::*;
+
+use super::{resolve, Amount, Bracket};
+use crate::error::Result;
+use crate::magnitude::{Key, KeyVisitor, Weights};
+
+/// Positions sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
+/// ~0.1% of the alive weights around the target rank. Inputs of at most this many weights are
+/// sampled whole (an exact bracket).
+pub(crate) const SAMPLES: usize = 1 << 18;
+/// Fewest probes of a sampled (larger than [`SAMPLES`]) input.
+const MIN_SAMPLES: usize = 1 << 15;
+/// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
+/// slower exact fallback) then happens with probability below 1e-6.
+const BRACKET_SIGMAS: f64 = 5.0;
+
+/// Bracket the k-th smallest alive key from a strided sample. Small inputs are sampled whole,
+/// which makes the bracket exact (only ties at the threshold become candidates).
+pub(crate) fn estimate_bracket<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    amount: Amount,
+) -> Result<Bracket<K>> {
+    let everything = Bracket {
+        lo: K::ZERO,
+        hi: K::MAX,
+    };
+    match amount {
+        Amount::Fraction(0.0) | Amount::Count(0) => {
+            return Ok(Bracket {
+                lo: K::ZERO,
+                hi: K::ZERO,
+            })
+        }
+        Amount::Fraction(f) if f >= 1.0 => {
+            return Ok(Bracket {
+                lo: K::MAX,
+                hi: K::MAX,
+            })
+        }
+        _ => {}
+    }
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let probes = sample_size(total);
+    let mut sample = sample_keys::<K>(weights, alive, probes);
+    let m = sample.len();
+    if m == 0 {
+        return Ok(everything);
+    }
+    if probes == total {
+        // Whole input sampled: `sample` holds every alive key, so the bracket is exact. An
+        // invalid amount is reported after the full pass, so NaN errors win at every size.
+        let Ok(k) = resolve(amount, m as u64) else {
+            return Ok(everything);
+        };
+        if k == 0 {
+            return Ok(Bracket {
+                lo: K::ZERO,
+                hi: K::ZERO,
+            });
+        }
+        let (_, &mut t, _) = sample.select_nth_unstable(k as usize - 1);
+        return Ok(Bracket {
+            lo: t,
+            hi: K::from_u64(t.to_u64() + 1),
+        });
+    }
+    let q = match amount {
+        Amount::Fraction(f) => f,
+        Amount::Count(k) => (k as f64 / (total as f64 * m as f64 / probes as f64)).min(1.0),
+    };
+    let centre = q * m as f64;
+    let spread = BRACKET_SIGMAS * (m as f64 * q * (1.0 - q)).sqrt() + 2.0;
+    let lo_rank = (centre - spread).floor();
+    let hi_rank = (centre + spread).ceil();
+    let lo = if lo_rank <= 0.0 {
+        K::ZERO
+    } else {
+        *sample.select_nth_unstable(lo_rank as usize).1
+    };
+    let hi = if hi_rank >= m as f64 {
+        K::MAX
+    } else {
+        K::from_u64(sample.select_nth_unstable(hi_rank as usize).1.to_u64() + 1)
+    };
+    Ok(Bracket { lo, hi })
+}
+
+/// Probes for `total` weights: all of them up to [`SAMPLES`]; above, SAMPLES at 100 M scaled
+/// as total^(2/3), which balances the sampling cost (one miss per probe) against the candidate
+/// cost (∝ total / √probes), so small models do not pay a large model's fixed cost. The count
+/// is nudged until it does not divide `total`: a fractional stride drifts in phase, so a
+/// periodic weight layout (rows, channels) cannot pin every probe to the same column.
+pub(crate) fn sample_size(total: usize) -> usize {
+    if total <= SAMPLES {
+        return total;
+    }
+    let scaled = SAMPLES as f64 * (total as f64 / 1e8).powf(2.0 / 3.0);
+    let mut probes = (scaled as usize).clamp(MIN_SAMPLES, SAMPLES);
+    while total % probes == 0 {
+        probes -= 1;
+    }
+    probes
+}
+
+/// Keys of the alive weights at `probes` evenly spaced positions of the concatenated input.
+/// The near-constant stride lets the hardware prefetcher overlap the cache misses. Each thread
+/// walks a contiguous run of probes, stepping position and tensor incrementally (a division
+/// and a binary search per probe cost as much as the miss itself).
+pub(crate) fn sample_keys<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    probes: usize,
+) -> Vec<K> {
+    const RUN: usize = 1 << 13;
+    if probes == 0 {
+        return Vec::new(); // only empty tensors
+    }
+    let mut ends = Vec::with_capacity(weights.len());
+    let mut total = 0usize;
+    for w in weights {
+        total += w.len();
+        ends.push(total);
+    }
+    let (stride, step) = (total / probes, total % probes); // pos advances by total / probes
+    let runs: Vec<Vec<K>> = (0..probes.div_ceil(RUN))
+        .into_par_iter()
+        .map(|run| {
+            let first = run * RUN;
+            // u64 is exact here: probes < 2^19 and no in-memory model reaches 2^45 weights.
+            let numerator = first as u64 * total as u64 + total as u64 / 2;
+            let (mut pos, mut rem) = (
+                (numerator / probes as u64) as usize,
+                (numerator % probes as u64) as usize,
+            );
+            let mut t = ends.partition_point(|&end| end <= pos);
+            let mut keys = Vec::with_capacity(RUN);
+            for _ in first..(first + RUN).min(probes) {
+                while pos >= ends[t] {
+                    t += 1;
+                }
+                let i = pos - (ends[t] - weights[t].len());
+                if alive.is_none_or(|a| a[t][i] != 0) {
+                    keys.push(key_at::<K>(weights[t], i));
+                }
+                pos += stride;
+                rem += step;
+                if rem >= probes {
+                    pos += 1;
+                    rem -= probes;
+                }
+            }
+            keys
+        })
+        .collect();
+    runs.concat()
+}
+
+pub(crate) fn key_at<K: Key>(w: Weights<'_>, i: usize) -> K {
+    struct At(usize);
+    impl<K> KeyVisitor<K> for At {
+        type Output = K;
+        fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> K {
+            key(bits[self.0])
+        }
+    }
+    w.visit_keys(At(i))
+}

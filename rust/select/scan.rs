@@ -1,0 +1,186 @@
+//! The fused pass: provisional masks, counts and in-bracket candidates, one read of each weight.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use super::Bracket;
+use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::magnitude::Key;
+
+/// Elements per block of the fused pass: one bit each in the block's candidate bitmask.
+const BLOCK: usize = 32;
+
+#[derive(Default)]
+pub(crate) struct ScanTotals {
+    pub alive: u64,
+    pub below: u64,
+    pub candidates: u64,
+    pub overflow: bool,
+    pub nan_tensor: Option<usize>,
+}
+
+/// Provisional masks, counts and in-bracket candidates (per chunk, parallel to `chunks`).
+pub(crate) fn fused_pass<K: Key>(
+    chunks: &mut [Chunk<'_>],
+    bracket: Bracket<K>,
+    cap: usize,
+) -> FusedScan<K> {
+    let collected = AtomicU64::new(0);
+    let overflow = AtomicBool::new(false);
+    let per_chunk: Vec<ChunkScan<K>> = chunks
+        .par_iter_mut()
+        .map(|c| {
+            let collect = !overflow.load(Ordering::Relaxed);
+            let mut scan = chunk::visit::<K, _>(
+                c.weights,
+                c.alive,
+                Scan {
+                    bracket,
+                    out: c.out,
+                    collect,
+                },
+            );
+            if collect {
+                let n = scan.candidates.len() as u64;
+                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                    overflow.store(true, Ordering::Relaxed);
+                }
+            }
+            if overflow.load(Ordering::Relaxed) {
+                scan.candidates = Vec::new(); // the exact fallback will run: free them early
+            }
+            scan.tensor = c.tensor;
+            scan
+        })
+        .collect();
+    let mut totals = ScanTotals {
+        overflow: overflow.into_inner(),
+        ..ScanTotals::default()
+    };
+    for s in &per_chunk {
+        totals.alive += s.alive;
+        totals.below += s.below;
+        totals.candidates += s.candidates.len() as u64;
+        if s.nan && totals.nan_tensor.is_none() {
+            totals.nan_tensor = Some(s.tensor);
+        }
+    }
+    FusedScan { totals, per_chunk }
+}
+
+pub(crate) struct FusedScan<K> {
+    pub totals: ScanTotals,
+    pub per_chunk: Vec<ChunkScan<K>>,
+}
+
+impl<K> std::ops::Deref for FusedScan<K> {
+    type Target = ScanTotals;
+    fn deref(&self) -> &ScanTotals {
+        &self.totals
+    }
+}
+
+pub(crate) struct ChunkScan<K> {
+    pub tensor: usize,
+    pub alive: u64,
+    pub below: u64,
+    pub nan: bool,
+    /// (key, index within the chunk), in index order.
+    pub candidates: Vec<(K, u32)>,
+}
+
+struct Scan<'o, K> {
+    bracket: Bracket<K>,
+    out: &'o mut [u8],
+    collect: bool,
+}
+
+impl<K: Key> AliveVisitor<K> for Scan<'_, K> {
+    type Output = ChunkScan<K>;
+
+    #[inline(always)]
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> ChunkScan<K> {
+        // Wheels target baseline x86-64 (SSE2); AVX2, where the CPU has it, doubles the lanes of
+        // the compare-and-pack loop.
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.scan_avx2(bits, key, alive) };
+        }
+        self.scan(bits, key, alive)
+    }
+}
+
+impl<K: Key> Scan<'_, K> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn scan_avx2<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> ChunkScan<K> {
+        self.scan(bits, key, alive)
+    }
+
+    #[inline(always)]
+    fn scan<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> ChunkScan<K> {
+        let Bracket { lo, hi } = self.bracket;
+        let out = &mut self.out[..bits.len()];
+        let mut res = ChunkScan {
+            tensor: 0,
+            alive: 0,
+            below: 0,
+            nan: false,
+            candidates: Vec::new(),
+        };
+        // u32 counters cannot overflow: a chunk holds at most CHUNK (2^16) elements.
+        let (mut n_alive, mut n_below) = (0u32, 0u32);
+        let mut nan = false;
+        let mut start = 0;
+        for (wb, ob) in bits.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+            // One bit per in-bracket element: the vector loop stays branch-free and the rare
+            // candidates are then visited by their set bits alone.
+            // Keys first, as if every weight were alive (the same vector loop for both cases),
+            // then the survivors folded in with byte and bit operations: mixing byte-wide mask
+            // lanes into the 32-bit key lanes made LLVM emit a much slower loop.
+            let (mut below_bits, mut bracket_bits, mut nan_bits) = (0u32, 0u32, 0u32);
+            for (i, (&b, o)) in wb.iter().zip(ob.iter_mut()).enumerate() {
+                let k = key(b);
+                let below = k < lo;
+                *o = !below as u8;
+                below_bits |= (below as u32) << i;
+                bracket_bits |= ((!below & (k < hi)) as u32) << i;
+                nan_bits |= (k.is_nan() as u32) << i;
+            }
+            let alive_bits = alive.window(start, wb.len()).clear_dead(ob);
+            n_alive += alive_bits.count_ones();
+            n_below += (below_bits & alive_bits).count_ones();
+            nan |= nan_bits & alive_bits != 0;
+            let mut in_bracket = bracket_bits & alive_bits;
+            if in_bracket != 0 && self.collect {
+                while in_bracket != 0 {
+                    let i = in_bracket.trailing_zeros() as usize;
+                    res.candidates.push((key(wb[i]), (start + i) as u32));
+                    in_bracket &= in_bracket - 1;
+                }
+            }
+            start += wb.len();
+        }
+        res.alive = n_alive as u64;
+        res.below = n_below as u64;
+        res.nan = nan;
+        res
+    }
+}
