@@ -51,9 +51,9 @@ def dtensor_cases(world: int) -> dict[str, dict[str, Any]]:
 
     meshes: dict[str, Callable[[], Any]] = {"1d": lambda: init_device_mesh("cpu", (world,))}
     placements: dict[str, list[Any]] = {"1d": [Shard(0)]}
-    if world == 4:  # HSDP-like: replicated along the first mesh dim, sharded along the second
-        meshes["2d"] = lambda: init_device_mesh("cpu", (2, 2))
-        placements["2d"] = [Replicate(), Shard(0)]
+    if world == 4:  # HSDP-like, instead: replicated along the first mesh dim, sharded along the second
+        meshes = {"2d": lambda: init_device_mesh("cpu", (2, 2))}
+        placements = {"2d": [Replicate(), Shard(0)]}
     cases: dict[str, dict[str, Any]] = {}
     for mesh_name, mesh in meshes.items():
         for seed, (amount, scope, with_masks) in enumerate([(0.45, "global", False), (17, "global", True), (0.5, "layer", True)]):
