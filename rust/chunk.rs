@@ -16,6 +16,7 @@ pub struct Chunk<'a> {
     pub weights: Weights<'a>,
     /// Survivors so far (`None`: every weight is alive). Nonzero byte = alive.
     pub alive: Option<&'a [u8]>,
+    /// The chunk's output mask; empty for passes that write none ([`split_read`]).
     pub out: &'a mut [u8],
 }
 
@@ -36,6 +37,23 @@ pub fn split<'a>(
                 weights: w.slice(start, end),
                 alive: alive.map(|m| &m[tensor][start..end]),
                 out: out_c,
+            });
+        }
+    }
+    chunks
+}
+
+/// Chunks of the weights alone, in global tie order, for passes that write no mask.
+pub fn split_read<'a>(weights: &[Weights<'a>], alive: Option<&[&'a [u8]]>) -> Vec<Chunk<'a>> {
+    let mut chunks = Vec::new();
+    for (tensor, w) in weights.iter().enumerate() {
+        for start in (0..w.len()).step_by(CHUNK) {
+            let end = (start + CHUNK).min(w.len());
+            chunks.push(Chunk {
+                tensor,
+                weights: w.slice(start, end),
+                alive: alive.map(|m| &m[tensor][start..end]),
+                out: &mut [],
             });
         }
     }

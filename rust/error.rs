@@ -23,6 +23,8 @@ pub enum Error {
     Width { arg: &'static str, index: usize },
     /// NaN among the alive weights of tensor `index`: its rank is undefined.
     Nan { index: usize },
+    /// Any other argument with a value the kernel cannot use.
+    Argument { arg: &'static str, message: String },
     /// `amount` is outside [0, 1] (fraction) or [0, alive] (count); `tensor` is set when one
     /// tensor of a layer-wise selection is at fault.
     Amount {
@@ -60,6 +62,7 @@ impl Error {
                 "{}: contains NaN among alive weights; NaN magnitudes cannot be ranked",
                 at("weights", *index)
             ),
+            Error::Argument { arg, message } => format!("{arg}: {message}"),
             Error::Amount {
                 message,
                 tensor: None,

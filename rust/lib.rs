@@ -1,5 +1,5 @@
-//! lottery-ticket's Rust core: exact global magnitude selection, mask application and rewinding
-//! over raw float bits. Everything but `python` (feature "python") is pure Rust, tested by
+//! lottery-ticket's Rust core: exact global magnitude selection (as masks, or as a threshold to
+//! stream a checkpoint through), mask application and rewinding over raw float bits. Everything but `python` (feature "python") is pure Rust, tested by
 //! `cargo test --no-default-features` without libpython.
 
 pub mod chunk;
@@ -11,6 +11,7 @@ pub mod rewind;
 pub mod select;
 #[cfg(test)]
 mod select_props;
+pub mod threshold;
 
 #[cfg(feature = "python")]
 mod python;

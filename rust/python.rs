@@ -14,6 +14,7 @@ use crate::magnitude::Weights;
 use crate::mask::{self, Bits, BitsMut};
 use crate::rewind;
 use crate::select::{self, Amount, Scope};
+use crate::threshold;
 
 /// Below this many elements the kernels finish in microseconds, less than releasing and
 /// re-acquiring the GIL costs; above it other Python threads should run meanwhile.
@@ -64,15 +65,15 @@ impl BitsArray<'_> {
         })
     }
 
-    fn weights(&self, dtype: &str, index: usize) -> PyResult<Weights<'_>> {
-        Ok(match (self.bits("weights", index)?, dtype) {
+    fn weights(&self, arg: &str, dtype: &str, index: usize) -> PyResult<Weights<'_>> {
+        Ok(match (self.bits(arg, index)?, dtype) {
             (Bits::U16(x), "float16") => Weights::F16(x),
             (Bits::U16(x), "bfloat16") => Weights::Bf16(x),
             (Bits::U32(x), "float32") => Weights::F32(x),
             (Bits::U64(x), "float64") => Weights::F64(x),
             _ => {
                 return Err(PyTypeError::new_err(format!(
-                    "weights[{index}]: bits of the wrong width for dtype {dtype:?}"
+                    "{arg}[{index}]: bits of the wrong width for dtype {dtype:?}"
                 )))
             }
         })
@@ -80,8 +81,8 @@ impl BitsArray<'_> {
 }
 
 impl BitsArrayMut<'_> {
-    fn bits_mut(&mut self, index: usize) -> PyResult<BitsMut<'_>> {
-        let bad = |_| not_contiguous("weights", index);
+    fn bits_mut(&mut self, arg: &str, index: usize) -> PyResult<BitsMut<'_>> {
+        let bad = |_| not_contiguous(arg, index);
         Ok(match self {
             BitsArrayMut::U16(a) => BitsMut::U16(a.as_slice_mut().map_err(bad)?),
             BitsArrayMut::U32(a) => BitsMut::U32(a.as_slice_mut().map_err(bad)?),
@@ -102,6 +103,32 @@ fn byte_slices<'a>(arrays: &'a [PyReadonlyArrayDyn<'_, u8>], arg: &str) -> PyRes
 enum AmountArg {
     Count(u64),
     Fraction(f64),
+}
+
+impl From<AmountArg> for Amount {
+    fn from(a: AmountArg) -> Amount {
+        match a {
+            AmountArg::Count(k) => Amount::Count(k),
+            AmountArg::Fraction(f) => Amount::Fraction(f),
+        }
+    }
+}
+
+/// Dtype-tagged views of the weights, one dtype name per weight.
+fn weight_views<'a>(weights: &'a [BitsArray<'_>], dtypes: &[String]) -> PyResult<Vec<Weights<'a>>> {
+    if dtypes.len() != weights.len() {
+        return Err(PyValueError::new_err(format!(
+            "dtypes: expected {} entries (one per weight), got {}",
+            weights.len(),
+            dtypes.len()
+        )));
+    }
+    weights
+        .iter()
+        .zip(dtypes)
+        .enumerate()
+        .map(|(i, (w, d))| w.weights("weights", d, i))
+        .collect()
 }
 
 /// Write into `out` the masks that survive pruning `amount` of the alive weights.
@@ -128,16 +155,8 @@ fn select_masks_py(
             )))
         }
     };
-    let amount = match amount {
-        AmountArg::Count(k) => Amount::Count(k),
-        AmountArg::Fraction(f) => Amount::Fraction(f),
-    };
-    let views: Vec<Weights<'_>> = weights
-        .iter()
-        .zip(&dtypes)
-        .enumerate()
-        .map(|(i, (w, d))| w.weights(d, i))
-        .collect::<PyResult<_>>()?;
+    let amount = Amount::from(amount);
+    let views = weight_views(&weights, &dtypes)?;
     let alive = masks
         .as_deref()
         .map(|m| byte_slices(m, "masks"))
@@ -156,6 +175,62 @@ fn select_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
+/// The exact global threshold pruning `amount` of the alive weights (see `crate::threshold`).
+/// Returns `(key, key_width_bits, ties_pruned, pruned, alive)`.
+#[pyfunction(name = "select_threshold")]
+#[pyo3(signature = (weights, dtypes, masks, amount, names))]
+fn select_threshold_py(
+    py: Python<'_>,
+    weights: Vec<BitsArray<'_>>,
+    dtypes: Vec<String>,
+    masks: Option<Vec<PyReadonlyArrayDyn<'_, u8>>>,
+    amount: AmountArg,
+    names: Vec<String>,
+) -> PyResult<(u64, u32, u64, u64, u64)> {
+    let views = weight_views(&weights, &dtypes)?;
+    let alive = masks
+        .as_deref()
+        .map(|m| byte_slices(m, "masks"))
+        .transpose()?;
+    let elements = views.iter().map(|w| w.len()).sum();
+    let result = run_detached(py, elements, || {
+        threshold::select_threshold(&views, alive.as_deref(), amount.into())
+    });
+    result
+        .map(|t| (t.key, t.key_bits, t.ties, t.pruned, t.alive))
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Write `src` pruned by a threshold into `dst` (zero bits where pruned), pruning at most
+/// `ties_remaining` ties, row-major first. Returns the ties used.
+#[pyfunction(name = "write_pruned")]
+#[pyo3(signature = (src, dtype, dst, key, key_width_bits, ties_remaining, mask=None, name=None))]
+#[allow(clippy::too_many_arguments)]
+fn write_pruned_py(
+    py: Python<'_>,
+    src: BitsArray<'_>,
+    dtype: &str,
+    mut dst: BitsArrayMut<'_>,
+    key: u64,
+    key_width_bits: u32,
+    ties_remaining: u64,
+    mask: Option<PyReadonlyArrayDyn<'_, u8>>,
+    name: Option<String>,
+) -> PyResult<u64> {
+    let src = src.weights("src", dtype, 0)?;
+    let dst = dst.bits_mut("dst", 0)?;
+    let mask = mask
+        .as_ref()
+        .map(|m| m.as_slice().map_err(|_| not_contiguous("mask", 0)))
+        .transpose()?;
+    let elements = src.len();
+    let result = run_detached(py, elements, || {
+        threshold::write_pruned(src, mask, dst, key, key_width_bits, ties_remaining)
+    });
+    let names: Vec<String> = name.into_iter().collect();
+    result.map_err(|e| to_py(e, &names))
+}
+
 /// Mutable weight views, mask views and the element count shared by the in-place kernels.
 type InPlace<'a> = (Vec<BitsMut<'a>>, Vec<&'a [u8]>, usize);
 
@@ -166,7 +241,7 @@ fn in_place_views<'a>(
     let views: Vec<BitsMut<'a>> = weights
         .iter_mut()
         .enumerate()
-        .map(|(i, w)| w.bits_mut(i))
+        .map(|(i, w)| w.bits_mut("weights", i))
         .collect::<PyResult<_>>()?;
     let masks = byte_slices(masks, "masks")?;
     let elements = views.iter().map(|w| w.len()).sum();
@@ -220,6 +295,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(rewind_py, m)?)?;
     m.add_function(wrap_pyfunction!(alive_counts_py, m)?)?;
+    m.add_function(wrap_pyfunction!(select_threshold_py, m)?)?;
+    m.add_function(wrap_pyfunction!(write_pruned_py, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

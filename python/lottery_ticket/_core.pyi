@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "alive_counts", "apply_masks", "rewind", "select_masks"]
+__all__ = ["__version__", "alive_counts", "apply_masks", "rewind", "select_masks", "select_threshold", "write_pruned"]
 __version__: str
 
 def select_masks(
@@ -29,3 +29,20 @@ def rewind(
     names: Sequence[str],
 ) -> None: ...
 def alive_counts(masks: Sequence[npt.NDArray[np.uint8]]) -> list[int]: ...
+def select_threshold(
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    dtypes: Sequence[str],
+    masks: Sequence[npt.NDArray[np.uint8]] | None,
+    amount: int | float,
+    names: Sequence[str],
+) -> tuple[int, int, int, int, int]: ...
+def write_pruned(
+    src: npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64],
+    dtype: str,
+    dst: npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64],
+    key: int,
+    key_width_bits: int,
+    ties_remaining: int,
+    mask: npt.NDArray[np.uint8] | None = None,
+    name: str | None = None,
+) -> int: ...

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -53,6 +54,26 @@ def _check_amount(amount: object) -> int | float:
             raise ValueError(f"amount: a fraction must lie in [0, 1], got {value}")
         return value
     raise TypeError(f"amount: expected an int count or a float fraction, got {type(amount).__name__}")
+
+
+def _read_bits(value: object, label: str) -> _arrays.Bits:
+    return _arrays.float_bits(value, label, writable=False)
+
+
+def _ranking_views(
+    names: list[str] | None,
+    values: list[Any],
+    masks: Any,
+    to_bits: Callable[[object, str], _arrays.Bits],
+) -> tuple[list[_arrays.Bits], list[np.ndarray] | None]:
+    """Bit views of the weights to rank and uint8 views of their survivor masks (or None)."""
+    labels = _arrays.labels("weights", names, len(values))
+    views = [to_bits(v, label) for v, label in zip(values, labels)]
+    if masks is None:
+        return views, None
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    mask_labels = _arrays.labels("masks", names, len(values))
+    return views, [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
 
 
 def global_magnitude_masks(
@@ -97,13 +118,7 @@ def global_magnitude_masks(
     if device is not None:
         selected = device.select_masks(values, labels, amount, mask_values if masks is not None else None, scope, process_group)
         return _arrays.shaped_like(names, selected)
-    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
-    current = None
-    if masks is not None:
-        mask_labels = _arrays.labels("masks", names, len(values))
-        current = [
-            _arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)
-        ]
+    views, current = _ranking_views(names, values, masks, _read_bits)
     fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
         [b.bits for b in views],

@@ -42,8 +42,8 @@ pub(crate) fn fix_up<K: Key>(
 /// A parallel 2^16-bin histogram of the keys' offsets in the bracket finds the right bin; only
 /// that bin's keys are then selected exactly (a serial select over all candidates would not
 /// use the other cores).
-pub(crate) fn kth_candidate<K: Key>(
-    scans: &[ChunkScan<K>],
+pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
+    scans: &[C],
     bracket: Bracket<K>,
     r: u64,
 ) -> (K, u64) {
@@ -57,7 +57,7 @@ pub(crate) fn kth_candidate<K: Key>(
         .fold(
             || vec![0u32; BINS],
             |mut h, s| {
-                s.candidates.iter().for_each(|c| h[bin(c.0)] += 1);
+                s.keys().for_each(|k| h[bin(k)] += 1);
                 h
             },
         )
@@ -71,16 +71,28 @@ pub(crate) fn kth_candidate<K: Key>(
     let (target, before) = radix::bin_of_rank(&counts, r);
     let mut in_bin: Vec<K> = scans
         .par_iter()
-        .flat_map_iter(|s| {
-            s.candidates
-                .iter()
-                .map(|c| c.0)
-                .filter(|&k| bin(k) == target)
-        })
+        .flat_map_iter(|s| s.keys().filter(|&k| bin(k) == target))
         .collect();
     let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
     let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
     (threshold, before + below_in_bin)
+}
+
+/// A group of candidates whose keys can be listed (positions, if any, are not needed here).
+pub(crate) trait CandidateKeys<K>: Sync {
+    fn keys(&self) -> impl Iterator<Item = K> + '_;
+}
+
+impl<K: Key> CandidateKeys<K> for ChunkScan<K> {
+    fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.candidates.iter().map(|c| c.0)
+    }
+}
+
+impl<K: Key> CandidateKeys<K> for Vec<K> {
+    fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.iter().copied()
+    }
 }
 
 /// Split `ties` tie-breaking prunes over chunks in global order: earlier chunks first.

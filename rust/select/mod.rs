@@ -213,7 +213,7 @@ fn select_global<K: Key>(
 ) -> Result<Selection> {
     // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
     let (bracket, ()) = rayon::join(
-        || sample::estimate_bracket::<K>(weights, alive, amount),
+        || sample::estimate_bracket::<K>(weights, alive, amount, sample::SAMPLES),
         || prefault(out),
     );
     let bracket = bracket?;

@@ -22,6 +22,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
+    max_probes: usize,
 ) -> Result<Bracket<K>> {
     let everything = Bracket {
         lo: K::ZERO,
@@ -43,7 +44,7 @@ pub(crate) fn estimate_bracket<K: Key>(
         _ => {}
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
-    let probes = sample_size(total);
+    let probes = sample_size(total, max_probes);
     let mut sample = sample_keys::<K>(weights, alive, probes);
     let m = sample.len();
     if m == 0 {
@@ -89,16 +90,16 @@ pub(crate) fn estimate_bracket<K: Key>(
 }
 
 /// Probes for `total` weights: all of them up to [`SAMPLES`]; above, SAMPLES at 100 M scaled
-/// as total^(2/3), which balances the sampling cost (one miss per probe) against the candidate
+/// as total^(2/3) up to `max_probes`, which balances the sampling cost (one miss per probe) against the candidate
 /// cost (∝ total / √probes), so small models do not pay a large model's fixed cost. The count
 /// is nudged until it does not divide `total`: a fractional stride drifts in phase, so a
 /// periodic weight layout (rows, channels) cannot pin every probe to the same column.
-pub(crate) fn sample_size(total: usize) -> usize {
+pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
     if total <= SAMPLES {
         return total;
     }
     let scaled = SAMPLES as f64 * (total as f64 / 1e8).powf(2.0 / 3.0);
-    let mut probes = (scaled as usize).clamp(MIN_SAMPLES, SAMPLES);
+    let mut probes = (scaled as usize).clamp(MIN_SAMPLES, max_probes);
     while total % probes == 0 {
         probes -= 1;
     }
@@ -129,7 +130,7 @@ pub(crate) fn sample_keys<K: Key>(
         .into_par_iter()
         .map(|run| {
             let first = run * RUN;
-            // u64 is exact here: probes < 2^19 and no in-memory model reaches 2^45 weights.
+            // u64 is exact here: probes <= 2^21 and no model reaches 2^43 weights.
             let numerator = first as u64 * total as u64 + total as u64 / 2;
             let (mut pos, mut rem) = (
                 (numerator / probes as u64) as usize,

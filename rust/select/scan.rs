@@ -1,4 +1,7 @@
 //! The fused pass: provisional masks, counts and in-bracket candidates, one read of each weight.
+//!
+//! The inner loop ([`Scan`]) is shared with the streaming threshold ([`crate::threshold`]),
+//! which discards the mask ([`Discard`]) and keeps only candidate keys ([`Sink`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -32,26 +35,32 @@ pub(crate) fn fused_pass<K: Key>(
         .par_iter_mut()
         .map(|c| {
             let collect = !overflow.load(Ordering::Relaxed);
-            let mut scan = chunk::visit::<K, _>(
+            let mut candidates = Vec::new();
+            let counts = chunk::visit::<K, _>(
                 c.weights,
                 c.alive,
                 Scan {
                     bracket,
-                    out: c.out,
-                    collect,
+                    out: &mut *c.out,
+                    sink: collect.then_some(&mut candidates),
                 },
             );
             if collect {
-                let n = scan.candidates.len() as u64;
+                let n = candidates.len() as u64;
                 if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
                     overflow.store(true, Ordering::Relaxed);
                 }
             }
             if overflow.load(Ordering::Relaxed) {
-                scan.candidates = Vec::new(); // the exact fallback will run: free them early
+                candidates = Vec::new(); // the exact fallback will run: free them early
             }
-            scan.tensor = c.tensor;
-            scan
+            ChunkScan {
+                tensor: c.tensor,
+                alive: counts.alive,
+                below: counts.below,
+                nan: counts.nan,
+                candidates,
+            }
         })
         .collect();
     let mut totals = ScanTotals {
@@ -90,14 +99,57 @@ pub(crate) struct ChunkScan<K> {
     pub candidates: Vec<(K, u32)>,
 }
 
-struct Scan<'o, K> {
-    bracket: Bracket<K>,
-    out: &'o mut [u8],
-    collect: bool,
+/// Where the in-bracket candidates of a scan go.
+pub(crate) trait Sink<K> {
+    fn push(&mut self, key: K, index: u32);
 }
 
-impl<K: Key> AliveVisitor<K> for Scan<'_, K> {
-    type Output = ChunkScan<K>;
+impl<K> Sink<K> for Vec<(K, u32)> {
+    #[inline(always)]
+    fn push(&mut self, key: K, index: u32) {
+        Vec::push(self, (key, index));
+    }
+}
+
+/// Where the provisional mask of a scan goes, one block of at most [`BLOCK`] bytes at a time.
+pub(crate) trait Out {
+    fn block(&mut self, start: usize, len: usize) -> &mut [u8];
+}
+
+impl Out for &mut [u8] {
+    #[inline(always)]
+    fn block(&mut self, start: usize, len: usize) -> &mut [u8] {
+        &mut self[start..start + len]
+    }
+}
+
+/// No mask wanted (a threshold only): each block is written to scratch and dropped.
+#[derive(Default)]
+pub(crate) struct Discard([u8; BLOCK]);
+
+impl Out for Discard {
+    #[inline(always)]
+    fn block(&mut self, _start: usize, len: usize) -> &mut [u8] {
+        &mut self.0[..len]
+    }
+}
+
+/// Alive weights, those below the bracket, and whether a NaN is among the alive.
+pub(crate) struct Counts {
+    pub alive: u64,
+    pub below: u64,
+    pub nan: bool,
+}
+
+/// One chunk of the fused pass; `sink: None` counts without collecting (after an overflow).
+pub(crate) struct Scan<'s, K, O, S> {
+    pub bracket: Bracket<K>,
+    pub out: O,
+    pub sink: Option<&'s mut S>,
+}
+
+impl<K: Key, O: Out, S: Sink<K>> AliveVisitor<K> for Scan<'_, K, O, S> {
+    type Output = Counts;
 
     #[inline(always)]
     fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
@@ -105,7 +157,7 @@ impl<K: Key> AliveVisitor<K> for Scan<'_, K> {
         bits: &[T],
         key: F,
         alive: A,
-    ) -> ChunkScan<K> {
+    ) -> Counts {
         // Wheels target baseline x86-64 (SSE2); AVX2, where the CPU has it, doubles the lanes of
         // the compare-and-pack loop.
         #[cfg(target_arch = "x86_64")]
@@ -117,7 +169,7 @@ impl<K: Key> AliveVisitor<K> for Scan<'_, K> {
     }
 }
 
-impl<K: Key> Scan<'_, K> {
+impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt")]
     unsafe fn scan_avx2<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
@@ -125,31 +177,24 @@ impl<K: Key> Scan<'_, K> {
         bits: &[T],
         key: F,
         alive: A,
-    ) -> ChunkScan<K> {
+    ) -> Counts {
         self.scan(bits, key, alive)
     }
 
     #[inline(always)]
     fn scan<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
-        self,
+        mut self,
         bits: &[T],
         key: F,
         alive: A,
-    ) -> ChunkScan<K> {
+    ) -> Counts {
         let Bracket { lo, hi } = self.bracket;
-        let out = &mut self.out[..bits.len()];
-        let mut res = ChunkScan {
-            tensor: 0,
-            alive: 0,
-            below: 0,
-            nan: false,
-            candidates: Vec::new(),
-        };
         // u32 counters cannot overflow: a chunk holds at most CHUNK (2^16) elements.
         let (mut n_alive, mut n_below) = (0u32, 0u32);
         let mut nan = false;
         let mut start = 0;
-        for (wb, ob) in bits.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        for wb in bits.chunks(BLOCK) {
+            let ob = self.out.block(start, wb.len());
             // One bit per in-bracket element: the vector loop stays branch-free and the rare
             // candidates are then visited by their set bits alone.
             // Keys first, as if every weight were alive (the same vector loop for both cases),
@@ -169,18 +214,19 @@ impl<K: Key> Scan<'_, K> {
             n_below += (below_bits & alive_bits).count_ones();
             nan |= nan_bits & alive_bits != 0;
             let mut in_bracket = bracket_bits & alive_bits;
-            if in_bracket != 0 && self.collect {
+            if let Some(sink) = self.sink.as_deref_mut() {
                 while in_bracket != 0 {
                     let i = in_bracket.trailing_zeros() as usize;
-                    res.candidates.push((key(wb[i]), (start + i) as u32));
+                    sink.push(key(wb[i]), (start + i) as u32);
                     in_bracket &= in_bracket - 1;
                 }
             }
             start += wb.len();
         }
-        res.alive = n_alive as u64;
-        res.below = n_below as u64;
-        res.nan = nan;
-        res
+        Counts {
+            alive: n_alive as u64,
+            below: n_below as u64,
+            nan,
+        }
     }
 }

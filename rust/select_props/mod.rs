@@ -5,6 +5,7 @@
 mod branches;
 mod generators;
 mod reference;
+mod threshold;
 
 use proptest::prelude::*;
 
