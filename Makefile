@@ -14,7 +14,7 @@ WHEEL_STAMP := dist/.built
 PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi' -o -name py.typed)
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-rust test-python lint bench wheel clean
+.PHONY: help demo test test-rust test-python lint bench wheel fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ test-python: $(BUILD_STAMP) $(WHEEL_STAMP) ## stub check, mypy --strict, pytest 
 
 bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
 	$(BIN)/python -m pytest benches -q --benchmark-enable
+
+fuzz: $(BUILD_STAMP) ## Long fuzzing run: damaged ticket and checkpoint files, Rust entry points at scale
+	LT_FUZZ_EXAMPLES=$${LT_FUZZ_EXAMPLES:-20000} LT_KILLS=$${LT_KILLS:-200} $(BIN)/python -m pytest -q \
+		tests/pruner/test_ticket_fuzz.py tests/pruner/test_killed_saves.py
+	PROPTEST_CASES=$${PROPTEST_CASES:-64} cargo test --release --no-default-features -- --ignored at_scale
 
 clean: ## Remove build outputs and the virtualenv
 	rm -rf target dist $(VENV)

@@ -31,6 +31,17 @@ pub enum Error {
         message: String,
         tensor: Option<usize>,
     },
+    /// Two reads of the same weights disagreed: another thread wrote them while the kernel ran
+    /// (the GIL is released), so no mask with the promised count can be vouched for.
+    WeightsChanged,
+}
+
+/// The Python exception class an [`Error`] maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Type,
+    Value,
+    Runtime,
 }
 
 impl Error {
@@ -71,12 +82,27 @@ impl Error {
                 message,
                 tensor: Some(index),
             } => format!("amount: {message} in {}", at("weights", *index)),
+            Error::WeightsChanged => {
+                "weights: changed during the call (another thread wrote them while \
+                 the kernels ran); weights must not change during a call"
+                    .to_string()
+            }
+        }
+    }
+
+    /// The Python exception class: `TypeError` for a value's type, `RuntimeError` for a racing
+    /// writer (the input was valid), `ValueError` otherwise.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Width { .. } => Kind::Type,
+            Error::WeightsChanged => Kind::Runtime,
+            _ => Kind::Value,
         }
     }
 
     /// Whether the error is about a value's type (Python `TypeError`) rather than its value.
     pub fn is_type_error(&self) -> bool {
-        matches!(self, Error::Width { .. })
+        self.kind() == Kind::Type
     }
 }
 
@@ -139,5 +165,9 @@ mod tests {
             index: 0
         }
         .is_type_error());
+        assert_eq!(Error::WeightsChanged.kind(), Kind::Runtime);
+        assert!(Error::WeightsChanged
+            .to_string()
+            .contains("weights must not change during a call"));
     }
 }

@@ -4,12 +4,21 @@
 //! The facade (`lottery_ticket.kernels`) hands over every float tensor as an unsigned-int view of
 //! its bits (zero-copy; bf16 has no NumPy dtype) plus a dtype name, and masks as uint8 views of
 //! bool arrays, so the kernels never read a `bool` that might hold a byte other than 0 or 1.
+//!
+//! Every kernel runs through [`run_kernel`]: after `fork()` in a pool of the child's own, and
+//! behind `catch_unwind`, so no panic reaches Python as a `BaseException`.
 
-use numpy::{PyReadonlyArrayDyn, PyReadwriteArrayDyn};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::magnitude::Weights;
 use crate::mask::{self, Bits, BitsMut};
 use crate::rewind;
@@ -22,23 +31,185 @@ const DETACH_MIN_ELEMENTS: usize = 1 << 15;
 
 fn to_py(err: Error, names: &[String]) -> PyErr {
     let message = err.message(names);
-    if err.is_type_error() {
-        PyTypeError::new_err(message)
-    } else {
-        PyValueError::new_err(message)
+    match err.kind() {
+        Kind::Type => PyTypeError::new_err(message),
+        Kind::Value => PyValueError::new_err(message),
+        Kind::Runtime => PyRuntimeError::new_err(message),
     }
+}
+
+/// `arg[name]` (names arrive quoted, like the facade's own messages) or `arg[index]`.
+fn label(arg: &str, index: usize, names: &[String]) -> String {
+    match names.get(index) {
+        Some(name) => format!("{arg}[{name}]"),
+        None => format!("{arg}[{index}]"),
+    }
+}
+
+/// Refuse weights whose memory overlaps (tied weights: one storage under two names), which would
+/// be ranked twice and could get two different masks. Here rather than in the facade: comparing
+/// pointers costs nanoseconds, NumPy's address lookups microseconds per tensor.
+fn check_disjoint(weights: &[Weights<'_>], names: &[String]) -> PyResult<()> {
+    fn span<T>(x: &[T]) -> (usize, usize) {
+        (x.as_ptr() as usize, std::mem::size_of_val(x))
+    }
+    let mut spans: Vec<(usize, usize, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let (start, bytes) = match w {
+                Weights::F16(x) | Weights::Bf16(x) => span(x),
+                Weights::F32(x) => span(x),
+                Weights::F64(x) => span(x),
+            };
+            (start, i, start + bytes)
+        })
+        .filter(|&(start, _, end)| end > start)
+        .collect();
+    spans.sort_unstable(); // by address, then argument order: the later of two is named
+    let mut reach: Option<(usize, usize)> = None; // (furthest end so far, its tensor)
+    for (start, i, end) in spans {
+        if let Some((far, owner)) = reach {
+            if start < far {
+                return Err(PyValueError::new_err(format!(
+                    "{}: shares memory with {}; pass each tensor once (tied weights are one tensor)",
+                    label("weights", i, names),
+                    label("weights", owner, names)
+                )));
+            }
+        }
+        if reach.is_none_or(|(far, _)| end > far) {
+            reach = Some((end, i));
+        }
+    }
+    Ok(())
+}
+
+/// rust-numpy tracks borrows across threads: a second call on an array that an in-place call
+/// (GIL released) is writing is refused here rather than racing it.
+fn busy(arg: &str, index: usize, names: &[String]) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "{}: in use by another call that writes it (in another thread); an array cannot be used by \
+         two calls at once while one of them writes it",
+        label(arg, index, names)
+    ))
 }
 
 fn not_contiguous(arg: &str, index: usize) -> PyErr {
     PyValueError::new_err(format!("{arg}[{index}]: array must be C-contiguous"))
 }
 
-fn run_detached<T: Send>(py: Python<'_>, elements: usize, work: impl FnOnce() -> T + Send) -> T {
-    if elements >= DETACH_MIN_ELEMENTS {
-        py.detach(work)
-    } else {
-        work()
+/// The process that imported the module; any other pid means we are in a forked child.
+static IMPORT_PID: OnceLock<u32> = OnceLock::new();
+
+/// The pool of a forked child (leaked: a pool's threads live as long as the process).
+struct ChildPool {
+    pid: u32,
+    pool: rayon::ThreadPool,
+}
+
+static CHILD_POOL: AtomicPtr<ChildPool> = AtomicPtr::new(ptr::null_mut());
+
+/// rayon's global pool does not survive `fork()`: its threads exist only in the parent, so a
+/// forked child (a DataLoader worker) would wait forever on its first parallel call. A child
+/// runs the kernels in a pool of its own instead, built on first use (tokenizers guards its
+/// pool against fork too). Lock-free, so a fork taken while another thread is here cannot leave
+/// the child waiting on a lock.
+fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> PyResult<T> {
+    let pid = std::process::id();
+    if IMPORT_PID.get().is_none_or(|&p| p == pid) {
+        return Ok(work());
     }
+    let current = CHILD_POOL.load(Ordering::Acquire);
+    // SAFETY: pools are leaked, so a non-null pointer always refers to a live ChildPool.
+    if let Some(child) = unsafe { current.as_ref() } {
+        if child.pid == pid {
+            return Ok(child.pool.install(work));
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().build().map_err(|e| {
+        PyRuntimeError::new_err(format!("cannot start kernel threads after fork: {e}"))
+    })?;
+    let fresh: &'static ChildPool = Box::leak(Box::new(ChildPool { pid, pool }));
+    // A lost race leaves the winner's pool for later calls; this call uses its own.
+    let _ = CHILD_POOL.compare_exchange(
+        current,
+        ptr::from_ref(fresh).cast_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    Ok(fresh.pool.install(work))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+/// Run a kernel: without the GIL when it is big enough to matter, in the right pool, and with
+/// any panic (a bug: inconsistent input is an [`Error`]) turned into a `RuntimeError`.
+fn run_kernel<T: Send>(
+    py: Python<'_>,
+    elements: usize,
+    work: impl FnOnce() -> T + Send,
+) -> PyResult<T> {
+    let guarded = move || panic::catch_unwind(AssertUnwindSafe(|| in_pool(work)));
+    let outcome = if elements >= DETACH_MIN_ELEMENTS {
+        py.detach(guarded)
+    } else {
+        guarded()
+    };
+    outcome.unwrap_or_else(|payload| {
+        Err(PyRuntimeError::new_err(format!(
+            "internal error in the lottery-ticket kernels ({}); please report it",
+            panic_message(payload.as_ref())
+        )))
+    })
+}
+
+/// Borrow each array of `objs` as one of the unsigned bit widths (`$borrow`: try_readonly or
+/// try_readwrite), naming the argument when it is busy or of another dtype.
+macro_rules! borrow_bits {
+    ($objs:expr, $arg:expr, $names:expr, $borrow:ident, $kind:ident) => {
+        $objs
+            .iter()
+            .enumerate()
+            .map(|(i, obj)| {
+                let borrowed = if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
+                    a.$borrow().map($kind::U16)
+                } else if let Ok(a) = obj.cast::<PyArrayDyn<u32>>() {
+                    a.$borrow().map($kind::U32)
+                } else if let Ok(a) = obj.cast::<PyArrayDyn<u64>>() {
+                    a.$borrow().map($kind::U64)
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}: expected a uint16, uint32 or uint64 bit view",
+                        label($arg, i, $names)
+                    )));
+                };
+                borrowed.map_err(|_| busy($arg, i, $names))
+            })
+            .collect::<PyResult<Vec<_>>>()
+    };
+}
+
+fn borrow_bytes<'py>(
+    objs: &[Bound<'py, PyAny>],
+    arg: &str,
+    names: &[String],
+) -> PyResult<Vec<PyReadonlyArrayDyn<'py, u8>>> {
+    objs.iter()
+        .enumerate()
+        .map(|(i, obj)| {
+            let array = obj.cast::<PyArrayDyn<u8>>().map_err(|_| {
+                PyTypeError::new_err(format!("{}: expected a uint8 view", label(arg, i, names)))
+            })?;
+            array.try_readonly().map_err(|_| busy(arg, i, names))
+        })
+        .collect()
 }
 
 #[derive(FromPyObject)]
@@ -138,9 +309,9 @@ fn weight_views<'a>(weights: &'a [BitsArray<'_>], dtypes: &[String]) -> PyResult
 #[allow(clippy::too_many_arguments)]
 fn select_masks_py(
     py: Python<'_>,
-    weights: Vec<BitsArray<'_>>,
+    weights: Vec<Bound<'_, PyAny>>,
     dtypes: Vec<String>,
-    masks: Option<Vec<PyReadonlyArrayDyn<'_, u8>>>,
+    masks: Option<Vec<Bound<'_, PyAny>>>,
     mut out: Vec<PyReadwriteArrayDyn<'_, u8>>,
     amount: AmountArg,
     scope: &str,
@@ -156,7 +327,12 @@ fn select_masks_py(
         }
     };
     let amount = Amount::from(amount);
+    let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
+    let masks = masks
+        .map(|m| borrow_bytes(&m, "masks", &names))
+        .transpose()?;
     let views = weight_views(&weights, &dtypes)?;
+    check_disjoint(&views, &names)?;
     let alive = masks
         .as_deref()
         .map(|m| byte_slices(m, "masks"))
@@ -167,9 +343,9 @@ fn select_masks_py(
         .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("out", i)))
         .collect::<PyResult<_>>()?;
     let elements = views.iter().map(|w| w.len()).sum();
-    let result = run_detached(py, elements, || {
+    let result = run_kernel(py, elements, || {
         select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
-    });
+    })?;
     result
         .map(|s| (s.alive, s.pruned))
         .map_err(|e| to_py(e, &names))
@@ -193,9 +369,9 @@ fn select_threshold_py(
         .map(|m| byte_slices(m, "masks"))
         .transpose()?;
     let elements = views.iter().map(|w| w.len()).sum();
-    let result = run_detached(py, elements, || {
+    let result = run_kernel(py, elements, || {
         threshold::select_threshold(&views, alive.as_deref(), amount.into())
-    });
+    })?;
     result
         .map(|t| (t.key, t.key_bits, t.ties, t.pruned, t.alive))
         .map_err(|e| to_py(e, &names))
@@ -224,9 +400,9 @@ fn write_pruned_py(
         .map(|m| m.as_slice().map_err(|_| not_contiguous("mask", 0)))
         .transpose()?;
     let elements = src.len();
-    let result = run_detached(py, elements, || {
+    let result = run_kernel(py, elements, || {
         threshold::write_pruned(src, mask, dst, key, key_width_bits, ties_remaining)
-    });
+    })?;
     let names: Vec<String> = name.into_iter().collect();
     result.map_err(|e| to_py(e, &names))
 }
@@ -253,12 +429,14 @@ fn in_place_views<'a>(
 #[pyo3(signature = (weights, masks, names))]
 fn apply_masks_py(
     py: Python<'_>,
-    mut weights: Vec<BitsArrayMut<'_>>,
-    masks: Vec<PyReadonlyArrayDyn<'_, u8>>,
+    weights: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
     names: Vec<String>,
 ) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
     let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
-    run_detached(py, elements, || mask::apply_masks(&mut views, &masks))
+    run_kernel(py, elements, || mask::apply_masks(&mut views, &masks))?
         .map_err(|e| to_py(e, &names))
 }
 
@@ -267,30 +445,35 @@ fn apply_masks_py(
 #[pyo3(signature = (weights, snapshots, masks, names))]
 fn rewind_py(
     py: Python<'_>,
-    mut weights: Vec<BitsArrayMut<'_>>,
-    snapshots: Vec<BitsArray<'_>>,
-    masks: Vec<PyReadonlyArrayDyn<'_, u8>>,
+    weights: Vec<Bound<'_, PyAny>>,
+    snapshots: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
     names: Vec<String>,
 ) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let snapshots = borrow_bits!(snapshots, "snapshots", &names, try_readonly, BitsArray)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
     let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
     let snaps: Vec<Bits<'_>> = snapshots
         .iter()
         .enumerate()
         .map(|(i, s)| s.bits("snapshots", i))
         .collect::<PyResult<_>>()?;
-    run_detached(py, elements, || rewind::rewind(&mut views, &snaps, &masks))
+    run_kernel(py, elements, || rewind::rewind(&mut views, &snaps, &masks))?
         .map_err(|e| to_py(e, &names))
 }
 
 /// Number of alive (nonzero) entries in each mask.
 #[pyfunction(name = "alive_counts")]
-fn alive_counts_py(py: Python<'_>, masks: Vec<PyReadonlyArrayDyn<'_, u8>>) -> PyResult<Vec<u64>> {
+fn alive_counts_py(py: Python<'_>, masks: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
+    let masks = borrow_bytes(&masks, "masks", &[])?;
     let masks = byte_slices(&masks, "masks")?;
     let elements = masks.iter().map(|m| m.len()).sum();
-    Ok(run_detached(py, elements, || mask::alive_counts(&masks)))
+    run_kernel(py, elements, || mask::alive_counts(&masks))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let _ = IMPORT_PID.set(std::process::id());
     m.add_function(wrap_pyfunction!(select_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(rewind_py, m)?)?;

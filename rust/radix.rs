@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::error::{Error, Result};
 use crate::magnitude::Key;
 
 pub const DIGIT_BITS: u32 = 16;
@@ -109,17 +110,42 @@ pub fn bin_of_rank<C: Copy + Into<u64>>(bins: &[C], rank: u64) -> (usize, u64) {
 
 /// The exact key of the `k`-th smallest alive magnitude (1 <= k <= alive) and how many alive
 /// weights with exactly that key are among the `k` smallest (the ties to prune).
-pub fn kth_key<K: Key>(chunks: &[Chunk<'_>], k: u64) -> (K, u64) {
+///
+/// Each level re-reads the weights: if a level counts fewer keys than the rank sought, they
+/// changed under us ([`Error::WeightsChanged`]).
+pub fn kth_key<K: Key>(chunks: &[Chunk<'_>], k: u64) -> Result<(K, u64)> {
     let mut level = Level::first::<K>();
     let mut rank = k;
     loop {
         let last = level.shift == 0;
         let bins = digit_histogram::<K>(chunks, level);
+        if bins.iter().sum::<u64>() < rank {
+            return Err(Error::WeightsChanged);
+        }
         let (next, r) = descend(&bins, level, rank);
         rank = r;
         if last {
-            return (K::from_u64(next.prefix), rank);
+            return Ok((K::from_u64(next.prefix), rank));
         }
         level = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::magnitude::Weights;
+
+    #[test]
+    fn a_rank_beyond_the_keys_counted_is_weights_changed_not_a_panic() {
+        // What a racing writer produces: the alive count of an earlier pass exceeds what a
+        // later pass over the same weights counts.
+        let bits = [1.0f32.to_bits(), 2.0f32.to_bits(), 2.0f32.to_bits()];
+        let weights = [Weights::F32(&bits)];
+        let mut out = [0u8; 3];
+        let mut outs = [&mut out[..]];
+        let chunks = chunk::split(&weights, None, &mut outs);
+        assert_eq!(kth_key::<u32>(&chunks, 4), Err(Error::WeightsChanged));
+        assert_eq!(kth_key::<u32>(&chunks, 3), Ok((2.0f32.to_bits(), 2)));
     }
 }

@@ -7,7 +7,7 @@ every mask as a uint8 view of a bool array. Other frameworks' arrays are convert
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,13 +24,14 @@ BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
 __all__ = ["BITS_DTYPES", "SUPPORTED", "Bits"]
 
 
-def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
-    """Split a list/tuple or a dict (e.g. a `state_dict`) into (names or None, values)."""
+def items(obj: object, arg: str) -> tuple[list[Hashable] | None, list[Any]]:
+    """Split a list/tuple or a dict (e.g. a `state_dict`) into (keys or None, values).
+
+    Keys stay the caller's objects (results come back under them); messages show their ``repr``.
+    """
     if isinstance(obj, Mapping):
-        names = [str(k) for k in obj.keys()]
+        names: list[Hashable] | None = list(obj.keys())
         values = list(obj.values())
-        if len(set(names)) != len(names):
-            raise ValueError(f"{arg}: dict keys must be distinct as strings (e.g. not both 1 and '1')")
     elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
         names, values = None, list(obj)
     elif isinstance(obj, np.ndarray) or array_backend(obj) is not None:
@@ -42,13 +43,13 @@ def items(obj: object, arg: str) -> tuple[list[str] | None, list[Any]]:
     return names, values
 
 
-def labels(arg: str, names: list[str] | None, count: int) -> list[str]:
+def labels(arg: str, names: list[Hashable] | None, count: int) -> list[str]:
     if names is None:
         return [f"{arg}[{i}]" for i in range(count)]
     return [f"{arg}[{n!r}]" for n in names]
 
 
-def matching_items(obj: object, arg: str, names: list[str] | None, count: int) -> list[Any]:
+def matching_items(obj: object, arg: str, names: list[Hashable] | None, count: int) -> list[Any]:
     """Values of `obj` in the order of the weights: same keys for a dict, same length for a list."""
     other_names, values = items(obj, arg)
     if names is not None:
@@ -73,11 +74,27 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     name = x.dtype.name
     if name not in BITS_DTYPES or name == "bfloat16":
         raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+    if not x.dtype.isnative:
+        # The kernels read the bits in the machine's byte order: a foreign order would rank garbage.
+        if writable:
+            raise TypeError(
+                f"{label}: dtype {x.dtype.str!r} is not in the machine's byte order; in-place operations "
+                "need native order: convert with x.astype(x.dtype.newbyteorder('='))"
+            )
+        x = x.astype(x.dtype.newbyteorder("="))
     if writable:
         require_in_place(x, label)
     else:
-        x = np.ascontiguousarray(x)  # a copy only for strided inputs, which are read once
+        x = contiguous(x)  # a copy only for strided or unaligned inputs, which are read once
     return Bits(label, x.view(BITS_DTYPES[name]), name, tuple(x.shape))
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """``x`` as an aligned C-contiguous array (copied only if needed); unlike
+    ``np.ascontiguousarray`` a 0-d array stays 0-d."""
+    if x.flags.c_contiguous and x.flags.aligned:
+        return x
+    return np.array(x, order="C", copy=True)
 
 
 def storage_address(x: object) -> int:
@@ -95,6 +112,11 @@ def require_in_place(x: np.ndarray, label: str) -> None:
         raise ValueError(f"{label}: array is read-only; in-place operations need a writable array")
     if not x.flags.c_contiguous:
         raise ValueError(f"{label}: array must be C-contiguous for in-place operations")
+    if not x.flags.aligned:
+        raise ValueError(
+            f"{label}: array is not aligned to its dtype (e.g. a view at an odd offset into a byte "
+            "buffer); in-place operations need an aligned array"
+        )
 
 
 def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -110,7 +132,7 @@ def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
         raise TypeError(f"{label}: masks must have dtype bool, got {arr.dtype}")
     if tuple(arr.shape) != shape:
         raise ValueError(f"{label}: shape {tuple(arr.shape)} differs from the weight's shape {shape}")
-    return np.ascontiguousarray(arr).view(np.uint8)
+    return contiguous(arr).view(np.uint8)
 
 
 def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> list[tuple[Any, np.ndarray]]:
@@ -135,26 +157,46 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
 
 
 def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[tuple[str, np.ndarray]]) -> None:
-    """Reject a buffer written in place that overlaps any other buffer of the same call."""
-    spans = []
+    """Reject a buffer written in place that overlaps any other buffer of the same call.
+
+    (Selection, which writes only fresh masks, has the binding check its weights for overlap.)
+    """
+    spans: list[tuple[int, int, int, bool, str]] = []
     for is_written, group in ((True, written), (False, read)):
         for label, arr in group:
             start = arr.__array_interface__["data"][0]
             if arr.nbytes:
-                spans.append((start, start + arr.nbytes, is_written, label))
-    spans.sort()
+                spans.append((start, len(spans), start + arr.nbytes, is_written, label))
+    spans.sort()  # by address, then argument order: the later of two equal buffers is named
     # Sweep: track the span reaching furthest so far; any overlap with a written span is an error.
     reach = -1
     reach_written, reach_label = False, ""
-    for start, end, is_written, label in spans:
+    for start, _, end, is_written, label in spans:
         if start < reach and (is_written or reach_written):
             raise ValueError(
-                f"{label}: shares memory with {reach_label}; pass distinct buffers to in-place operations"
+                f"{label}: shares memory with {reach_label}; pass each tensor once (tied weights are one "
+                "tensor) and distinct buffers to in-place operations"
             )
         if end > reach:
             reach, reach_written, reach_label = end, is_written, label
 
 
-def shaped_like(names: list[str] | None, values: list[Any]) -> Any:
+def write_notifiers(values: Sequence[object]) -> list[Callable[[], None]]:
+    """What to call after the kernels wrote ``values`` in place, so each framework sees the
+    write as its own in-place op would (torch: the autograd version counter)."""
+    notifiers = []
+    for value in values:
+        backend = array_backend(value)
+        mark = getattr(backend, "mark_written", None) if backend is not None else None
+        if mark is not None:
+            notifiers.append(_bind(mark, value))
+    return notifiers
+
+
+def _bind(mark: Callable[[Any], None], value: object) -> Callable[[], None]:
+    return lambda: mark(value)
+
+
+def shaped_like(names: list[Hashable] | None, values: list[Any]) -> Any:
     """Return `values` as a dict keyed like the input when the input was a dict, else a list."""
     return dict(zip(names, values)) if names is not None else values

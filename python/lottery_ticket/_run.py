@@ -20,6 +20,15 @@ from .ticket import Ticket
 ScheduleState = tuple[Any, Any]
 
 
+def check_schedule_args(optimizer: Any, scheduler: Any) -> None:
+    """Refuse what is neither None nor an optimizer (``param_groups``, ``state``) / an LR scheduler
+    (``state_dict``, ``load_state_dict``), before anything is modified."""
+    if optimizer is not None and not (hasattr(optimizer, "param_groups") and hasattr(optimizer, "state")):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer (param_groups, state), got {type(optimizer).__name__}")
+    if scheduler is not None and not (hasattr(scheduler, "state_dict") and hasattr(scheduler, "load_state_dict")):
+        raise TypeError(f"scheduler: expected a learning-rate scheduler (state_dict, load_state_dict), got {type(scheduler).__name__}")
+
+
 def schedule_state(optimizer: Any, scheduler: Any) -> ScheduleState:
     """What a rewind restores of the learning-rate schedule."""
     lrs = [g["lr"] for g in optimizer.param_groups] if optimizer is not None else None
@@ -142,7 +151,13 @@ class Run:
     def reapply_masks(self) -> None:
         """Zero the pruned weights; validates once per set of masks, not once per optimizer step."""
         applier = self.applier
-        if applier is None or applier.masks is not self.masks or applier.weights is not self.adapter.prunable:
+        # A storage swapped under a parameter (`p.data = ...`) needs fresh views, not an error.
+        if (
+            applier is None
+            or applier.masks is not self.masks
+            or applier.weights is not self.adapter.prunable
+            or not applier.is_current()
+        ):
             self.applier = applier = kernels.MaskApplier(self.adapter.prunable, self.masks)
         applier()
 

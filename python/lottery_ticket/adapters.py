@@ -61,6 +61,11 @@ class ModelAdapter(Protocol):
         """Raise unless ``snapshot`` matches the model's state names, shapes and dtypes."""
         ...
 
+    def check_live(self, when: str) -> None:
+        """Raise ``RuntimeError`` naming a ``prunable`` array the model no longer holds (replaced
+        rather than updated in place; ``when`` says when, e.g. ``"during train_fn"``)."""
+        ...
+
     def full_masks(self) -> dict[str, Any]:
         """All-True masks for the prunable weights."""
         ...
@@ -174,7 +179,10 @@ class NumpyDictAdapter:
         missing = [n for n in names if n not in model]
         if missing:
             raise ValueError(f"masks: {missing[0]!r} is not an entry of the model")
-        self.prunable: dict[str, Any] = {n: model[n] for n in names}
+        # The same array under two keys is one tensor (tied weights): pruned once, under its first key.
+        first: dict[int, str] = {}
+        canonical = {key: first.setdefault(id(array), key) for key, array in model.items()}
+        self.prunable: dict[str, Any] = {n: model[n] for n in dict.fromkeys(canonical[n] for n in names)}
 
     def state(self, device: str | None = None) -> dict[str, Any]:
         if device is not None:
@@ -188,6 +196,14 @@ class NumpyDictAdapter:
 
     def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
         check_state(snapshot, self.model, arg, is_array=_is_numpy_array, kind="a NumPy array")
+
+    def check_live(self, when: str) -> None:
+        for name, array in self.prunable.items():
+            if self.model.get(name) is not array:
+                raise RuntimeError(
+                    f"model[{name!r}]: array was replaced {when} (model[{name!r}] = ...): its mask would no "
+                    f"longer apply; update it in place (model[{name!r}][...] = ..., np.copyto) instead"
+                )
 
     def full_masks(self) -> dict[str, Any]:
         return {n: np.ones(a.shape, dtype=np.bool_) for n, a in self.prunable.items()}

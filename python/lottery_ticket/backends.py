@@ -32,7 +32,11 @@ class Bits:
 
 
 class ArrayBackend(Protocol):
-    """What the library needs of a framework's arrays (host memory, zero-copy where possible)."""
+    """What the library needs of a framework's arrays (host memory, zero-copy where possible).
+
+    Optionally a backend defines ``mark_written(x)``, called after the kernels wrote ``x`` in
+    place (torch bumps the autograd version counter there).
+    """
 
     name: str  # the framework, as stored in ticket files: "torch"
 

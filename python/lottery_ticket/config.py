@@ -211,13 +211,30 @@ class LotteryTicketConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LotteryTicketConfig:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`; raises ``TypeError``/``ValueError`` naming what is wrong."""
+        if not isinstance(data, dict):
+            raise TypeError(f"data: expected a dict from to_dict(), got {type(data).__name__}")
+        fields = ("target_sparsity", "pruning_rounds", "rewind_strategy", "global_pruning")
+        if set(data) != set(fields):
+            odd = sorted(set(fields) ^ set(map(str, data)))
+            raise ValueError(f"data: expected the keys {', '.join(fields)}; missing or unexpected: {', '.join(odd)}")
         return cls(
             data["target_sparsity"],
             data["pruning_rounds"],
             RewindStrategy.parse(data["rewind_strategy"]),
             data["global_pruning"],
         )
+
+
+def check_name_filter(spec: object, arg: str) -> NameFilter:
+    """``spec`` if it is a `NameFilter` (None, a glob, a sequence of globs or a predicate)."""
+    if spec is None or isinstance(spec, str) or callable(spec):
+        return spec
+    if isinstance(spec, Sequence) and not isinstance(spec, bytes) and all(isinstance(p, str) for p in spec):
+        return spec
+    raise TypeError(
+        f"{arg}: expected a glob pattern, a list of patterns or a predicate(name, tensor), got {type(spec).__name__}"
+    )
 
 
 def _matches(spec: NameFilter, name: str, tensor: Any, arg: str) -> bool:

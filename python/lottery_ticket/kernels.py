@@ -15,6 +15,15 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 * **Scope.** ``"global"`` ranks all tensors together; ``"layer"`` applies the same rule to each
   tensor on its own (the same fraction, or the same count, of each tensor's alive weights).
 * Bad input raises ``TypeError``/``ValueError`` naming the argument and modifies nothing.
+* **Concurrency.** The kernels release the GIL: the arrays of a call must not be written by
+  another thread while it runs (a racing writer gets ``RuntimeError`` "weights changed during
+  the call", never a wrong mask count), and two in-place calls on the same array at once are
+  refused rather than interleaved. After ``os.fork`` the child runs the kernels on a fresh pool.
+* **Byte order.** Any byte order is read correctly (foreign-order arrays are converted first);
+  in-place operations need native order (``TypeError`` otherwise).
+* **Tied weights.** One storage is one tensor: passing memory twice is a ``ValueError``.
+* **torch.** In-place writes bump the autograd version counter, as torch's own in-place ops do,
+  and inference tensors are refused outside inference mode.
 * **Devices and ranks.** NumPy arrays and CPU tensors run the Rust kernels; tensors on any other
   device (CUDA), DTensors and ``process_group=`` run the framework's own ops on that device
   (`backends.DeviceKernels`), with bit-identical masks. ``backend="torch"`` forces those ops.
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +43,7 @@ from . import _arrays, _core, backends
 Scope = Literal["global", "layer"]
 
 
-def _quoted(names: list[str] | None) -> list[str]:
+def _quoted(names: list[Hashable] | None) -> list[str]:
     """Names as error messages show them (``repr``), for `_core` to use verbatim."""
     return [repr(n) for n in names] if names is not None else []
 
@@ -61,7 +70,7 @@ def _read_bits(value: object, label: str) -> _arrays.Bits:
 
 
 def _ranking_views(
-    names: list[str] | None,
+    names: list[Hashable] | None,
     values: list[Any],
     masks: Any,
     to_bits: Callable[[object, str], _arrays.Bits],
@@ -132,7 +141,7 @@ def global_magnitude_masks(
     return _arrays.shaped_like(names, [mask for mask, _ in fresh])
 
 
-def _in_place_views(weights: Any, masks: Any) -> tuple[list[str] | None, list[_arrays.Bits], list[np.ndarray]]:
+def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:
     names, values = _arrays.items(weights, "weights")
     labels = _arrays.labels("weights", names, len(values))
     views = [_arrays.float_bits(v, label, writable=True) for v, label in zip(values, labels)]
@@ -180,6 +189,11 @@ class MaskApplier:
         self._bits = [b.bits for b in views]
         self._mask_views = mask_views
         self._names = _quoted(names)
+        self._written = _arrays.write_notifiers(self._values)
+
+    def is_current(self) -> bool:
+        """Whether every weight still has the storage it had when this applier was built."""
+        return all(_arrays.storage_address(v) == a for v, a in zip(self._values, self._addresses))
 
     def __call__(self) -> None:
         if self._device is not None:
@@ -191,6 +205,8 @@ class MaskApplier:
             if _arrays.storage_address(value) != address:
                 raise RuntimeError(f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one")
         _core.apply_masks(self._bits, self._mask_views, self._names)
+        for notify in self._written:
+            notify()
 
 
 def _device_applier(weights: Any, masks: Any) -> Any:
@@ -232,7 +248,10 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         [(b.label, b.bits) for b in views],
         [(s.label, s.bits) for s in snaps] + list(zip(mask_labels, mask_views)),
     )
+    written = _arrays.write_notifiers(_arrays.items(weights, "weights")[1])
     _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _quoted(names))
+    for notify in written:
+        notify()
 
 
 def alive_counts(masks: Any, *, process_group: Any = None) -> Any:

@@ -50,13 +50,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-
 from . import kernels
 from ._plan import plan_masks
-from ._run import Run, count_weights, restore_schedule
+from ._run import Run, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
-from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round
+from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
 from .ticket import Ticket, metrics_row
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -105,7 +104,7 @@ class LotteryTicketPruner:
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
         self.config = config
-        self.include, self.exclude = include, exclude
+        self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
         if snapshot_device is not None and not isinstance(snapshot_device, str):
             snapshot_device = str(snapshot_device)  # a torch.device
@@ -168,6 +167,7 @@ class LotteryTicketPruner:
         """
         adapter = adapter_for(model, self.include, self.exclude)
         optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         strategy = self.config.rewind_strategy
         capture: int | None = None
@@ -202,8 +202,7 @@ class LotteryTicketPruner:
         self.on_step()
 
     def attach(self, optimizer: Any) -> Any:
-        """Re-apply the masks after every ``optimizer.step()`` (and count steps); returns a handle
-        with ``remove()``. torch only; the optimizer must own some pruned parameter."""
+        """Re-mask after every ``optimizer.step()`` and count steps (torch; returns a removable handle)."""
         watcher = self._started().watcher
         if watcher is None:
             raise TypeError("optimizer: attach() needs a torch model; for NumPy models call apply_masks yourself")
@@ -214,13 +213,12 @@ class LotteryTicketPruner:
         run = self._started()
         if run.round >= run.config.pruning_rounds:
             raise RuntimeError(f"all {run.config.pruning_rounds} pruning rounds are done")
+        run.adapter.check_live("since start()")
         if run.round == 0:
             run.steps_round0 = run.step
             if run.snapshot is None:
-                raise RuntimeError(
-                    f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration {run.capture_step}, "
-                    f"but round 0 took only {run.step} optimizer steps"
-                )
+                raise RuntimeError(f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
+                                   f"{run.capture_step}, but round 0 took only {run.step} optimizer steps")
             run.save_schedule_if_pending()
         run.masks = plan_masks(run.config, run.adapter.prunable, run.masks, run.round + 1, self.process_group)
         run.round += 1
@@ -234,6 +232,8 @@ class LotteryTicketPruner:
         run = self._started()
         adapter, strategy = run.adapter, run.config.rewind_strategy
         optimizer = adapter.unwrap_optimizer(optimizer)
+        check_schedule_args(optimizer, scheduler)
+        adapter.check_live("since start()")
         if strategy.rewinds_weights:
             snapshot = run.snapshot
             if snapshot is None:
@@ -309,6 +309,7 @@ class LotteryTicketPruner:
             with tqdm(total=rounds + 1, initial=first, desc="IMP rounds", unit="round", disable=not progress) as bar:
                 for r in range(first, rounds + 1):
                     returned = train_fn(model, r)
+                    run.adapter.check_live("during train_fn")
                     kernels.apply_masks(run.adapter.prunable, run.masks)
                     run.metrics.append(metrics_row(r, self.density, run.alive, returned))
                     if r < rounds:

@@ -8,29 +8,31 @@ File format (no pickle): one safetensors file whose tensors are
 
 and whose safetensors metadata holds ``format = "lottery-ticket"``, ``version`` and ``ticket``, a
 JSON document with the mask shapes, snapshot dtypes, strategy, config, history, metrics and a
-SHA-256 over every tensor's bytes, so truncated, corrupted or foreign files are rejected.
+SHA-256 over the format, version, document and every tensor's bytes, so truncated, corrupted,
+edited or foreign files are rejected (`_ticket_format` checks every byte read; version-1 files,
+whose checksum left the document out, are still read).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends import array_backend, backend_named
+from . import _ticket_format
+from ._arrays import contiguous
 from ._files import write_atomic
+from ._ticket_format import FORMAT, VERSION, Corrupted
+from .backends import array_backend, backend_named
 from .config import LotteryTicketConfig, RewindStrategy
 
-FORMAT = "lottery-ticket"
-VERSION = "1"
+__all__ = ["FORMAT", "VERSION", "Ticket", "metrics_row", "read_file", "write_file"]
 
 
 @dataclass
@@ -170,20 +172,14 @@ def _to_numpy(value: Any, label: str) -> tuple[str, np.ndarray, str]:
         return (backend.name, *backend.to_saved(value, label))
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{label}: expected an array, got {type(value).__name__}")
-    return "numpy", np.ascontiguousarray(value), value.dtype.name
+    # Files hold native little-endian bytes whatever order the model used (safetensors has no
+    # byte order); 0-d arrays stay 0-d.
+    native = value.astype(value.dtype.newbyteorder("<"), copy=False)
+    return "numpy", contiguous(native), native.dtype.name
 
 
 def _from_numpy(arr: np.ndarray, dtype: str, framework: str) -> Any:
     return arr if framework == "numpy" else backend_named(framework).from_saved(arr, dtype)
-
-
-def _digest(tensors: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        arr = tensors[name]
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 def _encode(group: str, arrays: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> tuple[dict[str, str], set[str]]:
@@ -228,8 +224,8 @@ def write_file(
         "resume": resume,
     }
     for name, value in (rng or {}).items():
-        tensors[f"rng/{name}"] = np.ascontiguousarray(value)
-    doc["sha256"] = _digest(tensors)
+        tensors[f"rng/{name}"] = contiguous(np.asarray(value))
+    doc["sha256"] = _ticket_format.digest(tensors, doc, VERSION)
     data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "ticket": json.dumps(doc)})
     write_atomic(path, data)
 
@@ -237,27 +233,19 @@ def write_file(
 def read_file(
     path: str | os.PathLike[str],
 ) -> tuple[Ticket, dict[str, Any] | None, dict[str, np.ndarray] | None, dict[str, Any] | None]:
-    """Load ``(ticket, state, rng, resume)`` from a file written by `write_file`."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    """Load ``(ticket, state, rng, resume)`` from a file written by `write_file`.
 
-    raw = Path(path).read_bytes()
+    Raises ``ValueError`` naming ``path`` for a damaged, edited or foreign file (the header is
+    checked before the data is read), ``OSError`` when it cannot be read.
+    """
+    if os.fspath(path) == "":
+        raise ValueError("path: empty file name")
     try:
-        tensors = load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable ticket file (truncated or not safetensors): {err}") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a lottery-ticket file (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{path}: unsupported ticket version {meta.get('version')!r} (expected {VERSION})")
-    try:
-        doc = json.loads(meta["ticket"])
-        if _digest(tensors) != doc["sha256"]:
-            raise ValueError("checksum mismatch")
+        doc, tensors = _ticket_format.read(path)
         return _decode(doc, tensors)
-    except (KeyError, TypeError, ValueError) as err:
+    except Corrupted as err:
+        raise ValueError(f"{path}: {err}") from None
+    except (TypeError, ValueError) as err:  # values the schema admits but the config refuses
         raise ValueError(f"{path}: corrupted ticket file: {err}") from None
 
 
@@ -265,6 +253,8 @@ def _decode(
     doc: dict[str, Any], tensors: dict[str, np.ndarray]
 ) -> tuple[Ticket, dict[str, Any] | None, dict[str, np.ndarray] | None, dict[str, Any] | None]:
     framework = doc["framework"]
+    if framework != "numpy":
+        backend_named(framework)  # a clear error before decoding when the framework is missing
     masks = {}
     for name, shape in zip(doc["mask_names"], doc["mask_shapes"]):
         count = int(np.prod(shape, dtype=np.int64))

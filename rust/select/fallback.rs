@@ -5,32 +5,44 @@ use rayon::prelude::*;
 
 use super::fixup::share_ties;
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
+use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
 
 /// Fallback: find the exact k-th key by radix select and rewrite every mask.
-pub(crate) fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) {
+///
+/// The weights are read several times here; if they change in between (a racing writer), the
+/// rewritten masks would prune some other count than `k`: that is reported, never returned.
+pub(crate) fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) -> Result<()> {
     let (threshold, ties) = match k {
         0 => (K::ZERO, 0),
         k if k == alive => (K::MAX, 0),
-        k => radix::kth_key::<K>(chunks, k),
+        k => radix::kth_key::<K>(chunks, k)?,
     };
     let tie_counts: Vec<u64> = chunks
         .par_iter()
         .map(|c| chunk::visit::<K, _>(c.weights, c.alive, CountEqual(threshold)))
         .collect();
     let budgets = share_ties(&tie_counts, ties);
-    chunks.par_iter_mut().zip(budgets).for_each(|(c, ties)| {
-        chunk::visit::<K, _>(
-            c.weights,
-            c.alive,
-            WriteExact {
-                threshold,
-                ties,
-                out: c.out,
-            },
-        )
-    });
+    let kept: u64 = chunks
+        .par_iter_mut()
+        .zip(budgets)
+        .map(|(c, ties)| {
+            chunk::visit::<K, _>(
+                c.weights,
+                c.alive,
+                WriteExact {
+                    threshold,
+                    ties,
+                    out: c.out,
+                },
+            )
+        })
+        .sum();
+    if kept != alive - k {
+        return Err(Error::WeightsChanged);
+    }
+    Ok(())
 }
 
 struct CountEqual<K>(K);
@@ -52,8 +64,15 @@ struct WriteExact<'o, K> {
 }
 
 impl<K: Key> AliveVisitor<K> for WriteExact<'_, K> {
-    type Output = ();
-    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(mut self, bits: &[T], key: F, alive: A) {
+    /// How many weights the chunk keeps.
+    type Output = u64;
+    fn visit<T: Copy, F: Fn(T) -> K + Copy, A: Alive>(
+        mut self,
+        bits: &[T],
+        key: F,
+        alive: A,
+    ) -> u64 {
+        let mut kept = 0;
         for (i, (&b, o)) in bits.iter().zip(self.out.iter_mut()).enumerate() {
             let k = key(b);
             let mut keep = alive.get(i) && k >= self.threshold;
@@ -62,6 +81,8 @@ impl<K: Key> AliveVisitor<K> for WriteExact<'_, K> {
                 keep = false;
             }
             *o = keep as u8;
+            kept += keep as u64;
         }
+        kept
     }
 }

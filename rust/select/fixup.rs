@@ -5,17 +5,29 @@ use rayon::prelude::*;
 use super::scan::{ChunkScan, FusedScan};
 use super::Bracket;
 use crate::chunk::Chunk;
+use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
 
 /// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
+///
+/// A candidate's key is re-read after its bracket test; one outside the bracket means a racing
+/// writer changed the weight in between ([`Error::WeightsChanged`], before any mask is touched).
 pub(crate) fn fix_up<K: Key>(
     chunks: &mut [Chunk<'_>],
     scan: &FusedScan<K>,
     bracket: Bracket<K>,
     r: u64,
-) {
+) -> Result<()> {
     debug_assert!(r > 0, "an exact provisional mask needs no fix-up");
+    let outside = |s: &ChunkScan<K>| {
+        s.candidates
+            .iter()
+            .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
+    };
+    if scan.per_chunk.par_iter().any(outside) {
+        return Err(Error::WeightsChanged);
+    }
     let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r);
     let tie_counts: Vec<u64> = scan
         .per_chunk
@@ -36,6 +48,7 @@ pub(crate) fn fix_up<K: Key>(
                 }
             }
         });
+    Ok(())
 }
 
 /// The `r`-th smallest candidate key (1-based) and how many candidates are strictly smaller.

@@ -239,9 +239,9 @@ fn select_global<K: Key>(
     };
     match path {
         Path::Exact => {}
-        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below),
+        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below)?,
         Path::BracketMiss | Path::CandidateOverflow => {
-            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)
+            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?
         }
     }
     Ok(Selection {

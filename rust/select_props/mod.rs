@@ -1,7 +1,8 @@
 //! Property tests of [`crate::select::select_masks`] and [`crate::radix::kth_key`] against the
 //! sort-based [`reference`], on data from [`generators`]; [`branches`] pins the paths random data
-//! rarely reaches.
+//! rarely reaches; [`at_scale`] runs every entry point on model-sized inputs (`make fuzz`).
 
+mod at_scale;
 mod branches;
 mod generators;
 mod reference;

@@ -128,7 +128,7 @@ fn threshold_in<K: Key>(
         Path::BracketMiss | Path::CandidateOverflow => match k {
             0 => (K::ZERO, 0),
             k if k == pass.alive => (K::MAX, 0),
-            k => radix::kth_key::<K>(&chunks, k),
+            k => radix::kth_key::<K>(&chunks, k)?,
         },
     };
     Ok(Threshold {

@@ -16,6 +16,7 @@ from torch import nn
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
 from lottery_ticket.cli import inspect as inspect_command
+from lottery_ticket.cli import main
 from lottery_ticket._files import write_atomic
 
 
@@ -152,8 +153,9 @@ def test_inspect_prints_summary_and_layer_table(tmp_path: Path, capsys: pytest.C
         assert row["name"] in out and f"{row['sparsity']:.2%}" in out
     assert "accuracy=0.7" in out  # per-round metrics
     (tmp_path / "bad").write_bytes(b"junk")
-    assert cli_main(["inspect", str(tmp_path / "bad")]) == 1
-    assert "not a readable ticket" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable ticket" in err and len(err.splitlines()) == 1
 
 
 def test_write_atomic_replaces_the_file_and_fsyncs_file_then_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

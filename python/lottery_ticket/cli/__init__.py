@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module exposing ``configure(parser)``, ``run(args) -> int`` and
 optionally ``requires(args)`` (its optional dependencies, checked before ``run``: a missing one
-exits with status 2 and the extra to install). Subcommand modules import nothing heavy at module
+exits with status 2 and the extra to install). A user error (bad option, unusable file or folder)
+is a `UserError`: one line on stderr, exit status 2, no traceback. Subcommand modules import nothing heavy at module
 level, so `lottery-ticket --help` stays fast and never imports torch.
 """
 
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from ._deps import message, missing
+from ._errors import OneLineParser, UserError
 
 # subcommand -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="lottery-ticket", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="lottery-ticket", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
@@ -44,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if absent:
         print(message(args.command, absent), file=sys.stderr)
         return 2
-    result: int = module.run(args)
+    try:
+        result: int = module.run(args)
+    except UserError as err:
+        print(f"lottery-ticket {args.command}: {err}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -7,7 +7,8 @@ only when the command runs.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from ._errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,14 +17,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the summary; exit status 1 (with the reason on stderr) for a missing or bad file."""
+    """Print the summary; a missing, unreadable or bad file is a `UserError` (exit status 2).
+
+    The file's header is checked before its data is read, so a huge or foreign file is refused
+    at once.
+    """
     from ..ticket import Ticket
 
+    if not args.ticket:
+        raise UserError("TICKET: empty file name")
     try:
         ticket = Ticket.load(args.ticket)
-    except (OSError, ValueError) as err:
-        print(f"lottery-ticket inspect: {err}", file=sys.stderr)
-        return 1
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{args.ticket}: cannot read: {err.strerror or err}") from None
     print(f"ticket       {args.ticket}")
     print(ticket.summary())
     return 0

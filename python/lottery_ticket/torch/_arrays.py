@@ -28,6 +28,20 @@ def _require_cpu(t: torch.Tensor, label: str) -> None:
         )
 
 
+def _require_dense(t: torch.Tensor, label: str) -> None:
+    if t.layout != torch.strided:
+        raise TypeError(f"{label}: {t.layout} tensors are not supported; pass a dense tensor (x.to_dense())")
+
+
+def _require_writable(t: torch.Tensor, label: str) -> None:
+    # torch's own rule for in-place ops: an inference tensor is frozen outside inference mode.
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{label}: inplace update to an inference tensor outside InferenceMode is not allowed "
+            "(torch refuses it too); clone it outside inference mode first"
+        )
+
+
 class TorchArrays:
     """The `ArrayBackend` of torch tensors (registered by ``lottery_ticket.torch``)."""
 
@@ -38,6 +52,7 @@ class TorchArrays:
 
     def float_bits(self, x: Any, label: str, *, writable: bool) -> Bits:
         _require_cpu(x, label)
+        _require_dense(x, label)
         name = _NAMES.get(x.dtype)
         if name is None:
             raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
@@ -47,11 +62,13 @@ class TorchArrays:
         # bf16 has no NumPy dtype: view its bits as int16 first (same storage, zero-copy).
         arr = (t.view(torch.int16) if name == "bfloat16" else t).numpy()
         if writable:
+            _require_writable(x, label)
             require_in_place(arr, label)
         return Bits(label, arr.view(BITS_DTYPES[name]), name, tuple(t.shape))
 
     def mask_array(self, x: Any, label: str) -> np.ndarray:
         _require_cpu(x, label)
+        _require_dense(x, label)
         if x.dtype != torch.bool:
             raise TypeError(f"{label}: masks must have dtype bool, got {x.dtype}")
         result: np.ndarray = x.detach().numpy()
@@ -60,12 +77,19 @@ class TorchArrays:
     def from_numpy(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array)
 
+    def mark_written(self, x: Any) -> None:
+        """Bump the autograd version counter, as torch's in-place ops do, so that a graph that
+        saved ``x`` before the write raises at ``backward()`` instead of using stale values."""
+        if not x.is_inference():  # inference tensors have no version counter
+            torch.autograd.graph.increment_version(x)
+
     def storage_address(self, x: Any) -> int:
         return int(x.data_ptr())
 
     def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
         if hasattr(x, "full_tensor"):  # a DTensor: a ticket holds the whole tensor
             x = x.full_tensor()
+        _require_dense(x, label)
         t = x.detach().cpu().contiguous()
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"

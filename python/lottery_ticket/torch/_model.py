@@ -49,14 +49,19 @@ class TorchModuleAdapter:
         names: Collection[str] | None = None,
     ) -> None:
         self.module = module
-        params = dict(module.named_parameters())
+        # Tied weights (`dec.weight = emb.weight`) are one parameter under several names: every
+        # name can be selected, and all resolve to the first one, so the storage gets one mask.
+        params = dict(module.named_parameters(remove_duplicate=False))
+        first: dict[int, str] = {}
+        self.canonical = {name: first.setdefault(id(p), name) for name, p in params.items()}
         if names is None:
             defaults = default_weight_names(module)
             names = select_names(list(params.items()), lambda n, _: n in defaults, include, exclude)
         missing = [n for n in names if n not in params]
         if missing:
             raise ValueError(f"masks: {missing[0]!r} is not a parameter of the model")
-        self.prunable: dict[str, Any] = {n: params[n] for n in names}
+        chosen = {self.canonical[n] for n in names}
+        self.prunable: dict[str, Any] = {n: p for n, p in params.items() if n in chosen}  # model order
 
     def state(self, device: str | None = None) -> dict[str, Any]:
         """A copy of the whole ``state_dict`` (every parameter and buffer), on ``device`` if
@@ -70,8 +75,19 @@ class TorchModuleAdapter:
         live = self.module.state_dict(keep_vars=True)
         with torch.no_grad():
             for name, tensor in live.items():
-                if name not in skip:
+                if self.canonical.get(name, name) not in skip:
                     tensor.copy_(snapshot[name])
+
+    def check_live(self, when: str) -> None:
+        """Raise ``RuntimeError`` naming a pruned parameter the model no longer holds."""
+        current = dict(self.module.named_parameters(remove_duplicate=False))
+        for name, param in self.prunable.items():
+            if current.get(name) is not param:
+                raise RuntimeError(
+                    f"model: parameter {name!r} was replaced {when} (load_state_dict(assign=True), a new "
+                    "layer, or assignment): its mask would no longer apply; update parameters in place "
+                    "(load_state_dict without assign, tensor.copy_) or start a new run"
+                )
 
     def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
         """Raise unless ``snapshot`` has exactly the model's state names, shapes and dtypes."""

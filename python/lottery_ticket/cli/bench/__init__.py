@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from .._deps import TORCH, Requirement
+from .._errors import UserError
 from .workloads import WorkloadSpec
 
 
@@ -49,15 +50,28 @@ def requires(args: argparse.Namespace) -> list[Requirement]:
     return [TORCH]
 
 
+def check_memory(spec: WorkloadSpec, free: int) -> None:
+    """Refuse a workload that cannot even be generated here (the methods that do not fit beside
+    it are skipped one by one later, with the reason in the table)."""
+    # The weights, the masks of one call and a copy of the weights for the in-place methods.
+    need = spec.numel * (2 * spec.bytes_per_weight + 1)
+    if need > 0.8 * free:
+        raise UserError(
+            f"--params: {spec.numel:.3g} {spec.dtype} weights need ~{need / 2**30:.1f} GiB of memory, "
+            f"{free / 2**30:.1f} GiB are free here"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from .measure import measure_method, measure_one_thread
+    from .measure import available_memory, measure_method, measure_one_thread
     from .methods import METHODS
     from .table import Report, write_text
     from .workloads import materialize
 
     spec = WorkloadSpec(args.mix, args.params, args.dtype, args.seed)
+    check_memory(spec, available_memory())
     report = Report()
     with tqdm(total=len(METHODS) + 2, desc="generating weights", unit="step", file=sys.stderr) as progress:
         workload = materialize(spec)

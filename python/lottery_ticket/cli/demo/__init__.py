@@ -19,6 +19,7 @@ The pieces: ``demo_train`` (data, model, training loop with early stopping),
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._deps import TORCH, Requirement
+from .._errors import UserError
 
 DEFAULT_OUT = "lottery-ticket-demo"
 FIGURE_NAME = "lottery-ticket.png"
@@ -95,13 +97,39 @@ def build_config(args: argparse.Namespace) -> Any:
 
     preset = QUICK if args.quick else {**FULL, "iterations": DEFAULT_ITERATIONS}
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
-    return DemoConfig(
+    config = DemoConfig(
         seeds=tuple(range(seeds)),
         rounds=args.rounds if args.rounds is not None else preset["rounds"],
         iterations=args.iterations if args.iterations is not None else preset["iterations"],
         rewind=args.rewind,
         random_masks=args.random_masks,
     )
+    check_options(config)
+    return config
+
+
+def check_options(config: Any) -> None:
+    """Refuse option combinations that could only fail after training has started."""
+    from ...config import RewindStrategy
+
+    strategy = RewindStrategy.parse(config.rewind)
+    if strategy.kind == "early" and (strategy.iteration or 0) > config.iterations:
+        raise UserError(
+            f"--rewind: {strategy} rewinds to iteration {strategy.iteration}, but a round trains only "
+            f"{config.iterations} iterations (--iterations); pick early:K with K <= {config.iterations}"
+        )
+
+
+def prepare_out(out: Path) -> None:
+    """Create ``--out`` (a folder) and check it is writable, before any training."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out: cannot create {out}: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out: {out} is not writable")
 
 
 def _print_checks(checks: dict[str, Any]) -> None:
@@ -135,9 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
     # The matrices are tiny (60x64 @ 64x300): a second intra-op thread costs more in
     # synchronisation than it saves (measured ~1.25x slower per step on 2 cores).
     previous_threads = torch.get_num_threads()
