@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,18 @@ class FakeKernels:
         self.calls.append(f"select {labels} {amount} {scope} {process_group}")
         return [OnDevice(np.ones(w.shape, dtype=bool)) for w in weights]
 
-    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> Callable[[], None]:
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> Any:
         self.calls.append("applier")
-        return lambda: self.calls.append("apply")
+        kernels = self
+
+        class Applier:
+            def __call__(self) -> None:
+                kernels.calls.append("apply")
+
+            def is_current(self) -> bool:
+                return True
+
+        return Applier()
 
     def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None:
         self.calls.append("rewind")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from typing import Any, Protocol
 
@@ -130,6 +130,16 @@ def load_framework_of(cls: type) -> bool:
 
 # -- kernels computed by a framework's own ops (device tensors, distributed selection) -----------
 
+class DeviceApplier(Protocol):
+    """Masks validated once, re-applied in place by each call."""
+
+    def __call__(self) -> None: ...
+
+    def is_current(self) -> bool:
+        """Whether every weight still has the storage it had when this applier was built."""
+        ...
+
+
 class DeviceKernels(Protocol):
     """The kernels computed with a framework's ops on the arrays' own device, across ranks too.
 
@@ -150,7 +160,7 @@ class DeviceKernels(Protocol):
         """`global_magnitude_masks` on these arrays."""
         ...
 
-    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> Callable[[], None]:
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> DeviceApplier:
         """Validated now; each call zeroes the pruned weights in place."""
         ...
 

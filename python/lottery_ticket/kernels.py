@@ -193,6 +193,8 @@ class MaskApplier:
 
     def is_current(self) -> bool:
         """Whether every weight still has the storage it had when this applier was built."""
+        if self._device is not None:
+            return bool(self._device.is_current())
         return all(_arrays.storage_address(v) == a for v, a in zip(self._values, self._addresses))
 
     def __call__(self) -> None:

@@ -8,7 +8,7 @@ operations work on integer views of the float bits, so a pruned weight becomes +
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -51,6 +51,26 @@ def _in_place(x: torch.Tensor, label: str) -> torch.Tensor:
 
 def _mask_labels(labels: list[str], arg: str) -> list[str]:
     return [arg + label[label.index("[") :] for label in labels]
+
+
+class _Applier:
+    """Masks re-applied by one ``torch._foreach_mul_`` per dtype on integer views of the weights."""
+
+    def __init__(
+        self, weights: list[Any], labels: list[str], addresses: list[int], groups: list[tuple[list[torch.Tensor], list[torch.Tensor]]]
+    ) -> None:
+        self.weights, self.labels, self.addresses, self.groups = weights, labels, addresses, groups
+
+    def is_current(self) -> bool:
+        return all(_local(w).data_ptr() == a for w, a in zip(self.weights, self.addresses))
+
+    def __call__(self) -> None:
+        # A swapped storage (`p.data = ...`) would leave the views on the old memory: refuse.
+        for w, address, label in zip(self.weights, self.addresses, self.labels):
+            if _local(w).data_ptr() != address:
+                raise RuntimeError(f"{label}: storage was replaced since the MaskApplier was built; build a new one")
+        for tensors, bools in self.groups:
+            torch._foreach_mul_(tensors, bools)  # integer bits x {0, 1}: exact zeros, survivors untouched
 
 
 class TorchKernels:
@@ -129,7 +149,7 @@ class TorchKernels:
             out.append(_dist.like_dtensor(local, w) if _dist.is_dtensor(w) else local)
         return out
 
-    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> Callable[[], None]:
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> _Applier:
         mask_labels = _mask_labels(labels, "masks")
         locals_ = [_local(_check_float(w, label)) for w, label in zip(weights, labels)]
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]
@@ -141,15 +161,7 @@ class TorchKernels:
             group[0].append(v)
             group[1].append(m)
 
-        def apply() -> None:
-            # A swapped storage (`p.data = ...`) would leave the views on the old memory: refuse.
-            for w, address, label in zip(weights, addresses, labels):
-                if _local(w).data_ptr() != address:
-                    raise RuntimeError(f"{label}: storage was replaced since the MaskApplier was built; build a new one")
-            for tensors, bools in groups.values():
-                torch._foreach_mul_(tensors, bools)  # integer bits x {0, 1}: exact zeros, survivors untouched
-
-        return apply
+        return _Applier(weights, labels, addresses, list(groups.values()))
 
     def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None:
         snap_labels = _mask_labels(labels, "snapshots")
