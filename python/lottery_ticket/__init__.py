@@ -9,6 +9,7 @@ from ._core import __version__
 from .config import LotteryTicketConfig, RewindStrategy
 from .kernels import MaskApplier, alive_counts, apply_masks, global_magnitude_masks, rewind
 from .pruner import LotteryTicketPruner
+from .safetensors_stream import prune_checkpoint
 from .ticket import Ticket
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "alive_counts",
     "apply_masks",
     "global_magnitude_masks",
+    "prune_checkpoint",
     "rewind",
 ]

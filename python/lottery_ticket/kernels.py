@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _arrays, _core, backends
+from . import _arrays, _core, _plan, backends
 
 Scope = Literal["global", "layer"]
 
@@ -77,7 +77,10 @@ def _ranking_views(
 ) -> tuple[list[_arrays.Bits], list[np.ndarray] | None]:
     """Bit views of the weights to rank and uint8 views of their survivor masks (or None)."""
     labels = _arrays.labels("weights", names, len(values))
-    views = [to_bits(v, label) for v, label in zip(values, labels)]
+    if to_bits is _read_bits:  # the selection's reader: a small model's views are reused (_plan)
+        views = _plan.read_views(values, labels)
+    else:
+        views = [to_bits(v, label) for v, label in zip(values, labels)]
     if masks is None:
         return views, None
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kernels
-from ._plan import plan_masks
+from ._rounds import plan_masks
 from ._run import Run, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lottery_ticket.cli.demo", "reproduce the Lottery Ticket result on the digits data set"),
     "inspect": ("lottery_ticket.cli.inspect", "summarise a saved ticket file"),
     "bench": ("lottery_ticket.cli.bench", "time one global pruning step against peers on this machine"),
+    "prune": ("lottery_ticket.cli.prune", "prune a safetensors checkpoint (streamed: bigger than memory is fine)"),
 }
 
 

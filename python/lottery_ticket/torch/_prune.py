@@ -2,9 +2,11 @@
 
 torch concatenates every importance score into one vector, takes ``abs``, and runs ``topk`` over
 it (seconds and gigabytes at BERT scale). Here the same mask comes from one exact global
-selection over the tensors in place (Rust on the host, torch ops on CUDA); the module state is
-then installed by ``prune.custom_from_mask``, torch's own code path, so ``weight_orig``, ``weight_mask``, the
-forward pre-hook, ``prune.remove`` and ``prune.is_pruned`` behave exactly as after torch's call.
+selection over the tensors in place (Rust on the host, torch ops on CUDA); the module state
+``prune.custom_from_mask`` would leave is then installed directly (without its extra passes), so
+``weight_orig``,
+``weight_mask``, the forward pre-hook (a ``PruningContainer`` on repeats), ``prune.remove`` and
+``prune.is_pruned`` behave exactly as after torch's call.
 """
 
 from __future__ import annotations
@@ -158,4 +160,46 @@ def global_unstructured(
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     masks = global_magnitude_masks(scores, amount, masks=_current_masks(pairs))
     for i, (module, name) in enumerate(pairs):
-        prune.custom_from_mask(module, name, mask=masks[f"parameters[{i}]"])  # type: ignore[no-untyped-call]
+        _install(module, name, masks[f"parameters[{i}]"])
+
+
+def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly.
+
+    torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
+    keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
+    more than the selection itself. Every attribute, buffer, hook and value is as torch makes it.
+    """
+    method = prune.CustomFromMask(keep)
+    method._tensor_name = name
+    previous = [
+        (key, hook)
+        for key, hook in module._forward_pre_hooks.items()
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name
+    ]
+    hook_to_register: prune.BasePruningMethod = method
+    if not previous:
+        orig = module._parameters[name]
+        assert orig is not None  # _pairs refused anything but a parameter
+        module.register_parameter(name + "_orig", orig)
+        del module._parameters[name]
+        mask = keep.to(dtype=orig.dtype)  # torch: ones_like(orig) * keep
+    else:
+        # torch: the old hook moves into a PruningContainer (or the container gains the new
+        # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
+        (key, hook), = previous
+        del module._forward_pre_hooks[key]
+        if isinstance(hook, prune.PruningContainer):
+            hook.add_pruning_method(method)
+            container = hook
+        else:
+            container = prune.PruningContainer(hook)
+            container.add_pruning_method(method)
+        orig = getattr(module, name + "_orig")
+        default: torch.Tensor = getattr(module, name + "_mask").detach()
+        pruned: torch.Tensor = getattr(module, name)
+        mask = (default * keep.to(dtype=default.dtype)).to(dtype=pruned.dtype)
+        hook_to_register = container
+    module.register_buffer(name + "_mask", mask)
+    setattr(module, name, mask.to(dtype=orig.dtype) * orig)
+    module.register_forward_pre_hook(hook_to_register)

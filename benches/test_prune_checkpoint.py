@@ -1,0 +1,380 @@
+"""`make bench`: `prune_checkpoint` on generated multi-GB checkpoints, side by side with the copy
+floor (`shutil.copyfile` of the same files, warm page cache) and with what users do today
+(`safetensors.torch.load_file` + `torch.nn.utils.prune.global_unstructured` + `save_file`).
+
+Checkpoints are generated on the fly under the temp folder and deleted after their tests. Ours
+and the peer each run in a fresh interpreter while this process samples its ``RssAnon`` (anonymous
+memory: page cache and file mappings excluded) from ``/proc/PID/status``; the kernel records only
+the peak of the total RSS (``VmHWM``), which counts the mapped checkpoint. Results are asserted:
+exact counts and one threshold separating every pruned weight from every kept one, and masks
+identical to the in-memory kernels on the small checkpoint.
+
+Knobs: ``LT_BENCH_SCALE`` multiplies the checkpoint sizes (e.g. ``0.01`` for a quick dry run);
+``LT_BENCH_OUT`` names the Markdown table's folder (default ``.benchmarks``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lottery_ticket import Ticket, global_magnitude_masks
+
+SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
+SPARSITY = 0.5
+BUDGET_MIB = 256
+ROWS: list[dict[str, Any]] = []
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A LLaMA-like checkpoint: embeddings, ``layers`` blocks of attention + MLP matrices (and
+    their 1-d norms, copied), an output head."""
+
+    label: str
+    dtype: str  # "bf16" | "f32"
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+    shards: int
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        h, i = self.hidden, self.intermediate
+        out = [("model.embed_tokens.weight", (self.vocab, h))]
+        for layer in range(self.layers):
+            p = f"model.layers.{layer}."
+            out += [(p + f"self_attn.{n}_proj.weight", (h, h)) for n in "qkvo"]
+            out += [(p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)), (p + "mlp.down_proj.weight", (h, i))]
+            out += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,))]
+        return out + [("model.norm.weight", (h,)), ("lm_head.weight", (self.vocab, h))]
+
+    @property
+    def numel(self) -> int:
+        return sum(math.prod(s) for _, s in self.tensors())
+
+
+def _scaled(label: str, dtype: str, hidden: int, inter: int, layers: int, shards: int) -> Spec:
+    factor = math.sqrt(SCALE)  # matrices scale with the square of the widths
+    return Spec(label, dtype, max(8, int(hidden * factor) // 8 * 8), max(8, int(inter * factor) // 8 * 8), layers, max(8, int(32000 * factor)), shards)
+
+
+SPECS = [
+    _scaled("small bf16, 4 shards", "bf16", 512, 1376, 8, 4),
+    _scaled("2.2B bf16, 4 shards", "bf16", 2560, 6912, 26, 4),
+    _scaled("1B f32, 1 file", "f32", 2048, 5632, 18, 1),
+]
+
+
+def generate(spec: Spec, folder: Path) -> list[Path]:
+    """Write the checkpoint in safetensors layout without holding it in memory (N(0, 0.02) weights)."""
+    rng = np.random.default_rng(0)
+    tensors = spec.tensors()
+    per_shard = math.ceil(len(tensors) / spec.shards)
+    files, weight_map = [], {}
+    for s in range(spec.shards):
+        part = tensors[s * per_shard : (s + 1) * per_shard]
+        name = "model.safetensors" if spec.shards == 1 else f"model-{s + 1:05d}-of-{spec.shards:05d}.safetensors"
+        width = 2 if spec.dtype == "bf16" else 4
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for tensor_name, shape in part:
+            nbytes = math.prod(shape) * width
+            header[tensor_name] = {"dtype": spec.dtype.upper(), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            weight_map[tensor_name] = name
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(folder / name, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little") + raw)
+            for _, shape in part:
+                left = math.prod(shape)
+                while left:
+                    n = min(left, 1 << 24)
+                    values = rng.standard_normal(n, dtype=np.float32) * np.float32(0.02)
+                    f.write((values.view(np.uint32) >> 16).astype(np.uint16).tobytes() if spec.dtype == "bf16" else values.tobytes())
+                    left -= n
+        files.append(folder / name)
+    if spec.shards > 1:
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return files
+
+
+@dataclass
+class Checkpoint:
+    spec: Spec
+    folder: Path
+    files: list[Path]
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[s.label.replace(" ", "-").replace(",", "") for s in SPECS])
+def checkpoint(request: pytest.FixtureRequest) -> Iterator[Checkpoint]:
+    spec: Spec = request.param
+    root = Path(tempfile.mkdtemp(prefix="lt-prune-bench-"))
+    try:
+        folder = root / "in"
+        folder.mkdir()
+        yield Checkpoint(spec, folder, generate(spec, folder))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _warm(files: list[Path]) -> None:
+    for path in files:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def _rss_anon(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def watched(code: str, *args: str) -> tuple[dict[str, Any], int]:
+    """Run ``code`` in a fresh interpreter, sampling its RssAnon; (its JSON answer, peak bytes)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _rss_anon(proc.pid))
+        time.sleep(0.002)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), peak
+
+
+OURS = """
+import json, sys, time
+from pathlib import Path
+from lottery_ticket import prune_checkpoint
+def anon():
+    return next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("RssAnon:"))
+import resource
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+base = anon()
+start, cpu_start = time.perf_counter(), cpu()
+s = prune_checkpoint(sys.argv[1], sys.argv[2], float(sys.argv[3]), ticket=sys.argv[4] or None, progress=False, sync=bool(sys.argv[5]))
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu() - cpu_start, "pruned": s.pruned, "prunable": s.prunable, "base": base}))
+"""
+
+PEER = """
+import json, sys, time
+from pathlib import Path
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.utils import prune
+base = next(int(l.split()[1]) * 1024 for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("RssAnon:"))
+start = time.perf_counter()
+src, out, amount = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+shards = {p.name: load_file(p) for p in sorted(src.glob("*.safetensors"))}
+holders = []
+for tensors in shards.values():
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.dim() >= 2:
+            m = torch.nn.Module()
+            m.weight = torch.nn.Parameter(t, requires_grad=False)
+            holders.append((tensors, name, m))
+prune.global_unstructured([(m, "weight") for _, _, m in holders], pruning_method=prune.L1Unstructured, amount=amount)
+pruned = sum(int((m.weight_mask == 0).sum()) for _, _, m in holders)
+for tensors, name, m in holders:
+    prune.remove(m, "weight")
+    tensors[name] = m.weight.data
+out.mkdir()
+for name, tensors in shards.items():
+    save_file(tensors, out / name)
+print(json.dumps({"seconds": time.perf_counter() - start, "pruned": pruned, "base": base}))
+"""
+
+
+def _record(
+    spec: Spec, method: str, seconds: float | None, peak: int | None, note: str = "", base: int = 0, cpu: float | None = None
+) -> None:
+    row = {"checkpoint": spec.label, "weights": spec.numel, "method": method, "seconds": seconds, "peak": peak}
+    ROWS.append({**row, "note": note, "base": base, "cpu": cpu})
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (user + system): unlike wall time, not inflated while
+    other processes hold the CPUs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+FLOOR = "copy floor: copyfile"
+FLOOR_SYNC = "copy floor: copyfile + fsync"
+OURS_SYNC = "ours: prune_checkpoint (fsync, the default)"
+OURS_NO_SYNC = "ours: prune_checkpoint --no-sync"
+
+
+def _seconds(spec: Spec, method: str) -> float | None:
+    return next((r["seconds"] for r in ROWS if r["checkpoint"] == spec.label and r["method"] == method), None)
+
+
+def test_copy_floor(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> None:
+    """shutil.copyfile of every shard (warm cache); then fsync: the same bytes written durably."""
+    _warm(checkpoint.files)
+    out = tmp_path / "copy"
+    out.mkdir()
+
+    def copy() -> tuple[float, float, float, float]:
+        start, cpu_start = time.perf_counter(), _cpu()
+        for path in checkpoint.files:
+            shutil.copyfile(path, out / path.name)
+        copied, cpu_copied = time.perf_counter(), _cpu()
+        for path in checkpoint.files:
+            fd = os.open(out / path.name, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        return copied - start, time.perf_counter() - start, cpu_copied - cpu_start, _cpu() - cpu_start
+
+    copied, synced, cpu_copied, cpu_synced = benchmark.pedantic(copy, rounds=1, iterations=1)
+    assert [(out / p.name).stat().st_size for p in checkpoint.files] == [p.stat().st_size for p in checkpoint.files]
+    shutil.rmtree(out)
+    _record(checkpoint.spec, FLOOR, copied, None, cpu=cpu_copied)
+    _record(checkpoint.spec, FLOOR_SYNC, synced, None, cpu=cpu_synced)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["fsync", "no-sync"])
+def test_ours(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path, sync: bool) -> None:
+    """prune_checkpoint in a fresh interpreter; counts and the threshold checked on the output."""
+    _warm(checkpoint.files)
+    source = checkpoint.folder if checkpoint.spec.shards > 1 else checkpoint.files[0]
+    out = tmp_path / ("out" if checkpoint.spec.shards > 1 else "out.safetensors")
+    small = checkpoint.spec is SPECS[0]
+    ticket = tmp_path / "ticket.safetensors" if small and sync else None
+
+    def run() -> tuple[dict[str, Any], int]:
+        return watched(OURS, str(source), str(out), str(SPARSITY), str(ticket or ""), "1" if sync else "")
+
+    answer, peak = benchmark.pedantic(run, rounds=1, iterations=1)
+    try:
+        assert answer["prunable"] == checkpoint.spec.numel - sum(math.prod(s) for _, s in checkpoint.spec.tensors() if len(s) == 1)
+        assert answer["pruned"] == round(SPARSITY * answer["prunable"])
+        outputs = [out / p.name for p in checkpoint.files] if checkpoint.spec.shards > 1 else [out]
+        _check_threshold(checkpoint.files, outputs, answer["pruned"], checkpoint.spec.dtype)
+        if ticket is not None:
+            _check_against_kernels(checkpoint.files, ticket)
+    finally:  # the disk is shared: multi-GB outputs go as soon as they are checked
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink(missing_ok=True)
+    note = f"RssAnon {answer['base'] / 2**20:.0f} MiB after imports"
+    _record(checkpoint.spec, OURS_SYNC if sync else OURS_NO_SYNC, answer["seconds"], peak, note, cpu=answer["cpu"])
+    assert peak <= BUDGET_MIB * 2**20, f"peak RssAnon {peak / 2**20:.0f} MiB over the {BUDGET_MIB} MiB budget"
+
+
+def _check_threshold(inputs: list[Path], outputs: list[Path], pruned: int, dtype: str) -> None:
+    """Streamed: the output's zeros are the pruned weights (the threshold is above zero here),
+    there are exactly ``pruned`` of them, and every pruned |w| <= every kept |w|."""
+    from lottery_ticket.safetensors_stream._format import read_header
+
+    bits, sign = (np.uint16, 0x7FFF) if dtype == "bf16" else (np.uint32, 0x7FFFFFFF)
+    zeros, max_pruned, min_kept = 0, 0, np.iinfo(bits).max
+    for src, dst in zip(inputs, outputs):
+        a, b = np.memmap(src, dtype=np.uint8, mode="r"), np.memmap(dst, dtype=np.uint8, mode="r")
+        for t in read_header(src).tensors:
+            if t.ndim < 2:
+                assert np.array_equal(a[t.begin : t.end], b[t.begin : t.end])
+                continue
+            for start in range(t.begin, t.end, 1 << 26):
+                stop = min(start + (1 << 26), t.end)
+                x, y = a[start:stop].view(bits), b[start:stop].view(bits)
+                gone = y == 0
+                zeros += int(np.count_nonzero(gone))
+                keys = x & bits(sign)
+                max_pruned = max(max_pruned, int(np.max(keys, where=gone, initial=0)))
+                min_kept = min(min_kept, int(np.min(keys, where=~gone, initial=min_kept)))
+                assert np.array_equal(y[~gone], x[~gone])
+        del a, b
+    assert zeros == pruned and max_pruned <= min_kept
+
+
+def _check_against_kernels(files: list[Path], ticket: Path | None) -> None:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for path in sorted(files):  # checkpoint order: shards by name; our generator writes in offset order
+        tensors.update({n: t for n, t in load_file(path).items() if t.dim() >= 2})
+    expected = global_magnitude_masks(tensors, SPARSITY)
+    assert ticket is not None
+    got = Ticket.load(ticket).masks
+    assert list(got) == list(expected)
+    assert all(np.array_equal(got[n], expected[n].numpy()) for n in expected)
+
+
+def test_torch_prune(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> None:
+    """load_file + global_unstructured + save_file, where it fits in memory."""
+    from lottery_ticket.cli.bench.measure import available_memory
+
+    spec = checkpoint.spec
+    small = next((r for r in ROWS if r["checkpoint"] == SPECS[0].label and r["method"].startswith("torch")), None)
+    if spec is not SPECS[0] and small is not None:
+        # What the small run needed per weight beyond the interpreter with torch imported.
+        need = small["base"] + (small["peak"] - small["base"]) / SPECS[0].numel * spec.numel
+        if need > 0.5 * available_memory():  # the machine is shared: leave the others room
+            note = f"not run: needs ~{need / 2**30:.0f} GiB (scaled from the small run), {available_memory() / 2**30:.0f} GiB available"
+            _record(spec, "torch.prune (load_file + global_unstructured + save_file)", None, int(need), note)
+            pytest.skip(note)
+    _warm(checkpoint.files)
+    source = checkpoint.folder
+    answer, peak = benchmark.pedantic(lambda: watched(PEER, str(source), str(tmp_path / "peer"), str(SPARSITY)), rounds=1, iterations=1)
+    shutil.rmtree(tmp_path / "peer", ignore_errors=True)
+    prunable = spec.numel - sum(math.prod(s) for _, s in spec.tensors() if len(s) == 1)
+    assert answer["pruned"] == round(SPARSITY * prunable)
+    _record(spec, "torch.prune (load_file + global_unstructured + save_file)", answer["seconds"], peak, base=answer["base"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if not ROWS:
+        return
+    lines = [
+        "| checkpoint | weights | method | seconds | vs its copy floor | CPU seconds | vs floor's CPU | peak RssAnon | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ROWS:
+        spec = next(s for s in SPECS if s.label == r["checkpoint"])
+        floor_method = FLOOR_SYNC if r["method"] in (FLOOR_SYNC, OURS_SYNC) else FLOOR
+        floor = _seconds(spec, floor_method)
+        floor_cpu = next((f["cpu"] for f in ROWS if f["checkpoint"] == spec.label and f["method"] == floor_method), None)
+        ratio = f"{r['seconds'] / floor:.2f}x" if r["seconds"] and floor else "—"
+        cpu_ratio = f"{r['cpu'] / floor_cpu:.2f}x" if r["cpu"] and floor_cpu else "—"
+        seconds = f"{r['seconds']:.2f}" if r["seconds"] is not None else "—"
+        cpu = f"{r['cpu']:.2f}" if r["cpu"] is not None else "—"
+        peak = f"{r['peak'] / 2**20:,.0f} MiB" if r["peak"] else "—"
+        cells = [r["checkpoint"], f"{r['weights'] / 1e6:,.0f} M", r["method"], seconds, ratio, cpu, cpu_ratio, peak, r["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines.append(f"\n(load average {load:.1f} on {os.cpu_count()} CPUs when the table was written)")
+    text = "\n".join(lines) + "\n"
+    out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks")) / "prune_checkpoint.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\nlottery-ticket prune, side by side:\n" + text)

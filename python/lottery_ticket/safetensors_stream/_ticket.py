@@ -1,0 +1,106 @@
+"""A ticket file written mask by mask, in the exact format of `lottery_ticket.ticket`.
+
+`Ticket.save` builds every packed mask in memory; a 7 B model's masks are ~900 MB packed, more
+than the streaming budget. Here the file is laid out up front (every packed size is known from
+the shapes, and every number of the JSON document from the threshold pass), the masks are
+bit-packed into a memory map as the write pass produces them, and the SHA-256 the format
+requires is computed at the end by reading the packed masks back in name order; it has a fixed
+width, so the header is rewritten in place with the same length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LotteryTicketConfig, RewindStrategy
+from .._ticket_format import FORMAT, VERSION, canonical
+from ._output import allocate
+
+_PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
+_HASH_BLOCK = 1 << 24
+
+
+class TicketStream:
+    """Packed masks streamed into ``path`` (a temporary file; the caller renames it).
+
+    Args:
+        path: the file to create.
+        masks: ``(name, shape)`` of every pruned tensor, in checkpoint order.
+        sparsity: the requested sparsity (the config's target).
+        scope: ``"global"`` or ``"layer"``.
+        pruned: the number of weights pruned in all (known after the threshold pass).
+    """
+
+    def __init__(self, path: Path, masks: Sequence[tuple[str, tuple[int, ...]]], sparsity: float, scope: str, pruned: int) -> None:
+        total = sum(math.prod(shape) for _, shape in masks)
+        config = LotteryTicketConfig(sparsity, 1, RewindStrategy.none(), scope == "global")
+        self._doc = {
+            "framework": "numpy",
+            "mask_names": [name for name, _ in masks],
+            "mask_shapes": [list(shape) for _, shape in masks],
+            "snapshot_dtypes": {},
+            "state_dtypes": None,
+            "rng": None,
+            "config": config.to_dict(),
+            "sparsity_history": [pruned / total if total else 0.0],
+            "metrics": [],
+            "rewind_iteration": None,
+            "iterations_per_round": None,
+            "resume": None,
+        }
+        # safetensors.numpy.save orders same-dtype tensors by name; we lay them out the same way.
+        self._packed = {f"mask/{name}": (math.prod(shape) + 7) // 8 for name, shape in masks}
+        self._offsets: dict[str, int] = {}
+        position = 0
+        for key in sorted(self._packed):
+            self._offsets[key] = position
+            position += self._packed[key]
+        self._data_bytes = position
+        self._data_start = 8 + len(self._header(_PLACEHOLDER))
+        self.path = path
+        allocate(path, self._data_start + self._data_bytes)
+        self._map = np.memmap(path, dtype=np.uint8, mode="r+")
+
+    def _header(self, digest: str) -> bytes:
+        entries: dict[str, object] = {
+            "__metadata__": {"format": FORMAT, "version": VERSION, "ticket": json.dumps({**self._doc, "sha256": digest})}
+        }
+        for key in sorted(self._packed):
+            start = self._offsets[key]
+            entries[key] = {"dtype": "U8", "shape": [self._packed[key]], "data_offsets": [start, start + self._packed[key]]}
+        raw = json.dumps(entries, separators=(",", ":")).encode()
+        return raw + b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, like safetensors writes it
+
+    def write(self, name: str, element: int, mask: np.ndarray) -> None:
+        """Pack ``mask`` (bool/uint8, flat) as the elements from ``element`` on of ``name``'s mask.
+
+        ``element`` must be a multiple of 8 except for the tensor's last slice, so that packed
+        slices concatenate into the packed whole.
+        """
+        packed = np.packbits(mask.ravel().view(np.bool_))
+        start = self._data_start + self._offsets[f"mask/{name}"] + element // 8
+        self._map[start : start + packed.size] = packed
+
+    def finish(self) -> None:
+        """Compute the digest over the packed masks and write the final header."""
+        # `_ticket_format.digest`, fed slice by slice: format, version, document, then every
+        # tensor in name order.
+        digest = hashlib.sha256()
+        digest.update(f"{FORMAT}|{VERSION}|".encode())
+        digest.update(canonical(self._doc))
+        for key in sorted(self._packed):
+            count = self._packed[key]
+            digest.update(f"{key}|{np.dtype(np.uint8).str}|{(count,)}|".encode())
+            start = self._data_start + self._offsets[key]
+            for block in range(start, start + count, _HASH_BLOCK):
+                digest.update(self._map[block : min(block + _HASH_BLOCK, start + count)].tobytes())
+        header = self._header(digest.hexdigest())
+        del self._map
+        with open(self.path, "r+b") as f:
+            f.write(len(header).to_bytes(8, "little") + header)

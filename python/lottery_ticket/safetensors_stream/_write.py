@@ -1,0 +1,198 @@
+"""The passes over the memory-mapped input: threshold selection, then the fused prune-and-write.
+
+Memory stays bounded whatever the checkpoint size: the inputs are file mappings (page cache,
+not anonymous memory) the kernels read in place, and the only anonymous buffers are one slice's
+pruned copy and mask, reused from slice to slice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._arrays import BITS_DTYPES
+from .._threshold import RawTensor, Threshold, select_threshold, write_pruned
+from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
+from ._output import allocate
+from ._ticket import TicketStream
+
+# Bytes handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
+# enough that the slice just written is still in cache when its zeros are counted, and that its
+# mask (one byte per element) stays a few MB. Slices hold a multiple of 8 elements so that the
+# packed masks of consecutive slices concatenate.
+SLICE_BYTES = 8 << 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Cursor:
+    """One ranking's threshold and how many of its tied weights are still to prune (in order)."""
+
+    threshold: Threshold
+    ties_left: int
+
+
+def input_map(header: Header) -> np.ndarray:
+    """The whole file as a read-only byte map."""
+    return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
+
+
+def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
+    """A pruned tensor's raw bits as the unsigned ints the kernels read (flat, zero-copy)."""
+    dtype = FLOAT_DTYPES[t.dtype]
+    itemsize = np.dtype(BITS_DTYPES[dtype]).itemsize
+    if t.begin % itemsize and t.nbytes:
+        # The kernels read aligned slices; the writers we know align tensors (safetensors
+        # sorts them by alignment), so a misaligned one comes from an unusual writer.
+        raise CheckpointError(
+            f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it"
+        )
+    return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
+
+
+def select(
+    views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str
+) -> list[Cursor]:
+    """The threshold pass: one cursor per tensor (shared by all of them for a global ranking).
+
+    Raises `CheckpointError` for NaN among the pruned tensors, before anything is written.
+    """
+    raw = [RawTensor(v, FLOAT_DTYPES[t.dtype]) for v, t in zip(views, tensors)]
+    try:
+        if scope == "global":
+            shared = select_threshold(raw, sparsity)
+            cursor = Cursor(shared, shared.ties_pruned)
+            return [cursor] * len(tensors)
+        cursors = []
+        for tensor in raw:
+            threshold = select_threshold([tensor], sparsity)
+            cursors.append(Cursor(threshold, threshold.ties_pruned))
+        return cursors
+    except ValueError as err:
+        # The kernels name a tensor of a list by its index; say which file and name it is.
+        found = re.match(r"weights\[(\d+)\]: (.*)", str(err), flags=re.S)
+        if found is None:
+            raise
+        t = tensors[int(found.group(1)) if scope == "global" else len(cursors)]
+        raise CheckpointError(f"{t.file}: tensor {t.name!r} {found.group(2)}") from None
+
+
+def prune_tensor(
+    t: TensorInfo,
+    view: np.ndarray,
+    out: int | None,
+    cursor: Cursor,
+    ticket: TicketStream | None,
+    progress: Progress,
+) -> int:
+    """Write the pruned copy of one tensor at its offset in file descriptor ``out``, slice by
+    slice; returns how many weights it pruned. With no ``out`` (a dry run) it only counts.
+
+    Each slice is pruned into one reused buffer and written with ``pwrite``: writing through a
+    memory map of the output instead costs a page fault per 4 KiB page, which measured slower.
+    """
+    dtype = FLOAT_DTYPES[t.dtype]
+    step = max(8, SLICE_BYTES // view.itemsize // 8 * 8)
+    width = min(step, view.size)
+    mask = np.empty(width, dtype=np.bool_) if ticket is not None else None
+    buffer = np.empty(width, dtype=view.dtype)
+    tally = _Tally(cursor.threshold.key)
+    for start in range(0, view.size, step):
+        stop = min(start + step, view.size)
+        source, target = view[start:stop], buffer[: stop - start]
+        used = write_pruned(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
+        cursor.ties_left -= used
+        tally.zeros_left += used
+        slice_mask = mask[: stop - start] if mask is not None else None
+        tally.add(source, target, slice_mask)
+        if ticket is not None and slice_mask is not None:
+            ticket.write(t.name, start, slice_mask)
+        if out is not None:
+            _pwrite_all(out, target, t.begin + start * view.itemsize)
+        progress(source.nbytes)
+    return tally.pruned
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    raw = data.data.cast("B")  # a contiguous slice: its bytes, no copy
+    while raw:
+        written = os.pwrite(fd, raw, offset)
+        raw, offset = raw[written:], offset + written
+
+
+class _Tally:
+    """Counts (and, for the ticket, marks) the pruned weights of a written copy, slice by slice.
+
+    The kernel writes +0.0 where it prunes. With a threshold key above zero every kept weight is
+    nonzero, so the copy's zeros are exactly the pruned weights. A zero threshold prunes only
+    tied zeros: in each slice, the first ``zeros_left`` (as the kernel reported) of its +-0.
+    """
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.pruned = 0
+        self.zeros_left = 0
+
+    def add(self, source: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
+        if self.key > 0:
+            self.pruned += source.size - int(np.count_nonzero(target))
+            if mask is not None:
+                np.not_equal(target, 0, out=mask)
+            return
+        if mask is not None:
+            mask[...] = True
+        magnitude = np.array(np.iinfo(source.dtype).max >> 1, dtype=source.dtype)  # clears the sign bit
+        block = 1 << 20  # bounds the index array, whatever the slice size
+        for start in range(0, source.size, block):
+            if self.zeros_left == 0:
+                return
+            zeros = np.flatnonzero((source[start : start + block] & magnitude) == 0)[: self.zeros_left]
+            if mask is not None:
+                mask[start + zeros] = False
+            self.zeros_left -= zeros.size
+            self.pruned += zeros.size
+
+
+def copy_range(src: int, dst: int, mapped: np.ndarray, offset: int, count: int, progress: Progress) -> None:
+    """Byte-for-byte copy of ``count`` bytes at ``offset`` (a header, a tensor not pruned): in the
+    kernel where it can (no trip through user memory), else from the input's map."""
+    end = offset + count
+    while offset < end:
+        size = min(SLICE_BYTES, end - offset)
+        try:
+            copied = os.copy_file_range(src, dst, size, offset, offset)
+        except (AttributeError, OSError):  # old kernels, other systems, some file systems
+            copied = 0
+        if copied <= 0:
+            _pwrite_all(dst, mapped[offset : offset + size], offset)
+            copied = size
+        offset += copied
+        progress(copied)
+
+
+def write_shard(
+    header: Header,
+    mapped: np.ndarray,
+    target: Path,
+    cursors: dict[str, Cursor],
+    ticket: TicketStream | None,
+    progress: Progress,
+) -> dict[str, int]:
+    """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
+    metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts."""
+    allocate(target, header.file_size)
+    counts = {}
+    with open(header.path, "rb") as src, open(target, "r+b") as dst:
+        copy_range(src.fileno(), dst.fileno(), mapped, 0, header.header_bytes, progress)
+        for t in header.tensors:
+            if t.name in cursors:
+                counts[t.name] = prune_tensor(t, bits_view(mapped, t), dst.fileno(), cursors[t.name], ticket, progress)
+            else:
+                copy_range(src.fileno(), dst.fileno(), mapped, t.begin, t.nbytes, progress)
+    return counts
