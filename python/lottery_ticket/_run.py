@@ -78,6 +78,7 @@ class Run:
     schedule_at_capture: ScheduleState = (None, None)
     schedule_pending: bool = False
     applier: kernels.MaskApplier | None = None
+    snapshot_device: str | None = None  # where rewind snapshots are kept (None: beside the weights)
 
     @classmethod
     def start(
@@ -88,6 +89,7 @@ class Run:
         optimizer: Any,
         scheduler: Any,
         on_step: Any,
+        snapshot_device: str | None = None,
     ) -> Run:
         """A fresh run: all weights alive, W0 snapshotted now unless the snapshot comes later."""
         total = count_weights(adapter.prunable)
@@ -99,12 +101,15 @@ class Run:
             total=total,
             alive=total,
             capture_step=capture_step,
-            snapshot=adapter.state() if capture_step in (None, 0) else None,
+            snapshot=(adapter.state() if snapshot_device is None else adapter.state(device=snapshot_device))
+            if capture_step in (None, 0)
+            else None,
             watcher=adapter.step_watcher(on_step),
             optimizer=optimizer,
             scheduler=scheduler,
             schedule_start=schedule,
             schedule_at_capture=schedule,
+            snapshot_device=snapshot_device,
         )
 
     @classmethod
@@ -136,6 +141,12 @@ class Run:
     def resume_record(self, next_round: int) -> dict[str, Any]:
         """What `resume` needs besides the ticket."""
         return {"next_round": next_round, "round": self.round, "step": self.step, "capture_step": self.capture_step}
+
+    def take_snapshot(self) -> dict[str, Any]:
+        """The whole model state now, kept on ``snapshot_device``."""
+        if self.snapshot_device is None:
+            return self.adapter.state()
+        return self.adapter.state(device=self.snapshot_device)
 
     def reapply_masks(self) -> None:
         """Zero the pruned weights; validates once per set of masks, not once per optimizer step."""

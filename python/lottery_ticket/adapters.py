@@ -49,8 +49,8 @@ class ModelAdapter(Protocol):
 
     prunable: dict[str, Any]
 
-    def state(self) -> dict[str, Any]:
-        """A copy of the whole model state (every parameter and buffer)."""
+    def state(self, device: str | None = None) -> dict[str, Any]:
+        """A copy of the whole model state (every parameter and buffer), on ``device`` if given."""
         ...
 
     def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:
@@ -184,7 +184,9 @@ class NumpyDictAdapter:
         canonical = {key: first.setdefault(id(array), key) for key, array in model.items()}
         self.prunable: dict[str, Any] = {n: model[n] for n in dict.fromkeys(canonical[n] for n in names)}
 
-    def state(self) -> dict[str, Any]:
+    def state(self, device: str | None = None) -> dict[str, Any]:
+        if device is not None:
+            raise ValueError(f"snapshot_device: NumPy models keep their snapshot in host memory, got {device!r}")
         return {k: v.copy() for k, v in self.model.items()}
 
     def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:

@@ -2,8 +2,9 @@
 
 torch concatenates every importance score into one vector, takes ``abs``, and runs ``topk`` over
 it (seconds and gigabytes at BERT scale). Here the same mask comes from one exact global
-selection in Rust over the tensors in place; the module state ``prune.custom_from_mask`` would
-leave is then installed directly (without its extra passes), so ``weight_orig``,
+selection over the tensors in place (Rust on the host, torch ops on CUDA); the module state
+``prune.custom_from_mask`` would leave is then installed directly (without its extra passes), so
+``weight_orig``,
 ``weight_mask``, the forward pre-hook (a ``PruningContainer`` on repeats), ``prune.remove`` and
 ``prune.is_pruned`` behave exactly as after torch's call.
 """
@@ -92,9 +93,11 @@ def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
         return None
     current: dict[str, torch.Tensor] = {}
     for i, ((module, name), mask) in enumerate(zip(pairs, found)):
-        shape = getattr(module, name).shape
+        param = getattr(module, name)
         current[f"parameters[{i}]"] = (
-            torch.ones(shape, dtype=torch.bool) if mask is None else (mask.detach() == 1).reshape(shape)
+            torch.ones(param.shape, dtype=torch.bool, device=param.device)
+            if mask is None
+            else (mask.detach() == 1).reshape(param.shape)
         )
     return current
 
@@ -117,7 +120,7 @@ def global_unstructured(
 
     Differences, all raised before any module is modified: ``pruning_method`` must be
     ``prune.L1Unstructured`` (anything else is a ``TypeError``; call torch's function for it),
-    tensors must be on the CPU, a bool ``amount`` and NaN among the ranked scores are rejected,
+    all tensors must be on one device (CUDA runs the torch-op kernels there), a bool ``amount`` and NaN among the ranked scores are rejected,
     and a ``(module, name)`` listed twice is a ``ValueError``. The hook's ``mask`` attribute holds
     a bool tensor where torch keeps a float view of its concatenated mask.
 
