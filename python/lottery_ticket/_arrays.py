@@ -153,12 +153,14 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
     start = 0
     for like, shape, size in zip(likes, shapes, sizes):
         end = start + size
-        array = buffer[start:end].reshape(shape)
+        # An empty view would share its address with the next mask, which the binding's borrow
+        # check takes for two writers of one buffer: empty masks get their own allocation.
+        array = buffer[start:end].reshape(shape) if size else np.empty(shape, dtype=np.bool_)
         kind = type(like)
         if kind not in backends:
             backends[kind] = array_backend(like)
         backend = backends[kind]
-        masks.append((backend.from_numpy(array) if backend is not None else array, raw[start:end]))
+        masks.append((backend.from_numpy(array) if backend is not None else array, raw[start:end] if size else array.view(np.uint8)))
         start = end
     return masks
 
