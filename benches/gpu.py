@@ -11,19 +11,24 @@ same tensors (the read floor), concatenate + ``topk`` and + ``kthvalue``, and
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-import torch
 
+import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.cli.bench.workloads import mix_shapes
 
 AMOUNT = 0.2
-WORKLOADS = [("110M bert f32", 110_000_000, torch.float32), ("110M bert bf16", 110_000_000, torch.bfloat16), ("4B f32", 4_000_000_000, torch.float32)]
+WORKLOADS = [
+    ("110M bert f32", 110_000_000, torch.float32),
+    ("110M bert bf16", 110_000_000, torch.bfloat16),
+    ("4B f32", 4_000_000_000, torch.float32),
+]
 
 
 def _weights(size: int, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -92,12 +97,17 @@ def _measure(run: Callable[[], Any], rounds: int = 5) -> tuple[float | None, int
 
 
 def main() -> str:
-    lines = [f"GPU: {torch.cuda.get_device_name()}", "", "| workload | method | median | peak extra GPU memory | note |", "|---|---|---|---|---|"]
+    lines = [
+        f"GPU: {torch.cuda.get_device_name()}",
+        "",
+        "| workload | method | median | peak extra GPU memory | note |",
+        "|---|---|---|---|---|",
+    ]
     for label, size, dtype in WORKLOADS:
         ws = _weights(size, dtype)
         weight_bytes = sum(w.numel() * w.element_size() for w in ws)
         for name, method in METHODS.items():
-            median, peak, note = _measure(lambda: method(ws), rounds=3 if size > 10**9 else 5)
+            median, peak, note = _measure(functools.partial(method, ws), rounds=3 if size > 10**9 else 5)
             shown = "failed" if median is None else f"{median * 1e3:.1f} ms"
             memory = "" if peak is None else f"{peak / 2**20:.0f} MiB ({100 * peak / weight_bytes:.1f}% of weights)"
             lines.append(f"| {label} | {name} | {shown} | {memory} | {note} |")
@@ -107,7 +117,9 @@ def main() -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU benchmark needs one (none lent to this task)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the GPU benchmark needs one (none lent to this task)"
+)
 def test_gpu_benchmark() -> None:
     ws = _weights(1_000_000, torch.float32)
     cpu = [w.cpu() for w in ws]

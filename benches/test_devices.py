@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
+import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.cli.bench.workloads import mix_shapes
 
@@ -64,7 +64,9 @@ def test_torch_ops_on_cpu_beside_the_rust_kernels(benchmark: Any) -> None:
     del rust, ours
     RESULTS["rust"] = median_seconds(lambda: global_magnitude_masks(weights, AMOUNT))
     RESULTS["torch ops (CPU)"] = median_seconds(lambda: global_magnitude_masks(weights, AMOUNT, backend="torch"))
-    benchmark.pedantic(global_magnitude_masks, args=(weights, AMOUNT), kwargs={"backend": "torch"}, rounds=1, iterations=1)
+    benchmark.pedantic(
+        global_magnitude_masks, args=(weights, AMOUNT), kwargs={"backend": "torch"}, rounds=1, iterations=1
+    )
     _write()
 
 
@@ -104,7 +106,11 @@ def test_two_gloo_ranks_beside_one_process(benchmark: Any) -> None:
         port = str(s.getsockname()[1])
     code = _RANK.format(here=str(Path(__file__).parent))
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(r), "2", port, json.dumps([sorted(h) for h in halves])], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(r), "2", port, json.dumps([sorted(h) for h in halves])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for r in range(2)
     ]
     outs = [json.loads(p.communicate(timeout=1200)[0].strip().splitlines()[-1]) for p in procs]
@@ -112,7 +118,9 @@ def test_two_gloo_ranks_beside_one_process(benchmark: Any) -> None:
     assert sum(o["pruned"] for o in outs) == round(AMOUNT * total)
     RESULTS["process_group, 2 gloo ranks (each half)"] = max(o["median"] for o in outs)
     weights = weights_of()
-    RESULTS["torch ops, 1 process (all)"] = median_seconds(lambda: global_magnitude_masks(weights, AMOUNT, backend="torch"))
+    RESULTS["torch ops, 1 process (all)"] = median_seconds(
+        lambda: global_magnitude_masks(weights, AMOUNT, backend="torch")
+    )
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     _write()
 

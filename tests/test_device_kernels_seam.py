@@ -29,7 +29,9 @@ class FakeKernels:
     def claims(self, arrays: Sequence[tuple[Sequence[str], Sequence[object]]], process_group: object) -> bool:
         return any(isinstance(v, OnDevice) for _, values in arrays for v in values)
 
-    def select_masks(self, weights: list[Any], labels: list[str], amount: int | float, masks: Any, scope: str, process_group: object) -> list[Any]:
+    def select_masks(
+        self, weights: list[Any], labels: list[str], amount: int | float, masks: Any, scope: str, process_group: object
+    ) -> list[Any]:
         self.calls.append(f"select {labels} {amount} {scope} {process_group}")
         return [OnDevice(np.ones(w.shape, dtype=bool)) for w in weights]
 

@@ -160,7 +160,12 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
         if kind not in backends:
             backends[kind] = array_backend(like)
         backend = backends[kind]
-        masks.append((backend.from_numpy(array) if backend is not None else array, raw[start:end] if size else array.view(np.uint8)))
+        masks.append(
+            (
+                backend.from_numpy(array) if backend is not None else array,
+                raw[start:end] if size else array.view(np.uint8),
+            )
+        )
         start = end
     return masks
 

@@ -12,7 +12,11 @@ from .config import LotteryTicketConfig
 
 
 def plan_masks(
-    config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int, process_group: Any = None
+    config: LotteryTicketConfig,
+    weights: Mapping[str, Any],
+    masks: Mapping[str, Any],
+    round_index: int,
+    process_group: Any = None,
 ) -> Any:
     """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels.
 
@@ -32,6 +36,8 @@ def plan_masks(
     for name, w in weights.items():
         keep = config.remaining_after(round_index, sizes[name])
         result.update(
-            kernels.global_magnitude_masks({name: w}, alive[name] - keep, {name: masks[name]}, "global", process_group=process_group)
+            kernels.global_magnitude_masks(
+                {name: w}, alive[name] - keep, {name: masks[name]}, "global", process_group=process_group
+            )
         )
     return result

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels
 from .adapters import ModelAdapter, StepWatcher
-from .config import LotteryTicketConfig
+from .config import LotteryTicketConfig, RewindStrategy
 from .ticket import Ticket
 
 # (scheduler.state_dict() or None, [lr of each optimizer param group] or None)
@@ -24,9 +24,13 @@ def check_schedule_args(optimizer: Any, scheduler: Any) -> None:
     """Refuse what is neither None nor an optimizer (``param_groups``, ``state``) / an LR scheduler
     (``state_dict``, ``load_state_dict``), before anything is modified."""
     if optimizer is not None and not (hasattr(optimizer, "param_groups") and hasattr(optimizer, "state")):
-        raise TypeError(f"optimizer: expected a torch.optim.Optimizer (param_groups, state), got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer: expected a torch.optim.Optimizer (param_groups, state), got {type(optimizer).__name__}"
+        )
     if scheduler is not None and not (hasattr(scheduler, "state_dict") and hasattr(scheduler, "load_state_dict")):
-        raise TypeError(f"scheduler: expected a learning-rate scheduler (state_dict, load_state_dict), got {type(scheduler).__name__}")
+        raise TypeError(
+            f"scheduler: expected a learning-rate scheduler (state_dict, load_state_dict), got {type(scheduler).__name__}"
+        )
 
 
 def schedule_state(optimizer: Any, scheduler: Any) -> ScheduleState:
@@ -44,6 +48,20 @@ def restore_schedule(saved: ScheduleState, optimizer: Any, scheduler: Any) -> No
     if optimizer is not None and lrs is not None:
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr
+
+
+def capture_step(strategy: RewindStrategy, steps: int | None) -> int | None:
+    """The optimizer step whose weights the rewind snapshot holds (None: trained weights are kept).
+
+    ``late(f)`` needs T (``steps``) up front: its snapshot is taken during round 0, before T is known.
+    """
+    if strategy.kind == "early":
+        return strategy.iteration
+    if strategy.kind == "late":
+        if steps is None:
+            raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
+        return round(float(strategy.fraction or 0.0) * steps)
+    return None
 
 
 def count_weights(prunable: dict[str, Any]) -> int:

@@ -10,8 +10,8 @@ registers its backend when imported; it is imported on first use through the
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
@@ -130,6 +130,7 @@ def load_framework_of(cls: type) -> bool:
 
 # -- kernels computed by a framework's own ops (device tensors, distributed selection) -----------
 
+
 class DeviceApplier(Protocol):
     """Masks validated once, re-applied in place by each call."""
 
@@ -155,7 +156,13 @@ class DeviceKernels(Protocol):
         ...
 
     def select_masks(
-        self, weights: list[Any], labels: list[str], amount: int | float, masks: list[Any] | None, scope: str, process_group: object
+        self,
+        weights: list[Any],
+        labels: list[str],
+        amount: int | float,
+        masks: list[Any] | None,
+        scope: str,
+        process_group: object,
     ) -> list[Any]:
         """`global_magnitude_masks` on these arrays."""
         ...
@@ -187,7 +194,9 @@ def device_kernels(
     """
     frameworks = sorted(set(_DEVICE_KERNELS) | set(_entry_points()))
     if not isinstance(backend, str) or backend not in ("auto", "rust", *frameworks):
-        raise ValueError(f"backend: expected 'auto', 'rust' or a framework ({', '.join(map(repr, frameworks))}), got {backend!r}")
+        raise ValueError(
+            f"backend: expected 'auto', 'rust' or a framework ({', '.join(map(repr, frameworks))}), got {backend!r}"
+        )
     for _, values in arrays:
         for value in values[:1]:
             array_backend(value)  # imports the framework adapter, which registers its kernels

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class ModelScorer(Protocol):
 
 
 ScoreFn = Callable[[str, Any], Any]
-Importance = Union[str, ScoreFn, ModelScorer]
+Importance = str | ScoreFn | ModelScorer
 
 
 def random_scores(weights: Mapping[str, Any], seed: int) -> dict[str, np.ndarray]:
@@ -117,7 +117,9 @@ class ImportanceRule:
             found = self.source.model_scores(model, weights)
             if not isinstance(found, Mapping) or set(found) != set(weights):
                 got = sorted(found) if isinstance(found, Mapping) else type(found).__name__
-                raise ValueError(f"importance: {self.name}.model_scores must return one entry per weight {sorted(weights)}, got {got}")
+                raise ValueError(
+                    f"importance: {self.name}.model_scores must return one entry per weight {sorted(weights)}, got {got}"
+                )
             return {n: check_scores(found[n], w, f"importance[{n!r}]") for n, w in weights.items()}
         return {n: check_scores(self.source(n, w), w, f"importance({n!r})") for n, w in weights.items()}
 
@@ -145,5 +147,9 @@ def resolve(importance: object, seed: object = 0) -> ImportanceRule:
             raise TypeError(f"importance: the scorer's name must be a str, got {type(importance.name).__name__}")
         return ImportanceRule(importance.name, int(seed), importance)
     if callable(importance):
-        return ImportanceRule(f"callable:{getattr(importance, '__name__', type(importance).__name__)}", int(seed), importance)
-    raise TypeError(f"importance: expected 'magnitude', 'random', a callable (name, weight) -> scores or a scorer, got {type(importance).__name__}")
+        return ImportanceRule(
+            f"callable:{getattr(importance, '__name__', type(importance).__name__)}", int(seed), importance
+        )
+    raise TypeError(
+        f"importance: expected 'magnitude', 'random', a callable (name, weight) -> scores or a scorer, got {type(importance).__name__}"
+    )

@@ -126,9 +126,13 @@ def global_magnitude_masks(
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
     labels = _arrays.labels("weights", names, len(values))
     mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
-    device = backends.device_kernels([(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)], backend, process_group)
+    device = backends.device_kernels(
+        [(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)], backend, process_group
+    )
     if device is not None:
-        selected = device.select_masks(values, labels, amount, mask_values if masks is not None else None, scope, process_group)
+        selected = device.select_masks(
+            values, labels, amount, mask_values if masks is not None else None, scope, process_group
+        )
         return _arrays.shaped_like(names, selected)
     views, current = _ranking_views(names, values, masks, _read_bits)
     fresh = _arrays.new_masks(values, [b.shape for b in views])
@@ -208,7 +212,9 @@ class MaskApplier:
         # pointing at the old memory: refuse rather than mask the wrong buffer.
         for value, address, label in zip(self._values, self._addresses, self._names or range(len(self._values))):
             if _arrays.storage_address(value) != address:
-                raise RuntimeError(f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one")
+                raise RuntimeError(
+                    f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one"
+                )
         _core.apply_masks(self._bits, self._mask_views, self._names)
         for notify in self._written:
             notify()

@@ -37,7 +37,7 @@ from typing import Any
 from . import importance as _importance
 from . import kernels
 from ._rounds import plan_masks
-from ._run import Run, check_schedule_args, count_weights, restore_schedule
+from ._run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
@@ -90,7 +90,10 @@ class LotteryTicketPruner:
             if target_sparsity is None or pruning_rounds is None:
                 raise TypeError("target_sparsity and pruning_rounds are required (or pass config=)")
             config = LotteryTicketConfig(
-                target_sparsity, pruning_rounds, rewind_strategy or RewindStrategy.init(), global_pruning  # type: ignore[arg-type]
+                target_sparsity,
+                pruning_rounds,
+                rewind_strategy or RewindStrategy.init(),  # type: ignore[arg-type]  # a str is parsed
+                global_pruning,
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
@@ -103,7 +106,9 @@ class LotteryTicketPruner:
         self._run: Run | None = None
 
     @classmethod
-    def with_config(cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None) -> LotteryTicketPruner:
+    def with_config(
+        cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None
+    ) -> LotteryTicketPruner:
         """A pruner for ``config``."""
         return cls(include=include, exclude=exclude, config=config)
 
@@ -150,7 +155,9 @@ class LotteryTicketPruner:
 
     # -- step-wise API ------------------------------------------------------------------------
 
-    def start(self, model: Any, *, optimizer: Any = None, scheduler: Any = None, iterations_per_round: int | None = None) -> None:
+    def start(
+        self, model: Any, *, optimizer: Any = None, scheduler: Any = None, iterations_per_round: int | None = None
+    ) -> None:
         """Track ``model``: snapshot its whole state as W0, all weights alive, round 0.
 
         ``optimizer``/``scheduler`` (optional) have their learning-rate state recorded so that
@@ -160,15 +167,10 @@ class LotteryTicketPruner:
         optimizer = adapter.unwrap_optimizer(optimizer)
         check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
-        strategy = self.config.rewind_strategy
-        capture: int | None = None
-        if strategy.kind == "early":
-            capture = strategy.iteration
-        elif strategy.kind == "late":
-            if steps is None:
-                raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
-            capture = round(float(strategy.fraction or 0.0) * steps)
-        run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device)
+        capture = capture_step(self.config.rewind_strategy, steps)
+        run = Run.start(
+            self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device
+        )
         if self.process_group is not None:
             run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         self._run, self._model = run, model
@@ -208,8 +210,10 @@ class LotteryTicketPruner:
         if run.round == 0:
             run.steps_round0 = run.step
             if run.snapshot is None:
-                raise RuntimeError(f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
-                                   f"{run.capture_step}, but round 0 took only {run.step} optimizer steps")
+                raise RuntimeError(
+                    f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
+                    f"{run.capture_step}, but round 0 took only {run.step} optimizer steps"
+                )
             run.save_schedule_if_pending()
         scores = self.importance.scores(self._model, run.adapter.prunable)
         run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
@@ -255,7 +259,8 @@ class LotteryTicketPruner:
             sparsity_history=list(run.history),
             metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
-            iterations_per_round=run.steps_round0, importance=self.importance.name,
+            iterations_per_round=run.steps_round0,
+            importance=self.importance.name,
         )
 
     # -- one-call driver ----------------------------------------------------------------------
@@ -333,7 +338,9 @@ class LotteryTicketPruner:
         for r in range(1, self.config.pruning_rounds + 1):
             masks = plan_masks(self.config, scores, masks, r, self.process_group)
             history.append(1.0 - sum(kernels.alive_counts(masks, process_group=self.process_group).values()) / total)
-        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name)
+        return Ticket(
+            adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name
+        )
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
         """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,

@@ -120,7 +120,9 @@ class Ticket:
         lines.append(f"{'layer':<{width}}  {'shape':>16}  {'kept':>10}  {'total':>10}  sparsity")
         for r in self.layer_table():
             shape = "x".join(map(str, r["shape"]))
-            lines.append(f"{r['name']:<{width}}  {shape:>16}  {r['remaining']:>10}  {r['total']:>10}  {r['sparsity']:.2%}")
+            lines.append(
+                f"{r['name']:<{width}}  {shape:>16}  {r['remaining']:>10}  {r['total']:>10}  {r['sparsity']:.2%}"
+            )
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -137,7 +139,9 @@ class Ticket:
 _RESERVED = ("round", "density", "sparsity", "remaining")
 
 
-def metrics_row(round_index: int, density: float, remaining: int, returned: Mapping[str, float] | None) -> dict[str, Any]:
+def metrics_row(
+    round_index: int, density: float, remaining: int, returned: Mapping[str, float] | None
+) -> dict[str, Any]:
     """One ``Ticket.metrics`` row: the round's reserved columns plus the metrics ``train_fn`` returned.
 
     Args:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
+import torch
 from lottery_ticket import cli, global_magnitude_masks
 from lottery_ticket.cli.bench.measure import in_subprocess
 from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD, ONE_THREAD_LABEL, check_masks
@@ -149,8 +149,17 @@ def test_table_ratios_and_verdicts() -> None:
     bert, lenet = WorkloadSpec("bert", 110_000_000), WorkloadSpec("lenet", 266_200)
     report = Report()
     times = {
-        "floor": 0.02, "numpy": 0.4, "torch_prune": 11.7, "ours": 0.036, "ours_masked": 0.06, "drop_in": 0.05,
-        "ours_apply": 0.03, "torch_mul": 0.025, "ours_rewind": 0.05, "torch_where": 0.02, ONE_THREAD: 0.07,
+        "floor": 0.02,
+        "numpy": 0.4,
+        "torch_prune": 11.7,
+        "ours": 0.036,
+        "ours_masked": 0.06,
+        "drop_in": 0.05,
+        "ours_apply": 0.03,
+        "torch_mul": 0.025,
+        "ours_rewind": 0.05,
+        "torch_where": 0.02,
+        ONE_THREAD: 0.07,
     }
     for key, seconds in times.items():
         report.record(_measured(bert, key, seconds, extra_mib=3 if key == "ours" else None))

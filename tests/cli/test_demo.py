@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
-from lottery_ticket.cli import demo
+import torch
+from lottery_ticket.cli import build_parser, demo, main
 from lottery_ticket.cli.demo import report as demo_report
-from lottery_ticket.cli import build_parser, main
 from lottery_ticket.cli.demo.data import load_digits_split, load_mnist1d
 from lottery_ticket.cli.demo.experiment import METHODS, DemoConfig, derived_seed, random_masks_like
 from lottery_ticket.cli.demo.train import lenet_300_100, train
@@ -148,7 +147,8 @@ def test_options_override_quick_and_parse_rewind() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["--rewind", "sideways"], ["--seeds", "0"], ["--iterations", "x"], ["--method", "magic"], ["--data", "cifar"]]
+    "argv",
+    [["--rewind", "sideways"], ["--seeds", "0"], ["--iterations", "x"], ["--method", "magic"], ["--data", "cifar"]],
 )
 def test_bad_options_are_rejected_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -183,7 +183,7 @@ def test_data_split_is_fixed_and_disjoint() -> None:
     a, b = load_digits_split(), load_digits_split()
     assert a.train_x.shape == (1257, 64) and a.val_x.shape == (180, 64) and a.test_x.shape == (360, 64)
     assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)
-    assert 0.0 <= float(a.train_x.min()) and float(a.train_x.max()) <= 1.0
+    assert float(a.train_x.min()) >= 0.0 and float(a.train_x.max()) <= 1.0
     train_rows = {tuple(r) for r in a.train_x.tolist()}
     # Digits has a few duplicate images; almost none may be shared between train and test.
     assert sum(tuple(r) in train_rows for r in a.test_x.tolist()) <= 5
@@ -191,8 +191,14 @@ def test_data_split_is_fixed_and_disjoint() -> None:
 
 def test_model_init_is_seeded_glorot() -> None:
     a, b, c = lenet_300_100(3), lenet_300_100(3), lenet_300_100(4)
-    assert [n for n, _ in a.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
-                                                     "fc3.weight", "fc3.bias"]
+    assert [n for n, _ in a.named_parameters()] == [
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+        "fc3.weight",
+        "fc3.bias",
+    ]
     pa, pb, pc = (dict(m.named_parameters()) for m in (a, b, c))
     assert torch.equal(pa["fc1.weight"], pb["fc1.weight"]) and not torch.equal(pa["fc1.weight"], pc["fc1.weight"])
     assert float(pa["fc2.bias"].detach().abs().sum()) == 0.0
@@ -247,11 +253,18 @@ def test_config_rejects_bad_values() -> None:
 
 def test_science_checks_and_table_from_a_known_summary() -> None:
     def entry(k: int, ticket: float, reinit: float) -> dict[str, Any]:
-        stats = {"test_accuracy": {"mean": 0.0, "std": 0.01}, "early_stop_iteration": {"mean": 100.0, "std": 0.0},
-                 "final_test_accuracy": {"mean": 0.0, "std": 0.0}}
-        return {"round": k, "remaining_percent": 100 * 0.8**k, "seeds": 3,
-                "ticket": {**stats, "test_accuracy": {"mean": ticket, "std": 0.01}},
-                "reinit": {**stats, "test_accuracy": {"mean": reinit, "std": 0.02}}}
+        stats = {
+            "test_accuracy": {"mean": 0.0, "std": 0.01},
+            "early_stop_iteration": {"mean": 100.0, "std": 0.0},
+            "final_test_accuracy": {"mean": 0.0, "std": 0.0},
+        }
+        return {
+            "round": k,
+            "remaining_percent": 100 * 0.8**k,
+            "seeds": 3,
+            "ticket": {**stats, "test_accuracy": {"mean": ticket, "std": 0.01}},
+            "reinit": {**stats, "test_accuracy": {"mean": reinit, "std": 0.02}},
+        }
 
     accs = [0.97, 0.975, 0.965, 0.955, 0.96]
     summary = [entry(k, a, a - 0.01) for k, a in enumerate(accs)]
@@ -275,9 +288,14 @@ def test_science_checks_and_table_from_a_known_summary() -> None:
 
 
 def test_summarize_mean_and_sample_std() -> None:
-    rows = [{"round": 0, "remaining_percent": 100.0,
-             "ticket": {"test_accuracy": a, "early_stop_iteration": i, "final_test_accuracy": a}}
-            for a, i in [(0.9, 100), (0.8, 200), (0.7, 300)]]
+    rows = [
+        {
+            "round": 0,
+            "remaining_percent": 100.0,
+            "ticket": {"test_accuracy": a, "early_stop_iteration": i, "final_test_accuracy": a},
+        }
+        for a, i in [(0.9, 100), (0.8, 200), (0.7, 300)]
+    ]
     stats = demo_report.summarize(rows, ["ticket"])[0]["ticket"]
     assert stats["test_accuracy"]["mean"] == pytest.approx(0.8)
     assert stats["test_accuracy"]["std"] == pytest.approx(0.1)

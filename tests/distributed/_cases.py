@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 import torch
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
@@ -56,21 +57,34 @@ def dtensor_cases(world: int) -> dict[str, dict[str, Any]]:
         placements = {"2d": [Replicate(), Shard(0)]}
     cases: dict[str, dict[str, Any]] = {}
     for mesh_name, mesh in meshes.items():
-        for seed, (amount, scope, with_masks) in enumerate([(0.45, "global", False), (17, "global", True), (0.5, "layer", True)]):
+        for seed, (amount, scope, with_masks) in enumerate(
+            [(0.45, "global", False), (17, "global", True), (0.5, "layer", True)]
+        ):
             gen = torch.Generator().manual_seed(100 + seed)
             # 5 and 7 rows: uneven shards (one rank's may be empty); a replicated bias.
-            weights = [_tensor(gen, (5, 4), torch.float32, True), _tensor(gen, (7,), torch.bfloat16, True), _tensor(gen, (3,), torch.float64, True)]
+            weights = [
+                _tensor(gen, (5, 4), torch.float32, True),
+                _tensor(gen, (7,), torch.bfloat16, True),
+                _tensor(gen, (3,), torch.float64, True),
+            ]
             place = [placements[mesh_name], placements[mesh_name], [Replicate()] * len(placements[mesh_name])]
             masks = [torch.rand(w.shape, generator=gen) > 0.2 for w in weights] if with_masks else None
             cases[f"{mesh_name}_{seed}"] = {
-                "weights": weights, "masks": masks, "placements": place, "mesh": mesh, "amount": amount, "scope": scope
+                "weights": weights,
+                "masks": masks,
+                "placements": place,
+                "mesh": mesh,
+                "amount": amount,
+                "scope": scope,
             }
     return cases
 
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.ReLU(), torch.nn.Linear(9, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 9), torch.nn.ReLU(), torch.nn.Linear(9, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2)
+    )
 
 
 def _train(model: torch.nn.Module, round_index: int) -> dict[str, float]:

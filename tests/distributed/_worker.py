@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _cases import dtensor_cases, fsdp_run, plain_cases  # noqa: E402
+import torch
 
-from lottery_ticket import global_magnitude_masks  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from _cases import dtensor_cases, fsdp_run, plain_cases
+
+from lottery_ticket import global_magnitude_masks
 
 
 def main() -> None:
@@ -38,10 +39,14 @@ def main() -> None:
 
     for name, case in dtensor_cases(world).items():
         mesh = case["mesh"]()
-        weights = [distribute_tensor(w, mesh, p, src_data_rank=None) for w, p in zip(case["weights"], case["placements"])]
+        weights = [
+            distribute_tensor(w, mesh, p, src_data_rank=None) for w, p in zip(case["weights"], case["placements"])
+        ]
         masks = None
         if case["masks"] is not None:
-            masks = [distribute_tensor(m, mesh, p, src_data_rank=None) for m, p in zip(case["masks"], case["placements"])]
+            masks = [
+                distribute_tensor(m, mesh, p, src_data_rank=None) for m, p in zip(case["masks"], case["placements"])
+            ]
         got = global_magnitude_masks(weights, case["amount"], masks, case["scope"])
         assert all(isinstance(m, DTensor) and m.placements == w.placements for m, w in zip(got, weights))
         for i, m in enumerate(got):

@@ -10,15 +10,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import torch.distributed as dist
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
-from _cases import dtensor_cases, plain_cases  # noqa: E402
+from _cases import dtensor_cases, plain_cases
 
-from lottery_ticket import global_magnitude_masks  # noqa: E402
+from lottery_ticket import global_magnitude_masks
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo"
+)
 WORKER = Path(__file__).parent / "_worker.py"
 
 
@@ -31,7 +34,11 @@ def _free_port() -> int:
 def _launch(world: int, out: Path) -> list[dict[str, np.ndarray]]:
     port = str(_free_port())
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), port, str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(r), str(world), port, str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for r in range(world)
     ]
     logs = []
@@ -58,7 +65,9 @@ def _launched(world: int, tmp_path_factory: pytest.TempPathFactory) -> tuple[int
 
 
 @pytest.fixture(params=[2, 4], ids=["2-ranks", "4-ranks"])
-def ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, np.ndarray]]]:
+def ranks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[int, list[dict[str, np.ndarray]]]:
     return _launched(request.param, tmp_path_factory)
 
 

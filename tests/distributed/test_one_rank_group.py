@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-import torch
 import torch.distributed as dist
 
+import torch
 from lottery_ticket import LotteryTicketPruner, alive_counts, global_magnitude_masks
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo"
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,9 @@ def group() -> Iterator[None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, timeout=timedelta(seconds=30))
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1, timeout=timedelta(seconds=30)
+    )
     try:
         yield
     finally:

@@ -82,7 +82,9 @@ def test_the_callers_dict_keys_come_back(keys: list[object]) -> None:
     assert list(alive_counts(masks)) == keys
     apply_masks(weights, masks)
     rewind(weights, {k: v.copy() for k, v in weights.items()}, masks)
-    with pytest.raises(ValueError, match=r"weights\[0\]: contains NaN") if keys == [0, 1] else pytest.raises(ValueError):
+    with (
+        pytest.raises(ValueError, match=r"weights\[0\]: contains NaN") if keys == [0, 1] else pytest.raises(ValueError)
+    ):
         global_magnitude_masks({keys[0]: np.array([np.nan], np.float32)}, 0.5)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+import torch
 from lottery_ticket import _plan, global_magnitude_masks
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, Ticket, global_magnitude_masks
 from lottery_ticket.importance import random_scores, resolve
+from torch import nn
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -116,10 +116,16 @@ def test_callable_may_return_numpy_scores_for_a_torch_model() -> None:
         (lambda w: np.full(w.shape, np.nan), ValueError, r"importance\('b'\): scores must be finite"),
         (lambda w: np.full(w.shape, np.inf), ValueError, r"importance\('b'\): scores must be finite"),
         (lambda w: [0.0] * w.size, TypeError, r"importance\('b'\): expected an array of scores, got list"),
-        (lambda w: torch.zeros(w.shape), TypeError, r"importance\('b'\): expected a NumPy array or an array of the weight's kind"),
+        (
+            lambda w: torch.zeros(w.shape),
+            TypeError,
+            r"importance\('b'\): expected a NumPy array or an array of the weight's kind",
+        ),
     ],
 )
-def test_bad_callable_scores_name_the_tensor_and_change_nothing(scores: Any, error: type[Exception], match: str) -> None:
+def test_bad_callable_scores_name_the_tensor_and_change_nothing(
+    scores: Any, error: type[Exception], match: str
+) -> None:
     model = numpy_model()
     before = {n: w.copy() for n, w in model.items()}
     pruner = LotteryTicketPruner(0.5, 2, importance=lambda n, w: w if n == "a" else scores(w))
@@ -142,7 +148,9 @@ def test_bad_callable_scores_name_the_tensor_and_change_nothing(scores: Any, err
         ({"seed": True}, ValueError, "seed"),
     ],
 )
-def test_bad_importance_options_are_refused_at_construction(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+def test_bad_importance_options_are_refused_at_construction(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         LotteryTicketPruner(0.5, 1, **kwargs)
 

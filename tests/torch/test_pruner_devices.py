@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import torch
+from lottery_ticket import LotteryTicketPruner, RewindStrategy
 from torch import nn
 
-from lottery_ticket import LotteryTicketPruner, RewindStrategy
-
 CUDA = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device: no GPU is lent to this task; the torch-op path is tested on CPU"
+    not torch.cuda.is_available(),
+    reason="no CUDA device: no GPU is lent to this task; the torch-op path is tested on CPU",
 )
 
 

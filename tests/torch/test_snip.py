@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, global_magnitude_masks
 from lottery_ticket.torch import Snip, snip_scores
+from torch import nn
 
 
 def model() -> nn.Module:
@@ -88,7 +88,11 @@ def test_snip_scorer_in_a_stepwise_prune_yields_torch_masks() -> None:
         (lambda: snip_scores(model(), loss_fn, 5), TypeError, "batches"),  # type: ignore[arg-type]
         (lambda: snip_scores(model(), loss_fn, []), ValueError, "batches: expected at least one"),
         (lambda: snip_scores(model(), loss_fn, batches(), names=["9.weight"]), ValueError, "names: '9.weight'"),
-        (lambda: snip_scores(model(), lambda m, b: m(b[0]), batches()), TypeError, r"loss_fn: must return a scalar.*batches\[0\]"),
+        (
+            lambda: snip_scores(model(), lambda m, b: m(b[0]), batches()),
+            TypeError,
+            r"loss_fn: must return a scalar.*batches\[0\]",
+        ),
         (lambda: snip_scores(model(), lambda m, b: torch.tensor(1.0), batches()), ValueError, "does not depend"),
         (lambda: Snip(loss_fn, []), ValueError, "batches"),
         (lambda: Snip("loss", batches()), TypeError, "loss_fn"),  # type: ignore[arg-type]

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner
 from lottery_ticket.torch import supermask
+from torch import nn
 
 
 def net(seed: int = 0) -> nn.Sequential:

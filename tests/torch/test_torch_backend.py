@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
+import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.torch import _select
 from lottery_ticket.torch._ops import TorchKernels
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Ties within and across dtypes, +-0, inf, an f32 subnormal (0 in f16/bf16) and the smallest one.
-POOL = torch.tensor([0.0, -0.0, 0.5, -0.5, 1.0, -2.0, float("inf"), -float("inf"), 1e-40, -1e-45, 3.0e-8], dtype=torch.float64)
+POOL = torch.tensor(
+    [0.0, -0.0, 0.5, -0.5, 1.0, -2.0, float("inf"), -float("inf"), 1e-40, -1e-45, 3.0e-8], dtype=torch.float64
+)
 CUDA = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device: no GPU is lent to this task; the torch-op path is tested on CPU"
+    not torch.cuda.is_available(),
+    reason="no CUDA device: no GPU is lent to this task; the torch-op path is tested on CPU",
 )
 
 
@@ -51,7 +54,10 @@ def test_bit_identical_to_the_rust_kernels_on_random_cases(monkeypatch: pytest.M
         if sum(alive) == 0:
             continue
         for amount in [0.0, 0.3, 0.5, 0.77, 1.0, 0, 1, sum(alive) // 2, sum(alive)]:
-            assert_same(global_magnitude_masks(weights, amount, masks), global_magnitude_masks(weights, amount, masks, backend="torch"))
+            assert_same(
+                global_magnitude_masks(weights, amount, masks),
+                global_magnitude_masks(weights, amount, masks, backend="torch"),
+            )
         for amount in [0.0, 0.4, 1.0, min(alive)]:
             layer = [global_magnitude_masks(weights, amount, masks, "layer", backend=b) for b in ("rust", "torch")]
             assert_same(*layer)
@@ -87,7 +93,9 @@ def test_nan_among_alive_weights_raises_and_leaves_inputs_untouched() -> None:
         assert torch.equal(w.view(torch.uint8), b.view(torch.uint8))
     # A NaN among pruned weights is not ranked.
     masks[1][1] = False
-    assert_same(global_magnitude_masks(weights, 0.5, masks), global_magnitude_masks(weights, 0.5, masks, backend="torch"))
+    assert_same(
+        global_magnitude_masks(weights, 0.5, masks), global_magnitude_masks(weights, 0.5, masks, backend="torch")
+    )
 
 
 def test_amount_errors_match_the_rust_kernels() -> None:
@@ -127,7 +135,12 @@ def test_torch_applier_writes_positive_zero_bits_and_keeps_survivors() -> None:
     masks = [torch.tensor([False, False, True, True]), torch.tensor([False, True])]
     apply = kernels.mask_applier(weights, masks, ["weights[0]", "weights[1]"])
     apply()
-    assert weights[0].view(torch.int32).tolist() == [0, 0, torch.tensor(-0.0).view(torch.int32).item(), torch.tensor(2.0).view(torch.int32).item()]
+    assert weights[0].view(torch.int32).tolist() == [
+        0,
+        0,
+        torch.tensor(-0.0).view(torch.int32).item(),
+        torch.tensor(2.0).view(torch.int32).item(),
+    ]
     assert weights[1].tolist() == [0.0, 4.0] and weights[1].view(torch.int16)[0].item() == 0
     snaps = [torch.tensor([7.0, 8.0, 9.0, 10.0]), torch.tensor([5.0, 6.0], dtype=torch.bfloat16)]
     kernels.rewind(weights, snaps, masks, ["weights[0]", "weights[1]"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 import torch
 
 from .._arrays import BITS_DTYPES, require_in_place

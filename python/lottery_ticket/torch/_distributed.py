@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from math import prod
 from typing import Any
 
-import torch
 import torch.distributed as dist
+
+import torch
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
@@ -24,7 +25,9 @@ def resolve_group(process_group: object) -> Any:
     if process_group is None or process_group is False:
         return None
     if process_group is not True and not isinstance(process_group, dist.ProcessGroup):
-        raise TypeError(f"process_group: expected a torch.distributed ProcessGroup or True, got {type(process_group).__name__}")
+        raise TypeError(
+            f"process_group: expected a torch.distributed ProcessGroup or True, got {type(process_group).__name__}"
+        )
     if not dist.is_initialized():
         raise ValueError("process_group: torch.distributed is not initialized (call init_process_group first)")
     return dist.group.WORLD if process_group is True else process_group
@@ -57,7 +60,9 @@ class Group:
         self.all_reduce(flags, op="max")
         any_wide, most, fewest = flags.tolist()
         if same_count and most != -fewest:
-            raise ValueError(f"weights: ranks pass different numbers of tensors ({-fewest} to {most}); each rank passes its shard of every tensor")
+            raise ValueError(
+                f"weights: ranks pass different numbers of tensors ({-fewest} to {most}); each rank passes its shard of every tensor"
+            )
         return bool(any_wide)
 
     def tie_budgets(
@@ -129,7 +134,12 @@ def like_dtensor(local: torch.Tensor, template: Any) -> Any:
     from torch.distributed.tensor import DTensor
 
     return DTensor.from_local(
-        local, template.device_mesh, template.placements, run_check=False, shape=template.shape, stride=template.stride()
+        local,
+        template.device_mesh,
+        template.placements,
+        run_check=False,
+        shape=template.shape,
+        stride=template.stride(),
     )
 
 

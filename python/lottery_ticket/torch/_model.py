@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
+
 import torch
 from torch import nn
 
@@ -92,7 +93,12 @@ class TorchModuleAdapter:
     def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
         """Raise unless ``snapshot`` has exactly the model's state names, shapes and dtypes."""
         check_state(
-            snapshot, self.module.state_dict(), arg, is_array=_is_tensor, kind="a torch tensor", owner="the model's state_dict"
+            snapshot,
+            self.module.state_dict(),
+            arg,
+            is_array=_is_tensor,
+            kind="a torch tensor",
+            owner="the model's state_dict",
         )
 
     def full_masks(self) -> dict[str, Any]:

@@ -17,7 +17,12 @@ from ..backends import SUPPORTED
 from . import _distributed as _dist
 from ._select import OneProcess, Piece, Ranks, select
 
-_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+_INT_VIEW = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 
 def _local(x: Any) -> Any:
@@ -57,7 +62,11 @@ class _Applier:
     """Masks re-applied by one ``torch._foreach_mul_`` per dtype on integer views of the weights."""
 
     def __init__(
-        self, weights: list[Any], labels: list[str], addresses: list[int], groups: list[tuple[list[torch.Tensor], list[torch.Tensor]]]
+        self,
+        weights: list[Any],
+        labels: list[str],
+        addresses: list[int],
+        groups: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
     ) -> None:
         self.weights, self.labels, self.addresses, self.groups = weights, labels, addresses, groups
 
@@ -94,7 +103,9 @@ class TorchKernels:
                 devices.setdefault(device, label)
                 if len(devices) > 1:
                     (device0, label0), _ = list(devices.items())[:2]
-                    raise ValueError(f"{label}: on {device}, but {label0} is on {device0}; pass the arrays of one call on one device")
+                    raise ValueError(
+                        f"{label}: on {device}, but {label0} is on {device0}; pass the arrays of one call on one device"
+                    )
         return claimed
 
     def _pieces(
@@ -103,9 +114,13 @@ class TorchKernels:
         group = _dist.resolve_group(process_group)
         sharded = [_dist.is_dtensor(w) for w in weights]
         if any(sharded) and not all(sharded):
-            raise ValueError(f"weights[{sharded.index(False)}]: a plain tensor among DTensors; pass all weights as DTensors or none")
+            raise ValueError(
+                f"weights[{sharded.index(False)}]: a plain tensor among DTensors; pass all weights as DTensors or none"
+            )
         if all(sharded) and group is not None and process_group is not True:
-            raise ValueError("process_group: DTensor weights are reduced over their device mesh; leave process_group unset")
+            raise ValueError(
+                "process_group: DTensor weights are reduced over their device mesh; leave process_group unset"
+            )
         mask_labels = _mask_labels(labels, "masks")
         pieces = []
         for i, (w, label) in enumerate(zip(weights, labels)):
@@ -125,7 +140,13 @@ class TorchKernels:
         return pieces, ranks, wide
 
     def select_masks(
-        self, weights: list[Any], labels: list[str], amount: int | float, masks: list[Any] | None, scope: str, process_group: object
+        self,
+        weights: list[Any],
+        labels: list[str],
+        amount: int | float,
+        masks: list[Any] | None,
+        scope: str,
+        process_group: object,
     ) -> list[Any]:
         pieces, ranks, wide = self._pieces(weights, labels, masks, process_group, scope)
         if scope == "global":
@@ -172,7 +193,9 @@ class TorchKernels:
             if local.dtype != w.dtype:
                 raise TypeError(f"{label}: dtype {local.dtype} differs from the weight's dtype {w.dtype}")
             if local.shape != w.shape:
-                raise ValueError(f"{label}: shape {tuple(local.shape)} differs from the weight's shape {tuple(w.shape)}")
+                raise ValueError(
+                    f"{label}: shape {tuple(local.shape)} differs from the weight's shape {tuple(w.shape)}"
+                )
             snaps.append(local.detach().view(_INT_VIEW[w.dtype]))
         apply = self.mask_applier(weights, masks, labels)
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from torch.nn.utils import prune
+
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from ..kernels import global_magnitude_masks
 
@@ -25,10 +26,7 @@ Pair = tuple[nn.Module, str]
 
 def _pairs(parameters: object) -> list[Pair]:
     if not isinstance(parameters, Iterable) or isinstance(parameters, (str, bytes)):
-        raise TypeError(
-            "parameters: expected an iterable of (module, name) tuples, "
-            f"got {type(parameters).__name__}"
-        )
+        raise TypeError(f"parameters: expected an iterable of (module, name) tuples, got {type(parameters).__name__}")
     pairs: list[Pair] = []
     seen: set[tuple[int, str]] = set()
     for i, pair in enumerate(parameters):
@@ -37,8 +35,7 @@ def _pairs(parameters: object) -> list[Pair]:
         module, name = pair
         if not isinstance(module, nn.Module) or not isinstance(name, str):
             raise TypeError(
-                f"parameters[{i}]: expected (nn.Module, str), "
-                f"got ({type(module).__name__}, {type(name).__name__})"
+                f"parameters[{i}]: expected (nn.Module, str), got ({type(module).__name__}, {type(name).__name__})"
             )
         if not isinstance(getattr(module, name, None), torch.Tensor):
             raise TypeError(f"parameters[{i}]: {type(module).__name__} has no tensor named {name!r}")
@@ -79,8 +76,7 @@ def _importances(pairs: list[Pair], importance_scores: object) -> dict[str, torc
             raise TypeError(f"importance_scores[parameters[{i}]]: expected a tensor, got {type(score).__name__}")
         if score.numel() != param.numel():
             raise ValueError(
-                f"importance_scores[parameters[{i}]]: {score.numel()} elements, "
-                f"but the parameter has {param.numel()}"
+                f"importance_scores[parameters[{i}]]: {score.numel()} elements, but the parameter has {param.numel()}"
             )
         scores[f"parameters[{i}]"] = score.reshape(param.shape)
     return scores
@@ -187,7 +183,7 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
     else:
         # torch: the old hook moves into a PruningContainer (or the container gains the new
         # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
-        (key, hook), = previous
+        ((key, hook),) = previous
         del module._forward_pre_hooks[key]
         if isinstance(hook, prune.PruningContainer):
             hook.add_pruning_method(method)

@@ -168,7 +168,9 @@ class _Selection:
                     counts[i] += (eq if alive is None else eq & alive).sum()
         return counts
 
-    def write(self, out: list[torch.Tensor], threshold: torch.Tensor, budgets: list[torch.Tensor] | torch.Tensor) -> None:
+    def write(
+        self, out: list[torch.Tensor], threshold: torch.Tensor, budgets: list[torch.Tensor] | torch.Tensor
+    ) -> None:
         running = budgets if isinstance(budgets, torch.Tensor) else None
         for i, (piece, mask) in enumerate(zip(self.pieces, out)):
             budget = running if running is not None else budgets[i]
@@ -213,7 +215,9 @@ def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: boo
     shifts = _shifts(wide)
     hist = run.digit_histogram(shifts[0], None)
     ranks.all_reduce(hist)
-    alive, special = (int(v) for v in torch.stack([hist[:BINS].sum(), hist[run.inf >> shifts[0] : BINS].sum()]).tolist())
+    alive, special = (
+        int(v) for v in torch.stack([hist[:BINS].sum(), hist[run.inf >> shifts[0] : BINS].sum()]).tolist()
+    )
     if special:  # inf or NaN somewhere (every rank sees the same reduced histogram)
         local_nan = run.nan_flags()
         found = local_nan.sum()

@@ -33,12 +33,15 @@ def _weight_count(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--params", type=_weight_count, metavar="N",
+        "--params",
+        type=_weight_count,
+        metavar="N",
         help="one workload of this many weights (default: the issue's suite; 110e6 alone)",
     )
     parser.add_argument("--dtype", choices=("f32", "bf16"), help="weight dtype of one workload (default f32)")
     parser.add_argument(
-        "--mix", choices=MIXES,
+        "--mix",
+        choices=MIXES,
         help="layer mix of one workload: BERT-like (default), ResNet-50-like (all tensors), ResNet-50 "
         "convs, LeNet-300-100-like, or 20M-element slabs",
     )
@@ -47,7 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--big", action="store_true", help="suite only: add the ~2.2B bf16 point")
     parser.add_argument(
-        "--no-memory", action="store_true",
+        "--no-memory",
+        action="store_true",
         help="skip the peak-memory measurement (one fresh process per method)",
     )
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to this Markdown file")

@@ -15,7 +15,9 @@ Run as ``python -m lottery_ticket.cli.bench.measure --workload TOKEN --method KE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -24,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,7 @@ def checked_first_call(method: Method, workload: Workload, state: Any) -> float:
     return elapsed
 
 
-def measure_method(
-    method: Method, workload: Workload, timer: Timer = time_rounds, memory: bool = True
-) -> Measurement:
+def measure_method(method: Method, workload: Workload, timer: Timer = time_rounds, memory: bool = True) -> Measurement:
     """Time ``method`` here on ``workload`` (checked), then its peak extra memory in a subprocess."""
     spec = workload.spec
     m = Measurement(spec, method.key, method.label, method.task)
@@ -105,7 +104,7 @@ def measure_method(
         return m
     state = method.prepare(workload)
     m.rounds = plan_rounds(checked_first_call(method, workload, state))
-    m.median_s = timer(method.run, lambda: method.setup(state), m.rounds)
+    m.median_s = timer(method.run, functools.partial(method.setup, state), m.rounds)
     del state
     gc.collect()
     if memory:
@@ -150,10 +149,8 @@ def _status_bytes(field: str) -> int:
 
 def _release_free_heap() -> None:
     """Return glibc's free heap pages to the OS, so the call cannot reuse memory already counted."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the measurement may only read low
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the measurement may only read low
-        pass
 
 
 def peak_extra_bytes(method: Method, workload: Workload, state: Any) -> tuple[int | None, float]:

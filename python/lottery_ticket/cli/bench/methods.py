@@ -110,6 +110,7 @@ def _sum_each(inputs: Inputs) -> list[torch.Tensor]:
 
 def _numpy_partition(inputs: Inputs) -> tuple[float, list[Any]]:
     import numpy as np
+
     import torch
 
     # NumPy has no bf16: a NumPy user converts to f32 first, so that is part of the time.
@@ -206,6 +207,7 @@ def _ours_masked(state: LaterRound) -> Any:
 def _check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -> None:
     """Survivors stay a superset; exactly round(amount * alive) more pruned, by magnitude."""
     import numpy as np
+
     import torch
 
     check_masks(workload, state.survivors)
@@ -296,39 +298,87 @@ def _torch_where(state: InPlace) -> None:
 METHODS: tuple[Method, ...] = (
     Method("floor", "read floor: torch sum of each tensor", "read", _weights, _sum_each, _check_sums),
     Method(
-        "numpy", "numpy: concat + abs + partition", "mask", _weights, _numpy_partition,
-        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=10,
+        "numpy",
+        "numpy: concat + abs + partition",
+        "mask",
+        _weights,
+        _numpy_partition,
+        lambda wl, st, r: _check_threshold(wl, r),
+        lambda r: _masks_bytes(r[1]),
+        bytes_per_weight=10,
     ),
     Method(
-        "kthvalue", "torch: cat + abs + kthvalue", "mask", _weights, _torch_kthvalue,
-        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=24,
+        "kthvalue",
+        "torch: cat + abs + kthvalue",
+        "mask",
+        _weights,
+        _torch_kthvalue,
+        lambda wl, st, r: _check_threshold(wl, r),
+        lambda r: _masks_bytes(r[1]),
+        bytes_per_weight=24,
     ),
     Method(
-        "torch_prune", "torch.nn.utils.prune.global_unstructured", "mask", _weights, _torch_prune,
-        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=60,
+        "torch_prune",
+        "torch.nn.utils.prune.global_unstructured",
+        "mask",
+        _weights,
+        _torch_prune,
+        _check_modules,
+        _module_masks_bytes,
+        setup=_modules,
+        bytes_per_weight=60,
     ),
     Method(
-        "ours", "ours: global_magnitude_masks", "mask", _weights, _ours,
-        lambda wl, st, r: check_masks(wl, r), _masks_bytes, bytes_per_weight=2,
+        "ours",
+        "ours: global_magnitude_masks",
+        "mask",
+        _weights,
+        _ours,
+        lambda wl, st, r: check_masks(wl, r),
+        _masks_bytes,
+        bytes_per_weight=2,
     ),
     Method(
-        "ours_masked", "ours: global_magnitude_masks, a later round (existing masks)", "mask",
-        _later_round, _ours_masked, _check_later_round, _masks_bytes, bytes_per_weight=3,
+        "ours_masked",
+        "ours: global_magnitude_masks, a later round (existing masks)",
+        "mask",
+        _later_round,
+        _ours_masked,
+        _check_later_round,
+        _masks_bytes,
+        bytes_per_weight=3,
     ),
     Method(
-        "drop_in", "ours: lottery_ticket.torch.global_unstructured", "mask", _weights, _ours_drop_in,
-        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=16,
+        "drop_in",
+        "ours: lottery_ticket.torch.global_unstructured",
+        "mask",
+        _weights,
+        _ours_drop_in,
+        _check_modules,
+        _module_masks_bytes,
+        setup=_modules,
+        bytes_per_weight=16,
     ),
     Method("ours_apply", "ours: apply_masks", "apply", _in_place, _ours_apply, _check_masked, bytes_per_weight=6),
     Method(
-        "applier", "ours: MaskApplier call (built once)", "apply", _reapply, _ours_applier,
-        lambda wl, st, r: _check_masked(wl, st.state, r), bytes_per_weight=6,
+        "applier",
+        "ours: MaskApplier call (built once)",
+        "apply",
+        _reapply,
+        _ours_applier,
+        lambda wl, st, r: _check_masked(wl, st.state, r),
+        bytes_per_weight=6,
     ),
     Method("torch_mul", "torch: w.mul_(mask)", "apply", _in_place, _torch_mul, _check_masked, bytes_per_weight=6),
     Method("ours_rewind", "ours: rewind", "rewind", _in_place, _ours_rewind, _check_rewound, bytes_per_weight=6),
     Method(
-        "torch_where", "torch: where(mask, snapshot, 0, out=w)", "rewind", _in_place, _torch_where,
-        _check_rewound, bytes_per_weight=6,
+        "torch_where",
+        "torch: where(mask, snapshot, 0, out=w)",
+        "rewind",
+        _in_place,
+        _torch_where,
+        _check_rewound,
+        bytes_per_weight=6,
     ),
 )
 BY_KEY = {m.key: m for m in METHODS}

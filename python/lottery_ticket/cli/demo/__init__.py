@@ -67,29 +67,70 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from .experiment import METHODS
 
     recipes = "; ".join(f"{d.name}: {d.rounds} rounds, {d.iterations} iterations" for d in DATA_SETS.values())
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
-                        help=f"output directory for results.json and the figure (default: {DEFAULT_OUT})")
-    parser.add_argument("--data", choices=tuple(DATA_SETS), default="mnist1d",
-                        help="data set: mnist1d (generated locally, the default) or digits (scikit-learn's)")
-    parser.add_argument("--method", dest="methods", choices=METHODS, nargs="+", action="extend", default=None,
-                        help="methods to compare, several allowed (default: imp): imp (with the random re-init "
-                        "control), one-shot, random, snip, supermask")
-    parser.add_argument("--seeds", type=_positive_int, default=None,
-                        help=f"number of seeds, 0..N-1 (default: {SEEDS}; --quick: {QUICK['seeds']})")
-    parser.add_argument("--rounds", type=_positive_int, default=None,
-                        help=f"pruning rounds of 20%% each (default: {recipes}; --quick: {QUICK['rounds']})")
-    parser.add_argument("--iterations", type=_positive_int, default=None,
-                        help=f"training iterations per round (default: the data set's; --quick: {QUICK['iterations']})")
-    parser.add_argument("--rewind", type=_rewind_strategy, default="init",
-                        help="rewind strategy: init, early:K, late:F, lr or none (default: init)")
-    parser.add_argument("--random-masks", action="store_true",
-                        help="imp: also train the original init under random masks of the same per-layer sparsity")
-    parser.add_argument("--jobs", type=_positive_int, default=None,
-                        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores, "
-                        "1 with --quick; results do not depend on it)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small run for a smoke test: "
-                        f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        help=f"output directory for results.json and the figure (default: {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--data",
+        choices=tuple(DATA_SETS),
+        default="mnist1d",
+        help="data set: mnist1d (generated locally, the default) or digits (scikit-learn's)",
+    )
+    parser.add_argument(
+        "--method",
+        dest="methods",
+        choices=METHODS,
+        nargs="+",
+        action="extend",
+        default=None,
+        help="methods to compare, several allowed (default: imp): imp (with the random re-init "
+        "control), one-shot, random, snip, supermask",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help=f"number of seeds, 0..N-1 (default: {SEEDS}; --quick: {QUICK['seeds']})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        help=f"pruning rounds of 20%% each (default: {recipes}; --quick: {QUICK['rounds']})",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help=f"training iterations per round (default: the data set's; --quick: {QUICK['iterations']})",
+    )
+    parser.add_argument(
+        "--rewind",
+        type=_rewind_strategy,
+        default="init",
+        help="rewind strategy: init, early:K, late:F, lr or none (default: init)",
+    )
+    parser.add_argument(
+        "--random-masks",
+        action="store_true",
+        help="imp: also train the original init under random masks of the same per-layer sparsity",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores, "
+        "1 with --quick; results do not depend on it)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run for a smoke test: "
+        f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -154,8 +195,10 @@ def _print_checks(checks: dict[str, Any]) -> None:
     high = {p: g for p, g in checks["reinit_gap_points"].items() if float(p) <= checks["high_sparsity_percent"]}
     if high:
         listed = ", ".join(f"{float(p):.3g}%: {g:+.1f}" for p, g in high.items())
-        print(f"Winning ticket minus random re-init at <= {checks['high_sparsity_percent']:g}% remaining "
-              f"(points): {listed}.")
+        print(
+            f"Winning ticket minus random re-init at <= {checks['high_sparsity_percent']:g}% remaining "
+            f"(points): {listed}."
+        )
     beats = checks["ticket_beats_reinit_from_percent"]
     margin = checks["reinit_margin_points"]
     if beats is None:
@@ -184,11 +227,12 @@ def run_one_seed(
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo for parsed ``args``; print the table; write results.json and the figure."""
-    import torch
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from . import report as demo_report
+    import torch
+
     from ..._files import write_atomic
+    from . import report as demo_report
     from .data import DATA_SETS, load
 
     config = build_config(args)
@@ -207,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     supermasks: list[dict[str, Any]] = []
     per_seed = (config.rounds + 1) * ("imp" in config.methods) + config.rounds * len(
-        [n for n in config.networks if n not in ("ticket", "reinit", "random_mask")])
+        [n for n in config.networks if n not in ("ticket", "reinit", "random_mask")]
+    )
     sizes = "-".join(map(str, recipe.layer_sizes))
     print(
         f"MLP {sizes} on {config.data}: {', '.join(config.methods)}; {len(config.seeds)} seed(s) x "
@@ -229,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                 with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
                     bar.set_description(f"{jobs} processes")
                     futures = [pool.submit(run_one_seed, seed, config) for seed in config.seeds]
-                    for future in concurrent.futures.as_completed(futures):
+                    for _ in concurrent.futures.as_completed(futures):
                         bar.update(per_seed)
                     for future in futures:
                         seed_rows, found = future.result()
@@ -249,7 +294,12 @@ def run(args: argparse.Namespace) -> int:
             "accuracy": "test accuracy at the early-stop iteration (minimum validation loss)",
             "pruning": "global, Linear weights only (biases excluded), 20% of survivors per round",
         },
-        "environment": {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1, "jobs": jobs},
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": 1,
+            "jobs": jobs,
+        },
         "elapsed_seconds": elapsed,
         "checks": checks,
         "summary": summary,
@@ -258,8 +308,10 @@ def run(args: argparse.Namespace) -> int:
         "supermask_runs": supermasks,
     }
     demo_report.write_json(out / RESULTS_NAME, results)
-    title = (f"Lottery tickets, MLP {sizes} on {config.data} (mean ± std over {len(config.seeds)} seeds, "
-             f"rewind={config.rewind}, {config.iterations} iterations/round)")
+    title = (
+        f"Lottery tickets, MLP {sizes} on {config.data} (mean ± std over {len(config.seeds)} seeds, "
+        f"rewind={config.rewind}, {config.iterations} iterations/round)"
+    )
     figure = demo_report.render_figure(summary, config.networks, title, config.iterations, results["supermask"])
     write_atomic(out / FIGURE_NAME, figure)
     print(demo_report.format_table(summary, config.networks, results["supermask"]))

@@ -55,19 +55,30 @@ DATA_SETS = {
     # Measured (seed 1, 15 rounds): the dense network's validation loss bottoms out at ~300 of
     # 1500 iterations, sparse tickets at 3.5% near the end; longer training changed little.
     "mnist1d": DataSet(
-        "mnist1d", "MNIST-1D (mnist1d.make_dataset defaults): 3500 train / 500 validation / 1000 test",
-        (40, 300, 100, 10), 2e-3, 100, 1500, 15,
+        "mnist1d",
+        "MNIST-1D (mnist1d.make_dataset defaults): 3500 train / 500 validation / 1000 test",
+        (40, 300, 100, 10),
+        2e-3,
+        100,
+        1500,
+        15,
     ),
     # See train.DIGITS_ITERATIONS for why 1000 iterations and 20 rounds.
     "digits": DataSet(
-        "digits", "sklearn.datasets.load_digits: 1257 train / 180 validation / 360 test, fixed split",
-        (64, 300, 100, 10), 1.2e-3, 60, 1000, 20,
+        "digits",
+        "sklearn.datasets.load_digits: 1257 train / 180 validation / 360 test, fixed split",
+        (64, 300, 100, 10),
+        1.2e-3,
+        60,
+        1000,
+        20,
     ),
 }
 
 
 def _tensors(*arrays: Any) -> DemoData:
     import numpy as np
+
     import torch
 
     return DemoData(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
@@ -113,6 +124,7 @@ def load_digits_split() -> DemoData:
         ((1257, 64), (360, 64))
     """
     import numpy as np
+
     # scikit-learn ships no type information
     from sklearn.datasets import load_digits  # type: ignore[import-untyped, unused-ignore]
     from sklearn.model_selection import train_test_split  # type: ignore[import-untyped, unused-ignore]
@@ -120,9 +132,7 @@ def load_digits_split() -> DemoData:
     images, labels = load_digits(return_X_y=True)
     x = (np.asarray(images, dtype=np.float32) / 16.0).astype(np.float32)
     y = np.asarray(labels, dtype=np.int64)
-    rest_x, test_x, rest_y, test_y = train_test_split(
-        x, y, test_size=DIGITS_TEST, stratify=y, random_state=SPLIT_SEED
-    )
+    rest_x, test_x, rest_y, test_y = train_test_split(x, y, test_size=DIGITS_TEST, stratify=y, random_state=SPLIT_SEED)
     train_x, val_x, train_y, val_y = train_test_split(
         rest_x, rest_y, test_size=DIGITS_VALIDATION, stratify=rest_y, random_state=SPLIT_SEED
     )

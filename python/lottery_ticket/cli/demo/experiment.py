@@ -109,8 +109,14 @@ class DemoConfig:
         """Train ``model`` with this configuration's recipe; the ``TrainResult`` as metrics."""
         recipe = DATA_SETS[self.data]
         return train(
-            model, data, iterations=self.iterations, batch_seed=batch_seed, eval_every=self.eval_every,
-            masks=masks, learning_rate=recipe.learning_rate, batch_size=recipe.batch_size,
+            model,
+            data,
+            iterations=self.iterations,
+            batch_seed=batch_seed,
+            eval_every=self.eval_every,
+            masks=masks,
+            learning_rate=recipe.learning_rate,
+            batch_size=recipe.batch_size,
         ).as_metrics()
 
 
@@ -249,7 +255,9 @@ def run_seed(
             "density": float(pruner.density),
             "remaining_percent": 100.0 * float(pruner.density),
             "ticket": ticket,
-            "reinit": train_masked(lenet_300_100(derived_seed(seed, round_index, 1), sizes), masks, data, config, batch_seed),
+            "reinit": train_masked(
+                lenet_300_100(derived_seed(seed, round_index, 1), sizes), masks, data, config, batch_seed
+            ),
         }
         if config.random_masks:
             shuffled = random_masks_like(masks, derived_seed(seed, round_index, 2))

@@ -41,14 +41,17 @@ def _mask_maker(method: str, seed: int, data: DemoData, config: DemoConfig) -> C
     if method == "one-shot":
         return lambda trained, sparsity: LotteryTicketPruner(sparsity, 1).find_ticket(trained).masks
     if method == "random":
-        return lambda w0, sparsity: LotteryTicketPruner(
-            sparsity, 1, importance="random", seed=derived_seed(seed, 3)
-        ).find_ticket(w0).masks
+        return lambda w0, sparsity: (
+            LotteryTicketPruner(sparsity, 1, importance="random", seed=derived_seed(seed, 3)).find_ticket(w0).masks
+        )
     if method == "snip":
         import torch
 
         size = DATA_SETS[config.data].batch_size
-        batches = [(data.train_x[i * size : (i + 1) * size], data.train_y[i * size : (i + 1) * size]) for i in range(SNIP_BATCHES)]
+        batches = [
+            (data.train_x[i * size : (i + 1) * size], data.train_y[i * size : (i + 1) * size])
+            for i in range(SNIP_BATCHES)
+        ]
 
         def loss_fn(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
@@ -111,8 +114,13 @@ def run_supermask(seed: int, data: DemoData, config: DemoConfig) -> dict[str, An
         from .train import train
 
         result = train(
-            model, data, iterations=config.iterations, batch_seed=derived_seed(seed, 0, 0),
-            eval_every=config.eval_every, learning_rate=SUPERMASK_LEARNING_RATE, batch_size=recipe.batch_size,
+            model,
+            data,
+            iterations=config.iterations,
+            batch_seed=derived_seed(seed, 0, 0),
+            eval_every=config.eval_every,
+            learning_rate=SUPERMASK_LEARNING_RATE,
+            batch_size=recipe.batch_size,
         )
     finally:
         torch.set_rng_state(generator_state)
@@ -136,8 +144,12 @@ def run_methods(
     for round_index in range(config.rounds + 1):
         if round_index not in by_round:
             remaining = 100.0 * (1.0 - PRUNE_FRACTION_PER_ROUND) ** round_index
-            by_round[round_index] = {"seed": seed, "round": round_index, "density": remaining / 100.0,
-                                     "remaining_percent": remaining}
+            by_round[round_index] = {
+                "seed": seed,
+                "round": round_index,
+                "density": remaining / 100.0,
+                "remaining_percent": remaining,
+            }
             rows.append(by_round[round_index])
     rows.sort(key=lambda row: int(row["round"]))
     asked = [m for m in METHOD_NETWORKS if m in config.methods]

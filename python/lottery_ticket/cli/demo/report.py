@@ -12,14 +12,31 @@ from typing import Any
 from ..._files import write_atomic
 
 LABELS = {
-    "ticket": "winning ticket", "reinit": "random re-init", "random_mask": "random mask",
-    "one_shot": "one-shot", "random": "random pruning", "snip": "SNIP", "supermask": "supermask",
+    "ticket": "winning ticket",
+    "reinit": "random re-init",
+    "random_mask": "random mask",
+    "one_shot": "one-shot",
+    "random": "random pruning",
+    "snip": "SNIP",
+    "supermask": "supermask",
 }
-SHORT = {"ticket": "ticket", "reinit": "re-init", "random_mask": "rnd mask", "one_shot": "one-shot",
-         "random": "random", "snip": "SNIP", "supermask": "supermask"}
+SHORT = {
+    "ticket": "ticket",
+    "reinit": "re-init",
+    "random_mask": "rnd mask",
+    "one_shot": "one-shot",
+    "random": "random",
+    "snip": "SNIP",
+    "supermask": "supermask",
+}
 COLORS = {
-    "ticket": "tab:blue", "reinit": "tab:orange", "random_mask": "tab:green",
-    "one_shot": "tab:purple", "random": "tab:gray", "snip": "tab:red", "supermask": "tab:brown",
+    "ticket": "tab:blue",
+    "reinit": "tab:orange",
+    "random_mask": "tab:green",
+    "one_shot": "tab:purple",
+    "random": "tab:gray",
+    "snip": "tab:red",
+    "supermask": "tab:brown",
 }
 SUMMARY_KEYS = ("test_accuracy", "early_stop_iteration", "final_test_accuracy")
 # The paper's claims, checked (and printed) on every run: tickets stay within this many points of
@@ -134,8 +151,11 @@ def format_table(
     """A fixed-width table: % remaining, accuracy (mean ± std, %) per network, the early-stop
     iteration of the ticket and its re-init control, and the supermask's single point below."""
     stopped = [n for n in networks if n in ("ticket", "reinit")]
-    header = ["round", "remaining"] + [f"{LABELS[n]} acc %" if len(networks) <= 3 else f"{SHORT[n]} %"
-                                       for n in networks] + [f"{SHORT[n]} stop" for n in stopped]
+    header = (
+        ["round", "remaining"]
+        + [f"{LABELS[n]} acc %" if len(networks) <= 3 else f"{SHORT[n]} %" for n in networks]
+        + [f"{SHORT[n]} stop" for n in stopped]
+    )
     lines = []
     for e in summary:
         accs = [
@@ -149,8 +169,10 @@ def format_table(
     out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
     if supermask is not None:
         d, a = supermask["density"], supermask["test_accuracy"]
-        out.append(f"supermask (weights frozen at W0, learned mask): {100 * d['mean']:.3g}% ± {100 * d['std']:.2g} "
-                   f"remaining, accuracy {100 * a['mean']:.1f} ± {100 * a['std']:.1f}%")
+        out.append(
+            f"supermask (weights frozen at W0, learned mask): {100 * d['mean']:.3g}% ± {100 * d['std']:.2g} "
+            f"remaining, accuracy {100 * a['mean']:.1f} ± {100 * a['std']:.1f}%"
+        )
     return "\n".join(out)
 
 
@@ -187,14 +209,23 @@ def render_figure(
             std = [scale * e[net][key]["std"] for e in summary if net in e]
             ax.plot(xs, mean, marker="o", markersize=3.5, color=COLORS[net], label=LABELS[net])
             ax.fill_between(
-                xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                color=COLORS[net], alpha=0.15, linewidth=0,
+                xs,
+                [m - s for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=COLORS[net],
+                alpha=0.15,
+                linewidth=0,
             )
         if supermask is not None:
             ax.errorbar(
-                [100 * supermask["density"]["mean"]], [scale * supermask[key]["mean"]],
-                xerr=[100 * supermask["density"]["std"]], yerr=[scale * supermask[key]["std"]],
-                marker="D", color=COLORS["supermask"], label=LABELS["supermask"], capsize=3,
+                [100 * supermask["density"]["mean"]],
+                [scale * supermask[key]["mean"]],
+                xerr=[100 * supermask["density"]["std"]],
+                yerr=[scale * supermask[key]["std"]],
+                marker="D",
+                color=COLORS["supermask"],
+                label=LABELS["supermask"],
+                capsize=3,
             )
         ax.set_xscale("log")
         ax.set_xlim(remaining[0] * 1.08, remaining[-1] / 1.08)  # reversed: dense on the left
