@@ -61,11 +61,18 @@ def _imports(name: str, path: Path, *, top_level_only: bool) -> set[str]:
     """Package modules imported by ``name`` (relative imports resolved; TYPE_CHECKING blocks skipped)."""
     tree = ast.parse(path.read_text())
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    nodes: list[ast.AST] = list(tree.body) if top_level_only else list(ast.walk(tree))
+    nodes: list[ast.AST] = []
+    pending: list[ast.AST] = list(tree.body)
+    while pending:  # type-only imports (under `if TYPE_CHECKING:`) are skipped with their block
+        node = pending.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        nodes.append(node)
+        if not top_level_only:
+            pending.extend(ast.iter_child_nodes(node))
     found = set()
     for node in nodes:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:

@@ -36,6 +36,7 @@ from typing import Any
 
 from . import importance as _importance
 from . import kernels
+from ._builder import PrunerBuilder
 from ._rounds import plan_masks
 from ._run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
@@ -115,7 +116,7 @@ class LotteryTicketPruner:
     @staticmethod
     def builder() -> PrunerBuilder:
         """``LotteryTicketPruner.builder().target_sparsity(0.95).pruning_rounds(15).build()``."""
-        return PrunerBuilder()
+        return PrunerBuilder(LotteryTicketPruner)
 
     @property
     def strategy(self) -> RewindStrategy:
@@ -357,42 +358,3 @@ class LotteryTicketPruner:
         adapter.load_state(ticket.snapshot, skip=adapter.prunable)
         kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, ticket.masks)
         self._run = Run.from_ticket(adapter, ticket, self._after_optimizer_step)
-
-
-class PrunerBuilder:
-    """Fluent construction mirroring the design document's builder."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, Any] = {}
-
-    def _set(self, key: str, value: Any) -> PrunerBuilder:
-        self._values[key] = value
-        return self
-
-    def target_sparsity(self, value: float) -> PrunerBuilder:
-        return self._set("target_sparsity", value)
-
-    def pruning_rounds(self, value: int) -> PrunerBuilder:
-        return self._set("pruning_rounds", value)
-
-    def rewind_strategy(self, value: RewindStrategy | str) -> PrunerBuilder:
-        return self._set("rewind_strategy", value)
-
-    def global_pruning(self, value: bool) -> PrunerBuilder:
-        return self._set("global_pruning", value)
-
-    def iterations_per_round(self, value: int) -> PrunerBuilder:
-        return self._set("iterations_per_round", value)
-
-    def include(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("include", value)
-
-    def exclude(self, value: NameFilter) -> PrunerBuilder:
-        return self._set("exclude", value)
-
-    def build(self) -> LotteryTicketPruner:
-        """The pruner; ``target_sparsity`` and ``pruning_rounds`` must have been set."""
-        missing = [k for k in ("target_sparsity", "pruning_rounds") if k not in self._values]
-        if missing:
-            raise ValueError(f"{missing[0]}: not set on the builder")
-        return LotteryTicketPruner(**self._values)

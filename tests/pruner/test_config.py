@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy
@@ -141,3 +142,13 @@ def test_builder_with_config_and_keywords_agree() -> None:
         LotteryTicketPruner(target_sparsity=0.5)
     with pytest.raises(ValueError, match="iterations_per_round"):
         LotteryTicketPruner(0.5, 2, iterations_per_round=0)
+
+
+def test_builder_sets_importance_and_seed() -> None:
+    weights = {"w": np.arange(1.0, 101.0)}
+    built = LotteryTicketPruner.builder().target_sparsity(0.5).pruning_rounds(1).importance("random").seed(3).build()
+    direct = LotteryTicketPruner(0.5, 1, importance="random", seed=3)
+    assert built.find_ticket(weights).masks["w"].tolist() == direct.find_ticket(weights).masks["w"].tolist()
+    assert built.find_ticket(weights).importance == "random"
+    magnitude = LotteryTicketPruner(0.5, 1).find_ticket(weights).masks["w"]
+    assert built.find_ticket(weights).masks["w"].tolist() != magnitude.tolist()
