@@ -21,6 +21,9 @@ fn widened(w: &Weights<'_>) -> Vec<u64> {
     }
 }
 
+/// Outputs widened to u64, ties left over, weights kept per tensor.
+type Streamed = (Vec<Vec<u64>>, u64, Vec<u64>);
+
 /// Stream every tensor through `write_pruned` (into garbage-filled buffers) with the ties the
 /// earlier tensors left; returns the outputs widened to u64, the ties left at the end and the
 /// weights each call reported kept.
@@ -28,7 +31,7 @@ fn stream(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     th: &Threshold,
-) -> Result<(Vec<Vec<u64>>, u64, Vec<u64>), Error> {
+) -> Result<Streamed, Error> {
     let mut left = th.ties;
     let mut outs = Vec::new();
     let mut kept = Vec::new();
