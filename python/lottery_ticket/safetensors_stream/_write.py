@@ -7,7 +7,6 @@ pruned copy and mask, reused from slice to slice.
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -40,15 +39,12 @@ class Cursor:
 
 
 def input_map(header: Header) -> np.ndarray:
-    """The whole file as a read-only byte map, read ahead sequentially (both passes walk it in
-    order, so the kernel can prefetch further than for random access)."""
-    if header.file_size == 0:
-        return np.empty(0, dtype=np.uint8)
-    with open(header.path, "rb") as f:
-        mapping = mmap.mmap(f.fileno(), header.file_size, access=mmap.ACCESS_READ)
-    if hasattr(mmap, "MADV_SEQUENTIAL"):  # Linux, macOS; elsewhere the default read-ahead
-        mapping.madvise(mmap.MADV_SEQUENTIAL)
-    return np.frombuffer(mapping, dtype=np.uint8)  # the array keeps the mapping alive
+    """The whole file as a read-only byte map.
+
+    No ``MADV_SEQUENTIAL``: it lets the kernel drop pages soon after they are read, and the
+    write pass reads every page again right after the threshold pass.
+    """
+    return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
 
 
 def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
