@@ -33,12 +33,14 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --uv
 	touch $@
 
-demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on the digits data set (table + figure)
+demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on MNIST-1D (table + figure)
 	$(BIN)/lottery-ticket demo --out $(DEMO_OUT)
 
-test: lint test-rust test-python ## Everything CI checks: fmt, clippy, cargo test, stubs, mypy, pytest
+test: lint test-rust test-python ## Everything CI checks: ruff, fmt, clippy, cargo test, stubs, mypy, pytest
 
-lint: $(DEPS_STAMP)
+lint: $(DEPS_STAMP) ## ruff (lint + format check), cargo fmt, clippy with and without the binding
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings

@@ -1,28 +1,29 @@
-"""`make bench`: every (workload, method) side by side, then one table (printed and saved).
+"""`make bench`: the issue's workloads, each method beside its peers, then one table (printed and saved).
 
 Environment knobs (the code that measures is shared with `lottery-ticket bench`):
 
-* ``LT_BENCH_BIG``: ``1`` adds the 440M f32 scaling point, ``0`` leaves it out; unset (auto), it
-  runs when at least ``BIG_NEEDS_GIB`` of memory is available.
+* ``LT_BENCH_BIG``: ``1`` adds the ~2.2 B bf16 point (> 2^31 weights in one call), ``0`` leaves
+  it out; unset (auto), it runs when at least ``BIG_NEEDS_GIB`` of memory is available.
 * ``LT_BENCH_SCALE``: multiplies every workload's size (e.g. ``0.02`` for a quick dry run).
-* ``LT_BENCH_MEMORY``: ``0`` skips the peak-memory subprocesses (faster, no memory column).
+* ``LT_BENCH_MEMORY``: ``0`` skips the peak-memory subprocesses (measured for ``ours`` only).
 * ``LT_BENCH_OUT``: where the Markdown table is written (default ``.benchmarks/table.md``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lottery_ticket.cli.bench.measure import Timer, available_memory, time_rounds
+from lottery_ticket.cli.bench.methods import ONE_THREAD
 from lottery_ticket.cli.bench.table import Report, write_text
-from lottery_ticket.cli.bench.workloads import Workload, materialize, suite
+from lottery_ticket.cli.bench.workloads import Workload, WorkloadSpec, materialize, suite, suite_keys
 
-BIG_NEEDS_GIB = 14  # 440M f32: 1.8 GB of weights here, again in each measuring subprocess, + peers
+BIG_NEEDS_GIB = 12  # 2.2 B bf16: 4.4 GB of weights, 2.2 GB of masks, headroom for the reference
 
 
 def _big() -> bool:
@@ -36,12 +37,31 @@ SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 SPECS = suite(SCALE, big=_big())
 MEASURE_MEMORY = os.environ.get("LT_BENCH_MEMORY", "1") != "0"
 REPORT = Report()
+CASES = [(spec, key) for spec in SPECS for key in suite_keys(spec)]
+_CURRENT: dict[WorkloadSpec, Workload] = {}
 
 
-@pytest.fixture(scope="session", params=SPECS, ids=[s.label.replace(" ", "-") for s in SPECS])
-def workload(request: pytest.FixtureRequest) -> Iterator[Workload]:
-    # Session-scoped and parametrized: pytest runs every test of one workload, then frees it.
-    yield materialize(request.param)
+def _workload_of(spec: WorkloadSpec) -> Workload:
+    """The materialised workload of ``spec``; the previous one is freed first (cases come in order)."""
+    if spec not in _CURRENT:
+        _CURRENT.clear()
+        _CURRENT[spec] = materialize(spec)
+    return _CURRENT[spec]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The 1-thread row is its own test: it runs in a subprocess, without pytest-benchmark.
+    if "case" in metafunc.fixturenames:
+        cases = [(spec, key) for spec, key in CASES if key != ONE_THREAD]
+        metafunc.parametrize("case", cases, ids=[f"{s.label}-{k}".replace(" ", "-") for s, k in cases])
+    if "one_thread_spec" in metafunc.fixturenames:
+        specs = [spec for spec, key in CASES if key == ONE_THREAD]
+        metafunc.parametrize("one_thread_spec", specs, ids=[s.label.replace(" ", "-") for s in specs])
+
+
+@pytest.fixture(scope="session")
+def workload_of() -> Callable[[WorkloadSpec], Workload]:
+    return _workload_of
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +95,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     table = REPORT.render()
     if not _big():
-        table += "\n(440M point not run: LT_BENCH_BIG=1 forces it)\n"
+        table += "\n(~2.2B bf16 point not run: LT_BENCH_BIG=1 forces it)\n"
     out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks/table.md"))
     write_text(out, table)
     terminalreporter.write_sep("=", "lottery-ticket: side by side")

@@ -58,7 +58,11 @@ class Spec:
         for layer in range(self.layers):
             p = f"model.layers.{layer}."
             out += [(p + f"self_attn.{n}_proj.weight", (h, h)) for n in "qkvo"]
-            out += [(p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)), (p + "mlp.down_proj.weight", (h, i))]
+            out += [
+                (p + "mlp.gate_proj.weight", (i, h)),
+                (p + "mlp.up_proj.weight", (i, h)),
+                (p + "mlp.down_proj.weight", (h, i)),
+            ]
             out += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,))]
         return out + [("model.norm.weight", (h,)), ("lm_head.weight", (self.vocab, h))]
 
@@ -69,7 +73,15 @@ class Spec:
 
 def _scaled(label: str, dtype: str, hidden: int, inter: int, layers: int, shards: int) -> Spec:
     factor = math.sqrt(SCALE)  # matrices scale with the square of the widths
-    return Spec(label, dtype, max(8, int(hidden * factor) // 8 * 8), max(8, int(inter * factor) // 8 * 8), layers, max(8, int(32000 * factor)), shards)
+    return Spec(
+        label,
+        dtype,
+        max(8, int(hidden * factor) // 8 * 8),
+        max(8, int(inter * factor) // 8 * 8),
+        layers,
+        max(8, int(32000 * factor)),
+        shards,
+    )
 
 
 SPECS = [
@@ -93,7 +105,11 @@ def generate(spec: Spec, folder: Path) -> list[Path]:
         offset = 0
         for tensor_name, shape in part:
             nbytes = math.prod(shape) * width
-            header[tensor_name] = {"dtype": spec.dtype.upper(), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            header[tensor_name] = {
+                "dtype": spec.dtype.upper(),
+                "shape": list(shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
             weight_map[tensor_name] = name
         raw = json.dumps(header).encode()
@@ -105,7 +121,11 @@ def generate(spec: Spec, folder: Path) -> list[Path]:
                 while left:
                     n = min(left, 1 << 24)
                     values = rng.standard_normal(n, dtype=np.float32) * np.float32(0.02)
-                    f.write((values.view(np.uint32) >> 16).astype(np.uint16).tobytes() if spec.dtype == "bf16" else values.tobytes())
+                    f.write(
+                        (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+                        if spec.dtype == "bf16"
+                        else values.tobytes()
+                    )
                     left -= n
         files.append(folder / name)
     if spec.shards > 1:
@@ -151,7 +171,9 @@ def _rss_anon(pid: int) -> int:
 
 def watched(code: str, *args: str) -> tuple[dict[str, Any], int]:
     """Run ``code`` in a fresh interpreter, sampling its RssAnon; (its JSON answer, peak bytes)."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _rss_anon(proc.pid))
@@ -208,7 +230,13 @@ print(json.dumps({"seconds": time.perf_counter() - start, "pruned": pruned, "bas
 
 
 def _record(
-    spec: Spec, method: str, seconds: float | None, peak: int | None, note: str = "", base: int = 0, cpu: float | None = None
+    spec: Spec,
+    method: str,
+    seconds: float | None,
+    peak: int | None,
+    note: str = "",
+    base: int = 0,
+    cpu: float | None = None,
 ) -> None:
     row = {"checkpoint": spec.label, "weights": spec.numel, "method": method, "seconds": seconds, "peak": peak}
     ROWS.append({**row, "note": note, "base": base, "cpu": cpu})
@@ -271,7 +299,9 @@ def test_ours(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path, sync: bool
 
     answer, peak = benchmark.pedantic(run, rounds=1, iterations=1)
     try:
-        assert answer["prunable"] == checkpoint.spec.numel - sum(math.prod(s) for _, s in checkpoint.spec.tensors() if len(s) == 1)
+        assert answer["prunable"] == checkpoint.spec.numel - sum(
+            math.prod(s) for _, s in checkpoint.spec.tensors() if len(s) == 1
+        )
         assert answer["pruned"] == round(SPARSITY * answer["prunable"])
         outputs = [out / p.name for p in checkpoint.files] if checkpoint.spec.shards > 1 else [out]
         _check_threshold(checkpoint.files, outputs, answer["pruned"], checkpoint.spec.dtype)
@@ -341,11 +371,15 @@ def test_torch_prune(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> 
             pytest.skip(note)
     _warm(checkpoint.files)
     source = checkpoint.folder
-    answer, peak = benchmark.pedantic(lambda: watched(PEER, str(source), str(tmp_path / "peer"), str(SPARSITY)), rounds=1, iterations=1)
+    answer, peak = benchmark.pedantic(
+        lambda: watched(PEER, str(source), str(tmp_path / "peer"), str(SPARSITY)), rounds=1, iterations=1
+    )
     shutil.rmtree(tmp_path / "peer", ignore_errors=True)
     prunable = spec.numel - sum(math.prod(s) for _, s in spec.tensors() if len(s) == 1)
     assert answer["pruned"] == round(SPARSITY * prunable)
-    _record(spec, "torch.prune (load_file + global_unstructured + save_file)", answer["seconds"], peak, base=answer["base"])
+    _record(
+        spec, "torch.prune (load_file + global_unstructured + save_file)", answer["seconds"], peak, base=answer["base"]
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -361,13 +395,25 @@ def table(request: pytest.FixtureRequest) -> Iterator[None]:
         spec = next(s for s in SPECS if s.label == r["checkpoint"])
         floor_method = FLOOR_SYNC if r["method"] in (FLOOR_SYNC, OURS_SYNC) else FLOOR
         floor = _seconds(spec, floor_method)
-        floor_cpu = next((f["cpu"] for f in ROWS if f["checkpoint"] == spec.label and f["method"] == floor_method), None)
+        floor_cpu = next(
+            (f["cpu"] for f in ROWS if f["checkpoint"] == spec.label and f["method"] == floor_method), None
+        )
         ratio = f"{r['seconds'] / floor:.2f}x" if r["seconds"] and floor else "—"
         cpu_ratio = f"{r['cpu'] / floor_cpu:.2f}x" if r["cpu"] and floor_cpu else "—"
         seconds = f"{r['seconds']:.2f}" if r["seconds"] is not None else "—"
         cpu = f"{r['cpu']:.2f}" if r["cpu"] is not None else "—"
         peak = f"{r['peak'] / 2**20:,.0f} MiB" if r["peak"] else "—"
-        cells = [r["checkpoint"], f"{r['weights'] / 1e6:,.0f} M", r["method"], seconds, ratio, cpu, cpu_ratio, peak, r["note"]]
+        cells = [
+            r["checkpoint"],
+            f"{r['weights'] / 1e6:,.0f} M",
+            r["method"],
+            seconds,
+            ratio,
+            cpu,
+            cpu_ratio,
+            peak,
+            r["note"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"\n(load average {load:.1f} on {os.cpu_count()} CPUs when the table was written)")

@@ -1,29 +1,39 @@
-"""Each method on each workload, checked then timed beside the others (see `conftest.py`)."""
+"""Each (workload, method) of the issue's table, checked then timed beside its peers (see `conftest.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from lottery_ticket.cli.bench.measure import Timer, measure_method, measure_one_thread
-from lottery_ticket.cli.bench.methods import METHODS, Method
+from lottery_ticket.cli.bench.measure import Timer, measure_method, measure_one_thread, memory_measured
+from lottery_ticket.cli.bench.methods import BY_KEY
 from lottery_ticket.cli.bench.table import Measurement, Report
-from lottery_ticket.cli.bench.workloads import Workload
+from lottery_ticket.cli.bench.workloads import Workload, WorkloadSpec
 
 
 def _record(report: Report, m: Measurement) -> None:
     report.record(m)
     if m.median_s is None:
-        # Only a method that cannot run here is skipped (torch.prune at 440 M needs ~28 GiB, more
-        # than a 24 GiB machine has); the note says why and the table shows the gap.
+        # Only a method that cannot run here is skipped (too little free memory); the note says
+        # why and the table shows the gap.
         pytest.skip(m.note)
 
 
-@pytest.mark.parametrize("method", METHODS, ids=[m.key for m in METHODS])
-def test_method(method: Method, workload: Workload, timer: Timer, report: Report, measure_memory: bool) -> None:
-    """Times ``method`` (its first result asserted correct) and its peak extra memory."""
-    _record(report, measure_method(method, workload, timer, memory=measure_memory))
+def test_case(
+    case: tuple[WorkloadSpec, str],
+    workload_of: Callable[[WorkloadSpec], Workload],
+    timer: Timer,
+    report: Report,
+    measure_memory: bool,
+) -> None:
+    """Times one method on one workload (its first result asserted correct); ``ours`` also gets
+    its peak extra memory in a fresh subprocess (the cases: conftest)."""
+    spec, key = case
+    memory = measure_memory and memory_measured(spec, key)
+    _record(report, measure_method(BY_KEY[key], workload_of(spec), timer, memory=memory))
 
 
-def test_ours_one_thread(workload: Workload, report: Report) -> None:
+def test_one_thread(one_thread_spec: WorkloadSpec, report: Report) -> None:
     """``global_magnitude_masks`` with a 1-thread rayon pool (a subprocess; result asserted there)."""
-    _record(report, measure_one_thread(workload.spec))
+    _record(report, measure_one_thread(one_thread_spec))

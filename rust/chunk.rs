@@ -4,6 +4,8 @@
 //! weights in the global tie order. Each owns a disjoint `&mut` slice of one output mask, which
 //! lets rayon write masks in parallel without locks.
 
+use rayon::prelude::*;
+
 use crate::magnitude::{Key, KeyVisitor, Weights};
 
 /// Elements per chunk: large enough that rayon's per-task cost is noise, small enough that the
@@ -18,6 +20,20 @@ pub struct Chunk<'a> {
     pub alive: Option<&'a [u8]>,
     /// The chunk's output mask; empty for passes that write none ([`split_read`]).
     pub out: &'a mut [u8],
+}
+
+/// `f` over every item, in parallel only when `parallel` (small inputs stay on the caller's
+/// thread: see [`crate::mask::PARALLEL_MIN`]).
+pub fn map<T: Send, R: Send>(
+    items: &mut [T],
+    parallel: bool,
+    f: impl Fn(&mut T) -> R + Send + Sync,
+) -> Vec<R> {
+    if parallel {
+        items.par_iter_mut().map(f).collect()
+    } else {
+        items.iter_mut().map(f).collect()
+    }
 }
 
 /// Split every tensor into chunks of at most [`CHUNK`] elements, in global tie order.

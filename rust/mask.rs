@@ -10,6 +10,27 @@ use crate::error::{check_lengths, Error, Result};
 /// Elements per parallel task for the streaming kernels (one read, one write per element).
 pub const STREAM_CHUNK: usize = 1 << 16;
 
+/// Below this many elements a call runs on the caller's thread. Handing work to rayon's pool
+/// from outside it means waking a worker and blocking until it is done, which costs more than
+/// streaming this much memory, and far more when the machine's cores are busy.
+pub const PARALLEL_MIN: usize = 1 << 19;
+
+/// Run `f` over `STREAM_CHUNK`-sized pieces of `w` (and the matching pieces of `m`), in
+/// parallel only when `parallel`.
+pub fn stream_chunks<T: Send, F>(w: &mut [T], m: &[u8], parallel: bool, f: F)
+where
+    F: Fn(&mut [T], &[u8], usize) + Send + Sync,
+{
+    if parallel {
+        w.par_chunks_mut(STREAM_CHUNK)
+            .zip(m.par_chunks(STREAM_CHUNK))
+            .enumerate()
+            .for_each(|(c, (w, m))| f(w, m, c * STREAM_CHUNK));
+    } else {
+        f(w, m, 0);
+    }
+}
+
 /// A weight tensor as mutable raw bits of its element width.
 #[derive(Debug)]
 pub enum BitsMut<'a> {
@@ -70,40 +91,41 @@ pub fn check_masks(weights: &[BitsMut<'_>], masks: &[&[u8]]) -> Result<()> {
 /// `w[i] = 0` where `mask[i] == 0`, for every tensor. Validates all inputs first.
 pub fn apply_masks(weights: &mut [BitsMut<'_>], masks: &[&[u8]]) -> Result<()> {
     check_masks(weights, masks)?;
+    let parallel = sizes(weights).iter().sum::<usize>() >= PARALLEL_MIN;
     for (w, m) in weights.iter_mut().zip(masks) {
         match w {
-            BitsMut::U16(w) => apply(w, m),
-            BitsMut::U32(w) => apply(w, m),
-            BitsMut::U64(w) => apply(w, m),
+            BitsMut::U16(w) => apply(w, m, parallel),
+            BitsMut::U32(w) => apply(w, m, parallel),
+            BitsMut::U64(w) => apply(w, m, parallel),
         }
     }
     Ok(())
 }
 
-fn apply<T: Copy + Default + Send + Sync>(w: &mut [T], m: &[u8]) {
-    w.par_chunks_mut(STREAM_CHUNK)
-        .zip(m.par_chunks(STREAM_CHUNK))
-        .for_each(|(w, m)| {
-            // An unconditional store of a select vectorises; a conditional store does not.
-            for (x, &keep) in w.iter_mut().zip(m) {
-                *x = if keep != 0 { *x } else { T::default() };
-            }
-        });
+fn apply<T: Copy + Default + Send + Sync>(w: &mut [T], m: &[u8], parallel: bool) {
+    stream_chunks(w, m, parallel, |w, m, _| {
+        // An unconditional store of a select vectorises; a conditional store does not.
+        for (x, &keep) in w.iter_mut().zip(m) {
+            *x = if keep != 0 { *x } else { T::default() };
+        }
+    });
 }
 
 /// Number of nonzero (alive) entries of each mask.
 pub fn alive_counts(masks: &[&[u8]]) -> Vec<u64> {
-    masks.iter().map(|m| count_alive(m)).collect()
+    let parallel = masks.iter().map(|m| m.len()).sum::<usize>() >= PARALLEL_MIN;
+    masks.iter().map(|m| count_alive(m, parallel)).collect()
 }
 
 /// Nonzero bytes of one mask. Masks are 0/1 in practice but any nonzero byte counts as alive.
-pub fn count_alive(mask: &[u8]) -> u64 {
-    mask.par_chunks(STREAM_CHUNK)
-        .map(|c| {
-            // u32 lanes: a chunk never overflows them, and they keep the loop vectorised.
-            c.iter().map(|&b| (b != 0) as u32).sum::<u32>() as u64
-        })
-        .sum()
+pub fn count_alive(mask: &[u8], parallel: bool) -> u64 {
+    // u32 lanes: a chunk never overflows them, and they keep the loop vectorised.
+    let count = |c: &[u8]| c.iter().map(|&b| (b != 0) as u32).sum::<u32>() as u64;
+    if parallel {
+        mask.par_chunks(STREAM_CHUNK).map(count).sum()
+    } else {
+        mask.chunks(STREAM_CHUNK).map(count).sum()
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{
+    PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -212,18 +215,63 @@ fn borrow_bytes<'py>(
         .collect()
 }
 
-#[derive(FromPyObject)]
 enum BitsArray<'py> {
     U16(PyReadonlyArrayDyn<'py, u16>),
     U32(PyReadonlyArrayDyn<'py, u32>),
     U64(PyReadonlyArrayDyn<'py, u64>),
 }
 
-#[derive(FromPyObject)]
 enum BitsArrayMut<'py> {
     U16(PyReadwriteArrayDyn<'py, u16>),
     U32(PyReadwriteArrayDyn<'py, u32>),
     U64(PyReadwriteArrayDyn<'py, u64>),
+}
+
+/// Element width of a bits array. Extraction dispatches on it: a derived enum extraction tries
+/// each variant in turn and builds a Python exception for every miss, a fixed cost per tensor
+/// larger than the kernel's work on small models.
+fn element_width(obj: Borrowed<'_, '_, PyAny>) -> PyResult<usize> {
+    let array = obj.cast::<PyUntypedArray>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "expected a NumPy array of uint16, uint32 or uint64 bits, got {}",
+            obj.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    })?;
+    Ok(array.dtype().itemsize())
+}
+
+fn unsupported_width(width: usize) -> PyErr {
+    PyTypeError::new_err(format!(
+        "expected uint16, uint32 or uint64 bits, got {width}-byte elements"
+    ))
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for BitsArray<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(match element_width(obj)? {
+            2 => BitsArray::U16(obj.extract()?),
+            4 => BitsArray::U32(obj.extract()?),
+            8 => BitsArray::U64(obj.extract()?),
+            width => return Err(unsupported_width(width)),
+        })
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for BitsArrayMut<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(match element_width(obj)? {
+            2 => BitsArrayMut::U16(obj.extract()?),
+            4 => BitsArrayMut::U32(obj.extract()?),
+            8 => BitsArrayMut::U64(obj.extract()?),
+            width => return Err(unsupported_width(width)),
+        })
+    }
 }
 
 impl BitsArray<'_> {

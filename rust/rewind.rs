@@ -1,9 +1,7 @@
 //! Rewinding: survivors take their snapshot value, pruned weights become zero, in place.
 
-use rayon::prelude::*;
-
 use crate::error::{check_lengths, Error, Result};
-use crate::mask::{self, check_masks, Bits, BitsMut, STREAM_CHUNK};
+use crate::mask::{self, check_masks, stream_chunks, Bits, BitsMut, PARALLEL_MIN};
 
 /// `w[i] = mask[i] ? snapshot[i] : 0` for every tensor. Validates all inputs first.
 pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8]]) -> Result<()> {
@@ -27,26 +25,24 @@ pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8
             });
         }
     }
+    let parallel = mask::sizes(weights).iter().sum::<usize>() >= PARALLEL_MIN;
     for ((w, s), m) in weights.iter_mut().zip(snapshots).zip(masks) {
         match (w, s) {
-            (BitsMut::U16(w), Bits::U16(s)) => copy_survivors(w, s, m),
-            (BitsMut::U32(w), Bits::U32(s)) => copy_survivors(w, s, m),
-            (BitsMut::U64(w), Bits::U64(s)) => copy_survivors(w, s, m),
+            (BitsMut::U16(w), Bits::U16(s)) => copy_survivors(w, s, m, parallel),
+            (BitsMut::U32(w), Bits::U32(s)) => copy_survivors(w, s, m, parallel),
+            (BitsMut::U64(w), Bits::U64(s)) => copy_survivors(w, s, m, parallel),
             _ => unreachable!("widths were checked above"),
         }
     }
     Ok(())
 }
 
-fn copy_survivors<T: Copy + Default + Send + Sync>(w: &mut [T], s: &[T], m: &[u8]) {
-    w.par_chunks_mut(STREAM_CHUNK)
-        .zip(s.par_chunks(STREAM_CHUNK))
-        .zip(m.par_chunks(STREAM_CHUNK))
-        .for_each(|((w, s), m)| {
-            for ((x, &y), &keep) in w.iter_mut().zip(s).zip(m) {
-                *x = if keep != 0 { y } else { T::default() };
-            }
-        });
+fn copy_survivors<T: Copy + Default + Send + Sync>(w: &mut [T], s: &[T], m: &[u8], parallel: bool) {
+    stream_chunks(w, m, parallel, |w, m, start| {
+        for ((x, &y), &keep) in w.iter_mut().zip(&s[start..start + m.len()]).zip(m) {
+            *x = if keep != 0 { y } else { T::default() };
+        }
+    });
 }
 
 #[cfg(test)]

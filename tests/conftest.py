@@ -31,10 +31,7 @@ def reference_masks(
     `k` is `amount` for an int, `round(amount * alive)` (ties to even) for a float.
     """
     if scope == "layer":
-        return [
-            reference_masks([w], amount, None if masks is None else [masks[i]])[0]
-            for i, w in enumerate(weights)
-        ]
+        return [reference_masks([w], amount, None if masks is None else [masks[i]])[0] for i, w in enumerate(weights)]
     mags = [magnitudes(w) for w in weights]
     # magnitudes() also turns a bool mask (NumPy or torch) into 0.0 / 1.0.
     alive_list = [np.ones(m.shape, bool) for m in mags] if masks is None else [magnitudes(a) != 0 for a in masks]

@@ -81,7 +81,10 @@ def _imports(name: str, path: Path, *, top_level_only: bool) -> set[str]:
 
 def test_no_import_cycles() -> None:
     modules = _modules()
-    graph = {name: {m for m in _imports(name, path, top_level_only=False) if m in modules and m != name} for name, path in modules.items()}
+    graph = {
+        name: {m for m in _imports(name, path, top_level_only=False) if m in modules and m != name}
+        for name, path in modules.items()
+    }
     # Function-level (lazy) imports count too. A package importing its own submodules is no cycle.
     state: dict[str, int] = {}
 
@@ -89,7 +92,7 @@ def test_no_import_cycles() -> None:
         state[node] = 1
         for nxt in graph[node]:
             if state.get(nxt) == 1 and not node.startswith(nxt + "."):
-                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(nxt):] + [node, nxt])}")
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(nxt) :] + [node, nxt])}")
             if nxt not in state:
                 visit(nxt, stack + [node])
         state[node] = 2

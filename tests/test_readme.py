@@ -19,7 +19,9 @@ def test_readme_has_examples() -> None:
 @pytest.mark.filterwarnings("ignore:The '(train|val)_dataloader' does not have many workers")
 @pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning")
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index: int, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_block_runs(
+    index: int, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # examples that write files (tickets, trainer output) write them here
     namespace: dict[str, object] = {"__name__": f"readme_block_{index}"}
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), namespace)

@@ -7,12 +7,13 @@ every mask as a uint8 view of a bool array. Other frameworks' arrays are convert
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .backends import SUPPORTED, Bits, array_backend
+from .backends import SUPPORTED, ArrayBackend, Bits, array_backend
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
 BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
@@ -144,15 +145,28 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> lis
     them alone), so first-touching the masks takes far fewer page faults, and it is one
     allocation instead of one per tensor.
     """
-    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    sizes = [math.prod(shape) for shape in shapes]
     buffer = np.empty(sum(sizes), dtype=np.bool_)
+    raw = buffer.view(np.uint8)  # the kernels need only each mask's bytes, not its shape
+    backends: dict[type, ArrayBackend | None] = {}  # one lookup per array kind, not per tensor
     masks = []
     start = 0
     for like, shape, size in zip(likes, shapes, sizes):
-        array = buffer[start : start + size].reshape(shape)
-        start += size
-        backend = array_backend(like)
-        masks.append((backend.from_numpy(array) if backend is not None else array, array.view(np.uint8)))
+        end = start + size
+        # An empty view would share its address with the next mask, which the binding's borrow
+        # check takes for two writers of one buffer: empty masks get their own allocation.
+        array = buffer[start:end].reshape(shape) if size else np.empty(shape, dtype=np.bool_)
+        kind = type(like)
+        if kind not in backends:
+            backends[kind] = array_backend(like)
+        backend = backends[kind]
+        masks.append(
+            (
+                backend.from_numpy(array) if backend is not None else array,
+                raw[start:end] if size else array.view(np.uint8),
+            )
+        )
+        start = end
     return masks
 
 

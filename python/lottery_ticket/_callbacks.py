@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .config import LotteryTicketConfig
 from ._resume import load_pruner_state, pruner_state
+from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner
 from .ticket import _RESERVED, Ticket, metrics_row
 
@@ -98,7 +98,14 @@ class RoundDriver:
         self._optimizers: list[Any] = []
         self._handles: list[Any] = []
 
-    def start(self, model: Any, optimizers: Iterable[Any], scheduler: Any, iterations_per_round: int | None, state: Mapping[str, Any] | None) -> None:
+    def start(
+        self,
+        model: Any,
+        optimizers: Iterable[Any],
+        scheduler: Any,
+        iterations_per_round: int | None,
+        state: Mapping[str, Any] | None,
+    ) -> None:
         """Track ``model`` (its state now is W0) and keep its pruned weights at zero after every step of
         the (unwrapped) optimizers that update them; ``state`` (from `state_dict`) resumes a run."""
         optimizers = [o for o in optimizers if o is not None]
@@ -171,4 +178,8 @@ class RoundDriver:
     def state_dict(self) -> dict[str, Any]:
         if not self.started:
             return {}
-        return {"pruner": pruner_state(self.pruner), "rows": [dict(r) for r in self.rows], "pending": dict(self.pending)}
+        return {
+            "pruner": pruner_state(self.pruner),
+            "rows": [dict(r) for r in self.rows],
+            "pending": dict(self.pending),
+        }

@@ -121,8 +121,11 @@ def remove_stale_temps(path: Path, before: float) -> list[Path]:
 
 def _is_ours(name: str, stem: str, suffix: str) -> bool:
     token = name[len(stem) : len(name) - len(suffix)]
-    return name.startswith(stem) and name.endswith(suffix) and len(token) == _TOKEN_HEX and all(
-        c in "0123456789abcdef" for c in token
+    return (
+        name.startswith(stem)
+        and name.endswith(suffix)
+        and len(token) == _TOKEN_HEX
+        and all(c in "0123456789abcdef" for c in token)
     )
 
 

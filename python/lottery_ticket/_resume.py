@@ -25,7 +25,15 @@ from .ticket import read_file, write_file
 if TYPE_CHECKING:
     from .pruner import LotteryTicketPruner
 
-_SCALARS = ("round", "step", "capture_step", "steps_round0", "schedule_start", "schedule_at_capture", "schedule_pending")
+_SCALARS = (
+    "round",
+    "step",
+    "capture_step",
+    "steps_round0",
+    "schedule_start",
+    "schedule_at_capture",
+    "schedule_pending",
+)
 _KEYS = ("config", "masks", "snapshot", "history", "metrics", *_SCALARS)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels
 from .adapters import ModelAdapter, StepWatcher
-from .config import LotteryTicketConfig
+from .config import LotteryTicketConfig, RewindStrategy
 from .ticket import Ticket
 
 # (scheduler.state_dict() or None, [lr of each optimizer param group] or None)
@@ -24,9 +24,13 @@ def check_schedule_args(optimizer: Any, scheduler: Any) -> None:
     """Refuse what is neither None nor an optimizer (``param_groups``, ``state``) / an LR scheduler
     (``state_dict``, ``load_state_dict``), before anything is modified."""
     if optimizer is not None and not (hasattr(optimizer, "param_groups") and hasattr(optimizer, "state")):
-        raise TypeError(f"optimizer: expected a torch.optim.Optimizer (param_groups, state), got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer: expected a torch.optim.Optimizer (param_groups, state), got {type(optimizer).__name__}"
+        )
     if scheduler is not None and not (hasattr(scheduler, "state_dict") and hasattr(scheduler, "load_state_dict")):
-        raise TypeError(f"scheduler: expected a learning-rate scheduler (state_dict, load_state_dict), got {type(scheduler).__name__}")
+        raise TypeError(
+            f"scheduler: expected a learning-rate scheduler (state_dict, load_state_dict), got {type(scheduler).__name__}"
+        )
 
 
 def schedule_state(optimizer: Any, scheduler: Any) -> ScheduleState:
@@ -44,6 +48,20 @@ def restore_schedule(saved: ScheduleState, optimizer: Any, scheduler: Any) -> No
     if optimizer is not None and lrs is not None:
         for group, lr in zip(optimizer.param_groups, lrs):
             group["lr"] = lr
+
+
+def capture_step(strategy: RewindStrategy, steps: int | None) -> int | None:
+    """The optimizer step whose weights the rewind snapshot holds (None: trained weights are kept).
+
+    ``late(f)`` needs T (``steps``) up front: its snapshot is taken during round 0, before T is known.
+    """
+    if strategy.kind == "early":
+        return strategy.iteration
+    if strategy.kind == "late":
+        if steps is None:
+            raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
+        return round(float(strategy.fraction or 0.0) * steps)
+    return None
 
 
 def count_weights(prunable: dict[str, Any]) -> int:
@@ -78,6 +96,7 @@ class Run:
     schedule_at_capture: ScheduleState = (None, None)
     schedule_pending: bool = False
     applier: kernels.MaskApplier | None = None
+    snapshot_device: str | None = None  # where rewind snapshots are kept (None: beside the weights)
 
     @classmethod
     def start(
@@ -88,6 +107,7 @@ class Run:
         optimizer: Any,
         scheduler: Any,
         on_step: Any,
+        snapshot_device: str | None = None,
     ) -> Run:
         """A fresh run: all weights alive, W0 snapshotted now unless the snapshot comes later."""
         total = count_weights(adapter.prunable)
@@ -99,12 +119,15 @@ class Run:
             total=total,
             alive=total,
             capture_step=capture_step,
-            snapshot=adapter.state() if capture_step in (None, 0) else None,
+            snapshot=(adapter.state() if snapshot_device is None else adapter.state(device=snapshot_device))
+            if capture_step in (None, 0)
+            else None,
             watcher=adapter.step_watcher(on_step),
             optimizer=optimizer,
             scheduler=scheduler,
             schedule_start=schedule,
             schedule_at_capture=schedule,
+            snapshot_device=snapshot_device,
         )
 
     @classmethod
@@ -136,6 +159,12 @@ class Run:
     def resume_record(self, next_round: int) -> dict[str, Any]:
         """What `resume` needs besides the ticket."""
         return {"next_round": next_round, "round": self.round, "step": self.step, "capture_step": self.capture_step}
+
+    def take_snapshot(self) -> dict[str, Any]:
+        """The whole model state now, kept on ``snapshot_device``."""
+        if self.snapshot_device is None:
+            return self.adapter.state()
+        return self.adapter.state(device=self.snapshot_device)
 
     def reapply_masks(self) -> None:
         """Zero the pruned weights; validates once per set of masks, not once per optimizer step."""

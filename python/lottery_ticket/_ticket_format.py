@@ -81,13 +81,17 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
             raise Corrupted(f"not a readable ticket file (truncated or not safetensors): tensor {name!r}")
         end = max(end, offsets[1])
     if end != size - 8 - length:
-        raise Corrupted(f"not a readable ticket file (truncated or not safetensors): {size - 8 - length} data bytes, header says {end}")
+        raise Corrupted(
+            f"not a readable ticket file (truncated or not safetensors): {size - 8 - length} data bytes, header says {end}"
+        )
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise Corrupted(f"not a lottery-ticket file (format {found!r})")
     if meta.get("version") not in READABLE_VERSIONS:
-        raise Corrupted(f"unsupported ticket version {meta.get('version')!r} (this library reads {', '.join(READABLE_VERSIONS)})")
+        raise Corrupted(
+            f"unsupported ticket version {meta.get('version')!r} (this library reads {', '.join(READABLE_VERSIONS)})"
+        )
     if not isinstance(meta.get("ticket"), str):
         raise Corrupted("corrupted ticket file: no ticket document")
     return meta
@@ -141,17 +145,40 @@ def check_document(doc: object, tensors: Mapping[str, np.ndarray]) -> None:
     ``tensors`` (every named tensor present, no other, mask sizes matching their shapes)."""
     _require(isinstance(doc, dict), "the document is not an object")
     assert isinstance(doc, dict)
-    keys = {"framework", "mask_names", "mask_shapes", "snapshot_dtypes", "state_dtypes", "rng", "config",
-            "sparsity_history", "metrics", "rewind_iteration", "iterations_per_round", "resume", "sha256"}
-    _require(set(doc) == keys, f"fields {sorted(set(doc) ^ keys)} missing or unexpected")
-    _require(isinstance(doc["framework"], str) and isinstance(doc["sha256"], str), "framework or sha256 is not a string")
+    keys = {
+        "framework",
+        "mask_names",
+        "mask_shapes",
+        "snapshot_dtypes",
+        "state_dtypes",
+        "rng",
+        "config",
+        "sparsity_history",
+        "metrics",
+        "rewind_iteration",
+        "iterations_per_round",
+        "resume",
+        "sha256",
+    }
+    # "importance" (what pruning ranked) is optional: files written before it existed lack it.
+    _require(
+        keys <= set(doc) <= keys | {"importance"},
+        f"fields {sorted((set(doc) ^ keys) - {'importance'})} missing or unexpected",
+    )
+    _require(isinstance(doc.get("importance", ""), str), "importance is not a string")
+    _require(
+        isinstance(doc["framework"], str) and isinstance(doc["sha256"], str), "framework or sha256 is not a string"
+    )
     names, shapes = doc["mask_names"], doc["mask_shapes"]
     _require(isinstance(names, list) and all(isinstance(n, str) for n in names), "mask_names is not a list of names")
     _require(len(set(names)) == len(names), "mask_names has duplicates")
     _require(isinstance(shapes, list) and len(shapes) == len(names), "mask_shapes does not match mask_names")
     expected = set()
     for name, shape in zip(names, shapes):
-        _require(isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape), f"mask_shapes[{name!r}] is not a shape")
+        _require(
+            isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape),
+            f"mask_shapes[{name!r}] is not a shape",
+        )
         packed = tensors.get(f"mask/{name}")
         count = math.prod(shape)
         _require(
@@ -171,14 +198,18 @@ def check_document(doc: object, tensors: Mapping[str, np.ndarray]) -> None:
             _require(arr is not None and arr.dtype.name == stored, f"{group} {name!r} is missing or not {dtype}")
             expected.add(f"{group}/{name}")
     rng = doc["rng"]
-    _require(rng is None or (isinstance(rng, list) and all(isinstance(n, str) for n in rng)), "rng is not a list of names")
+    _require(
+        rng is None or (isinstance(rng, list) and all(isinstance(n, str) for n in rng)), "rng is not a list of names"
+    )
     for name in rng or []:
         _require(f"rng/{name}" in tensors, f"rng state {name!r} is missing")
         expected.add(f"rng/{name}")
     _require(set(tensors) == expected, f"unexpected tensors {sorted(set(tensors) - expected)[:3]}")
     _require(isinstance(doc["config"], dict), "config is not an object")
     history = doc["sparsity_history"]
-    _require(isinstance(history, list) and all(_is_real(s) for s in history), "sparsity_history is not a list of numbers")
+    _require(
+        isinstance(history, list) and all(_is_real(s) for s in history), "sparsity_history is not a list of numbers"
+    )
     metrics = doc["metrics"]
     _require(isinstance(metrics, list) and all(_is_metrics_row(r) for r in metrics), "metrics rows are malformed")
     _optional_count(doc["rewind_iteration"], "rewind_iteration")

@@ -49,8 +49,8 @@ class ModelAdapter(Protocol):
 
     prunable: dict[str, Any]
 
-    def state(self) -> dict[str, Any]:
-        """A copy of the whole model state (every parameter and buffer)."""
+    def state(self, device: str | None = None) -> dict[str, Any]:
+        """A copy of the whole model state (every parameter and buffer), on ``device`` if given."""
         ...
 
     def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:
@@ -156,7 +156,9 @@ def check_state(
         if not is_array(other):
             raise TypeError(f"{arg}[{name!r}]: expected {kind}, got {type(other).__name__}")
         if tuple(other.shape) != tuple(array.shape):
-            raise ValueError(f"{arg}[{name!r}]: shape {tuple(other.shape)} differs from the model's {tuple(array.shape)}")
+            raise ValueError(
+                f"{arg}[{name!r}]: shape {tuple(other.shape)} differs from the model's {tuple(array.shape)}"
+            )
         if other.dtype != array.dtype:
             raise TypeError(f"{arg}[{name!r}]: dtype {other.dtype} differs from the model's {array.dtype}")
 
@@ -169,7 +171,9 @@ class NumpyDictAdapter:
     """A ``dict[str, np.ndarray]`` model: every float entry is pruned by default, arrays are
     updated in place, masks are NumPy bool arrays; no RNG state and no optimizer to hook."""
 
-    def __init__(self, model: dict[str, Any], include: NameFilter, exclude: NameFilter, names: Collection[str] | None) -> None:
+    def __init__(
+        self, model: dict[str, Any], include: NameFilter, exclude: NameFilter, names: Collection[str] | None
+    ) -> None:
         for key, value in model.items():
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"model[{key!r}]: expected a NumPy array, got {type(value).__name__}")
@@ -184,7 +188,9 @@ class NumpyDictAdapter:
         canonical = {key: first.setdefault(id(array), key) for key, array in model.items()}
         self.prunable: dict[str, Any] = {n: model[n] for n in dict.fromkeys(canonical[n] for n in names)}
 
-    def state(self) -> dict[str, Any]:
+    def state(self, device: str | None = None) -> dict[str, Any]:
+        if device is not None:
+            raise ValueError(f"snapshot_device: NumPy models keep their snapshot in host memory, got {device!r}")
         return {k: v.copy() for k, v in self.model.items()}
 
     def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:

@@ -10,6 +10,7 @@ registers its backend when imported; it is imported on first use through the
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
@@ -125,3 +126,98 @@ def load_framework_of(cls: type) -> bool:
     if name is None or name in _BACKENDS:
         return False
     return load_framework(name) and name in _BACKENDS
+
+
+# -- kernels computed by a framework's own ops (device tensors, distributed selection) -----------
+
+
+class DeviceApplier(Protocol):
+    """Masks validated once, re-applied in place by each call."""
+
+    def __call__(self) -> None: ...
+
+    def is_current(self) -> bool:
+        """Whether every weight still has the storage it had when this applier was built."""
+        ...
+
+
+class DeviceKernels(Protocol):
+    """The kernels computed with a framework's ops on the arrays' own device, across ranks too.
+
+    Semantics are those of `lottery_ticket.kernels` (bit-identical masks); every method
+    validates all its inputs before modifying anything.
+    """
+
+    name: str  # the value of ``backend=`` that forces these kernels: "torch"
+
+    def claims(self, arrays: Sequence[tuple[Sequence[str], Sequence[object]]], process_group: object) -> bool:
+        """Whether ``backend="auto"`` runs these kernels for ``(labels, values)`` groups: device or
+        sharded arrays, or a process group. Raises ValueError for arrays on several devices."""
+        ...
+
+    def select_masks(
+        self,
+        weights: list[Any],
+        labels: list[str],
+        amount: int | float,
+        masks: list[Any] | None,
+        scope: str,
+        process_group: object,
+    ) -> list[Any]:
+        """`global_magnitude_masks` on these arrays."""
+        ...
+
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> DeviceApplier:
+        """Validated now; each call zeroes the pruned weights in place."""
+        ...
+
+    def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None: ...
+
+    def alive_counts(self, masks: list[Any], labels: list[str], process_group: object) -> list[int]: ...
+
+
+_DEVICE_KERNELS: dict[str, DeviceKernels] = {}
+
+
+def register_device_kernels(kernels: DeviceKernels) -> None:
+    """Make ``kernels`` selectable by ``backend=kernels.name`` (framework adapters call this)."""
+    _DEVICE_KERNELS[kernels.name] = kernels
+
+
+def device_kernels(
+    arrays: Sequence[tuple[Sequence[str], Sequence[object]]], backend: object = "auto", process_group: object = None
+) -> DeviceKernels | None:
+    """The framework kernels to run for ``arrays``, or None for the Rust kernels (host memory).
+
+    ``backend``: ``"auto"`` (Rust for host arrays, framework ops for device or sharded arrays or
+    a process group), ``"rust"`` or a framework's name (``"torch"``).
+    """
+    frameworks = sorted(set(_DEVICE_KERNELS) | set(_entry_points()))
+    if not isinstance(backend, str) or backend not in ("auto", "rust", *frameworks):
+        raise ValueError(
+            f"backend: expected 'auto', 'rust' or a framework ({', '.join(map(repr, frameworks))}), got {backend!r}"
+        )
+    for _, values in arrays:
+        for value in values[:1]:
+            array_backend(value)  # imports the framework adapter, which registers its kernels
+    if backend not in ("auto", "rust"):
+        if backend not in _DEVICE_KERNELS:
+            load_framework(backend)
+        if backend not in _DEVICE_KERNELS:
+            raise ValueError(f"backend: {backend!r} is not available (is its package installed?)")
+        forced = _DEVICE_KERNELS[backend]
+        forced.claims(arrays, process_group)  # the same device checks as "auto"
+        return forced
+    for kernels in _DEVICE_KERNELS.values():
+        if kernels.claims(arrays, process_group if backend == "auto" else None):
+            if backend == "rust":
+                raise ValueError(
+                    "backend: 'rust' runs on host memory, but these arrays are on a device or sharded; "
+                    f"use backend='auto' or {kernels.name!r}"
+                )
+            return kernels
+    if process_group is not None and process_group is not False:
+        if backend == "rust":
+            raise ValueError("process_group: the Rust kernels run in one process; use backend='auto' or 'torch'")
+        raise TypeError("process_group: selection across ranks needs torch tensors (torch.distributed)")
+    return None

@@ -12,13 +12,13 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 StrategyKind = Literal["init", "early", "late", "lr", "none"]
 
 # A parameter filter: a glob pattern on the name ("fc*.weight"), several patterns, or a predicate
 # called with (name, tensor).
-NameFilter = Union[str, Sequence[str], Callable[[str, Any], bool], None]
+NameFilter = str | Sequence[str] | Callable[[str, Any], bool] | None
 
 
 def _check_real(value: object, arg: str) -> float:

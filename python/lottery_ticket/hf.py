@@ -33,8 +33,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+import torch
 
 from ._callbacks import TICKET_NAME, RoundDriver, as_pruner, check_path, positive_int
 from ._resume import read_state_file, write_state_file
@@ -90,13 +91,17 @@ class LotteryTicketTrainerCallback(TrainerCallback):
         if state.global_step > 0:  # resumed from checkpoint-<global_step>
             path = Path(str(args.output_dir)) / f"{_CHECKPOINT_PREFIX}-{state.global_step}" / TICKET_NAME
             if not path.is_file():
-                raise ValueError(f"resume_from_checkpoint: no lottery-ticket state at {path} (the run resumed at step {state.global_step})")
+                raise ValueError(
+                    f"resume_from_checkpoint: no lottery-ticket state at {path} (the run resumed at step {state.global_step})"
+                )
             pruner_state, extra = read_state_file(path)
             saved = {"pruner": pruner_state, "rows": extra["rows"], "pending": extra["pending"]}
         optimizer = unwrap_optimizer(kwargs.get("optimizer"), "optimizer")
         self._driver.start(kwargs["model"], [optimizer], kwargs.get("lr_scheduler"), self.per_round, saved)
 
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         finished = self._driver.advance_to(state.global_step // self.per_round, _gather)
         for row in finished:
             state.log_history.append({**{f"lottery_ticket/{k}": v for k, v in row.items()}, "step": state.global_step})
@@ -106,7 +111,12 @@ class LotteryTicketTrainerCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if logs is None or not self._driver.started:
             return
@@ -123,7 +133,9 @@ class LotteryTicketTrainerCallback(TrainerCallback):
             extra = {"rows": self._driver.rows, "pending": self._driver.pending}
             write_state_file(folder / TICKET_NAME, self.pruner, extra)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not self._driver.started:
             return
         self.ticket, last = self._driver.finish()

@@ -24,6 +24,9 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 * **Tied weights.** One storage is one tensor: passing memory twice is a ``ValueError``.
 * **torch.** In-place writes bump the autograd version counter, as torch's own in-place ops do,
   and inference tensors are refused outside inference mode.
+* **Devices and ranks.** NumPy arrays and CPU tensors run the Rust kernels; tensors on any other
+  device (CUDA), DTensors and ``process_group=`` run the framework's own ops on that device
+  (`backends.DeviceKernels`), with bit-identical masks. ``backend="torch"`` forces those ops.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _arrays, _core
+from . import _arrays, _core, _plan, backends
 
 Scope = Literal["global", "layer"]
 
@@ -74,7 +77,10 @@ def _ranking_views(
 ) -> tuple[list[_arrays.Bits], list[np.ndarray] | None]:
     """Bit views of the weights to rank and uint8 views of their survivor masks (or None)."""
     labels = _arrays.labels("weights", names, len(values))
-    views = [to_bits(v, label) for v, label in zip(values, labels)]
+    if to_bits is _read_bits:  # the selection's reader: a small model's views are reused (_plan)
+        views = _plan.read_views(values, labels)
+    else:
+        views = [to_bits(v, label) for v, label in zip(values, labels)]
     if masks is None:
         return views, None
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
@@ -87,6 +93,9 @@ def global_magnitude_masks(
     amount: int | float,
     masks: Any = None,
     scope: Scope = "global",
+    *,
+    backend: str = "auto",
+    process_group: Any = None,
 ) -> Any:
     """Masks that prune ``amount`` of the alive weights by smallest magnitude.
 
@@ -95,6 +104,11 @@ def global_magnitude_masks(
         amount: float fraction in [0, 1] of the alive weights, or int count.
         masks: current survivors (bool, same shapes), same container as ``weights``; default all.
         scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
+        backend: ``"auto"`` (Rust for host arrays, torch ops for device tensors), ``"rust"`` or
+            ``"torch"`` (torch ops, also on CPU tensors).
+        process_group: a ``torch.distributed`` group (or True: the default group): each rank
+            passes its local tensors and gets its part of the one selection over all ranks'
+            tensors in (rank, tensor, flat index) order; amounts are global. DTensors need none.
 
     Returns:
         New bool masks (True = kept), in the same container and array kind as ``weights``:
@@ -110,6 +124,16 @@ def global_magnitude_masks(
     amount = _check_amount(amount)
     if scope not in ("global", "layer"):
         raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
+    labels = _arrays.labels("weights", names, len(values))
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
+    device = backends.device_kernels(
+        [(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)], backend, process_group
+    )
+    if device is not None:
+        selected = device.select_masks(
+            values, labels, amount, mask_values if masks is not None else None, scope, process_group
+        )
+        return _arrays.shaped_like(names, selected)
     views, current = _ranking_views(names, values, masks, _read_bits)
     fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
@@ -158,12 +182,15 @@ class MaskApplier:
     """
 
     def __init__(self, weights: Any, masks: Any) -> None:
+        self.weights, self.masks = weights, masks
+        self._device = _device_applier(weights, masks)
+        if self._device is not None:
+            return
         names, views, mask_views = _in_place_views(weights, masks)
         _arrays.check_no_overlap(
             [(b.label, b.bits) for b in views],
             list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
         )
-        self.weights, self.masks = weights, masks
         self._values = _arrays.items(weights, "weights")[1]
         self._addresses = [_arrays.storage_address(v) for v in self._values]
         self._bits = [b.bits for b in views]
@@ -173,24 +200,51 @@ class MaskApplier:
 
     def is_current(self) -> bool:
         """Whether every weight still has the storage it had when this applier was built."""
+        if self._device is not None:
+            return bool(self._device.is_current())
         return all(_arrays.storage_address(v) == a for v, a in zip(self._values, self._addresses))
 
     def __call__(self) -> None:
+        if self._device is not None:
+            self._device()
+            return
         # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
         # pointing at the old memory: refuse rather than mask the wrong buffer.
         for value, address, label in zip(self._values, self._addresses, self._names or range(len(self._values))):
             if _arrays.storage_address(value) != address:
-                raise RuntimeError(f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one")
+                raise RuntimeError(
+                    f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one"
+                )
         _core.apply_masks(self._bits, self._mask_views, self._names)
         for notify in self._written:
             notify()
 
 
+def _device_applier(weights: Any, masks: Any) -> Any:
+    names, values = _arrays.items(weights, "weights")
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    labels = _arrays.labels("weights", names, len(values))
+    device = backends.device_kernels([(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)])
+    if device is None:
+        return None
+    return device.mask_applier(values, mask_values, labels)
+
+
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     """In place: survivors take their snapshot value, pruned weights become exactly zero.
 
-    ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init).
+    ``snapshots`` has the weights' container, shapes and dtypes (e.g. the weights at init); for
+    device weights it may be on another device (copied in, e.g. from pinned host memory).
     """
+    names, values = _arrays.items(weights, "weights")
+    snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(values))
+    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
+    labels = [_arrays.labels(arg, names, len(values)) for arg in ("weights", "snapshots", "masks")]
+    # Snapshots may live elsewhere (e.g. pinned host memory for a model on the GPU): not checked.
+    device = backends.device_kernels([(labels[0], values), (labels[2], mask_values)])
+    if device is not None:
+        device.rewind(values, snap_values, mask_values, labels[0])
+        return
     names, views, mask_views = _in_place_views(weights, masks)
     snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(views))
     snap_labels = _arrays.labels("snapshots", names, len(views))
@@ -211,10 +265,16 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         notify()
 
 
-def alive_counts(masks: Any) -> Any:
-    """Number of True entries of each mask (a list, or a dict for a dict input)."""
+def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
+    """Number of True entries of each mask (a list, or a dict for a dict input).
+
+    With ``process_group`` (or DTensor masks) each count is summed over the ranks.
+    """
     names, values = _arrays.items(masks, "masks")
     labels = _arrays.labels("masks", names, len(values))
+    device = backends.device_kernels([(labels, values)], "auto", process_group)
+    if device is not None:
+        return _arrays.shaped_like(names, device.alive_counts(values, labels, process_group))
     views = []
     for m, label in zip(values, labels):
         shape = tuple(m.shape) if hasattr(m, "shape") else ()

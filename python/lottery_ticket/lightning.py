@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
+
+import torch
 
 from ._callbacks import TICKET_NAME, RoundDriver, as_pruner, check_path, round_length
 from .config import LotteryTicketConfig
@@ -119,11 +120,15 @@ class LotteryTicketCallback(Callback):
         if self.unit == "epochs":
             self._advance(trainer, trainer.current_epoch)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.unit == "steps":
             self._advance(trainer, trainer.global_step)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.unit == "steps" and trainer.global_step % self.per_round == 0:
             self._driver.observe(trainer.callback_metrics)
             if trainer.global_step >= self._needed:

@@ -1,22 +1,6 @@
 """`LotteryTicketPruner`: iterative magnitude pruning (IMP) with rewinding, driving your training.
 
-Ten lines to find a winning ticket on a torch model::
-
-    import torch
-    from lottery_ticket import LotteryTicketPruner, RewindStrategy
-
-    model = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
-    x, y = torch.randn(512, 64), torch.randint(0, 10, (512,))
-
-    def train(model, round_index):
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        for _ in range(100):
-            opt.zero_grad(); loss = torch.nn.functional.cross_entropy(model(x), y); loss.backward(); opt.step()
-        return {"loss": loss.item()}
-
-    pruner = LotteryTicketPruner(target_sparsity=0.9, pruning_rounds=5, rewind_strategy=RewindStrategy.early(iteration=10))
-    ticket = pruner.run(model, train)
-    print(f"{ticket.sparsity:.1%} sparse, {ticket.compression_ratio():.1f}x, final loss {ticket.metrics[-1]['loss']:.3f}")
+The README's "Ten lines of IMP" shows it on a torch model.
 
 `run` calls ``train(model, r)`` for r = 0..n: round 0 trains the dense model from the weights it
 had when `run` started (W0); before round r >= 1 the pruner removes this round's share of the
@@ -50,10 +34,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from . import importance as _importance
 from . import kernels
-from ._run import Run, check_schedule_args, count_weights, restore_schedule
+from ._rounds import plan_masks
+from ._run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
 from .adapters import adapter_for
 from .checkpoint import read_checkpoint, write_checkpoint
 from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
@@ -63,23 +47,8 @@ TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
 
 
-def plan_masks(config: LotteryTicketConfig, weights: Mapping[str, Any], masks: Mapping[str, Any], round_index: int) -> Any:
-    """Masks after pruning round ``round_index`` (1-based): exact kept counts, by the kernels."""
-    if config.global_pruning:
-        alive = sum(kernels.alive_counts(dict(masks)).values())
-        total = sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in weights.values())
-        keep = config.remaining_after(round_index, total)
-        return kernels.global_magnitude_masks(dict(weights), alive - keep, dict(masks), "global")
-    result = {}
-    for name, w in weights.items():
-        alive = kernels.alive_counts({name: masks[name]})[name]
-        keep = config.remaining_after(round_index, int(np.prod(tuple(w.shape), dtype=np.int64)))
-        result.update(kernels.global_magnitude_masks({name: w}, alive - keep, {name: masks[name]}, "global"))
-    return result
-
-
 class LotteryTicketPruner:
-    """Finds winning tickets by iterative magnitude pruning; see the module docstring.
+    """Finds winning tickets by iterative magnitude pruning (or by `importance` scores); see the module docstring.
 
     Args:
         target_sparsity: fraction of the prunable weights removed at the end, in [0, 1).
@@ -90,6 +59,15 @@ class LotteryTicketPruner:
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
+        importance: how weights are ranked: ``"magnitude"``, ``"random"`` (seeded by ``seed``),
+            a scorer such as ``lottery_ticket.torch.Snip``, or ``(name, tensor) -> scores``;
+            see `lottery_ticket.importance`.
+        seed: seed of the ``"random"`` control.
+        process_group: a ``torch.distributed`` group (or True: the default group) when each
+            rank holds shards of the model as plain tensors: one exact selection over all ranks.
+            FSDP2 / DTensor parameters need none (their device mesh is used); DDP replicas none.
+        snapshot_device: where the rewind snapshot is kept, e.g. ``"cpu"`` (pinned) for models
+            that fill the GPU; default: beside the weights.
     """
 
     def __init__(
@@ -103,22 +81,34 @@ class LotteryTicketPruner:
         *,
         iterations_per_round: int | None = None,
         config: LotteryTicketConfig | None = None,
+        importance: _importance.Importance = "magnitude",
+        seed: int = 0,
+        process_group: Any = None,
+        snapshot_device: Any = None,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
                 raise TypeError("target_sparsity and pruning_rounds are required (or pass config=)")
             config = LotteryTicketConfig(
-                target_sparsity, pruning_rounds, rewind_strategy or RewindStrategy.init(), global_pruning  # type: ignore[arg-type]
+                target_sparsity,
+                pruning_rounds,
+                rewind_strategy or RewindStrategy.init(),  # type: ignore[arg-type]  # a str is parsed
+                global_pruning,
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
-        self.config = config
+        self.config, self.importance = config, _importance.resolve(importance, seed)
         self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
+        if snapshot_device is not None and not isinstance(snapshot_device, str):
+            snapshot_device = str(snapshot_device)  # a torch.device
+        self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
 
     @classmethod
-    def with_config(cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None) -> LotteryTicketPruner:
+    def with_config(
+        cls, config: LotteryTicketConfig, include: NameFilter = None, exclude: NameFilter = None
+    ) -> LotteryTicketPruner:
         """A pruner for ``config``."""
         return cls(include=include, exclude=exclude, config=config)
 
@@ -165,7 +155,9 @@ class LotteryTicketPruner:
 
     # -- step-wise API ------------------------------------------------------------------------
 
-    def start(self, model: Any, *, optimizer: Any = None, scheduler: Any = None, iterations_per_round: int | None = None) -> None:
+    def start(
+        self, model: Any, *, optimizer: Any = None, scheduler: Any = None, iterations_per_round: int | None = None
+    ) -> None:
         """Track ``model``: snapshot its whole state as W0, all weights alive, round 0.
 
         ``optimizer``/``scheduler`` (optional) have their learning-rate state recorded so that
@@ -175,15 +167,13 @@ class LotteryTicketPruner:
         optimizer = adapter.unwrap_optimizer(optimizer)
         check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
-        strategy = self.config.rewind_strategy
-        capture: int | None = None
-        if strategy.kind == "early":
-            capture = strategy.iteration
-        elif strategy.kind == "late":
-            if steps is None:
-                raise ValueError("iterations_per_round: late(fraction) needs T, the optimizer steps per round")
-            capture = round(float(strategy.fraction or 0.0) * steps)
-        self._run = Run.start(self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step)
+        capture = capture_step(self.config.rewind_strategy, steps)
+        run = Run.start(
+            self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device
+        )
+        if self.process_group is not None:
+            run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
+        self._run, self._model = run, model
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -197,7 +187,7 @@ class LotteryTicketPruner:
         # The schedule state that step k+1 ran with is what training resumed from W_k needs.
         run.save_schedule_if_pending()
         if run.round == 0 and run.snapshot is None and run.step == run.capture_step:
-            run.snapshot = run.adapter.state()
+            run.snapshot = run.take_snapshot()
             run.schedule_pending = True
 
     def _after_optimizer_step(self) -> None:
@@ -220,12 +210,15 @@ class LotteryTicketPruner:
         if run.round == 0:
             run.steps_round0 = run.step
             if run.snapshot is None:
-                raise RuntimeError(f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
-                                   f"{run.capture_step}, but round 0 took only {run.step} optimizer steps")
+                raise RuntimeError(
+                    f"rewind strategy {run.config.rewind_strategy} needs the weights at iteration "
+                    f"{run.capture_step}, but round 0 took only {run.step} optimizer steps"
+                )
             run.save_schedule_if_pending()
-        run.masks = plan_masks(run.config, run.adapter.prunable, run.masks, run.round + 1)
+        scores = self.importance.scores(self._model, run.adapter.prunable)
+        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
         run.round += 1
-        run.alive = sum(kernels.alive_counts(run.masks).values())
+        run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         run.history.append(1.0 - run.alive / run.total)
 
     def rewind(self, optimizer: Any = None, scheduler: Any = None) -> None:
@@ -245,7 +238,7 @@ class LotteryTicketPruner:
             kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
         else:
             kernels.apply_masks(adapter.prunable, run.masks)
-            run.snapshot = adapter.state()
+            run.snapshot = run.take_snapshot()
         for opt in (optimizer, run.optimizer):
             if opt is not None:
                 opt.state.clear()
@@ -267,6 +260,7 @@ class LotteryTicketPruner:
             metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
             iterations_per_round=run.steps_round0,
+            importance=self.importance.name,
         )
 
     # -- one-call driver ----------------------------------------------------------------------
@@ -283,7 +277,7 @@ class LotteryTicketPruner:
         """Run IMP: ``train_fn(model, r)`` for r = 0..n with prune + rewind in between.
 
         Args:
-            model: torch ``nn.Module`` (CPU) or ``dict[str, np.ndarray]``; its state now is W0.
+            model: torch ``nn.Module`` (any device, FSDP2) or ``dict[str, np.ndarray]``; its state now is W0.
             train_fn: trains one round in place; may return ``{name: float}`` metrics.
             checkpoint_dir: if given, state is saved there after every round and a later call
                 resumes from the last complete round (the model is restored from the file).
@@ -338,11 +332,15 @@ class LotteryTicketPruner:
         adapter = adapter_for(model, self.include, self.exclude)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
-        history = []
+        if self.process_group is not None:
+            total = sum(kernels.alive_counts(masks, process_group=self.process_group).values())
+        history, scores = [], self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, adapter.prunable, masks, r)
-            history.append(1.0 - sum(kernels.alive_counts(masks).values()) / total)
-        return Ticket(adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None)
+            masks = plan_masks(self.config, scores, masks, r, self.process_group)
+            history.append(1.0 - sum(kernels.alive_counts(masks, process_group=self.process_group).values()) / total)
+        return Ticket(
+            adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name
+        )
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
         """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,

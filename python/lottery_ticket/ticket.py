@@ -49,6 +49,7 @@ class Ticket:
         rewind_iteration: iteration the snapshot was taken at (0 for init; None when the
             strategy keeps trained weights).
         iterations_per_round: optimizer steps counted in round 0 (None if never counted).
+        importance: what pruning ranked (``"magnitude"``, ``"random"``, ``"snip"``, ...).
     """
 
     masks: dict[str, np.ndarray]
@@ -58,6 +59,7 @@ class Ticket:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     rewind_iteration: int | None = 0
     iterations_per_round: int | None = None
+    importance: str = "magnitude"
 
     @property
     def strategy(self) -> RewindStrategy:
@@ -106,7 +108,7 @@ class Ticket:
         """A human-readable summary with the per-layer table (what ``lottery-ticket inspect`` prints)."""
         lines = [
             f"strategy     {self.strategy}   rounds {self.config.pruning_rounds}   "
-            f"scope {'global' if self.config.global_pruning else 'layer'}",
+            f"scope {'global' if self.config.global_pruning else 'layer'}   importance {self.importance}",
             f"sparsity     {self.sparsity:.2%}   density {self.density:.2%}   "
             f"compression {self.compression_ratio():.1f}x",
             f"parameters   {self.remaining_parameters} of {self.total_parameters} prunable weights kept",
@@ -118,7 +120,9 @@ class Ticket:
         lines.append(f"{'layer':<{width}}  {'shape':>16}  {'kept':>10}  {'total':>10}  sparsity")
         for r in self.layer_table():
             shape = "x".join(map(str, r["shape"]))
-            lines.append(f"{r['name']:<{width}}  {shape:>16}  {r['remaining']:>10}  {r['total']:>10}  {r['sparsity']:.2%}")
+            lines.append(
+                f"{r['name']:<{width}}  {shape:>16}  {r['remaining']:>10}  {r['total']:>10}  {r['sparsity']:.2%}"
+            )
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -135,7 +139,9 @@ class Ticket:
 _RESERVED = ("round", "density", "sparsity", "remaining")
 
 
-def metrics_row(round_index: int, density: float, remaining: int, returned: Mapping[str, float] | None) -> dict[str, Any]:
+def metrics_row(
+    round_index: int, density: float, remaining: int, returned: Mapping[str, float] | None
+) -> dict[str, Any]:
     """One ``Ticket.metrics`` row: the round's reserved columns plus the metrics ``train_fn`` returned.
 
     Args:
@@ -221,6 +227,7 @@ def write_file(
         "metrics": ticket.metrics,
         "rewind_iteration": ticket.rewind_iteration,
         "iterations_per_round": ticket.iterations_per_round,
+        "importance": ticket.importance,
         "resume": resume,
     }
     for name, value in (rng or {}).items():
@@ -271,6 +278,7 @@ def _decode(
         metrics=list(doc["metrics"]),
         rewind_iteration=doc["rewind_iteration"],
         iterations_per_round=doc["iterations_per_round"],
+        importance=str(doc.get("importance", "magnitude")),  # files from before the option
     )
     state = group("state", doc["state_dtypes"]) if doc["state_dtypes"] is not None else None
     rng = {n: tensors[f"rng/{n}"] for n in doc["rng"]} if doc["rng"] is not None else None

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::scan::{ChunkScan, FusedScan};
 use super::Bracket;
-use crate::chunk::Chunk;
+use crate::chunk::{self, Chunk};
 use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
@@ -18,6 +18,7 @@ pub(crate) fn fix_up<K: Key>(
     scan: &FusedScan<K>,
     bracket: Bracket<K>,
     r: u64,
+    parallel: bool,
 ) -> Result<()> {
     debug_assert!(r > 0, "an exact provisional mask needs no fix-up");
     let outside = |s: &ChunkScan<K>| {
@@ -25,29 +26,38 @@ pub(crate) fn fix_up<K: Key>(
             .iter()
             .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
     };
-    if scan.per_chunk.par_iter().any(outside) {
+    let changed = if parallel {
+        scan.per_chunk.par_iter().any(outside)
+    } else {
+        scan.per_chunk.iter().any(outside)
+    };
+    if changed {
         return Err(Error::WeightsChanged);
     }
-    let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r);
-    let tie_counts: Vec<u64> = scan
-        .per_chunk
-        .par_iter()
-        .map(|s| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64)
-        .collect();
-    chunks
-        .par_iter_mut()
+    let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r, parallel);
+    let ties_of =
+        |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
+    let tie_counts: Vec<u64> = if parallel {
+        scan.per_chunk.par_iter().map(ties_of).collect()
+    } else {
+        scan.per_chunk.iter().map(ties_of).collect()
+    };
+    let budgets = share_ties(&tie_counts, r - strictly_below);
+    let mut work: Vec<_> = chunks
+        .iter_mut()
         .zip(&scan.per_chunk)
-        .zip(share_ties(&tie_counts, r - strictly_below))
-        .for_each(|((c, s), mut ties)| {
-            for &(k, i) in &s.candidates {
-                if k < threshold {
-                    c.out[i as usize] = 0;
-                } else if k == threshold && ties > 0 {
-                    c.out[i as usize] = 0;
-                    ties -= 1;
-                }
+        .zip(budgets)
+        .collect();
+    chunk::map(&mut work, parallel, |((c, s), ties)| {
+        for &(k, i) in &s.candidates {
+            if k < threshold {
+                c.out[i as usize] = 0;
+            } else if k == threshold && *ties > 0 {
+                c.out[i as usize] = 0;
+                *ties -= 1;
             }
-        });
+        }
+    });
     Ok(())
 }
 
@@ -59,33 +69,38 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     scans: &[C],
     bracket: Bracket<K>,
     r: u64,
+    parallel: bool,
 ) -> (K, u64) {
-    const BINS: usize = 1 << 16;
+    let candidates: usize = scans.iter().map(|s| s.count()).sum();
+    // About 16 candidates a bin: a histogram much larger than the candidates (2^16 bins were
+    // zeroed for every call) costs more than the select it saves.
+    let bins = (candidates / 16).next_power_of_two().clamp(1 << 8, 1 << 16);
     let base = bracket.lo.to_u64();
     let span = bracket.hi.to_u64().saturating_sub(base).max(1);
-    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(BINS.trailing_zeros());
+    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bins.trailing_zeros());
     let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
-    let counts = scans
-        .par_iter()
-        .fold(
-            || vec![0u32; BINS],
-            |mut h, s| {
-                s.keys().for_each(|k| h[bin(k)] += 1);
-                h
-            },
-        )
-        .reduce(
-            || vec![0u32; BINS],
+    let add = |mut h: Vec<u32>, s: &C| {
+        s.keys().for_each(|k| h[bin(k)] += 1);
+        h
+    };
+    let counts = if parallel {
+        scans.par_iter().fold(|| vec![0u32; bins], add).reduce(
+            || vec![0u32; bins],
             |mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
             },
-        );
+        )
+    } else {
+        scans.iter().fold(vec![0u32; bins], add)
+    };
     let (target, before) = radix::bin_of_rank(&counts, r);
-    let mut in_bin: Vec<K> = scans
-        .par_iter()
-        .flat_map_iter(|s| s.keys().filter(|&k| bin(k) == target))
-        .collect();
+    let in_target = |s: &C| -> Vec<K> { s.keys().filter(|&k| bin(k) == target).collect() };
+    let mut in_bin: Vec<K> = if parallel {
+        scans.par_iter().flat_map_iter(in_target).collect()
+    } else {
+        scans.iter().flat_map(in_target).collect()
+    };
     let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
     let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
     (threshold, before + below_in_bin)
@@ -94,17 +109,27 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
 /// A group of candidates whose keys can be listed (positions, if any, are not needed here).
 pub(crate) trait CandidateKeys<K>: Sync {
     fn keys(&self) -> impl Iterator<Item = K> + '_;
+    /// How many keys `keys` lists (sizes the histogram).
+    fn count(&self) -> usize {
+        self.keys().count()
+    }
 }
 
 impl<K: Key> CandidateKeys<K> for ChunkScan<K> {
     fn keys(&self) -> impl Iterator<Item = K> + '_ {
         self.candidates.iter().map(|c| c.0)
     }
+    fn count(&self) -> usize {
+        self.candidates.len()
+    }
 }
 
 impl<K: Key> CandidateKeys<K> for Vec<K> {
     fn keys(&self) -> impl Iterator<Item = K> + '_ {
         self.iter().copied()
+    }
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 

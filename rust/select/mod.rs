@@ -14,12 +14,16 @@ pub(crate) mod fallback;
 pub(crate) mod fixup;
 pub(crate) mod sample;
 pub(crate) mod scan;
+pub(crate) mod simd;
 
 use rayon::prelude::*;
 
 use crate::chunk;
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{Key, Weights};
+// Small selections run on the caller's thread, as the streaming kernels do: each hand-off to
+// rayon's pool wakes a worker and blocks on it, and a selection makes several.
+use crate::mask::PARALLEL_MIN;
 
 /// How much to prune, relative to the weights that are still alive.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,8 +93,20 @@ pub struct Selection {
     pub paths: Paths,
 }
 
-/// Candidates kept in memory before giving up on the bracket (8-16 bytes each).
+/// Candidates kept in memory before giving up on the bracket (8-16 bytes each), up to 512 M
+/// weights; larger inputs get [`CANDIDATE_BYTES_PER_WEIGHT`] each. The sample grows with the
+/// input (see [`sample::sample_size`]) so the expected candidates grow only as its square
+/// root; the budget grows a little faster, so it does not overflow on ordinary data. bf16 sets
+/// the per-weight figure: its coarse keys put up to two whole tie groups of ~0.25% of the
+/// weights each in the bracket.
 pub(crate) const CANDIDATE_BYTES: usize = 32 << 20;
+/// Candidate budget per weight above 512 M weights (masks cost 1 byte per weight).
+const CANDIDATE_BYTES_PER_WEIGHT: f64 = 1.0 / 16.0;
+
+/// The candidate budget, in bytes, for `total` weights.
+pub(crate) fn candidate_bytes(total: usize) -> usize {
+    CANDIDATE_BYTES.max((total as f64 * CANDIDATE_BYTES_PER_WEIGHT) as usize)
+}
 
 /// Keys below `lo` are pruned, keys at or above `hi` kept, the rest are candidates.
 #[derive(Clone, Copy, Debug)]
@@ -211,16 +227,21 @@ fn select_global<K: Key>(
     amount: Amount,
     first_tensor: usize,
 ) -> Result<Selection> {
-    // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
-    let (bracket, ()) = rayon::join(
-        || sample::estimate_bracket::<K>(weights, alive, amount, sample::SAMPLES),
-        || prefault(out),
-    );
-    let bracket = bracket?;
     let total: usize = weights.iter().map(|w| w.len()).sum();
+    let parallel = total >= PARALLEL_MIN;
+    let bracket = if parallel {
+        // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
+        let (bracket, ()) = rayon::join(
+            || sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, true),
+            || prefault(out),
+        );
+        bracket?
+    } else {
+        sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, false)?
+    };
     let mut chunks = chunk::split(weights, alive, out);
-    let cap = CANDIDATE_BYTES / std::mem::size_of::<(K, u32)>();
-    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total));
+    let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
+    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total), parallel);
 
     if let Some(t) = scan.nan_tensor {
         return Err(Error::Nan {
@@ -239,7 +260,7 @@ fn select_global<K: Key>(
     };
     match path {
         Path::Exact => {}
-        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below)?,
+        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?,
         Path::BracketMiss | Path::CandidateOverflow => {
             fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?
         }

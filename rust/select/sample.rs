@@ -7,11 +7,13 @@ use crate::error::Result;
 use crate::magnitude::{Key, KeyVisitor, Weights};
 
 /// Positions sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
-/// ~0.1% of the alive weights around the target rank. Inputs of at most this many weights are
-/// sampled whole (an exact bracket).
+/// ~0.1% of the alive weights around the target rank.
 pub(crate) const SAMPLES: usize = 1 << 18;
-/// Fewest probes of a sampled (larger than [`SAMPLES`]) input.
-const MIN_SAMPLES: usize = 1 << 15;
+/// Inputs of at most this many weights are sampled whole (an exact bracket); larger ones get at
+/// least this many probes. Sampling a LeNet-sized model whole cost more than its fused pass.
+const MIN_SAMPLES: usize = 1 << 14;
+/// Most probes of a selection (32 MiB of u32 keys, reached at ~3 G weights).
+pub(crate) const MAX_SAMPLES: usize = 1 << 23;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
 /// slower exact fallback) then happens with probability below 1e-6.
 const BRACKET_SIGMAS: f64 = 5.0;
@@ -23,6 +25,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     alive: Option<&[&[u8]]>,
     amount: Amount,
     max_probes: usize,
+    parallel: bool,
 ) -> Result<Bracket<K>> {
     let everything = Bracket {
         lo: K::ZERO,
@@ -45,7 +48,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let probes = sample_size(total, max_probes);
-    let mut sample = sample_keys::<K>(weights, alive, probes);
+    let mut sample = sample_keys::<K>(weights, alive, probes, parallel);
     let m = sample.len();
     if m == 0 {
         return Ok(everything);
@@ -76,30 +79,45 @@ pub(crate) fn estimate_bracket<K: Key>(
     let spread = BRACKET_SIGMAS * (m as f64 * q * (1.0 - q)).sqrt() + 2.0;
     let lo_rank = (centre - spread).floor();
     let hi_rank = (centre + spread).ceil();
-    let lo = if lo_rank <= 0.0 {
-        K::ZERO
+    let (lo, above) = if lo_rank <= 0.0 {
+        (K::ZERO, &mut sample[..])
     } else {
-        *sample.select_nth_unstable(lo_rank as usize).1
+        let (_, &mut lo, above) = sample.select_nth_unstable(lo_rank as usize);
+        (lo, above)
     };
+    // The second select only needs the part above `lo`, already split off by the first.
+    let first_above = m - above.len();
     let hi = if hi_rank >= m as f64 {
         K::MAX
     } else {
-        K::from_u64(sample.select_nth_unstable(hi_rank as usize).1.to_u64() + 1)
+        let (_, &mut hi, _) = above.select_nth_unstable(hi_rank as usize - first_above);
+        K::from_u64(hi.to_u64() + 1)
     };
     Ok(Bracket { lo, hi })
 }
 
-/// Probes for `total` weights: all of them up to [`SAMPLES`]; above, SAMPLES at 100 M scaled
-/// as total^(2/3) up to `max_probes`, which balances the sampling cost (one miss per probe) against the candidate
-/// cost (∝ total / √probes), so small models do not pay a large model's fixed cost. The count
-/// is nudged until it does not divide `total`: a fractional stride drifts in phase, so a
-/// periodic weight layout (rows, channels) cannot pin every probe to the same column.
+/// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, SAMPLES at 100 M scaled
+/// as total^(2/3) below 100 M, which balances the sampling cost (one miss per probe) against
+/// the candidate cost (∝ total / √probes), so small models do not pay a large model's fixed
+/// cost; in proportion to the total above 100 M, so the candidates (∝ √total there) stay within
+/// their budget at any size instead of overflowing into the exact fallback (a cliff in time
+/// per weight). The count is nudged until it does not divide `total`: a fractional stride
+/// drifts in phase, so a periodic weight layout (rows, channels) cannot pin every probe to the
+/// same column. At most `max_probes`.
 pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
-    if total <= SAMPLES {
+    if total <= MIN_SAMPLES {
         return total;
     }
-    let scaled = SAMPLES as f64 * (total as f64 / 1e8).powf(2.0 / 3.0);
-    let mut probes = (scaled as usize).clamp(MIN_SAMPLES, max_probes);
+    let ratio = total as f64 / 1e8;
+    let scaled = SAMPLES as f64
+        * if ratio < 1.0 {
+            ratio.powf(2.0 / 3.0)
+        } else {
+            ratio
+        };
+    let mut probes = (scaled as usize)
+        .clamp(MIN_SAMPLES, max_probes.max(MIN_SAMPLES))
+        .min(total - 1);
     while total % probes == 0 {
         probes -= 1;
     }
@@ -114,6 +132,7 @@ pub(crate) fn sample_keys<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     probes: usize,
+    parallel: bool,
 ) -> Vec<K> {
     const RUN: usize = 1 << 13;
     if probes == 0 {
@@ -126,36 +145,41 @@ pub(crate) fn sample_keys<K: Key>(
         ends.push(total);
     }
     let (stride, step) = (total / probes, total % probes); // pos advances by total / probes
-    let runs: Vec<Vec<K>> = (0..probes.div_ceil(RUN))
-        .into_par_iter()
-        .map(|run| {
-            let first = run * RUN;
-            // u64 is exact here: probes <= 2^21 and no model reaches 2^43 weights.
-            let numerator = first as u64 * total as u64 + total as u64 / 2;
-            let (mut pos, mut rem) = (
-                (numerator / probes as u64) as usize,
-                (numerator % probes as u64) as usize,
-            );
-            let mut t = ends.partition_point(|&end| end <= pos);
-            let mut keys = Vec::with_capacity(RUN);
-            for _ in first..(first + RUN).min(probes) {
-                while pos >= ends[t] {
-                    t += 1;
-                }
-                let i = pos - (ends[t] - weights[t].len());
-                if alive.is_none_or(|a| a[t][i] != 0) {
-                    keys.push(key_at::<K>(weights[t], i));
-                }
-                pos += stride;
-                rem += step;
-                if rem >= probes {
-                    pos += 1;
-                    rem -= probes;
-                }
+    let walk = |run: usize| {
+        let first = run * RUN;
+        // u64 is exact here: probes <= 2^23 and no in-memory model reaches 2^40 weights.
+        let numerator = first as u64 * total as u64 + total as u64 / 2;
+        let (mut pos, mut rem) = (
+            (numerator / probes as u64) as usize,
+            (numerator % probes as u64) as usize,
+        );
+        let mut t = ends.partition_point(|&end| end <= pos);
+        let mut keys = Vec::with_capacity(RUN);
+        for _ in first..(first + RUN).min(probes) {
+            while pos >= ends[t] {
+                t += 1;
             }
-            keys
-        })
-        .collect();
+            let i = pos - (ends[t] - weights[t].len());
+            if alive.is_none_or(|a| a[t][i] != 0) {
+                keys.push(key_at::<K>(weights[t], i));
+            }
+            pos += stride;
+            rem += step;
+            if rem >= probes {
+                pos += 1;
+                rem -= probes;
+            }
+        }
+        keys
+    };
+    let runs: Vec<Vec<K>> = if parallel {
+        (0..probes.div_ceil(RUN))
+            .into_par_iter()
+            .map(walk)
+            .collect()
+    } else {
+        (0..probes.div_ceil(RUN)).map(walk).collect()
+    };
     runs.concat()
 }
 

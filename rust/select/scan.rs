@@ -5,11 +5,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
-use super::Bracket;
+use super::{simd, Bracket};
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
-use crate::magnitude::Key;
+use crate::magnitude::{Key, Weights};
 
 /// Elements per block of the fused pass: one bit each in the block's candidate bitmask.
 const BLOCK: usize = 32;
@@ -28,41 +26,32 @@ pub(crate) fn fused_pass<K: Key>(
     chunks: &mut [Chunk<'_>],
     bracket: Bracket<K>,
     cap: usize,
+    parallel: bool,
 ) -> FusedScan<K> {
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
-    let per_chunk: Vec<ChunkScan<K>> = chunks
-        .par_iter_mut()
-        .map(|c| {
-            let collect = !overflow.load(Ordering::Relaxed);
-            let mut candidates = Vec::new();
-            let counts = chunk::visit::<K, _>(
-                c.weights,
-                c.alive,
-                Scan {
-                    bracket,
-                    out: &mut *c.out,
-                    sink: collect.then_some(&mut candidates),
-                },
-            );
-            if collect {
-                let n = candidates.len() as u64;
-                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
-                    overflow.store(true, Ordering::Relaxed);
-                }
+    let fast = K::BITS == 31 && simd::available();
+    let per_chunk: Vec<ChunkScan<K>> = chunk::map(chunks, parallel, |c| {
+        let collect = !overflow.load(Ordering::Relaxed);
+        let mut candidates = Vec::new();
+        let counts = scan_chunk(c, bracket, collect.then_some(&mut candidates), fast);
+        if collect {
+            let n = candidates.len() as u64;
+            if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                overflow.store(true, Ordering::Relaxed);
             }
-            if overflow.load(Ordering::Relaxed) {
-                candidates = Vec::new(); // the exact fallback will run: free them early
-            }
-            ChunkScan {
-                tensor: c.tensor,
-                alive: counts.alive,
-                below: counts.below,
-                nan: counts.nan,
-                candidates,
-            }
-        })
-        .collect();
+        }
+        if overflow.load(Ordering::Relaxed) {
+            candidates = Vec::new(); // the exact fallback will run: free them early
+        }
+        ChunkScan {
+            tensor: c.tensor,
+            alive: counts.alive,
+            below: counts.below,
+            nan: counts.nan,
+            candidates,
+        }
+    });
     let mut totals = ScanTotals {
         overflow: overflow.into_inner(),
         ..ScanTotals::default()
@@ -76,6 +65,35 @@ pub(crate) fn fused_pass<K: Key>(
         }
     }
     FusedScan { totals, per_chunk }
+}
+
+/// One chunk of the fused pass: the AVX2 block scanner for f32 and bf16 in the u32 key space,
+/// the portable loop otherwise.
+fn scan_chunk<K: Key>(
+    c: &mut Chunk<'_>,
+    bracket: Bracket<K>,
+    sink: Option<&mut Vec<(K, u32)>>,
+    fast: bool,
+) -> Counts {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
+        match c.weights {
+            Weights::F32(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, sink) },
+            Weights::Bf16(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, sink) },
+            _ => {}
+        }
+    }
+    let _ = fast;
+    chunk::visit::<K, _>(
+        c.weights,
+        c.alive,
+        Scan {
+            bracket,
+            out: &mut *c.out,
+            sink,
+        },
+    )
 }
 
 pub(crate) struct FusedScan<K> {

@@ -19,7 +19,7 @@ fn assert_path(weights: &[Weights<'_>], amount: Amount, path: Path) -> Vec<Vec<u
 pub(super) fn sampled_positions(total: usize) -> Vec<bool> {
     let index: Vec<u64> = (0..total).map(|i| (i as f64).to_bits()).collect();
     let probes = sample::sample_size(total, sample::SAMPLES);
-    let keys = sample::sample_keys::<u64>(&[Weights::F64(&index)], None, probes);
+    let keys = sample::sample_keys::<u64>(&[Weights::F64(&index)], None, probes, true);
     assert_eq!(keys.len(), probes);
     let mut hit = vec![false; total];
     for k in keys {

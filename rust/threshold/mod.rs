@@ -88,7 +88,7 @@ fn threshold_in<K: Key>(
     alive: Option<&[&[u8]]>,
     amount: Amount,
 ) -> Result<Threshold> {
-    let bracket = sample::estimate_bracket::<K>(weights, alive, amount, MAX_PROBES)?;
+    let bracket = sample::estimate_bracket::<K>(weights, alive, amount, MAX_PROBES, true)?;
     // An open-ended bracket ("up to every key") ends after +inf: keys above are NaN, an error
     // anyway, and the narrower span can still be counted per key.
     let end = K::from_u64(K::INF.to_u64() + 1);
@@ -156,7 +156,7 @@ fn kth_in_bracket<K: Key>(groups: &[Candidates<K>], bracket: Bracket<K>, r: u64)
             (K::from_u64(base + ((bin as u64) << shift)), r - before)
         }
         _ => {
-            let (key, smaller) = kth_candidate(groups, bracket, r);
+            let (key, smaller) = kth_candidate(groups, bracket, r, true);
             (key, r - smaller)
         }
     }

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lottery_ticket.cli import main
+from lottery_ticket.cli._errors import UserError
 from lottery_ticket.cli.bench import check_memory
 from lottery_ticket.cli.bench.workloads import WorkloadSpec
 from lottery_ticket.cli.demo import prepare_out
-from lottery_ticket.cli._errors import UserError
 
 # (id, argv with {tmp} for the test's folder, what stderr must name)
 CASES: list[tuple[str, list[str], str]] = [
@@ -21,7 +21,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-out-is-a-file", ["demo", "--quick", "--out", "{tmp}/file"], "--out"),
     ("demo-out-etc-passwd", ["demo", "--quick", "--out", "/etc/passwd"], "--out"),
     ("demo-out-under-a-file", ["demo", "--quick", "--out", "{tmp}/file/sub"], "--out"),
-    ("demo-early-past-iterations", ["demo", "--rewind", "early:5", "--iterations", "1", "--out", "{tmp}/d"], "--rewind"),
+    (
+        "demo-early-past-iterations",
+        ["demo", "--rewind", "early:5", "--iterations", "1", "--out", "{tmp}/d"],
+        "--rewind",
+    ),
     ("demo-rewind-garbage", ["demo", "--rewind", "sideways"], "--rewind"),
     ("demo-late-one", ["demo", "--rewind", "late:1.0"], "--rewind"),
     ("demo-seeds-zero", ["demo", "--seeds", "0"], "--seeds"),
@@ -47,7 +51,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(("argv", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_user_error_is_one_line_and_exit_2(argv: list[str], names: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_error_is_one_line_and_exit_2(
+    argv: list[str], names: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_bytes(b"keep me")
     before = snapshot(tmp_path)

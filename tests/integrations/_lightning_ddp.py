@@ -20,12 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import lightning.pytorch as pl  # noqa: E402
-from _lightning_module import TinyModule, loader  # noqa: E402
+import lightning.pytorch as pl
+from _lightning_module import TinyModule, loader
 
-from lottery_ticket import LotteryTicketConfig  # noqa: E402
-from lottery_ticket._callbacks import mask_digest  # noqa: E402
-from lottery_ticket.lightning import LotteryTicketCallback  # noqa: E402
+from lottery_ticket import LotteryTicketConfig
+from lottery_ticket._callbacks import mask_digest
+from lottery_ticket.lightning import LotteryTicketCallback
 
 
 class Diverge(pl.Callback):
@@ -57,7 +57,9 @@ def fit(out: Path, diverge: bool) -> dict[str, Any]:
         "digest": mask_digest(callback.pruner.masks),
         "kept": int(sum(int(m.sum()) for m in callback.pruner.masks.values())),
         "round": callback.pruner.round,
-        "nonzero_pruned": sum(int(torch.count_nonzero(params[n].detach()[~m])) for n, m in callback.pruner.masks.items()),
+        "nonzero_pruned": sum(
+            int(torch.count_nonzero(params[n].detach()[~m])) for n, m in callback.pruner.masks.items()
+        ),
         "world_size": trainer.world_size,
         "rank": trainer.global_rank,
     }

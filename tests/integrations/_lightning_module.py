@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 LR = 0.1
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub: the model is built from a config
@@ -55,7 +56,16 @@ class Recorder(transformers.TrainerCallback):  # type: ignore[misc]
         self.after_step: dict[int, dict[str, torch.Tensor]] = {}
         self.nonzero_pruned = 0
 
-    def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kw: Any) -> None:
+    def on_step_begin(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        model: Any = None,
+        optimizer: Any = None,
+        lr_scheduler: Any = None,
+        **kw: Any,
+    ) -> None:
         pruner = self.callback.pruner
         if not self.round_starts or self.round_starts[-1]["round"] != pruner.round:
             self.round_starts.append(
@@ -85,11 +95,15 @@ def arguments(out: Path, **extra: Any) -> Any:
     return transformers.TrainingArguments(**{**values, **extra})
 
 
-def train(out: Path, strategy: str, seed: int = 0, resume: str | None = None, **extra: Any) -> tuple[Any, Any, LotteryTicketTrainerCallback, Recorder]:
+def train(
+    out: Path, strategy: str, seed: int = 0, resume: str | None = None, **extra: Any
+) -> tuple[Any, Any, LotteryTicketTrainerCallback, Recorder]:
     model = bert(seed)
     callback = LotteryTicketTrainerCallback(LotteryTicketConfig(0.8, ROUNDS, strategy), steps_per_round=STEPS)
     recorder = Recorder(callback)
-    trainer = transformers.Trainer(model, arguments(out, **extra), train_dataset=Tokens(), callbacks=[callback, recorder])
+    trainer = transformers.Trainer(
+        model, arguments(out, **extra), train_dataset=Tokens(), callbacks=[callback, recorder]
+    )
     trainer.train(resume_from_checkpoint=resume)
     return model, trainer, callback, recorder
 
@@ -119,7 +133,10 @@ def test_trainer_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: 
                 assert torch.equal(start["state"][name], value if mask is None else value * mask), (r, name)
         else:
             trained = rec.after_step[r * STEPS]
-            assert torch.equal(start["state"]["bert.embeddings.word_embeddings.weight"], trained["bert.embeddings.word_embeddings.weight"])
+            assert torch.equal(
+                start["state"]["bert.embeddings.word_embeddings.weight"],
+                trained["bert.embeddings.word_embeddings.weight"],
+            )
     # Linear decay over 6 steps: the LR is back at its start (init, lr) or at step 1 (early:1).
     expected_lr = LR * (1 - 1 / 6) if kind == "early" else LR
     assert starts[1]["lr"] == pytest.approx(expected_lr)
@@ -162,13 +179,18 @@ def test_bad_arguments_name_the_argument(tmp_path: Path) -> None:
         LotteryTicketTrainerCallback(config, steps_per_round=0)
     with pytest.raises(TypeError, match="steps_per_round: expected an int >= 1, got str"):
         LotteryTicketTrainerCallback(config, steps_per_round="5")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got dict"):
+    with pytest.raises(
+        TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got dict"
+    ):
         LotteryTicketTrainerCallback({"target_sparsity": 0.5}, steps_per_round=5)  # type: ignore[arg-type]
     model = bert()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     callback = LotteryTicketTrainerCallback(LotteryTicketPruner(0.5, 2), steps_per_round=3)
     trainer = transformers.Trainer(model, arguments(tmp_path), train_dataset=Tokens(), callbacks=[callback])
-    with pytest.raises(ValueError, match="steps_per_round: 2 pruning rounds of 3 steps need 9 optimizer steps, but the Trainer stops after max_steps=6"):
+    with pytest.raises(
+        ValueError,
+        match="steps_per_round: 2 pruning rounds of 3 steps need 9 optimizer steps, but the Trainer stops after max_steps=6",
+    ):
         trainer.train()
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name])

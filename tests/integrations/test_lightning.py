@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import torch
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -19,7 +20,9 @@ from lottery_ticket.lightning import LotteryTicketCallback  # noqa: E402
 
 def _helper() -> Any:
     if "_lightning_module" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_lightning_module", Path(__file__).with_name("_lightning_module.py"))
+        spec = importlib.util.spec_from_file_location(
+            "_lightning_module", Path(__file__).with_name("_lightning_module.py")
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules["_lightning_module"] = module
@@ -76,13 +79,19 @@ class Recorder(pl.Callback):  # type: ignore[misc]
             self.nonzero_pruned += int(torch.count_nonzero(params[name].detach()[~mask]))
 
 
-def fit(root: Path, strategy: str, *, checkpoints: bool = False, **per_round: int) -> tuple[Any, LotteryTicketCallback, Recorder]:
+def fit(
+    root: Path, strategy: str, *, checkpoints: bool = False, **per_round: int
+) -> tuple[Any, LotteryTicketCallback, Recorder]:
     module = H.TinyModule()
-    callback = LotteryTicketCallback(LotteryTicketConfig(0.75, ROUNDS, strategy), **(per_round or {"epochs_per_round": 1}))
+    callback = LotteryTicketCallback(
+        LotteryTicketConfig(0.75, ROUNDS, strategy), **(per_round or {"epochs_per_round": 1})
+    )
     recorder = Recorder(callback)
     callbacks: list[Any] = [callback, recorder]
     if checkpoints:
-        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"))
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        )
     kwargs = H.trainer_kwargs(str(root))
     kwargs["enable_checkpointing"] = checkpoints
     trainer = pl.Trainer(max_epochs=10, callbacks=callbacks, **kwargs)
@@ -110,7 +119,15 @@ def test_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: Path, st
             assert torch.count_nonzero(start["state"][name][~mask]) == 0
     kind = RewindStrategy.parse(strategy).kind
     # late:0.5 of a 4-step round captures step 2.
-    target = w0 if kind == "init" else rec.after_step[3] if kind == "early" else rec.after_step[2] if kind == "late" else None
+    target = (
+        w0
+        if kind == "init"
+        else rec.after_step[3]
+        if kind == "early"
+        else rec.after_step[2]
+        if kind == "late"
+        else None
+    )
     for r, start in enumerate(starts[1:], 1):
         if target is not None:  # survivors and every buffer (BatchNorm statistics) back at W0 / W3
             for name, value in target.items():
@@ -121,7 +138,13 @@ def test_rounds_prune_exactly_and_rewind_as_the_strategy_says(tmp_path: Path, st
             trained = rec.after_step[r * BATCHES]
             assert torch.equal(start["state"]["net.0.bias"], trained["net.0.bias"])
     # StepLR(step_size=2, gamma=0.5) stepped per optimizer step.
-    lr_at_rewind = {"init": 0.1, "lr": 0.1, "early": 0.1 * 0.5 ** (3 // 2), "late": 0.1 * 0.5 ** (2 // 2), "none": 0.1 * 0.5 ** (BATCHES // 2)}[kind]
+    lr_at_rewind = {
+        "init": 0.1,
+        "lr": 0.1,
+        "early": 0.1 * 0.5 ** (3 // 2),
+        "late": 0.1 * 0.5 ** (2 // 2),
+        "none": 0.1 * 0.5 ** (BATCHES // 2),
+    }[kind]
     assert starts[1]["lr"] == pytest.approx(lr_at_rewind)
     # Pruned weights are exactly zero after training; the saved ticket loads.
     params = dict(module.named_parameters())
@@ -140,12 +163,14 @@ def test_rounds_are_logged_through_the_trainer_logger(tmp_path: Path) -> None:
     total = 24 * 8 + 3 * 24
     assert [int(float(r["lottery_ticket/round"])) for r in rows] == [0, 1, 2]
     assert [int(float(r["lottery_ticket/remaining"])) for r in rows] == expected_kept(total)
-    assert [round(float(r["lottery_ticket/sparsity"]), 6) for r in rows] == [round(1 - k / total, 6) for k in expected_kept(total)]
+    assert [round(float(r["lottery_ticket/sparsity"]), 6) for r in rows] == [
+        round(1 - k / total, 6) for k in expected_kept(total)
+    ]
     assert all(r["lottery_ticket/val_loss"] for r in rows)
 
 
 def test_steps_per_round_counts_optimizer_steps(tmp_path: Path) -> None:
-    module, callback, rec = fit(tmp_path, "early:2", steps_per_round=3)
+    _, _, rec = fit(tmp_path, "early:2", steps_per_round=3)
     total = 24 * 8 + 3 * 24
     assert [s["round"] for s in rec.round_starts] == [0, 1, 2]
     assert [s["kept"] for s in rec.round_starts] == expected_kept(total)
@@ -190,7 +215,11 @@ def test_a_pruner_with_include_selects_the_tensors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"epochs_per_round": 1, "steps_per_round": 2}, ValueError, "epochs_per_round, steps_per_round: pass exactly one"),
+        (
+            {"epochs_per_round": 1, "steps_per_round": 2},
+            ValueError,
+            "epochs_per_round, steps_per_round: pass exactly one",
+        ),
         ({}, ValueError, "epochs_per_round, steps_per_round: pass exactly one"),
         ({"epochs_per_round": 0}, ValueError, "epochs_per_round: expected an int >= 1, got 0"),
         ({"steps_per_round": -3}, ValueError, "steps_per_round: expected an int >= 1, got -3"),
@@ -205,13 +234,17 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], error: type[Exc
 
 
 def test_wrong_pruner_type_and_too_short_fits_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got float"):
+    with pytest.raises(
+        TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got float"
+    ):
         LotteryTicketCallback(0.9, epochs_per_round=1)  # type: ignore[arg-type]
     module = H.TinyModule()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     callback = LotteryTicketCallback(LotteryTicketConfig(0.5, 2), epochs_per_round=2)
     trainer = pl.Trainer(max_epochs=5, callbacks=[callback], **H.trainer_kwargs(str(tmp_path)))
-    with pytest.raises(ValueError, match="epochs_per_round: 2 pruning rounds of 2 epochs need max_epochs >= 6, got max_epochs=5"):
+    with pytest.raises(
+        ValueError, match="epochs_per_round: 2 pruning rounds of 2 epochs need max_epochs >= 6, got max_epochs=5"
+    ):
         trainer.fit(module, H.loader(), H.loader(32))
     for name, value in module.state_dict().items():
         assert torch.equal(value, before[name])

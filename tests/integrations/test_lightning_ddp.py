@@ -13,14 +13,16 @@ import pytest
 
 pytest.importorskip("lightning.pytorch")
 
-from lottery_ticket import LotteryTicketConfig  # noqa: E402
+from lottery_ticket import LotteryTicketConfig
 
 SCRIPT = Path(__file__).with_name("_lightning_ddp.py")
 
 
 def test_ddp_ranks_compute_the_same_masks_and_divergence_is_refused(tmp_path: Path) -> None:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     total = 24 * 8 + 3 * 24

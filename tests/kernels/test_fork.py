@@ -38,13 +38,18 @@ os._exit(0)
 def run_script(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, **env},
     )
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 @pytest.mark.parametrize(
-    ("threads", "depth"), [(None, 1), ("1", 1), ("2", 1), (None, 2)], ids=["default", "1-thread", "2-threads", "grandchild"]
+    ("threads", "depth"),
+    [(None, 1), ("1", 1), ("2", 1), (None, 2)],
+    ids=["default", "1-thread", "2-threads", "grandchild"],
 )
 def test_kernels_work_in_a_forked_child(threads: str | None, depth: int) -> None:
     env = {"FORK_DEPTH": str(depth)}

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
+import torch
 from lottery_ticket import alive_counts, apply_masks, global_magnitude_masks, rewind
 
 
@@ -153,11 +153,29 @@ CASES: list[tuple[str, Callable[..., Any], Build, type[Exception], str]] = [
     ("rewind-mask-dtype", R, lambda: call(w(), w(), [np.ones(3, np.int8), m()[1]]), TypeError, "masks[0]"),
     # issue #14: byte order, alignment, shared storage, 0-d shapes
     ("apply-big-endian", A, lambda: call([np.ones(3, ">f4")], m()[:1]), TypeError, "weights[0]"),
-    ("rewind-big-endian", R, lambda: call(named([np.ones(3, ">f4")]), named(w()[:1]), named(m()[:1])), TypeError, "weights['fc.weight']"),
-    ("apply-unaligned", A, lambda: call([np.zeros(13, np.uint8)[1:].view(np.float32)], m()[:1]), ValueError, "weights[0]"),
+    (
+        "rewind-big-endian",
+        R,
+        lambda: call(named([np.ones(3, ">f4")]), named(w()[:1]), named(m()[:1])),
+        TypeError,
+        "weights['fc.weight']",
+    ),
+    (
+        "apply-unaligned",
+        A,
+        lambda: call([np.zeros(13, np.uint8)[1:].view(np.float32)], m()[:1]),
+        ValueError,
+        "weights[0]",
+    ),
     ("select-shared-storage", S, lambda: call(dict(a=(x := w()[0]), b=x), 1), ValueError, "weights['b']"),
     ("select-mask-0d-for-1d", S, lambda: call([w()[0]], 1, masks=[np.array(True)]), ValueError, "masks[0]"),
-    ("rewind-0d-snapshot-for-1d", R, lambda: call([np.ones(1)], [np.array(1.0)], [np.array([True])]), ValueError, "snapshots[0]"),
+    (
+        "rewind-0d-snapshot-for-1d",
+        R,
+        lambda: call([np.ones(1)], [np.array(1.0)], [np.array([True])]),
+        ValueError,
+        "snapshots[0]",
+    ),
     # alive_counts
     ("counts-dtype", alive_counts, lambda: call([np.ones(3)]), TypeError, "masks[0]"),
     ("counts-empty", alive_counts, lambda: call([]), ValueError, "masks"),

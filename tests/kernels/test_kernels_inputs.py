@@ -82,5 +82,19 @@ def test_the_callers_dict_keys_come_back(keys: list[object]) -> None:
     assert list(alive_counts(masks)) == keys
     apply_masks(weights, masks)
     rewind(weights, {k: v.copy() for k, v in weights.items()}, masks)
-    with pytest.raises(ValueError, match=r"weights\[0\]: contains NaN") if keys == [0, 1] else pytest.raises(ValueError):
+    with (
+        pytest.raises(ValueError, match=r"weights\[0\]: contains NaN") if keys == [0, 1] else pytest.raises(ValueError)
+    ):
         global_magnitude_masks({keys[0]: np.array([np.nan], np.float32)}, 0.5)
+
+
+def test_several_empty_tensors_in_one_call() -> None:
+    # Empty masks used to be zero-length views at a neighbour's address: the binding's borrow
+    # check refused them as one buffer written twice.
+    weights = [np.zeros(0, np.float32), np.array([3.0, -1.0, 2.0], np.float32), np.zeros((0, 4), np.float64)]
+    masks = global_magnitude_masks(weights, 1)
+    assert [m.shape for m in masks] == [(0,), (3,), (0, 4)]
+    assert masks[1].tolist() == [True, False, True]
+    apply_masks(weights, masks)
+    rewind(weights, [w.copy() for w in weights], masks)
+    assert alive_counts(masks) == [0, 2, 0]

@@ -75,7 +75,9 @@ def test_layer_scope_and_masks_under_a_racing_writer() -> None:
     with writer(w, sources):
         for _ in range(CALLS // 2):
             try:
-                mask = global_magnitude_masks([w, np.ones(10, np.float32)], 0.5, masks=[alive, np.ones(10, bool)], scope="layer")[0]
+                mask = global_magnitude_masks(
+                    [w, np.ones(10, np.float32)], 0.5, masks=[alive, np.ones(10, bool)], scope="layer"
+                )[0]
             except RuntimeError as err:
                 assert "changed during the call" in str(err)
                 continue

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
+import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket._threshold import RawTensor, Threshold, ThresholdWriter, select_threshold, write_pruned
 
@@ -111,7 +111,10 @@ def test_memory_mapped_files(tmp_path: Path) -> None:
     src = np.memmap(src_path, dtype=np.uint16, mode="r", shape=(50, 100))
     dst = np.memmap(dst_path, dtype=np.uint16, mode="w+", shape=(50, 100))
     threshold = select_threshold([RawTensor(src, "bfloat16")], 0.6)
-    assert write_pruned(RawTensor(src, "bfloat16"), RawTensor(dst, "bfloat16"), threshold, threshold.ties_pruned) == threshold.ties_pruned
+    assert (
+        write_pruned(RawTensor(src, "bfloat16"), RawTensor(dst, "bfloat16"), threshold, threshold.ties_pruned)
+        == threshold.ties_pruned
+    )
     dst.flush()
     want = global_magnitude_masks([bf16.reshape(50, 100)], 0.6)[0].numpy()
     np.testing.assert_array_equal(np.fromfile(dst_path, dtype=np.uint16).reshape(50, 100), np.where(want, src, 0))

@@ -33,7 +33,11 @@ print(ticket.remaining_parameters, ticket.total_parameters)
 
 
 def _path_without_rust() -> str:
-    kept = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not any((Path(d) / t).exists() for t in TOOLCHAIN)]
+    kept = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not any((Path(d) / t).exists() for t in TOOLCHAIN)
+    ]
     return os.pathsep.join(kept)
 
 
@@ -59,12 +63,21 @@ def test_wheel_installs_and_runs_without_a_rust_toolchain(tmp_path: Path) -> Non
     python = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CARGO_HOME", "RUSTUP_HOME")}
     env["PATH"] = os.pathsep.join([str(venv / "bin"), _path_without_rust()])
-    subprocess.run([_uv(), "pip", "install", "--quiet", "--python", str(python), str(wheels[0])], env=env, check=True, timeout=600)
+    subprocess.run(
+        [_uv(), "pip", "install", "--quiet", "--python", str(python), str(wheels[0])], env=env, check=True, timeout=600
+    )
 
     run = subprocess.run([str(python), "-c", PRUNE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     # 2 rounds to 80%: round(2368 * 0.2) = 474 of 64*32 + 32*10 weights remain.
     assert run.stdout.split() == ["474", "2368"]
-    cli = subprocess.run([str(venv / "bin" / "lottery-ticket"), "--version"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [str(venv / "bin" / "lottery-ticket"), "--version"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.strip() == f"lottery-ticket {version}"

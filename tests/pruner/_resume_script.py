@@ -10,10 +10,10 @@ import signal
 import sys
 
 import numpy as np
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy
+from torch import nn
 
 
 def run(checkpoint_dir: str, out: str, log: str, kill_at: int = -1) -> None:

@@ -38,7 +38,9 @@ def test_strategy_is_frozen_and_compares_by_value() -> None:
 
 
 def test_strategy_rewinds_weights_only_for_snapshot_strategies() -> None:
-    assert [s.rewinds_weights for s in (RewindStrategy.init(), RewindStrategy.early(1), RewindStrategy.late(0.5))] == [True] * 3
+    assert [s.rewinds_weights for s in (RewindStrategy.init(), RewindStrategy.early(1), RewindStrategy.late(0.5))] == [
+        True
+    ] * 3
     assert not RewindStrategy.learning_rate().rewinds_weights
     assert not RewindStrategy.none().rewinds_weights
 
@@ -70,7 +72,7 @@ def test_parse_rejects_bad_text(text: str) -> None:
 
 def test_prune_rate_matches_the_design_formula() -> None:
     cfg = LotteryTicketConfig(0.9, 10)
-    assert cfg.prune_rate_per_round == pytest.approx(1 - 0.1 ** 0.1)
+    assert cfg.prune_rate_per_round == pytest.approx(1 - 0.1**0.1)
     assert round(cfg.prune_rate_per_round, 3) == 0.206
     assert cfg.rewind_strategy == RewindStrategy.init() and cfg.global_pruning
     with pytest.raises(dataclasses.FrozenInstanceError):

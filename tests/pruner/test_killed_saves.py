@@ -48,7 +48,9 @@ def test_saves_killed_at_random_points_leave_a_whole_file(tmp_path: Path) -> Non
         if path.exists():  # a kill before the first rename leaves no file at all, never a torn one
             ticket = Ticket.load(path)
             assert ticket.masks["w"].shape == (512, 512)
-    ticket = Ticket(masks={"w": np.ones(2, bool)}, snapshot={"w": np.ones(2, np.float32)}, config=LotteryTicketConfig(0.5, 1))
+    ticket = Ticket(
+        masks={"w": np.ones(2, bool)}, snapshot={"w": np.ones(2, np.float32)}, config=LotteryTicketConfig(0.5, 1)
+    )
     ticket.save(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "a stale temp file was left behind"
     assert not any(p.name.endswith(TEMP_SUFFIX) for p in tmp_path.iterdir())

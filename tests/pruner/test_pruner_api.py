@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
+from torch import nn
 
 
 def convnet() -> nn.Module:
@@ -33,7 +33,11 @@ def test_default_selection_is_linear_and_conv_weights() -> None:
 def test_include_and_exclude_by_pattern_or_predicate() -> None:
     model = convnet()
     assert names(LotteryTicketPruner(0.5, 1, exclude="0.*"), model) == ["4.weight"]
-    assert names(LotteryTicketPruner(0.5, 1, include=["*.bias"], exclude=["1.*"]), model) == ["0.bias", "4.bias", "5.bias"]
+    assert names(LotteryTicketPruner(0.5, 1, include=["*.bias"], exclude=["1.*"]), model) == [
+        "0.bias",
+        "4.bias",
+        "5.bias",
+    ]
     by_rank = LotteryTicketPruner(0.5, 1, include=lambda name, p: p.dim() > 1)
     assert names(by_rank, model) == ["0.weight", "4.weight"]
     with pytest.raises(ValueError, match="no parameters selected"):
@@ -120,7 +124,9 @@ def test_find_ticket_is_one_shot_and_leaves_the_model_alone() -> None:
 def test_apply_ticket_loads_snapshot_and_masks() -> None:
     source = convnet()
     ticket = LotteryTicketPruner(0.8, 2).find_ticket(source)
-    target = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10), nn.LayerNorm(10))
+    target = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 10), nn.LayerNorm(10)
+    )
     pruner = LotteryTicketPruner(0.8, 2)
     pruner.apply_ticket(target, ticket)
     for k, v in target.state_dict().items():
@@ -170,10 +176,16 @@ def test_apply_ticket_validates_everything_before_modifying(damage: Any, error: 
         (lambda s: s.update({"extra": np.ones(2)}), ValueError, "first: 'extra'"),
         (lambda s: s.update({"b": [0.0, 0.0]}), TypeError, r"ticket.snapshot\['b'\]: expected a NumPy array, got list"),
         (lambda s: s.update({"w": np.ones((2, 3))}), ValueError, r"shape \(2, 3\) differs from the model's \(3, 2\)"),
-        (lambda s: s.update({"b": np.ones(2, np.float32)}), TypeError, "dtype float32 differs from the model's float64"),
+        (
+            lambda s: s.update({"b": np.ones(2, np.float32)}),
+            TypeError,
+            "dtype float32 differs from the model's float64",
+        ),
     ],
 )
-def test_numpy_apply_ticket_checks_the_snapshot_before_modifying(damage: Any, error: type[Exception], match: str) -> None:
+def test_numpy_apply_ticket_checks_the_snapshot_before_modifying(
+    damage: Any, error: type[Exception], match: str
+) -> None:
     ticket = LotteryTicketPruner(0.5, 1).find_ticket({"w": np.arange(6.0).reshape(3, 2), "b": np.ones(2)})
     damage(ticket.snapshot)
     target = {"w": np.full((3, 2), 7.0), "b": np.full(2, 7.0)}
@@ -209,7 +221,7 @@ def test_rewind_iteration_before_start() -> None:
     assert LotteryTicketPruner(0.5, 2, RewindStrategy.none()).rewind_iteration is None
     for strategy in (RewindStrategy.early(iteration=3), RewindStrategy.late(fraction=0.5)):
         with pytest.raises(RuntimeError, match=r"call start\(model\)"):
-            LotteryTicketPruner(0.5, 2, strategy, iterations_per_round=10).rewind_iteration
+            _ = LotteryTicketPruner(0.5, 2, strategy, iterations_per_round=10).rewind_iteration
 
 
 def test_apply_ticket_adopts_the_tickets_configuration() -> None:

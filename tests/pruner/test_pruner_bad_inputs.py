@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, MaskApplier, RewindStrategy, Ticket
 from lottery_ticket.ticket import metrics_row
+from torch import nn
 
 
 def model() -> dict[str, np.ndarray]:
@@ -64,17 +64,37 @@ CASES: list[Case] = [
     ("early-negative", lambda: (None, lambda: RewindStrategy.early(-1)), ValueError, "iteration"),
     ("late-one", lambda: (None, lambda: RewindStrategy.late(1.0)), ValueError, "fraction"),
     ("parse-int", lambda: (None, lambda: RewindStrategy.parse(3)), TypeError, "strategy"),  # type: ignore[arg-type]
-    ("from-dict-missing", lambda: (None, lambda: LotteryTicketConfig.from_dict({"target_sparsity": 0.5})), ValueError, "data"),
+    (
+        "from-dict-missing",
+        lambda: (None, lambda: LotteryTicketConfig.from_dict({"target_sparsity": 0.5})),
+        ValueError,
+        "data",
+    ),
     ("from-dict-list", lambda: (None, lambda: LotteryTicketConfig.from_dict([])), TypeError, "data"),  # type: ignore[arg-type]
-    ("remaining-round", lambda: (None, lambda: LotteryTicketConfig(0.5, 2).remaining_after(3, 10)), ValueError, "round_index"),
+    (
+        "remaining-round",
+        lambda: (None, lambda: LotteryTicketConfig(0.5, 2).remaining_after(3, 10)),
+        ValueError,
+        "round_index",
+    ),
     ("metrics-reserved", lambda: (None, lambda: metrics_row(0, 1.0, 3, {"round": 1.0})), ValueError, "train_fn"),
     ("metrics-str", lambda: (None, lambda: metrics_row(0, 1.0, 3, {"acc": "high"})), TypeError, "train_fn"),
     # models
     ("model-list", lambda: (None, lambda: P(0.5, 2).start([np.ones(3)])), TypeError, "model"),
     ("model-entry-list", lambda: (None, lambda: P(0.5, 2).start({"w": [1.0, 2.0]})), TypeError, "model['w']"),
     ("include-none-match", lambda: (m := model(), lambda: P(0.5, 2, include="nope*").start(m)), ValueError, "include"),
-    ("late-needs-T", lambda: (m := model(), lambda: P(0.5, 2, RewindStrategy.late(0.5)).start(m)), ValueError, "iterations_per_round"),
-    ("start-optimizer-str", lambda: (m := model(), lambda: P(0.5, 2).start(m, optimizer="sgd")), TypeError, "optimizer"),
+    (
+        "late-needs-T",
+        lambda: (m := model(), lambda: P(0.5, 2, RewindStrategy.late(0.5)).start(m)),
+        ValueError,
+        "iterations_per_round",
+    ),
+    (
+        "start-optimizer-str",
+        lambda: (m := model(), lambda: P(0.5, 2).start(m, optimizer="sgd")),
+        TypeError,
+        "optimizer",
+    ),
     ("start-scheduler-int", lambda: (m := model(), lambda: P(0.5, 2).start(m, scheduler=3)), TypeError, "scheduler"),
     ("on-step-negative", lambda: (m := model(), lambda: started(m).on_step(-1)), ValueError, "iteration"),
     ("attach-numpy", lambda: (m := model(), lambda: started(m).attach(object())), TypeError, "optimizer"),
@@ -83,13 +103,51 @@ CASES: list[Case] = [
     ("rewind-scheduler-str", lambda: (m := model(), lambda: started(m).rewind(scheduler="x")), TypeError, "scheduler"),
     ("not-started", lambda: (None, lambda: P(0.5, 2).prune()), RuntimeError, "start"),
     ("train-fn-none", lambda: (m := model(), lambda: P(0.5, 2).run(m, None, progress=False)), TypeError, "train_fn"),  # type: ignore[arg-type]
-    ("train-fn-replaces", lambda: (m := model(), lambda: P(0.5, 1, include="w").run(m, replace_w, progress=False)), RuntimeError, "model['w']"),
-    ("train-fn-returns-list", lambda: (m := model(), lambda: P(0.5, 1).run(m, lambda *_: [1.0], progress=False)), TypeError, "train_fn"),
-    ("apply-ticket-str", lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, "t.safetensors")), TypeError, "ticket"),
-    ("apply-ticket-shape", lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, other_ticket())), ValueError, "ticket.snapshot['w']"),
-    ("apply-ticket-torch-to-numpy", lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, ticket_for(net()))), ValueError, "masks"),
-    ("apply-ticket-dtype", lambda: (m := {k: v.astype(np.float64) for k, v in model().items()}, lambda: P(0.5, 1).apply_ticket(m, ticket_for(model()))), TypeError, "ticket.snapshot"),
-    ("applier-mask-shape", lambda: (m := model(), lambda: MaskApplier(m, {"w": np.ones(8, bool), "b": np.ones(3, bool)})), ValueError, "masks['w']"),
+    (
+        "train-fn-replaces",
+        lambda: (m := model(), lambda: P(0.5, 1, include="w").run(m, replace_w, progress=False)),
+        RuntimeError,
+        "model['w']",
+    ),
+    (
+        "train-fn-returns-list",
+        lambda: (m := model(), lambda: P(0.5, 1).run(m, lambda *_: [1.0], progress=False)),
+        TypeError,
+        "train_fn",
+    ),
+    (
+        "apply-ticket-str",
+        lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, "t.safetensors")),
+        TypeError,
+        "ticket",
+    ),
+    (
+        "apply-ticket-shape",
+        lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, other_ticket())),
+        ValueError,
+        "ticket.snapshot['w']",
+    ),
+    (
+        "apply-ticket-torch-to-numpy",
+        lambda: (m := model(), lambda: P(0.5, 1).apply_ticket(m, ticket_for(net()))),
+        ValueError,
+        "masks",
+    ),
+    (
+        "apply-ticket-dtype",
+        lambda: (
+            m := {k: v.astype(np.float64) for k, v in model().items()},
+            lambda: P(0.5, 1).apply_ticket(m, ticket_for(model())),
+        ),
+        TypeError,
+        "ticket.snapshot",
+    ),
+    (
+        "applier-mask-shape",
+        lambda: (m := model(), lambda: MaskApplier(m, {"w": np.ones(8, bool), "b": np.ones(3, bool)})),
+        ValueError,
+        "masks['w']",
+    ),
     ("ticket-load-empty", lambda: (None, lambda: Ticket.load("")), ValueError, "path"),
 ]
 
@@ -110,7 +168,11 @@ def raw(x: Any) -> bytes:
 
 @pytest.mark.parametrize(("build", "error", "names"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(
-    build: Callable[[], tuple[Any, Callable[[], Any]]], error: type[Exception], names: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    build: Callable[[], tuple[Any, Callable[[], Any]]],
+    error: type[Exception],
+    names: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     target, call = build()

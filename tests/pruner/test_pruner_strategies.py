@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy
+from torch import nn
 
 STEPS = 12
 PRUNED = ("0.weight", "3.weight")
@@ -62,7 +62,9 @@ def run(strategy: RewindStrategy, **kwargs: Any) -> tuple[Recorder, Any, dict[st
     return rec, ticket, w0
 
 
-def expected_mask(trained: dict[str, torch.Tensor], previous: dict[str, np.ndarray], keep: int) -> dict[str, np.ndarray]:
+def expected_mask(
+    trained: dict[str, torch.Tensor], previous: dict[str, np.ndarray], keep: int
+) -> dict[str, np.ndarray]:
     """Reference: keep the `keep` largest |w| among previously alive weights, over both tensors."""
     mags = np.concatenate([np.where(previous[n].ravel(), np.abs(trained[n].numpy().ravel()), -1.0) for n in PRUNED])
     kept = np.zeros(mags.size, dtype=bool)
@@ -75,7 +77,9 @@ def expected_mask(trained: dict[str, torch.Tensor], previous: dict[str, np.ndarr
     return out
 
 
-def assert_state(actual: dict[str, torch.Tensor], source: dict[str, torch.Tensor], masks: dict[str, np.ndarray]) -> None:
+def assert_state(
+    actual: dict[str, torch.Tensor], source: dict[str, torch.Tensor], masks: dict[str, np.ndarray]
+) -> None:
     assert set(actual) == set(source)
     for name, value in actual.items():
         want = source[name].clone()
@@ -111,7 +115,9 @@ def test_init_rewinds_the_whole_state_to_w0() -> None:
     assert ticket.rewind_iteration == 0
 
 
-@pytest.mark.parametrize(("strategy", "k"), [(RewindStrategy.early(iteration=4), 4), (RewindStrategy.late(fraction=0.25), 3)])
+@pytest.mark.parametrize(
+    ("strategy", "k"), [(RewindStrategy.early(iteration=4), 4), (RewindStrategy.late(fraction=0.25), 3)]
+)
 def test_early_and_late_rewind_to_the_weights_at_iteration_k(strategy: RewindStrategy, k: int) -> None:
     rec, ticket, _ = run(strategy, iterations_per_round=STEPS)
     w_k = rec.steps0[k - 1]  # the state after k optimizer steps

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy
+from torch import nn
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 OPTIMIZERS: dict[str, OptimizerFactory] = {

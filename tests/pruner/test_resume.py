@@ -10,18 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
 from lottery_ticket.pruner import CHECKPOINT_NAME
 from lottery_ticket.ticket import read_file
+from torch import nn
 
 SCRIPT = Path(__file__).with_name("_resume_script.py")
 
 
 def run_script(ckpt: Path, out: Path, log: Path, *extra: str) -> int:
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(ckpt), str(out), str(log), *extra], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(ckpt), str(out), str(log), *extra], capture_output=True, timeout=300
+    )
     return proc.returncode
 
 
@@ -78,5 +80,7 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="different configuration"):
         other.run(model, lambda m, r: None, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="other tensors"):
-        LotteryTicketPruner(0.5, 2).run(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), lambda m, r: None, checkpoint_dir=tmp_path, progress=False)
+        LotteryTicketPruner(0.5, 2).run(
+            nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), lambda m, r: None, checkpoint_dir=tmp_path, progress=False
+        )
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
 from lottery_ticket._resume import load_pruner_state, pruner_state, read_state_file, write_state_file
+from torch import nn
 
 
 def mlp() -> nn.Module:
@@ -39,7 +39,12 @@ def setup(model: nn.Module) -> tuple[LotteryTicketPruner, torch.optim.Optimizer,
     return pruner, opt, sched
 
 
-def finish(pruner: LotteryTicketPruner, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler) -> None:
+def finish(
+    pruner: LotteryTicketPruner,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
     while pruner.round < 3:
         pruner.prune()
         pruner.rewind()
@@ -55,7 +60,11 @@ def test_restored_pruner_finishes_like_the_original(tmp_path: Path, via_file: bo
     pruner.rewind()
     steps(model, opt, sched, 3)
     # A "checkpoint": model, optimizer and scheduler as a trainer saves them, plus the pruner state.
-    saved_model, saved_opt, saved_sched = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()), sched.state_dict()
+    saved_model, saved_opt, saved_sched = (
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(opt.state_dict()),
+        sched.state_dict(),
+    )
     if via_file:
         write_state_file(tmp_path / "state.safetensors", pruner, {"note": 1})
         state, extra = read_state_file(tmp_path / "state.safetensors")

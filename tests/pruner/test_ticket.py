@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import save_file
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
+from lottery_ticket._files import write_atomic
 from lottery_ticket.cli import inspect as inspect_command
 from lottery_ticket.cli import main
-from lottery_ticket._files import write_atomic
+from torch import nn
 
 
 def cli_main(argv: list[str]) -> int:
@@ -52,7 +52,7 @@ def assert_same(a: Ticket, b: Ticket) -> None:
         w = b.snapshot[k]
         assert type(w) is type(v)
         assert w.dtype == v.dtype and tuple(w.shape) == tuple(v.shape)
-        assert (torch.equal(v, w) if isinstance(v, torch.Tensor) else np.array_equal(v, w)), k
+        assert torch.equal(v, w) if isinstance(v, torch.Tensor) else np.array_equal(v, w), k
     assert (a.config, a.sparsity_history, a.metrics) == (b.config, b.sparsity_history, b.metrics)
     assert (a.rewind_iteration, a.iterations_per_round) == (b.rewind_iteration, b.iterations_per_round)
 
@@ -115,7 +115,11 @@ def test_damaged_and_foreign_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "garbage").write_bytes(b"\x00\x01 not a ticket at all")
     (tmp_path / "empty").write_bytes(b"")
     save_file({"x": np.zeros(3, dtype=np.float32)}, str(tmp_path / "foreign"))
-    save_file({"x": np.zeros(3, dtype=np.float32)}, str(tmp_path / "future"), metadata={"format": "lottery-ticket", "version": "99"})
+    save_file(
+        {"x": np.zeros(3, dtype=np.float32)},
+        str(tmp_path / "future"),
+        metadata={"format": "lottery-ticket", "version": "99"},
+    )
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     header["__metadata__"]["ticket"] = "{not json"
@@ -158,7 +162,9 @@ def test_inspect_prints_summary_and_layer_table(tmp_path: Path, capsys: pytest.C
     assert "not a readable ticket" in err and len(err.splitlines()) == 1
 
 
-def test_write_atomic_replaces_the_file_and_fsyncs_file_then_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_atomic_replaces_the_file_and_fsyncs_file_then_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     synced: list[bool] = []
     real_fsync = os.fsync
 
@@ -175,7 +181,9 @@ def test_write_atomic_replaces_the_file_and_fsyncs_file_then_folder(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
-def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "ticket.safetensors"
     path.write_bytes(b"old contents")
 

@@ -19,8 +19,11 @@ from lottery_ticket.ticket import read_file
 
 def numpy_ticket() -> Ticket:
     rng = np.random.default_rng(0)
-    model = {"fc": rng.normal(size=(16, 8)).astype(np.float32), "b": rng.normal(size=8).astype(">f8"),
-             "step": np.array(7, np.int64)}
+    model = {
+        "fc": rng.normal(size=(16, 8)).astype(np.float32),
+        "b": rng.normal(size=8).astype(">f8"),
+        "step": np.array(7, np.int64),
+    }
     return LotteryTicketPruner(0.75, 2, RewindStrategy.none(), include=["fc", "b"]).find_ticket(model)
 
 
@@ -77,7 +80,9 @@ def test_an_edited_document_is_refused(tmp_path: Path, saved: tuple[Path, bytes]
         Ticket.load(bad)
 
 
-def test_every_single_digit_edit_of_the_header_is_refused_or_harmless(tmp_path: Path, saved: tuple[Path, bytes]) -> None:
+def test_every_single_digit_edit_of_the_header_is_refused_or_harmless(
+    tmp_path: Path, saved: tuple[Path, bytes]
+) -> None:
     data = saved[1]
     length, _ = header_of(data)
     original = Ticket.load(saved[0])
@@ -118,10 +123,18 @@ def version_1_file(ticket: Ticket) -> bytes:
     tensors = {f"mask/{n}": np.packbits(m.ravel()) for n, m in ticket.masks.items()}
     tensors.update({f"snapshot/{n}": np.ascontiguousarray(v) for n, v in ticket.snapshot.items()})
     doc = {
-        "framework": "numpy", "mask_names": list(ticket.masks), "mask_shapes": [list(m.shape) for m in ticket.masks.values()],
-        "snapshot_dtypes": {n: v.dtype.name for n, v in ticket.snapshot.items()}, "state_dtypes": None, "rng": None,
-        "config": ticket.config.to_dict(), "sparsity_history": ticket.sparsity_history, "metrics": ticket.metrics,
-        "rewind_iteration": ticket.rewind_iteration, "iterations_per_round": ticket.iterations_per_round, "resume": None,
+        "framework": "numpy",
+        "mask_names": list(ticket.masks),
+        "mask_shapes": [list(m.shape) for m in ticket.masks.values()],
+        "snapshot_dtypes": {n: v.dtype.name for n, v in ticket.snapshot.items()},
+        "state_dtypes": None,
+        "rng": None,
+        "config": ticket.config.to_dict(),
+        "sparsity_history": ticket.sparsity_history,
+        "metrics": ticket.metrics,
+        "rewind_iteration": ticket.rewind_iteration,
+        "iterations_per_round": ticket.iterations_per_round,
+        "resume": None,
     }
     doc["sha256"] = fmt.digest(tensors, None, "1")
     return save(tensors, metadata={"format": "lottery-ticket", "version": "1", "ticket": json.dumps(doc)})
@@ -136,7 +149,9 @@ def test_version_1_files_still_load(tmp_path: Path) -> None:
     assert np.array_equal(loaded.snapshot["w"], ticket.snapshot["w"])
 
 
-def test_a_huge_file_with_a_bad_header_is_refused_from_its_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_huge_file_with_a_bad_header_is_refused_from_its_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     huge = tmp_path / "x.safetensors"
     with open(huge, "wb") as f:
         f.truncate(6 << 30)  # sparse: no disk used
@@ -161,7 +176,9 @@ def test_a_huge_file_with_a_bad_header_is_refused_from_its_header(tmp_path: Path
     ],
     ids=["no-document", "document-list", "document-fields", "version", "metadata-str", "offsets"],
 )
-def test_inspect_never_prints_a_traceback(tmp_path: Path, saved: tuple[Path, bytes], mutate: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_never_prints_a_traceback(
+    tmp_path: Path, saved: tuple[Path, bytes], mutate: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, header = header_of(saved[1])
     mutate(header)  # type: ignore[operator]
     bad = tmp_path / "bad.safetensors"

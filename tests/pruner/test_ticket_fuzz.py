@@ -28,8 +28,11 @@ CONFIG = LotteryTicketConfig(0.5, 2, RewindStrategy.none())
 
 def numpy_model() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"fc": rng.normal(size=(6, 5)).astype(np.float32), "b": rng.normal(size=3).astype(np.float16),
-            "step": np.array(4, np.int64)}
+    return {
+        "fc": rng.normal(size=(6, 5)).astype(np.float32),
+        "b": rng.normal(size=3).astype(np.float16),
+        "step": np.array(4, np.int64),
+    }
 
 
 @cache
@@ -68,7 +71,7 @@ def damaged(draw: st.DrawFn, data: bytes) -> bytes:
             i = draw(st.integers(0, len(out) - 1))
             out[i] ^= 1 << draw(st.integers(0, 7))
         elif kind == "cut":
-            del out[draw(st.integers(0, len(out) - 1)):]
+            del out[draw(st.integers(0, len(out) - 1)) :]
         elif kind == "insert":
             i = draw(st.integers(0, len(out)))
             out[i:i] = draw(st.binary(min_size=1, max_size=16))
@@ -90,7 +93,10 @@ def same(a: Ticket, b: Ticket) -> bool:
     return (
         list(a.masks) == list(b.masks)
         and all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
-        and all(np.array_equal(a.snapshot[k], b.snapshot[k]) and a.snapshot[k].dtype == b.snapshot[k].dtype for k in a.snapshot)
+        and all(
+            np.array_equal(a.snapshot[k], b.snapshot[k]) and a.snapshot[k].dtype == b.snapshot[k].dtype
+            for k in a.snapshot
+        )
         and json.dumps([a.config.to_dict(), a.sparsity_history, a.metrics, a.rewind_iteration, a.iterations_per_round])
         == json.dumps([b.config.to_dict(), b.sparsity_history, b.metrics, b.rewind_iteration, b.iterations_per_round])
     )
@@ -133,7 +139,7 @@ def test_damaged_checkpoints_are_refused_before_the_model_is_touched(data: st.Da
     adapter = NumpyDictAdapter(model, ["fc", "b"], None, None)
     state = np.random.get_state()
     try:
-        ticket, resume = read_checkpoint(path, CONFIG, adapter)
+        _, resume = read_checkpoint(path, CONFIG, adapter)
     except ValueError:
         assert all(not v.any() for v in model.values()), "a refused checkpoint changed the model"
         return

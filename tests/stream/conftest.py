@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
+import torch
 from lottery_ticket import apply_masks, global_magnitude_masks
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 from safetensors.torch import save_file as save_torch
 
+import torch
 from lottery_ticket import Ticket, prune_checkpoint
 from lottery_ticket.cli import main as cli_main
 from lottery_ticket.safetensors_stream import _write
@@ -35,7 +35,9 @@ def mixed(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return w
 
 
-def check_run(h: Any, files: list[Path], out_files: list[Path], ticket: Path | None, sparsity: float, scope: str = "global") -> None:
+def check_run(
+    h: Any, files: list[Path], out_files: list[Path], ticket: Path | None, sparsity: float, scope: str = "global"
+) -> None:
     masks, pruned = h.expected(files, sparsity, h.default_choice, scope)
     written = h.load_all(out_files)
     assert written.keys() == pruned.keys()
@@ -50,7 +52,9 @@ def check_run(h: Any, files: list[Path], out_files: list[Path], ticket: Path | N
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.37, 0.5, 0.999])
-def test_one_file_matches_the_in_memory_kernels(h: Any, rng: np.random.Generator, tmp_path: Path, sparsity: float, scope: str) -> None:
+def test_one_file_matches_the_in_memory_kernels(
+    h: Any, rng: np.random.Generator, tmp_path: Path, sparsity: float, scope: str
+) -> None:
     src = tmp_path / "model.safetensors"
     save_file(mixed(rng), src, metadata={"format": "pt", "note": "kept"})
     out, ticket = tmp_path / "pruned.safetensors", tmp_path / "ticket.safetensors"
@@ -92,7 +96,11 @@ def test_bf16_and_f32_mixed(h: Any, tmp_path: Path) -> None:
 def test_ties_break_by_shard_name_then_data_offset(tmp_path: Path) -> None:
     # Every weight has magnitude 0.5, so the order alone decides: shard names sorted, then
     # offsets (safetensors writes f64 before f32 before f16, whatever the dict order).
-    half = {"x.f16": np.full((4, 4), -0.5, np.float16), "y.f32": np.full((4, 4), 0.5, np.float32), "z.f64": np.full((2, 4), 0.5)}
+    half = {
+        "x.f16": np.full((4, 4), -0.5, np.float16),
+        "y.f32": np.full((4, 4), 0.5, np.float32),
+        "z.f64": np.full((2, 4), 0.5),
+    }
     save_file(half, tmp_path / "model-00002-of-00002.safetensors")
     save_file({"a.first": np.full((2, 4), 0.5, np.float32)}, tmp_path / "model-00001-of-00002.safetensors")
     ticket = tmp_path / "t.safetensors"
@@ -107,7 +115,9 @@ def test_ties_break_by_shard_name_then_data_offset(tmp_path: Path) -> None:
     assert [r.pruned for r in summary.tensors] == [8, 8, 4, 0]
 
 
-def test_index_directory_output_keeps_names_index_and_other_files(h: Any, rng: np.random.Generator, tmp_path: Path) -> None:
+def test_index_directory_output_keeps_names_index_and_other_files(
+    h: Any, rng: np.random.Generator, tmp_path: Path
+) -> None:
     model = tmp_path / "model"
     model.mkdir()
     shards = {
@@ -127,9 +137,12 @@ def test_index_directory_output_keeps_names_index_and_other_files(h: Any, rng: n
     (model / "pytorch_model.bin").write_bytes(b"dense weights in another format")
     before = h.snapshot(model)
     files = [model / n for n in shards]
-    for source, out in ((model, tmp_path / "from_dir"), (model / "model.safetensors.index.json", tmp_path / "from_index")):
+    for source, out in (
+        (model, tmp_path / "from_dir"),
+        (model / "model.safetensors.index.json", tmp_path / "from_index"),
+    ):
         prune_checkpoint(source, out, 0.5, exclude=["embed.*", "lm_head.*"], progress=False)
-        masks, pruned = h.expected(files, 0.5, lambda n, t: n == "block.weight")
+        _, pruned = h.expected(files, 0.5, lambda n, t: n == "block.weight")
         written = h.load_all([out / n for n in shards])
         assert all(h.same_bits(written[n], pruned[n]) for n in pruned)
         assert json.loads((out / "model.safetensors.index.json").read_text()) == index
@@ -204,7 +217,9 @@ def test_slices_smaller_than_a_tensor_give_the_same_result(
     check_run(h, [src], [tmp_path / "o.safetensors"], tmp_path / "t.safetensors", 0.61)
 
 
-def test_cli_prunes_and_the_ticket_is_inspectable(rng: np.random.Generator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prunes_and_the_ticket_is_inspectable(
+    rng: np.random.Generator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "m.safetensors"
     save_file(mixed(rng), src)
     out, ticket = tmp_path / "o.safetensors", tmp_path / "t.safetensors"
@@ -246,7 +261,9 @@ def test_a_zero_threshold_prunes_the_first_zeros_only(
     src = tmp_path / "m.safetensors"
     save_file({"a.weight": w, "b.weight": np.where(w[:20] > 0, w[:20], -0.0).astype(np.float16)}, src)
     monkeypatch.setattr(_write, "SLICE_BYTES", 64)
-    summary = prune_checkpoint(src, tmp_path / "o.safetensors", sparsity, ticket=tmp_path / "t.safetensors", progress=False)
+    summary = prune_checkpoint(
+        src, tmp_path / "o.safetensors", sparsity, ticket=tmp_path / "t.safetensors", progress=False
+    )
     check_run(h, [src], [tmp_path / "o.safetensors"], tmp_path / "t.safetensors", sparsity)
     assert summary.pruned == round(sparsity * 1600)
     dry = prune_checkpoint(src, None, sparsity, dry_run=True, progress=False)

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import alive_counts, apply_masks, global_magnitude_masks, rewind
 from lottery_ticket.kernels import Scope
+from torch import nn
 
 Reference = Callable[..., list[np.ndarray]]  # the `reference` fixture of conftest.py
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy
 from lottery_ticket.torch._optim import unwrap_optimizer
+from torch import nn
 
 
 def mlp() -> nn.Module:

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
 from torch.nn.utils import prune
 
 import lottery_ticket.torch as ltt
+import torch
+from torch import nn
 
 Pairs = list[tuple[nn.Module, str]]
 
@@ -80,9 +80,7 @@ def assert_same_state(theirs: nn.Module, ours: nn.Module) -> None:
     assert torch.equal(ours(x), theirs(x))
 
 
-def both(
-    net: nn.Module, prune_both: Callable[[Callable[..., None], nn.Module], None]
-) -> tuple[nn.Module, nn.Module]:
+def both(net: nn.Module, prune_both: Callable[[Callable[..., None], nn.Module], None]) -> tuple[nn.Module, nn.Module]:
     theirs, ours = copy.deepcopy(net), copy.deepcopy(net)
     prune_both(prune.global_unstructured, theirs)
     prune_both(ltt.global_unstructured, ours)

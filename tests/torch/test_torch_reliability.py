@@ -4,10 +4,10 @@ graphs alive across an in-place write, inference and sparse tensors (issue #14, 
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
+import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, apply_masks, global_magnitude_masks, rewind
+from torch import nn
 
 
 class Tied(nn.Module):
@@ -55,7 +55,9 @@ def test_tied_model_run_keeps_both_names_masked_and_the_ticket_applies() -> None
     fresh = Tied()
     LotteryTicketPruner(0.75, 2).apply_ticket(fresh, ticket)
     assert fresh.dec.weight is fresh.emb.weight
-    assert torch.equal(fresh.emb.weight != 0, torch.from_numpy(ticket.masks["emb.weight"]) & (ticket.snapshot["emb.weight"] != 0))
+    assert torch.equal(
+        fresh.emb.weight != 0, torch.from_numpy(ticket.masks["emb.weight"]) & (ticket.snapshot["emb.weight"] != 0)
+    )
 
 
 def test_the_same_storage_twice_is_refused_by_the_kernels() -> None:

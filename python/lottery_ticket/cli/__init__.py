@@ -19,7 +19,10 @@ from ._errors import OneLineParser, UserError
 
 # subcommand -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("lottery_ticket.cli.demo", "reproduce the Lottery Ticket result on the digits data set"),
+    "demo": (
+        "lottery_ticket.cli.demo",
+        "reproduce the Lottery Ticket result on MNIST-1D (and compare pruning methods)",
+    ),
     "inspect": ("lottery_ticket.cli.inspect", "summarise a saved ticket file"),
     "bench": ("lottery_ticket.cli.bench", "time one global pruning step against peers on this machine"),
     "prune": ("lottery_ticket.cli.prune", "prune a safetensors checkpoint (streamed: bigger than memory is fine)"),

@@ -29,4 +29,4 @@ def message(command: str, absent: list[Requirement]) -> str:
     """One line naming what is missing and the extra that installs it."""
     packages = ", ".join(sorted({r.package for r in absent}))
     extras = ",".join(sorted({r.extra for r in absent}))
-    return f"lottery-ticket {command}: needs {packages}; install it with: pip install \"lottery-ticket[{extras}]\""
+    return f'lottery-ticket {command}: needs {packages}; install it with: pip install "lottery-ticket[{extras}]"'

@@ -28,14 +28,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="INPUT",
         help="a .safetensors file, several shards, a *.safetensors.index.json or a directory holding them",
     )
-    parser.add_argument("--sparsity", "-s", type=_fraction, required=True, help="fraction of the prunable weights to prune, in [0, 1)")
+    parser.add_argument(
+        "--sparsity", "-s", type=_fraction, required=True, help="fraction of the prunable weights to prune, in [0, 1)"
+    )
     parser.add_argument(
         "--out",
         "-o",
         help="output: a .safetensors file for a one-file input, else a new directory (same shard names, rewritten index)",
     )
     parser.add_argument(
-        "--scope", choices=("global", "layer"), default="global", help="one global ranking (default) or each tensor alone"
+        "--scope",
+        choices=("global", "layer"),
+        default="global",
+        help="one global ranking (default) or each tensor alone",
     )
     parser.add_argument(
         "--include",
@@ -51,7 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="glob patterns of tensors to leave unpruned, e.g. '*embed_tokens*' 'lm_head.*'",
     )
-    parser.add_argument("--ticket", metavar="FILE", help="also write the masks as a ticket file (read by `lottery-ticket inspect`)")
+    parser.add_argument(
+        "--ticket", metavar="FILE", help="also write the masks as a ticket file (read by `lottery-ticket inspect`)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the per-tensor table without writing anything")
     parser.add_argument(
         "--no-sync",

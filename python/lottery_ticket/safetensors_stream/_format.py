@@ -97,7 +97,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)")
+                raise CheckpointError(
+                    f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)"
+                )
             length = int.from_bytes(prefix, "little")
             if length > MAX_HEADER_BYTES or length + 8 > size:
                 raise CheckpointError(
@@ -118,7 +120,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     ):
         raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
     data_start = 8 + length
-    tensors = sorted((_tensor(path, name, entry, data_start) for name, entry in doc.items()), key=lambda t: (t.begin, t.end, t.name))
+    tensors = sorted(
+        (_tensor(path, name, entry, data_start) for name, entry in doc.items()), key=lambda t: (t.begin, t.end, t.name)
+    )
     _check_tiling(path, tensors, data_start, size)
     return Header(path, data_start, size, tuple(tensors), metadata)
 

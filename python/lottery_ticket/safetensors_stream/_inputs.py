@@ -96,7 +96,10 @@ def _from_directory(folder: Path) -> Checkpoint:
     extra = tuple(
         p
         for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and p not in indexes and not p.name.endswith(_OTHER_WEIGHT_SUFFIXES)
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p not in indexes
+        and not p.name.endswith(_OTHER_WEIGHT_SUFFIXES)
     )
     if indexes:
         return _from_index(indexes[0], folder, extra)
@@ -143,5 +146,7 @@ def _check_unique_names(headers: Sequence[Header]) -> None:
     for header in headers:
         for t in header.tensors:
             if t.name in owner:
-                raise CheckpointError(f"{header.path}: tensor {t.name!r} is also in {owner[t.name]} (duplicate name across shards)")
+                raise CheckpointError(
+                    f"{header.path}: tensor {t.name!r} is also in {owner[t.name]} (duplicate name across shards)"
+                )
             owner[t.name] = header.path

@@ -47,7 +47,9 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def plan_output(checkpoint: Checkpoint, out: str | os.PathLike[str], ticket: str | os.PathLike[str] | None, nbytes: int) -> OutputPlan:
+def plan_output(
+    checkpoint: Checkpoint, out: str | os.PathLike[str], ticket: str | os.PathLike[str] | None, nbytes: int
+) -> OutputPlan:
     """Validate OUT (and the ticket path) against the inputs; writes nothing.
 
     OUT is a file when the input is one ``.safetensors`` file and OUT ends in ``.safetensors``
@@ -63,7 +65,9 @@ def plan_output(checkpoint: Checkpoint, out: str | os.PathLike[str], ticket: str
     if not final.parent.is_dir():
         raise CheckpointError(f"out: folder {final.parent} does not exist")
     if is_dir and final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise CheckpointError(f"out: {final} exists and is not an empty directory; choose a new path (or .safetensors for one file)")
+        raise CheckpointError(
+            f"out: {final} exists and is not an empty directory; choose a new path (or .safetensors for one file)"
+        )
     if not is_dir and final.is_dir():
         raise CheckpointError(f"out: {final} is a directory; give a file name ending in .safetensors")
     ticket_path = Path(ticket) if ticket is not None else None
@@ -77,7 +81,9 @@ def plan_output(checkpoint: Checkpoint, out: str | os.PathLike[str], ticket: str
             raise CheckpointError(f"ticket: {ticket_path} is a directory")
     free = shutil.disk_usage(final.parent).free
     if free < nbytes:
-        raise CheckpointError(f"out: {final.parent} has {free / 2**30:.1f} GiB free, the output needs {nbytes / 2**30:.1f} GiB")
+        raise CheckpointError(
+            f"out: {final.parent} has {free / 2**30:.1f} GiB free, the output needs {nbytes / 2**30:.1f} GiB"
+        )
     return OutputPlan(final, is_dir, ticket_path)
 
 
@@ -113,7 +119,9 @@ def copy_extra_files(checkpoint: Checkpoint, plan: OutputPlan) -> None:
     for path in checkpoint.extra_files:
         shutil.copyfile(path, plan.stage / path.name)
     if checkpoint.index_path is not None and checkpoint.index is not None:
-        (plan.stage / checkpoint.index_path.name).write_text(json.dumps(checkpoint.index, indent=2) + "\n", encoding="utf-8")
+        (plan.stage / checkpoint.index_path.name).write_text(
+            json.dumps(checkpoint.index, indent=2) + "\n", encoding="utf-8"
+        )
 
 
 def allocate(path: Path, size: int) -> None:

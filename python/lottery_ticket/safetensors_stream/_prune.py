@@ -8,6 +8,7 @@ import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from ..config import NameFilter, select_names
@@ -69,7 +70,9 @@ class PruneSummary:
                 lines.append(f"{r.name:<{width}}  {r.dtype:>5}  {shape:>16}  {'-':>12}  {r.total:>12}  (copied)")
             else:
                 share = r.pruned / r.total if r.total else 0.0
-                lines.append(f"{r.name:<{width}}  {r.dtype:>5}  {shape:>16}  {r.pruned:>12}  {r.total:>12}  {share:.2%}")
+                lines.append(
+                    f"{r.name:<{width}}  {r.dtype:>5}  {shape:>16}  {r.pruned:>12}  {r.total:>12}  {share:.2%}"
+                )
         lines.append(
             f"{self.pruned} of {self.prunable} prunable weights pruned ({self.achieved_sparsity:.2%}, "
             f"scope {self.scope}), {sum(r.pruned is not None for r in self.tensors)} of {len(self.tensors)} tensors"
@@ -169,7 +172,9 @@ def prune_checkpoint(
     plan = None
     if not dry_run:
         assert out is not None
-        plan = plan_output(checkpoint, out, ticket, nbytes + sum((t.size + 7) // 8 for t in chosen) * (ticket is not None))
+        plan = plan_output(
+            checkpoint, out, ticket, nbytes + sum((t.size + 7) // 8 for t in chosen) * (ticket is not None)
+        )
     maps = {h.path: input_map(h) for h in checkpoint.shards}
     views = [bits_view(maps[t.file], t) for t in chosen]
     selected_bytes = sum(v.nbytes for v in views)
@@ -207,11 +212,12 @@ def _write_all(
         if plan.ticket_stage is not None:
             stream = TicketStream(plan.ticket_stage, [(t.name, t.shape) for t in chosen], sparsity, scope, pruned_total)
         for header in checkpoint.shards:
-            counts.update(write_shard(header, maps[header.path], plan.shard_path(header.path.name), cursors, stream, advance))
+            counts.update(
+                write_shard(header, maps[header.path], plan.shard_path(header.path.name), cursors, stream, advance)
+            )
         if stream is not None:
             stream.finish()
         if plan.is_dir:
             copy_extra_files(checkpoint, plan)
         commit(plan, sync)
     return counts
-

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import LotteryTicketConfig, RewindStrategy
 from .._ticket_format import FORMAT, VERSION, canonical
+from ..config import LotteryTicketConfig, RewindStrategy
 from ._output import allocate
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
@@ -37,7 +37,9 @@ class TicketStream:
         pruned: the number of weights pruned in all (known after the threshold pass).
     """
 
-    def __init__(self, path: Path, masks: Sequence[tuple[str, tuple[int, ...]]], sparsity: float, scope: str, pruned: int) -> None:
+    def __init__(
+        self, path: Path, masks: Sequence[tuple[str, tuple[int, ...]]], sparsity: float, scope: str, pruned: int
+    ) -> None:
         total = sum(math.prod(shape) for _, shape in masks)
         config = LotteryTicketConfig(sparsity, 1, RewindStrategy.none(), scope == "global")
         self._doc = {
@@ -69,11 +71,19 @@ class TicketStream:
 
     def _header(self, digest: str) -> bytes:
         entries: dict[str, object] = {
-            "__metadata__": {"format": FORMAT, "version": VERSION, "ticket": json.dumps({**self._doc, "sha256": digest})}
+            "__metadata__": {
+                "format": FORMAT,
+                "version": VERSION,
+                "ticket": json.dumps({**self._doc, "sha256": digest}),
+            }
         }
         for key in sorted(self._packed):
             start = self._offsets[key]
-            entries[key] = {"dtype": "U8", "shape": [self._packed[key]], "data_offsets": [start, start + self._packed[key]]}
+            entries[key] = {
+                "dtype": "U8",
+                "shape": [self._packed[key]],
+                "data_offsets": [start, start + self._packed[key]],
+            }
         raw = json.dumps(entries, separators=(",", ":")).encode()
         return raw + b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, like safetensors writes it
 

@@ -60,9 +60,7 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
     return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
 
 
-def select(
-    views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str
-) -> list[Cursor]:
+def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str) -> list[Cursor]:
     """The threshold pass: one cursor per tensor (shared by all of them for a global ranking).
 
     Raises `CheckpointError` for NaN among the pruned tensors, before anything is written.

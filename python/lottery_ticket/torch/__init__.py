@@ -12,12 +12,17 @@ passed in, or explicitly for its drop-in::
 from torch import nn
 
 from ..adapters import register_model_adapter
-from ..backends import register_array_backend
+from ..backends import register_array_backend, register_device_kernels
 from ._arrays import TorchArrays
 from ._model import TorchModuleAdapter
+from ._ops import TorchKernels
 from ._prune import global_unstructured
+from .snip import Snip, snip_scores
 
 register_array_backend(TorchArrays())
+register_device_kernels(TorchKernels())
 register_model_adapter(lambda model: isinstance(model, nn.Module), TorchModuleAdapter)
 
-__all__ = ["TorchModuleAdapter", "global_unstructured"]
+from . import supermask  # noqa: E402  (after registration: it builds tickets of torch models)
+
+__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "snip_scores", "supermask"]

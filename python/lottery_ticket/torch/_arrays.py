@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 import torch
 
 from .._arrays import BITS_DTYPES, require_in_place
@@ -19,11 +20,12 @@ _NAMES = {
 
 
 def _require_cpu(t: torch.Tensor, label: str) -> None:
-    # Dispatch point for accelerator tensors: they must never take a silent host round trip.
+    # The facade sends device tensors to the torch-op kernels (`_ops`) before reaching here; this
+    # guards any other path, so a device tensor never takes a silent host round trip.
     if t.device.type != "cpu":
         raise ValueError(
-            f"{label}: tensor is on {t.device}; the kernels run on CPU tensors only in this "
-            "version and never copy device tensors to the host behind your back"
+            f"{label}: tensor is on {t.device}; the Rust kernels read host memory only "
+            "(device tensors run the torch-op kernels: backend='auto' or 'torch')"
         )
 
 
@@ -86,6 +88,8 @@ class TorchArrays:
         return int(x.data_ptr())
 
     def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
+        if hasattr(x, "full_tensor"):  # a DTensor: a ticket holds the whole tensor
+            x = x.full_tensor()
         _require_dense(x, label)
         t = x.detach().cpu().contiguous()
         if t.dtype == torch.bfloat16:

@@ -12,8 +12,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch.optim.optimizer import Optimizer, register_optimizer_step_post_hook
+
+import torch
 
 from ._optim import unwrap_optimizer
 

@@ -11,11 +11,13 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
+
 import torch
 from torch import nn
 
 from ..adapters import check_state
 from ..config import NameFilter, select_names
+from ._distributed import is_dtensor
 from ._hooks import StepWatcher
 from ._optim import unwrap_optimizer
 
@@ -37,7 +39,8 @@ def _is_tensor(value: object) -> bool:
 
 
 class TorchModuleAdapter:
-    """The pruner's view of an ``nn.Module`` (a `ModelAdapter`; CPU parameters: the kernels run on the host)."""
+    """The pruner's view of an ``nn.Module`` (a `ModelAdapter`): masks live beside their
+    parameters (same device; DTensor masks placed like DTensor parameters)."""
 
     def __init__(
         self,
@@ -61,9 +64,12 @@ class TorchModuleAdapter:
         chosen = {self.canonical[n] for n in names}
         self.prunable: dict[str, Any] = {n: p for n, p in params.items() if n in chosen}  # model order
 
-    def state(self) -> dict[str, Any]:
-        """A copy of the whole ``state_dict`` (every parameter and buffer)."""
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+    def state(self, device: str | None = None) -> dict[str, Any]:
+        """A copy of the whole ``state_dict`` (every parameter and buffer), on ``device`` if
+        given ("cpu": pinned host memory when CUDA is there, so copies back are fast)."""
+        if device is None:
+            return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        return {k: _copy_to(v.detach(), torch.device(device)) for k, v in self.module.state_dict().items()}
 
     def load_state(self, snapshot: Mapping[str, Any], skip: Collection[str]) -> None:
         """Copy ``snapshot`` into the live tensors in place, except the names in ``skip``."""
@@ -87,18 +93,28 @@ class TorchModuleAdapter:
     def check_state(self, snapshot: Mapping[str, Any], arg: str) -> None:
         """Raise unless ``snapshot`` has exactly the model's state names, shapes and dtypes."""
         check_state(
-            snapshot, self.module.state_dict(), arg, is_array=_is_tensor, kind="a torch tensor", owner="the model's state_dict"
+            snapshot,
+            self.module.state_dict(),
+            arg,
+            is_array=_is_tensor,
+            kind="a torch tensor",
+            owner="the model's state_dict",
         )
 
     def full_masks(self) -> dict[str, Any]:
-        return {n: torch.ones(p.shape, dtype=torch.bool) for n, p in self.prunable.items()}
+        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
 
     def masks_from_numpy(self, masks: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return {n: torch.from_numpy(np.array(m, dtype=np.bool_)) for n, m in masks.items()}
+        out = {}
+        for n, m in masks.items():
+            mask = torch.from_numpy(np.array(m, dtype=np.bool_))
+            like = self.prunable.get(n)
+            out[n] = mask if like is None else _placed_like(mask, like)
+        return out
 
     @staticmethod
     def masks_to_numpy(masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return {n: m.numpy().copy() for n, m in masks.items()}
+        return {n: _whole(m).cpu().numpy().copy() for n, m in masks.items()}
 
     def rng_state(self) -> dict[str, np.ndarray]:
         return {"torch": torch.get_rng_state().numpy().copy()}
@@ -113,3 +129,27 @@ class TorchModuleAdapter:
     def unwrap_optimizer(optimizer: Any, arg: str = "optimizer") -> Any:
         """The torch optimizer inside a trainer's wrapper (accelerate, Lightning, DeepSpeed); None stays None."""
         return None if optimizer is None else unwrap_optimizer(optimizer, arg)
+
+
+def _whole(x: Any) -> Any:
+    """The whole tensor of a DTensor (gathered), or ``x`` itself."""
+    return x.full_tensor() if is_dtensor(x) else x
+
+
+def _placed_like(mask: torch.Tensor, like: Any) -> Any:
+    """A whole host mask moved beside ``like``: its device, or its shards for a DTensor."""
+    if is_dtensor(like):
+        from torch.distributed.tensor import distribute_tensor
+
+        # src_data_rank=None: every rank holds the whole mask already; each keeps its shard.
+        return distribute_tensor(mask.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
+    return mask.to(like.device)
+
+
+def _copy_to(x: Any, device: torch.device) -> Any:
+    if is_dtensor(x):
+        return x.to(device)
+    if device.type == "cpu" and torch.cuda.is_available():
+        copy = torch.empty(x.shape, dtype=x.dtype, device=device, pin_memory=True)
+        return copy.copy_(x)
+    return x.to(device, copy=True)

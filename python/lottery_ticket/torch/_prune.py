@@ -2,9 +2,11 @@
 
 torch concatenates every importance score into one vector, takes ``abs``, and runs ``topk`` over
 it (seconds and gigabytes at BERT scale). Here the same mask comes from one exact global
-selection in Rust over the tensors in place; the module state is then installed by
-``prune.custom_from_mask``, torch's own code path, so ``weight_orig``, ``weight_mask``, the
-forward pre-hook, ``prune.remove`` and ``prune.is_pruned`` behave exactly as after torch's call.
+selection over the tensors in place (Rust on the host, torch ops on CUDA); the module state
+``prune.custom_from_mask`` would leave is then installed directly (without its extra passes), so
+``weight_orig``,
+``weight_mask``, the forward pre-hook (a ``PruningContainer`` on repeats), ``prune.remove`` and
+``prune.is_pruned`` behave exactly as after torch's call.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from torch.nn.utils import prune
+
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from ..kernels import global_magnitude_masks
 
@@ -23,10 +26,7 @@ Pair = tuple[nn.Module, str]
 
 def _pairs(parameters: object) -> list[Pair]:
     if not isinstance(parameters, Iterable) or isinstance(parameters, (str, bytes)):
-        raise TypeError(
-            "parameters: expected an iterable of (module, name) tuples, "
-            f"got {type(parameters).__name__}"
-        )
+        raise TypeError(f"parameters: expected an iterable of (module, name) tuples, got {type(parameters).__name__}")
     pairs: list[Pair] = []
     seen: set[tuple[int, str]] = set()
     for i, pair in enumerate(parameters):
@@ -35,8 +35,7 @@ def _pairs(parameters: object) -> list[Pair]:
         module, name = pair
         if not isinstance(module, nn.Module) or not isinstance(name, str):
             raise TypeError(
-                f"parameters[{i}]: expected (nn.Module, str), "
-                f"got ({type(module).__name__}, {type(name).__name__})"
+                f"parameters[{i}]: expected (nn.Module, str), got ({type(module).__name__}, {type(name).__name__})"
             )
         if not isinstance(getattr(module, name, None), torch.Tensor):
             raise TypeError(f"parameters[{i}]: {type(module).__name__} has no tensor named {name!r}")
@@ -77,8 +76,7 @@ def _importances(pairs: list[Pair], importance_scores: object) -> dict[str, torc
             raise TypeError(f"importance_scores[parameters[{i}]]: expected a tensor, got {type(score).__name__}")
         if score.numel() != param.numel():
             raise ValueError(
-                f"importance_scores[parameters[{i}]]: {score.numel()} elements, "
-                f"but the parameter has {param.numel()}"
+                f"importance_scores[parameters[{i}]]: {score.numel()} elements, but the parameter has {param.numel()}"
             )
         scores[f"parameters[{i}]"] = score.reshape(param.shape)
     return scores
@@ -91,9 +89,11 @@ def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
         return None
     current: dict[str, torch.Tensor] = {}
     for i, ((module, name), mask) in enumerate(zip(pairs, found)):
-        shape = getattr(module, name).shape
+        param = getattr(module, name)
         current[f"parameters[{i}]"] = (
-            torch.ones(shape, dtype=torch.bool) if mask is None else (mask.detach() == 1).reshape(shape)
+            torch.ones(param.shape, dtype=torch.bool, device=param.device)
+            if mask is None
+            else (mask.detach() == 1).reshape(param.shape)
         )
     return current
 
@@ -116,7 +116,7 @@ def global_unstructured(
 
     Differences, all raised before any module is modified: ``pruning_method`` must be
     ``prune.L1Unstructured`` (anything else is a ``TypeError``; call torch's function for it),
-    tensors must be on the CPU, a bool ``amount`` and NaN among the ranked scores are rejected,
+    all tensors must be on one device (CUDA runs the torch-op kernels there), a bool ``amount`` and NaN among the ranked scores are rejected,
     and a ``(module, name)`` listed twice is a ``ValueError``. The hook's ``mask`` attribute holds
     a bool tensor where torch keeps a float view of its concatenated mask.
 
@@ -156,4 +156,46 @@ def global_unstructured(
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     masks = global_magnitude_masks(scores, amount, masks=_current_masks(pairs))
     for i, (module, name) in enumerate(pairs):
-        prune.custom_from_mask(module, name, mask=masks[f"parameters[{i}]"])  # type: ignore[no-untyped-call]
+        _install(module, name, masks[f"parameters[{i}]"])
+
+
+def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly.
+
+    torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
+    keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
+    more than the selection itself. Every attribute, buffer, hook and value is as torch makes it.
+    """
+    method = prune.CustomFromMask(keep)
+    method._tensor_name = name
+    previous = [
+        (key, hook)
+        for key, hook in module._forward_pre_hooks.items()
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name
+    ]
+    hook_to_register: prune.BasePruningMethod = method
+    if not previous:
+        orig = module._parameters[name]
+        assert orig is not None  # _pairs refused anything but a parameter
+        module.register_parameter(name + "_orig", orig)
+        del module._parameters[name]
+        mask = keep.to(dtype=orig.dtype)  # torch: ones_like(orig) * keep
+    else:
+        # torch: the old hook moves into a PruningContainer (or the container gains the new
+        # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
+        ((key, hook),) = previous
+        del module._forward_pre_hooks[key]
+        if isinstance(hook, prune.PruningContainer):
+            hook.add_pruning_method(method)
+            container = hook
+        else:
+            container = prune.PruningContainer(hook)
+            container.add_pruning_method(method)
+        orig = getattr(module, name + "_orig")
+        default: torch.Tensor = getattr(module, name + "_mask").detach()
+        pruned: torch.Tensor = getattr(module, name)
+        mask = (default * keep.to(dtype=default.dtype)).to(dtype=pruned.dtype)
+        hook_to_register = container
+    module.register_buffer(name + "_mask", mask)
+    setattr(module, name, mask.to(dtype=orig.dtype) * orig)
+    module.register_forward_pre_hook(hook_to_register)

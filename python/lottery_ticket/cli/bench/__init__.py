@@ -1,10 +1,14 @@
-"""``lottery-ticket bench``: one global pruning step against its peers, on this machine.
+"""``lottery-ticket bench``: global pruning steps against their peers, on this machine.
 
-Builds a BERT-like (or ResNet-50-like) layer mix of ``--params`` weights and times, side by side
-and each checked for a correct answer: the read floor (a sum over each tensor), NumPy partition,
-torch kthvalue, ``torch.nn.utils.prune.global_unstructured``, ours (masks and the torch drop-in,
-on all threads and on one), and ``apply_masks`` / ``rewind`` next to torch's in-place
-equivalents. Prints the same table as ``make bench`` (``benches/``): the code is shared.
+Without ``--params``/``--mix``/``--dtype`` it runs the issue's suite, the same workloads and
+methods as ``make bench`` (110 M BERT-like f32 and bf16, ResNet-50's conv weights, LeNet-300-100,
+the 20 M-slab cliff sweep, ``--big`` adds ~2.2 B bf16), scaled by ``--scale``. With any of them
+it builds one layer mix of ``--params`` weights and times every method on it. Each method is
+checked for a correct answer and timed beside its peers: the read floor (a sum over each
+tensor), NumPy partition, torch kthvalue, ``torch.nn.utils.prune.global_unstructured``, ours
+(fresh and with existing masks, the torch drop-in, on all threads and on one), and
+``apply_masks`` / ``MaskApplier`` / ``rewind`` next to torch's in-place equivalents. Prints the
+same table as ``make bench`` (``benches/``): the code is shared.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 
 from .._deps import TORCH, Requirement
 from .._errors import UserError
-from .workloads import WorkloadSpec
+from .workloads import MIXES, WorkloadSpec
 
 
 def _weight_count(text: str) -> int:
@@ -29,16 +33,25 @@ def _weight_count(text: str) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--params", type=_weight_count, default=110_000_000, metavar="N",
-        help="number of weights in the workload (default 110e6, BERT-base size)",
+        "--params",
+        type=_weight_count,
+        metavar="N",
+        help="one workload of this many weights (default: the issue's suite; 110e6 alone)",
     )
-    parser.add_argument("--dtype", choices=("f32", "bf16"), default="f32", help="weight dtype (default f32)")
+    parser.add_argument("--dtype", choices=("f32", "bf16"), help="weight dtype of one workload (default f32)")
     parser.add_argument(
-        "--mix", choices=("bert", "resnet"), default="bert",
-        help="layer mix: BERT-like (few large tensors) or ResNet-50-like (many small ones)",
+        "--mix",
+        choices=MIXES,
+        help="layer mix of one workload: BERT-like (default), ResNet-50-like (all tensors), ResNet-50 "
+        "convs, LeNet-300-100-like, or 20M-element slabs",
     )
     parser.add_argument(
-        "--no-memory", action="store_true",
+        "--scale", type=float, default=1.0, help="suite only: multiply every workload's size (e.g. 0.05)"
+    )
+    parser.add_argument("--big", action="store_true", help="suite only: add the ~2.2B bf16 point")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
         help="skip the peak-memory measurement (one fresh process per method)",
     )
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to this Markdown file")
@@ -65,24 +78,35 @@ def check_memory(spec: WorkloadSpec, free: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from .measure import available_memory, measure_method, measure_one_thread
-    from .methods import METHODS
+    from .measure import available_memory, measure_method, measure_one_thread, memory_measured
+    from .methods import BY_KEY, ONE_THREAD, ROW_ORDER
     from .table import Report, write_text
-    from .workloads import materialize
+    from .workloads import materialize, suite, suite_keys
 
-    spec = WorkloadSpec(args.mix, args.params, args.dtype, args.seed)
-    check_memory(spec, available_memory())
+    if args.params is None and args.mix is None and args.dtype is None:
+        cases = [(spec, suite_keys(spec)) for spec in suite(args.scale, big=args.big)]
+    else:
+        spec = WorkloadSpec(args.mix or "bert", args.params or 110_000_000, args.dtype or "f32", args.seed)
+        cases = [(spec, tuple(ROW_ORDER))]
+    for spec, _ in cases:
+        check_memory(spec, available_memory())
     report = Report()
-    with tqdm(total=len(METHODS) + 2, desc="generating weights", unit="step", file=sys.stderr) as progress:
-        workload = materialize(spec)
-        progress.update()
-        for method in METHODS:
-            progress.set_description(method.label)
-            report.record(measure_method(method, workload, memory=not args.no_memory))
+    steps = sum(len(keys) + 1 for _, keys in cases)
+    with tqdm(total=steps, desc="generating weights", unit="step", file=sys.stderr) as progress:
+        for spec, keys in cases:
+            progress.set_description(f"generating {spec.label}")
+            workload = materialize(spec)
             progress.update()
-        progress.set_description("ours on 1 thread")
-        report.record(measure_one_thread(spec))
-        progress.update()
+            for key in keys:
+                if key == ONE_THREAD:
+                    progress.set_description("ours on 1 thread")
+                    report.record(measure_one_thread(spec))
+                else:
+                    progress.set_description(BY_KEY[key].label)
+                    memory = not args.no_memory and memory_measured(spec, key)
+                    report.record(measure_method(BY_KEY[key], workload, memory=memory))
+                progress.update()
+            del workload
     table = report.render()
     print(table, end="")
     if args.markdown:

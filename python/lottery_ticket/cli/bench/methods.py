@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import kernels
-from .workloads import AMOUNT, Workload
+from .workloads import Workload
 
 if TYPE_CHECKING:
     import torch
@@ -89,58 +89,74 @@ def _masks_bytes(masks: list[Any]) -> int:
 # ---- read floor -----------------------------------------------------------------------------
 
 
-def _weights(workload: Workload) -> list[torch.Tensor]:
-    return workload.weights
+@dataclass
+class Inputs:
+    """The weights and the fraction one step prunes."""
+
+    weights: list[torch.Tensor]
+    amount: float
 
 
-def _sum_each(weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [w.sum() for w in weights]
+def _weights(workload: Workload) -> Inputs:
+    return Inputs(workload.weights, workload.spec.amount)
+
+
+def _sum_each(inputs: Inputs) -> list[torch.Tensor]:
+    return [w.sum() for w in inputs.weights]
 
 
 # ---- mask step: peers -------------------------------------------------------------------------
 
 
-def _numpy_partition(weights: list[torch.Tensor]) -> tuple[float, list[Any]]:
+def _numpy_partition(inputs: Inputs) -> tuple[float, list[Any]]:
     import numpy as np
+
     import torch
 
     # NumPy has no bf16: a NumPy user converts to f32 first, so that is part of the time.
-    arrays = [(w if w.dtype == torch.float32 else w.float()).numpy() for w in weights]
+    arrays = [(w if w.dtype == torch.float32 else w.float()).numpy() for w in inputs.weights]
     flat = np.concatenate([a.ravel() for a in arrays])
     np.abs(flat, out=flat)  # in place, and partition in place: the strongest plain-NumPy peer
-    k = round(AMOUNT * flat.size)
+    k = round(inputs.amount * flat.size)
     flat.partition(k - 1)
     thr = flat[k - 1]
     return float(thr), [np.abs(a) > thr for a in arrays]
 
 
-def _torch_kthvalue(weights: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+def _torch_kthvalue(inputs: Inputs) -> tuple[float, list[torch.Tensor]]:
     import torch
 
-    flat = torch.cat([w.reshape(-1) for w in weights]).abs_()
-    thr = flat.kthvalue(round(AMOUNT * flat.numel())).values
-    return float(thr), [w.abs() > thr for w in weights]
+    flat = torch.cat([w.reshape(-1) for w in inputs.weights]).abs_()
+    thr = flat.kthvalue(round(inputs.amount * flat.numel())).values
+    return float(thr), [w.abs() > thr for w in inputs.weights]
 
 
-def _modules(weights: list[torch.Tensor]) -> list[nn.Module]:
+@dataclass
+class Modules:
     """One module per tensor whose ``weight`` parameter shares the workload's storage."""
+
+    holders: list[nn.Module]
+    amount: float
+
+
+def _modules(inputs: Inputs) -> Modules:
     from torch import nn
 
     holders = []
-    for w in weights:
+    for w in inputs.weights:
         holder = nn.Module()
         holder.weight = nn.Parameter(w, requires_grad=False)
         holders.append(holder)
-    return holders
+    return Modules(holders, inputs.amount)
 
 
-def _torch_prune(holders: list[nn.Module]) -> list[nn.Module]:
+def _torch_prune(modules: Modules) -> list[nn.Module]:
     from torch.nn.utils import prune
 
     prune.global_unstructured(
-        [(h, "weight") for h in holders], pruning_method=prune.L1Unstructured, amount=AMOUNT
+        [(h, "weight") for h in modules.holders], pruning_method=prune.L1Unstructured, amount=modules.amount
     )
-    return holders
+    return modules.holders
 
 
 def _check_modules(workload: Workload, state: Any, holders: list[nn.Module]) -> None:
@@ -157,17 +173,57 @@ def _module_masks_bytes(holders: list[nn.Module]) -> int:
 # ---- mask step: ours --------------------------------------------------------------------------
 
 
-def _ours(weights: list[torch.Tensor]) -> Any:
-    return kernels.global_magnitude_masks(weights, AMOUNT)
+def _ours(inputs: Inputs) -> Any:
+    return kernels.global_magnitude_masks(inputs.weights, inputs.amount)
 
 
-def _ours_drop_in(holders: list[nn.Module]) -> list[nn.Module]:
+def _ours_drop_in(modules: Modules) -> list[nn.Module]:
     from torch.nn.utils import prune
 
     from ...torch import global_unstructured
 
-    global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
-    return holders
+    global_unstructured([(h, "weight") for h in modules.holders], prune.L1Unstructured, amount=modules.amount)
+    return modules.holders
+
+
+# ---- a later IMP round: the same step again, over the survivors of the first -------------------
+
+
+@dataclass
+class LaterRound:
+    inputs: Inputs
+    survivors: list[torch.Tensor]  # the first round's masks
+
+
+def _later_round(workload: Workload) -> LaterRound:
+    inputs = _weights(workload)
+    return LaterRound(inputs, kernels.global_magnitude_masks(inputs.weights, inputs.amount))
+
+
+def _ours_masked(state: LaterRound) -> Any:
+    return kernels.global_magnitude_masks(state.inputs.weights, state.inputs.amount, masks=state.survivors)
+
+
+def _check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -> None:
+    """Survivors stay a superset; exactly round(amount * alive) more pruned, by magnitude."""
+    import numpy as np
+
+    import torch
+
+    check_masks(workload, state.survivors)
+    alive = [w.float().abs()[m] for w, m in zip(workload.weights, state.survivors)]
+    flat = torch.cat(alive).numpy()
+    k = round(workload.spec.amount * flat.size)
+    thr = np.partition(flat, k - 1)[k - 1]
+    newly = 0
+    for w, before, after in zip(workload.weights, state.survivors, masks):
+        after = torch.as_tensor(after)
+        assert not bool((after & ~before).any()), "a pruned weight came back"
+        magnitude = w.float().abs()
+        assert not bool((after & (magnitude < thr)).any()), "a survivor below the threshold was kept"
+        assert bool((after | ~before | (magnitude <= thr)).all()), "a survivor above it was pruned"
+        newly += int(before.sum()) - int(after.sum())
+    assert newly == k, f"pruned {newly} survivors, expected exactly {k}"
 
 
 # ---- apply / rewind: ours against torch's in-place equivalent ---------------------------------
@@ -184,8 +240,21 @@ class InPlace:
 
 def _in_place(workload: Workload) -> InPlace:
     # Negated copies: rewinding must visibly restore the snapshot values.
-    masks = kernels.global_magnitude_masks(workload.weights, AMOUNT)
+    masks = kernels.global_magnitude_masks(workload.weights, workload.spec.amount)
     return InPlace([w.neg() for w in workload.weights], workload.weights, masks)
+
+
+@dataclass
+class Reapply:
+    """A MaskApplier built once over `InPlace` weights, as the pruner's step hook builds it."""
+
+    state: InPlace
+    applier: kernels.MaskApplier
+
+
+def _reapply(workload: Workload) -> Reapply:
+    state = _in_place(workload)
+    return Reapply(state, kernels.MaskApplier(state.weights, state.masks))
 
 
 def _check_masked(workload: Workload, state: InPlace, result: None) -> None:
@@ -211,6 +280,10 @@ def _torch_mul(state: InPlace) -> None:
         w.mul_(m)
 
 
+def _ours_applier(reapply: Reapply) -> None:
+    reapply.applier()
+
+
 def _ours_rewind(state: InPlace) -> None:
     kernels.rewind(state.weights, state.snapshots, state.masks)
 
@@ -225,31 +298,87 @@ def _torch_where(state: InPlace) -> None:
 METHODS: tuple[Method, ...] = (
     Method("floor", "read floor: torch sum of each tensor", "read", _weights, _sum_each, _check_sums),
     Method(
-        "numpy", "numpy: concat + abs + partition", "mask", _weights, _numpy_partition,
-        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=10,
+        "numpy",
+        "numpy: concat + abs + partition",
+        "mask",
+        _weights,
+        _numpy_partition,
+        lambda wl, st, r: _check_threshold(wl, r),
+        lambda r: _masks_bytes(r[1]),
+        bytes_per_weight=10,
     ),
     Method(
-        "kthvalue", "torch: cat + abs + kthvalue", "mask", _weights, _torch_kthvalue,
-        lambda wl, st, r: _check_threshold(wl, r), lambda r: _masks_bytes(r[1]), bytes_per_weight=24,
+        "kthvalue",
+        "torch: cat + abs + kthvalue",
+        "mask",
+        _weights,
+        _torch_kthvalue,
+        lambda wl, st, r: _check_threshold(wl, r),
+        lambda r: _masks_bytes(r[1]),
+        bytes_per_weight=24,
     ),
     Method(
-        "torch_prune", "torch.nn.utils.prune.global_unstructured", "mask", _weights, _torch_prune,
-        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=60,
+        "torch_prune",
+        "torch.nn.utils.prune.global_unstructured",
+        "mask",
+        _weights,
+        _torch_prune,
+        _check_modules,
+        _module_masks_bytes,
+        setup=_modules,
+        bytes_per_weight=60,
     ),
     Method(
-        "ours", "ours: global_magnitude_masks", "mask", _weights, _ours,
-        lambda wl, st, r: check_masks(wl, r), _masks_bytes, bytes_per_weight=2,
+        "ours",
+        "ours: global_magnitude_masks",
+        "mask",
+        _weights,
+        _ours,
+        lambda wl, st, r: check_masks(wl, r),
+        _masks_bytes,
+        bytes_per_weight=2,
     ),
     Method(
-        "drop_in", "ours: lottery_ticket.torch.global_unstructured", "mask", _weights, _ours_drop_in,
-        _check_modules, _module_masks_bytes, setup=_modules, bytes_per_weight=16,
+        "ours_masked",
+        "ours: global_magnitude_masks, a later round (existing masks)",
+        "mask",
+        _later_round,
+        _ours_masked,
+        _check_later_round,
+        _masks_bytes,
+        bytes_per_weight=3,
+    ),
+    Method(
+        "drop_in",
+        "ours: lottery_ticket.torch.global_unstructured",
+        "mask",
+        _weights,
+        _ours_drop_in,
+        _check_modules,
+        _module_masks_bytes,
+        setup=_modules,
+        bytes_per_weight=16,
     ),
     Method("ours_apply", "ours: apply_masks", "apply", _in_place, _ours_apply, _check_masked, bytes_per_weight=6),
+    Method(
+        "applier",
+        "ours: MaskApplier call (built once)",
+        "apply",
+        _reapply,
+        _ours_applier,
+        lambda wl, st, r: _check_masked(wl, st.state, r),
+        bytes_per_weight=6,
+    ),
     Method("torch_mul", "torch: w.mul_(mask)", "apply", _in_place, _torch_mul, _check_masked, bytes_per_weight=6),
     Method("ours_rewind", "ours: rewind", "rewind", _in_place, _ours_rewind, _check_rewound, bytes_per_weight=6),
     Method(
-        "torch_where", "torch: where(mask, snapshot, 0, out=w)", "rewind", _in_place, _torch_where,
-        _check_rewound, bytes_per_weight=6,
+        "torch_where",
+        "torch: where(mask, snapshot, 0, out=w)",
+        "rewind",
+        _in_place,
+        _torch_where,
+        _check_rewound,
+        bytes_per_weight=6,
     ),
 )
 BY_KEY = {m.key: m for m in METHODS}

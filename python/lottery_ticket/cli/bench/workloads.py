@@ -1,4 +1,5 @@
-"""Benchmark workloads: the tensor shapes of ResNet-50 / BERT-base layer mixes at any size, as weights.
+"""Benchmark workloads: the tensor shapes of BERT-base, ResNet-50 (all tensors, or its 54 conv and
+classifier weights), LeNet-300-100 and uniform 20 M-element slabs, at any size, as weights.
 
 Shared by ``benches/`` (pytest-benchmark) and ``lottery-ticket bench`` so both time the same
 tensors. A workload is described by a small, picklable :class:`WorkloadSpec` (also a string
@@ -9,6 +10,7 @@ torch CPU tensors by :func:`materialize`. torch is imported lazily.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -17,10 +19,16 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-# The pruning step every benchmark performs: 20% of the weights, one Lottery Ticket round.
+# The pruning step every benchmark performs unless a workload says otherwise: 20% of the
+# weights, one Lottery Ticket round.
 AMOUNT = 0.2
+SLAB = 20_000_000  # elements per tensor of the "slabs" mix (the issue's cliff case)
+# Above this many weights the reference threshold comes from bit histograms instead of a
+# concatenated copy (2.2 B bf16 would need 8.8 GB as f32).
+HISTOGRAM_ABOVE = 200_000_000
 
-Mix = Literal["bert", "resnet"]
+Mix = Literal["bert", "resnet", "conv", "lenet", "slabs"]
+MIXES = ("bert", "resnet", "conv", "lenet", "slabs")
 DType = Literal["f32", "bf16"]
 Shape = tuple[int, ...]
 
@@ -59,6 +67,35 @@ def resnet50_shapes(width: float) -> list[Shape]:
     return shapes + [(classes, inputs), (classes,)]
 
 
+def conv_shapes(width: float) -> list[Shape]:
+    """ResNet-50's 53 conv weights and its classifier weight: what IMP on ResNet-50 prunes."""
+    return [s for s in resnet50_shapes(width) if len(s) > 1]
+
+
+def lenet_shapes(scale: float) -> list[Shape]:
+    """LeNet-300-100's weights (266 K at ``scale=1``), hidden layers scaled."""
+    h1, h2 = max(1, round(300 * scale)), max(1, round(100 * scale))
+    return [(h1, 784), (h2, h1), (10, h2)]
+
+
+def slab_shapes(params: int) -> list[Shape]:
+    """``params`` weights in tensors of ``SLAB`` elements (the last one shorter)."""
+    full, rest = divmod(params, SLAB)
+    shapes: list[Shape] = [(SLAB,)] * full
+    return shapes + [(rest,)] if rest else shapes
+
+
+def _scaled(shapes_at: Callable[[float], list[Shape]], params: int) -> list[Shape]:
+    """``shapes_at(x)`` for the x whose total is closest to ``params`` (totals grow with x)."""
+    lo, hi = 1e-3, 1.0
+    while count(shapes_at(hi)) < params:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count(shapes_at(mid)) < params else (lo, mid)
+    return _closest(params, {0: shapes_at(lo), 1: shapes_at(hi)})
+
+
 def count(shapes: list[Shape]) -> int:
     return sum(math.prod(s) for s in shapes)
 
@@ -77,13 +114,9 @@ def mix_shapes(mix: Mix, params: int) -> list[Shape]:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if count(bert_shapes(mid)) < params else (lo, mid)
         return _closest(params, {h: bert_shapes(h) for h in (lo, hi)})
-    lo_w, hi_w = 1e-3, 1.0
-    while count(resnet50_shapes(hi_w)) < params:
-        hi_w *= 2
-    for _ in range(60):
-        mid_w = (lo_w + hi_w) / 2
-        lo_w, hi_w = (mid_w, hi_w) if count(resnet50_shapes(mid_w)) < params else (lo_w, mid_w)
-    return _closest(params, {0: resnet50_shapes(lo_w), 1: resnet50_shapes(hi_w)})
+    if mix == "slabs":
+        return slab_shapes(params)
+    return _scaled({"resnet": resnet50_shapes, "conv": conv_shapes, "lenet": lenet_shapes}[mix], params)
 
 
 def human(n: float) -> str:
@@ -102,11 +135,14 @@ class WorkloadSpec:
     params: int  # requested size; the actual count is `len` of the generated tensors
     dtype: DType = "f32"
     seed: int = 0
+    amount: float = AMOUNT  # the fraction one step prunes
     shapes: list[Shape] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.mix not in ("bert", "resnet"):
-            raise ValueError(f"mix: expected 'bert' or 'resnet', got {self.mix!r}")
+        if self.mix not in MIXES:
+            raise ValueError(f"mix: expected one of {', '.join(MIXES)}, got {self.mix!r}")
+        if not 0.0 < self.amount < 1.0:
+            raise ValueError(f"amount: expected a fraction in (0, 1), got {self.amount}")
         if self.dtype not in ("f32", "bf16"):
             raise ValueError(f"dtype: expected 'f32' or 'bf16', got {self.dtype!r}")
         if self.params < 1000:
@@ -123,18 +159,25 @@ class WorkloadSpec:
 
     @property
     def label(self) -> str:
-        name = "BERT-like" if self.mix == "bert" else "ResNet-50-like"
-        return f"{name} {human(self.numel)} {self.dtype}"
+        name = {
+            "bert": "BERT-like",
+            "resnet": "ResNet-50-like",
+            "conv": "ResNet-50 convs",
+            "lenet": "LeNet-300-100-like",
+            "slabs": f"{human(SLAB)} slabs",
+        }[self.mix]
+        at = "" if self.amount == AMOUNT else f" @{self.amount:g}"
+        return f"{name} {human(self.numel)} {self.dtype}{at}"
 
     @property
     def token(self) -> str:
-        """``mix:params:dtype:seed``, parsed back by :meth:`parse`."""
-        return f"{self.mix}:{self.params}:{self.dtype}:{self.seed}"
+        """``mix:params:dtype:seed:amount``, parsed back by :meth:`parse`."""
+        return f"{self.mix}:{self.params}:{self.dtype}:{self.seed}:{self.amount!r}"
 
     @classmethod
     def parse(cls, token: str) -> WorkloadSpec:
-        mix, params, dtype, seed = token.split(":")
-        return cls(mix, int(params), dtype, int(seed))  # type: ignore[arg-type]
+        mix, params, dtype, seed, amount = token.split(":")
+        return cls(mix, int(params), dtype, int(seed), float(amount))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -143,7 +186,7 @@ class Workload:
 
     spec: WorkloadSpec
     weights: list[torch.Tensor]
-    k: int  # weights pruned by one step: round-half-even(AMOUNT * numel), as torch and ours
+    k: int  # weights pruned by one step: round-half-even(amount * numel), as torch and ours
     _threshold: float | None = None
 
     @property
@@ -155,6 +198,8 @@ class Workload:
 
 
 def _kth_magnitude(weights: list[torch.Tensor], k: int) -> float:
+    if sum(w.numel() for w in weights) > HISTOGRAM_ABOVE:
+        return _kth_by_histogram(weights, k)
     flat = np.concatenate([w.float().numpy().ravel() for w in weights])
     np.abs(flat, out=flat)
     flat.partition(k - 1)
@@ -163,6 +208,30 @@ def _kth_magnitude(weights: list[torch.Tensor], k: int) -> float:
     below, at_most = np.count_nonzero(flat < kth), np.count_nonzero(flat <= kth)
     assert below < k <= at_most, "reference threshold is not the k-th smallest magnitude"
     return float(kth)
+
+
+def _magnitude_bits(w: torch.Tensor) -> np.ndarray:
+    """|w|'s bits as uint32, ordered like |w| (bf16 widened exactly to f32)."""
+    import torch
+
+    if w.dtype == torch.bfloat16:
+        return (w.reshape(-1).view(torch.int16).numpy().view(np.uint16) & 0x7FFF).astype(np.uint32) << 16
+    return w.reshape(-1).numpy().view(np.uint32) & np.uint32(0x7FFF_FFFF)
+
+
+def _kth_by_histogram(weights: list[torch.Tensor], k: int) -> float:
+    """The k-th smallest magnitude from two 16-bit digit histograms of the magnitude bits."""
+    high = np.zeros(1 << 16, dtype=np.int64)
+    for w in weights:
+        high += np.bincount(_magnitude_bits(w) >> 16, minlength=1 << 16)
+    top = int(np.searchsorted(np.cumsum(high), k))
+    before = int(high[:top].sum())
+    low = np.zeros(1 << 16, dtype=np.int64)
+    for w in weights:
+        bits = _magnitude_bits(w)
+        low += np.bincount(bits[(bits >> 16) == top] & 0xFFFF, minlength=1 << 16)
+    bottom = int(np.searchsorted(np.cumsum(low), k - before))
+    return float(np.array([(top << 16) | bottom], dtype=np.uint32).view(np.float32)[0])
 
 
 def materialize(spec: WorkloadSpec) -> Workload:
@@ -176,19 +245,68 @@ def materialize(spec: WorkloadSpec) -> Workload:
         fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
         w = torch.randn(shape, generator=generator).mul_(1.0 / math.sqrt(fan_in))
         weights.append(w if dtype == torch.float32 else w.to(dtype))
-    k = round(AMOUNT * spec.numel)
+    k = round(spec.amount * spec.numel)
     if k < 1:
-        raise ValueError(f"params: {spec.numel} weights are too few to prune {AMOUNT:.0%} of")
+        raise ValueError(f"params: {spec.numel} weights are too few to prune {spec.amount:.0%} of")
     return Workload(spec, weights, k)
 
 
+# What each workload of the suite measures (method keys, see `methods`): the issue's table rows,
+# each with its peers, and no peer where it would only cost time (torch.prune at 560 M).
+BERT_KEYS = (
+    "floor",
+    "numpy",
+    "torch_prune",
+    "ours",
+    "ours_1thread",
+    "ours_masked",
+    "drop_in",
+    "ours_apply",
+    "torch_mul",
+    "ours_rewind",
+    "torch_where",
+)
+SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("bert", "f32"): BERT_KEYS,
+    ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked"),
+    ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked"),
+    ("lenet", "f32"): (
+        "floor",
+        "numpy",
+        "ours",
+        "ours_masked",
+        "torch_prune",
+        "drop_in",
+        "ours_apply",
+        "applier",
+        "torch_mul",
+    ),
+    ("slabs", "f32"): ("floor", "ours"),
+    ("slabs", "bf16"): ("floor", "ours"),
+}
+
+
 def suite(scale: float = 1.0, big: bool = False) -> list[WorkloadSpec]:
-    """The issue's workloads (25 M ResNet-50, 110 M BERT f32 and bf16, optionally 440 M), scaled."""
+    """The issue's workloads, scaled: 110 M BERT f32 and bf16, ResNet-50's 25 M conv weights,
+    LeNet-300-100, and the cliff sweep (20 M-element slabs at amount 0.5: 110 M and 560 M f32,
+    110 M and, with ``big``, 2.2 B bf16, more than 2^31 weights in one call)."""
+
+    def n(params: float) -> int:
+        return max(2000, round(params * scale))
+
     specs = [
-        WorkloadSpec("resnet", round(25.5e6 * scale)),
-        WorkloadSpec("bert", round(110e6 * scale)),
-        WorkloadSpec("bert", round(110e6 * scale), "bf16"),
+        WorkloadSpec("bert", n(110e6)),
+        WorkloadSpec("bert", n(110e6), "bf16"),
+        WorkloadSpec("conv", n(25.5e6)),
+        WorkloadSpec("lenet", n(266_200)),
+        WorkloadSpec("slabs", n(110e6), amount=0.5),
+        WorkloadSpec("slabs", n(560e6), amount=0.5),
+        WorkloadSpec("slabs", n(110e6), "bf16", amount=0.5),
     ]
     if big:
-        specs.append(WorkloadSpec("bert", round(440e6 * scale)))
+        specs.append(WorkloadSpec("slabs", n(2.2e9), "bf16", amount=0.5))
     return specs
+
+
+def suite_keys(spec: WorkloadSpec) -> tuple[str, ...]:
+    return SUITE_KEYS[(spec.mix, spec.dtype)]

@@ -11,6 +11,7 @@ beside it, with the same masks and the same minibatch order, we train the paper'
   number of weights in each layer, i.e. the same initial weights without the learned structure.
 
 Both controls are re-masked after every optimizer step; the pruner keeps the ticket masked.
+The other methods of ``--method`` (one-shot, random, SNIP, supermask) live in ``methods``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .train import DEFAULT_EVAL_EVERY, DEFAULT_ITERATIONS, DigitsData, lenet_300_100, train
+from .data import DATA_SETS, DemoData
+from .train import DEFAULT_EVAL_EVERY, lenet_300_100, train
 
 if TYPE_CHECKING:
     import torch
@@ -27,21 +29,28 @@ if TYPE_CHECKING:
 # Frankle & Carbin prune 20% of the remaining weights per round.
 PRUNE_FRACTION_PER_ROUND = 0.2
 NETWORKS = ("ticket", "reinit", "random_mask")
+# --method choices, in the order they run and are shown.
+METHODS = ("imp", "one-shot", "random", "snip", "supermask")
+# The network (results key) each method other than imp trains, by round.
+METHOD_NETWORKS = {"one-shot": "one_shot", "random": "random", "snip": "snip"}
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What to run: seeds, rounds, training length, rewind strategy and controls.
+    """What to run: data set, methods, seeds, rounds, training recipe, rewind strategy, controls.
 
     ``rounds`` rounds of 20% leave ``0.8 ** rounds`` of the weights (15 -> 3.5%, 20 -> 1.2%).
+    Training defaults (iterations, learning rate, batch size) are the data set's recipe.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    rounds: int = 20
-    iterations: int = DEFAULT_ITERATIONS
+    rounds: int = DATA_SETS["mnist1d"].rounds
+    iterations: int = DATA_SETS["mnist1d"].iterations
     eval_every: int = DEFAULT_EVAL_EVERY
     rewind: str = "init"
     random_masks: bool = False
+    data: str = "mnist1d"
+    methods: tuple[str, ...] = ("imp",)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -52,6 +61,13 @@ class DemoConfig:
             raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
         if self.eval_every < 1:
             raise ValueError(f"eval_every: must be >= 1, got {self.eval_every}")
+        if self.data not in DATA_SETS:
+            raise ValueError(f"data: expected one of {', '.join(DATA_SETS)}, got {self.data!r}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods: expected some of {', '.join(METHODS)}, got {list(self.methods)}")
+        # One run per method, in the canonical order, whatever order they were asked in.
+        object.__setattr__(self, "methods", tuple(m for m in METHODS if m in self.methods))
 
     @property
     def target_sparsity(self) -> float:
@@ -59,22 +75,49 @@ class DemoConfig:
         return 1.0 - (1.0 - PRUNE_FRACTION_PER_ROUND) ** self.rounds
 
     @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return DATA_SETS[self.data].layer_sizes
+
+    @property
     def networks(self) -> tuple[str, ...]:
-        """Which networks each round trains (the ticket, then the controls)."""
-        return NETWORKS if self.random_masks else NETWORKS[:2]
+        """Which networks are trained per round (imp's ticket and controls, then the methods)."""
+        nets: list[str] = []
+        if "imp" in self.methods:
+            nets += NETWORKS if self.random_masks else NETWORKS[:2]
+        return tuple(nets + [METHOD_NETWORKS[m] for m in self.methods if m in METHOD_NETWORKS])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
+        recipe = DATA_SETS[self.data]
         return {
+            "data": self.data,
+            "methods": list(self.methods),
             "seeds": list(self.seeds),
             "rounds": self.rounds,
             "iterations": self.iterations,
             "eval_every": self.eval_every,
+            "learning_rate": recipe.learning_rate,
+            "batch_size": recipe.batch_size,
+            "layer_sizes": list(recipe.layer_sizes),
             "rewind": self.rewind,
             "random_masks": self.random_masks,
             "prune_fraction_per_round": PRUNE_FRACTION_PER_ROUND,
             "target_sparsity": self.target_sparsity,
         }
+
+    def train(self, model: torch.nn.Module, data: DemoData, batch_seed: int, masks: Any = None) -> dict[str, float]:
+        """Train ``model`` with this configuration's recipe; the ``TrainResult`` as metrics."""
+        recipe = DATA_SETS[self.data]
+        return train(
+            model,
+            data,
+            iterations=self.iterations,
+            batch_seed=batch_seed,
+            eval_every=self.eval_every,
+            masks=masks,
+            learning_rate=recipe.learning_rate,
+            batch_size=recipe.batch_size,
+        ).as_metrics()
 
 
 def derived_seed(*parts: int) -> int:
@@ -137,27 +180,31 @@ def check_ticket_state(
             raise RuntimeError(f"{name}: surviving weights differ from W0 after rewinding")
 
 
-def _train_control(
+def train_masked(
     model: torch.nn.Module,
     masks: dict[str, torch.Tensor],
-    data: DigitsData,
+    data: DemoData,
     config: DemoConfig,
     batch_seed: int,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """Zero the masked weights of ``model``, train it keeping them zero; metrics plus density."""
     from ...kernels import apply_masks
 
-    if masks:
-        apply_masks(_weights(model, masks), masks)
-    result = train(
-        model, data, iterations=config.iterations, batch_seed=batch_seed,
-        eval_every=config.eval_every, masks=masks or None,
-    )
-    return result.as_metrics()
+    apply_masks(_weights(model, masks), masks)
+    metrics: dict[str, Any] = config.train(model, data, batch_seed, masks)
+    return {**metrics, **mask_density(masks)}
+
+
+def mask_density(masks: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``{"density": overall, "layer_density": {name: fraction}}`` of bool masks."""
+    kept = {name: int(m.sum()) for name, m in masks.items()}
+    total = sum(m.numel() for m in masks.values())
+    return {"density": sum(kept.values()) / total, "layer_density": {n: kept[n] / masks[n].numel() for n in masks}}
 
 
 def run_seed(
     seed: int,
-    data: DigitsData,
+    data: DemoData,
     config: DemoConfig,
     on_round_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -165,24 +212,25 @@ def run_seed(
 
     Args:
         seed: initialisation seed of the ticket network (controls derive their own seeds).
-        data: the digits split.
+        data: the data split.
         config: rounds, iterations, rewind strategy, controls.
         on_round_done: called with each finished row (for progress display).
 
     Returns:
         One row per round (0 = dense): ``{"seed", "round", "density", "remaining_percent",
-        "layer_density": {name: fraction}, "ticket": {...}, "reinit": {...}}`` plus
-        ``"random_mask"`` when enabled; each network entry holds ``TrainResult`` fields.
+        "ticket": {...}, "reinit": {...}}`` plus ``"random_mask"`` when enabled; each network
+        entry holds ``TrainResult`` fields, ``density`` and ``layer_density``.
 
     Example:
-        >>> from lottery_ticket.cli.demo.train import load_digits_split
-        >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30))
+        >>> from lottery_ticket.cli.demo.data import load_digits_split
+        >>> rows = run_seed(0, load_digits_split(), DemoConfig(rounds=1, iterations=30, data="digits"))
         >>> [(row["round"], round(row["density"], 2)) for row in rows]
         [(0, 1.0), (1, 0.8)]
     """
     from ... import LotteryTicketPruner, RewindStrategy
 
-    model = lenet_300_100(seed)
+    sizes = config.layer_sizes
+    model = lenet_300_100(seed, sizes)
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     rewinds_to_init = config.rewind == "init"
     pruner = LotteryTicketPruner(
@@ -199,27 +247,27 @@ def run_seed(
         batch_seed = derived_seed(seed, round_index, 0)
         masks = {name: mask.clone() for name, mask in pruner.masks.items()}
         check_ticket_state(net, masks, initial if rewinds_to_init else None)
-        ticket = train(
-            net, data, iterations=config.iterations, batch_seed=batch_seed, eval_every=config.eval_every
-        )
+        ticket = {**config.train(net, data, batch_seed), **mask_density(masks)}
         check_ticket_state(net, masks, None)
         row: dict[str, Any] = {
             "seed": seed,
             "round": round_index,
             "density": float(pruner.density),
             "remaining_percent": 100.0 * float(pruner.density),
-            "layer_density": {name: float(m.float().mean()) for name, m in masks.items()},
-            "ticket": ticket.as_metrics(),
-            "reinit": _train_control(lenet_300_100(derived_seed(seed, round_index, 1)), masks, data, config, batch_seed),
+            "ticket": ticket,
+            "reinit": train_masked(
+                lenet_300_100(derived_seed(seed, round_index, 1), sizes), masks, data, config, batch_seed
+            ),
         }
         if config.random_masks:
             shuffled = random_masks_like(masks, derived_seed(seed, round_index, 2))
             # lenet_300_100(seed) rebuilds exactly the ticket's W0 (private generator).
-            row["random_mask"] = _train_control(lenet_300_100(seed), shuffled, data, config, batch_seed)
+            row["random_mask"] = train_masked(lenet_300_100(seed, sizes), shuffled, data, config, batch_seed)
         rows.append(row)
         if on_round_done is not None:
             on_round_done(row)
-        return {f"{net_name}_{k}": v for net_name in config.networks for k, v in row[net_name].items()}
+        nets = [n for n in NETWORKS if n in row]
+        return {f"{n}_{k}": v for n in nets for k, v in row[n].items() if isinstance(v, float)}
 
     pruner.run(model, train_round, progress=False)
     return rows

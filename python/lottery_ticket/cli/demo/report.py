@@ -11,8 +11,34 @@ from typing import Any
 
 from ..._files import write_atomic
 
-LABELS = {"ticket": "winning ticket", "reinit": "random re-init", "random_mask": "random mask"}
-COLORS = {"ticket": "tab:blue", "reinit": "tab:orange", "random_mask": "tab:green"}
+LABELS = {
+    "ticket": "winning ticket",
+    "reinit": "random re-init",
+    "random_mask": "random mask",
+    "one_shot": "one-shot",
+    "random": "random pruning",
+    "snip": "SNIP",
+    "supermask": "supermask",
+}
+SHORT = {
+    "ticket": "ticket",
+    "reinit": "re-init",
+    "random_mask": "rnd mask",
+    "one_shot": "one-shot",
+    "random": "random",
+    "snip": "SNIP",
+    "supermask": "supermask",
+}
+COLORS = {
+    "ticket": "tab:blue",
+    "reinit": "tab:orange",
+    "random_mask": "tab:green",
+    "one_shot": "tab:purple",
+    "random": "tab:gray",
+    "snip": "tab:red",
+    "supermask": "tab:brown",
+}
+SUMMARY_KEYS = ("test_accuracy", "early_stop_iteration", "final_test_accuracy")
 # The paper's claims, checked (and printed) on every run: tickets stay within this many points of
 # the dense accuracy, and beat random re-initialisation by at least this many at high sparsity.
 MATCH_TOLERANCE_POINTS = 1.0
@@ -57,12 +83,26 @@ def summarize(rows: Sequence[dict[str, Any]], networks: Sequence[str]) -> list[d
             "seeds": len(group),
         }
         for net in networks:
-            entry[net] = {
-                key: _mean_std([float(r[net][key]) for r in group])
-                for key in ("test_accuracy", "early_stop_iteration", "final_test_accuracy")
-            }
+            present = [r[net] for r in group if net in r]
+            if present:
+                keys = SUMMARY_KEYS + (("density",) if all("density" in m for m in present) else ())
+                entry[net] = {key: _mean_std([float(m[key]) for m in present]) for key in keys}
         summary.append(entry)
     return summary
+
+
+def summarize_supermask(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of the supermask runs (each with its learned density).
+
+    Example:
+        >>> runs = [{"test_accuracy": 0.5, "early_stop_iteration": 10, "final_test_accuracy": 0.5,
+        ...          "density": 0.4}, {"test_accuracy": 0.7, "early_stop_iteration": 30,
+        ...          "final_test_accuracy": 0.6, "density": 0.6}]
+        >>> {k: round(v, 4) for k, v in summarize_supermask(runs)["density"].items()}
+        {'mean': 0.5, 'std': 0.1414}
+    """
+    summary = {key: _mean_std([float(r[key]) for r in runs]) for key in SUMMARY_KEYS + ("density",)}
+    return {"seeds": len(runs), **summary}
 
 
 def science_checks(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -105,22 +145,34 @@ def science_checks(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def format_table(summary: Sequence[dict[str, Any]], networks: Sequence[str]) -> str:
-    """A fixed-width table: % remaining, accuracy (mean ± std, %) and early-stop iteration per network."""
-    acc_headers = [f"{LABELS[n]} acc %" for n in networks]
-    stop_headers = [f"{LABELS[n].split()[-1]} stop" for n in networks]
-    header = ["round", "remaining"] + acc_headers + stop_headers
+def format_table(
+    summary: Sequence[dict[str, Any]], networks: Sequence[str], supermask: dict[str, Any] | None = None
+) -> str:
+    """A fixed-width table: % remaining, accuracy (mean ± std, %) per network, the early-stop
+    iteration of the ticket and its re-init control, and the supermask's single point below."""
+    stopped = [n for n in networks if n in ("ticket", "reinit")]
+    header = (
+        ["round", "remaining"]
+        + [f"{LABELS[n]} acc %" if len(networks) <= 3 else f"{SHORT[n]} %" for n in networks]
+        + [f"{SHORT[n]} stop" for n in stopped]
+    )
     lines = []
     for e in summary:
         accs = [
-            f"{100 * e[n]['test_accuracy']['mean']:5.1f} ± {100 * e[n]['test_accuracy']['std']:3.1f}"
+            f"{100 * e[n]['test_accuracy']['mean']:5.1f} ± {100 * e[n]['test_accuracy']['std']:3.1f}" if n in e else "-"
             for n in networks
         ]
-        stops = [f"{e[n]['early_stop_iteration']['mean']:.0f}" for n in networks]
+        stops = [f"{e[n]['early_stop_iteration']['mean']:.0f}" if n in e else "-" for n in stopped]
         lines.append([str(e["round"]), f"{e['remaining_percent']:.3g}%"] + accs + stops)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    if supermask is not None:
+        d, a = supermask["density"], supermask["test_accuracy"]
+        out.append(
+            f"supermask (weights frozen at W0, learned mask): {100 * d['mean']:.3g}% ± {100 * d['std']:.2g} "
+            f"remaining, accuracy {100 * a['mean']:.1f} ± {100 * a['std']:.1f}%"
+        )
     return "\n".join(out)
 
 
@@ -130,7 +182,11 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
 
 
 def render_figure(
-    summary: Sequence[dict[str, Any]], networks: Sequence[str], title: str, iterations: int | None = None
+    summary: Sequence[dict[str, Any]],
+    networks: Sequence[str],
+    title: str,
+    iterations: int | None = None,
+    supermask: dict[str, Any] | None = None,
 ) -> bytes:
     """PNG bytes: test accuracy and early-stop iteration vs. % weights remaining (log, reversed).
 
@@ -143,17 +199,33 @@ def render_figure(
     from matplotlib.ticker import FixedLocator, NullLocator
 
     remaining = [e["remaining_percent"] for e in summary]
-    figure = Figure(figsize=(11, 4.4), dpi=120, layout="constrained")
+    figure = Figure(figsize=(11, 5.0), dpi=120, layout="constrained")
     acc_ax, stop_ax = figure.subplots(1, 2)
     panels = [(acc_ax, "test_accuracy", 100.0), (stop_ax, "early_stop_iteration", 1.0)]
     for ax, key, scale in panels:
         for net in networks:
-            mean = [scale * e[net][key]["mean"] for e in summary]
-            std = [scale * e[net][key]["std"] for e in summary]
-            ax.plot(remaining, mean, marker="o", markersize=3.5, color=COLORS[net], label=LABELS[net])
+            xs = [e["remaining_percent"] for e in summary if net in e]
+            mean = [scale * e[net][key]["mean"] for e in summary if net in e]
+            std = [scale * e[net][key]["std"] for e in summary if net in e]
+            ax.plot(xs, mean, marker="o", markersize=3.5, color=COLORS[net], label=LABELS[net])
             ax.fill_between(
-                remaining, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                color=COLORS[net], alpha=0.2, linewidth=0,
+                xs,
+                [m - s for m, s in zip(mean, std)],
+                [m + s for m, s in zip(mean, std)],
+                color=COLORS[net],
+                alpha=0.15,
+                linewidth=0,
+            )
+        if supermask is not None:
+            ax.errorbar(
+                [100 * supermask["density"]["mean"]],
+                [scale * supermask[key]["mean"]],
+                xerr=[100 * supermask["density"]["std"]],
+                yerr=[scale * supermask[key]["std"]],
+                marker="D",
+                color=COLORS["supermask"],
+                label=LABELS["supermask"],
+                capsize=3,
             )
         ax.set_xscale("log")
         ax.set_xlim(remaining[0] * 1.08, remaining[-1] / 1.08)  # reversed: dense on the left
@@ -162,16 +234,20 @@ def render_figure(
         ax.xaxis.set_major_formatter(lambda x, _pos: f"{x:.3g}")
         ax.set_xlabel("% of weights remaining (log scale)")
         ax.grid(True, alpha=0.3)
-    dense = 100.0 * summary[0]["ticket"]["test_accuracy"]["mean"]
+    dense_net = next(n for n in networks if n in summary[0]) if networks else None
+    dense = 100.0 * summary[0][dense_net]["test_accuracy"]["mean"] if dense_net else float("nan")
     acc_ax.axhline(dense, color="gray", linestyle="--", linewidth=1, label=f"dense ({dense:.1f}%)")
     acc_ax.set_ylabel("test accuracy at early stop (%)")
     acc_ax.set_title("Accuracy")
-    acc_ax.legend(loc="lower left")
     if iterations is not None:
         stop_ax.axhline(iterations, color="gray", linestyle=":", linewidth=1, label="iterations per round")
-        stop_ax.legend(loc="upper left")
     stop_ax.set_ylabel("early-stop iteration (min. validation loss)")
     stop_ax.set_title("Learning speed")
+    # One legend below both panels: inside them it would hide points (e.g. the supermask's).
+    handles, labels = acc_ax.get_legend_handles_labels()
+    more = [(h, label) for h, label in zip(*stop_ax.get_legend_handles_labels()) if label not in labels]
+    handles, labels = handles + [h for h, _ in more], labels + [label for _, label in more]
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), frameon=False)
     figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -1,18 +1,15 @@
-"""Data, model and training loop of ``lottery-ticket demo`` (LeNet-300-100 on sklearn digits).
+"""Model and training loop of ``lottery-ticket demo`` (LeNet-300-100-shaped MLPs).
 
-Everything here follows Frankle & Carbin (2019), section 2, scaled to the 8x8 digits set:
+Everything here follows Frankle & Carbin (2019), section 2, scaled to small data sets (see
+``data`` for the data sets and each one's recipe):
 
-* **Data.** ``sklearn.datasets.load_digits`` (1797 images, shipped with scikit-learn, no
-  download), pixels scaled to [0, 1]. One fixed stratified split for every seed and round:
-  360 test images, 180 validation images carved from the rest (used only to pick the
-  early-stop iteration), 1257 training images.
-* **Model.** LeNet-300-100 as a 64-300-100-10 ReLU MLP, Gaussian Glorot weights and zero
+* **Model.** LeNet-300-100 as an inputs-300-100-10 ReLU MLP, Gaussian Glorot weights and zero
   biases (the paper's initialisation).
-* **Training.** Adam, learning rate 1.2e-3, minibatches of 60, reshuffled every epoch, for a
-  fixed number of iterations (see ``DEFAULT_ITERATIONS``). Every ``eval_every`` iterations the
-  full validation and test sets are evaluated (one batch each, cheap); the early-stop iteration
-  is the one with the lowest validation loss, and the reported accuracy is the *test accuracy at
-  that iteration*, as in the paper's figures; the accuracy after the last iteration is kept too.
+* **Training.** Adam, minibatches reshuffled every epoch, for a fixed number of iterations.
+  Every ``eval_every`` iterations the full validation and test sets are evaluated (one batch
+  each, cheap); the early-stop iteration is the one with the lowest validation loss, and the
+  reported accuracy is the *test accuracy at that iteration*, as in the paper's figures; the
+  accuracy after the last iteration is kept too.
 
 Torch is imported lazily (inside functions) so that ``lottery-ticket --help`` stays fast.
 """
@@ -22,74 +19,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .data import DemoData
+
 if TYPE_CHECKING:
     import torch
 
 LEARNING_RATE = 1.2e-3
 BATCH_SIZE = 60
-# 1257 training images / 60 = 21 iterations per epoch, so 1000 iterations is ~48 epochs. Measured
-# (3 seeds): the dense network's validation loss bottoms out at ~320 iterations, tickets at 3.5%
-# of the weights at ~830 and at 1.2% near 1000; random re-inits below ~9% would keep improving
-# slowly past 1000. Doubling to 2000 iterations changed the seed-averaged accuracies by less than
-# a point at every density (the ticket/re-init gap at <= 5.5% went from 0.6-1.2 to 0.5-0.9) while
-# doubling the run time, so 1000 keeps the default demo well inside its budget on two cores.
+# On digits, 1257 training images / 60 = 21 iterations per epoch, so 1000 iterations is ~48
+# epochs. Measured (3 seeds): the dense network's validation loss bottoms out at ~320
+# iterations, tickets at 3.5% of the weights at ~830 and at 1.2% near 1000. Doubling to 2000
+# iterations changed the seed-averaged accuracies by less than a point at every density.
 DEFAULT_ITERATIONS = 1000
 DEFAULT_EVAL_EVERY = 25
-TEST_IMAGES = 360
-VALIDATION_IMAGES = 180
-# The split never changes with --seeds: only initialisation and batch order do.
-SPLIT_SEED = 0
 LAYER_SIZES = (64, 300, 100, 10)
 
 
-@dataclass(frozen=True)
-class DigitsData:
-    """The fixed digits split as float32 / int64 tensors."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-def load_digits_split() -> DigitsData:
-    """Load sklearn's digits and split them (train / validation / test) the same way every time.
-
-    Returns:
-        ``DigitsData`` with 1257 / 180 / 360 images, pixels scaled to [0, 1].
-
-    Example:
-        >>> data = load_digits_split()
-        >>> tuple(data.train_x.shape), tuple(data.test_x.shape)
-        ((1257, 64), (360, 64))
-    """
-    import numpy as np
-    import torch
-    # scikit-learn ships no type information
-    from sklearn.datasets import load_digits  # type: ignore[import-untyped, unused-ignore]
-    from sklearn.model_selection import train_test_split  # type: ignore[import-untyped, unused-ignore]
-
-    images, labels = load_digits(return_X_y=True)
-    x = (np.asarray(images, dtype=np.float32) / 16.0).astype(np.float32)
-    y = np.asarray(labels, dtype=np.int64)
-    rest_x, test_x, rest_y, test_y = train_test_split(
-        x, y, test_size=TEST_IMAGES, stratify=y, random_state=SPLIT_SEED
-    )
-    train_x, val_x, train_y, val_y = train_test_split(
-        rest_x, rest_y, test_size=VALIDATION_IMAGES, stratify=rest_y, random_state=SPLIT_SEED
-    )
-    return DigitsData(
-        *(torch.from_numpy(np.ascontiguousarray(a)) for a in (train_x, train_y, val_x, val_y, test_x, test_y))
-    )
-
-
-def lenet_300_100(seed: int) -> torch.nn.Sequential:
-    """LeNet-300-100 for 8x8 images (64-300-100-10), Gaussian Glorot weights, zero biases.
+def lenet_300_100(seed: int, sizes: tuple[int, ...] = LAYER_SIZES) -> torch.nn.Sequential:
+    """LeNet-300-100 (default 64-300-100-10, for 8x8 images), Gaussian Glorot weights, zero biases.
 
     Args:
         seed: seeds the initialisation (a private generator; global RNG state is untouched).
+        sizes: layer widths, inputs first.
 
     Returns:
         ``nn.Sequential`` with layers ``fc1``, ``fc2``, ``fc3`` (ReLU between them).
@@ -105,7 +56,6 @@ def lenet_300_100(seed: int) -> torch.nn.Sequential:
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     generator = torch.Generator().manual_seed(seed)
-    sizes = LAYER_SIZES
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         linear = nn.Linear(fan_in, fan_out)
         with torch.no_grad():
@@ -145,28 +95,33 @@ def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
 
 def train(
     model: torch.nn.Module,
-    data: DigitsData,
+    data: DemoData,
     *,
     iterations: int,
     batch_seed: int,
     eval_every: int = DEFAULT_EVAL_EVERY,
     masks: dict[str, torch.Tensor] | None = None,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and track the early-stop iteration.
 
     Args:
         model: the network (e.g. from ``lenet_300_100``), already masked if it is a sparse net.
-        data: the digits split.
+        data: the data split.
         iterations: number of optimizer steps.
         batch_seed: seeds the minibatch order (a private generator).
         eval_every: evaluate validation and test sets every this many iterations (and at the end).
         masks: ``{parameter name: bool tensor}``; when given, the masked weights are zeroed again
             after every optimizer step (for control networks the pruner does not watch).
+        learning_rate, batch_size: Adam's step size and the minibatch size. Only parameters
+            with ``requires_grad`` are trained (a supermask trains its scores alone).
 
     Returns:
         ``TrainResult`` with the test accuracy at the minimum-validation-loss iteration.
 
     Example:
+        >>> from .data import load_digits_split
         >>> r = train(lenet_300_100(0), load_digits_split(), iterations=50, batch_seed=0)
         >>> 0.0 <= r.test_accuracy <= 1.0
         True
@@ -187,7 +142,8 @@ def train(
             raise ValueError(f"masks: no parameter named {missing[0]!r} in the model")
         masked_params = {name: params[name] for name in masks}
     # fused: one kernel for all parameters, ~25% faster per step than the default on CPU
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, fused=True)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=learning_rate, fused=True)
     generator = torch.Generator().manual_seed(batch_seed)
     n_train = data.train_x.shape[0]
     order = torch.randperm(n_train, generator=generator)
@@ -196,11 +152,11 @@ def train(
     train_loss = float("nan")
     model.train()
     for step in range(1, iterations + 1):
-        if cursor + BATCH_SIZE > n_train:  # new epoch: drop the ragged tail, reshuffle
+        if cursor + batch_size > n_train:  # new epoch: drop the ragged tail, reshuffle
             order = torch.randperm(n_train, generator=generator)
             cursor = 0
-        batch = order[cursor : cursor + BATCH_SIZE]
-        cursor += BATCH_SIZE
+        batch = order[cursor : cursor + batch_size]
+        cursor += batch_size
         loss = torch.nn.functional.cross_entropy(model(data.train_x[batch]), data.train_y[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call, unused-ignore]

@@ -1,0 +1,151 @@
+"""One exact selection across torch.distributed ranks, and DTensor parameters as local shards.
+
+Digit histograms of disjoint weight sets add up, so all-reducing each level's histogram gives
+every rank the same exact threshold; ties at the threshold are shared out by an exclusive prefix
+sum of the ranks' tie counts. Order across ranks: plain tensors with ``process_group`` rank by
+(rank, local tensor, flat index); DTensors by (tensor, flat index of the whole tensor), which is
+what one process computes on the unsharded tensors. gloo serves CPU tensors, NCCL CUDA ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from math import prod
+from typing import Any
+
+import torch.distributed as dist
+
+import torch
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+
+
+def resolve_group(process_group: object) -> Any:
+    """The group meant by ``process_group=`` (None: one process)."""
+    if process_group is None or process_group is False:
+        return None
+    if process_group is not True and not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(
+            f"process_group: expected a torch.distributed ProcessGroup or True, got {type(process_group).__name__}"
+        )
+    if not dist.is_initialized():
+        raise ValueError("process_group: torch.distributed is not initialized (call init_process_group first)")
+    return dist.group.WORLD if process_group is True else process_group
+
+
+class Group:
+    """`_select.Ranks` over a process group."""
+
+    distributed = True
+
+    def __init__(self, group: Any, shard_order: bool) -> None:
+        self.group = group
+        self.shard_order = shard_order  # DTensors: (tensor, whole-tensor flat index) order
+        self.rank = dist.get_rank(group)
+        self.size = dist.get_world_size(group)
+        self.offsets: list[int] = []  # per piece, set by the caller in shard order
+
+    def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None:
+        dist.all_reduce(t, op=_OPS[op], group=self.group)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(t) for _ in range(self.size)]
+        dist.all_gather(out, t, group=self.group)
+        return torch.stack(out)
+
+    def agree(self, wide: bool, count: int, device: torch.device, same_count: bool) -> bool:
+        """True if any rank has an f64 tensor; with ``same_count``, check every rank passes as
+        many tensors (the i-th tensors of all ranks are shards of one tensor)."""
+        flags = torch.tensor([int(wide), count, -count], dtype=torch.int64, device=device)
+        self.all_reduce(flags, op="max")
+        any_wide, most, fewest = flags.tolist()
+        if same_count and most != -fewest:
+            raise ValueError(
+                f"weights: ranks pass different numbers of tensors ({-fewest} to {most}); each rank passes its shard of every tensor"
+            )
+        return bool(any_wide)
+
+    def tie_budgets(
+        self, ties: torch.Tensor, local_ties: torch.Tensor | None, count_ties: Callable[[], torch.Tensor]
+    ) -> list[torch.Tensor] | torch.Tensor:
+        if not self.shard_order:
+            assert local_ties is not None
+            counts = self.gather(local_ties.reshape(1))[:, 0]
+            return (ties - counts[: self.rank].sum()).clamp(min=0)
+        mine = count_ties()
+        offsets = torch.tensor(self.offsets, dtype=torch.int64, device=mine.device)
+        counts, where = self.gather(mine), self.gather(offsets)
+        earlier_tensors = counts.sum(0).cumsum(0) - counts.sum(0)
+        budgets = []
+        for i in range(mine.numel()):
+            earlier_shards = counts[:, i][where[:, i] < offsets[i]].sum()
+            budgets.append((ties - earlier_tensors[i] - earlier_shards).clamp(min=0))
+        return budgets
+
+    def foreign_nan(self) -> str:
+        return "weights: another rank's weights contain NaN among alive weights; NaN magnitudes cannot be ranked"
+
+
+def is_dtensor(x: object) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(x, DTensor)
+
+
+def mesh_group(mesh: Any) -> Any:
+    """One group spanning every rank of ``mesh``."""
+    if mesh.ndim == 1:
+        return mesh.get_group()
+    if mesh.size() == dist.get_world_size():
+        return dist.group.WORLD
+    raise ValueError("weights: a multi-dimensional DTensor mesh must span all ranks")
+
+
+def shard_of(x: Any, label: str) -> tuple[torch.Tensor, bool, int]:
+    """A DTensor's local shard, whether this rank counts it (first replica), its flat offset.
+
+    Shards along dim 0 (FSDP2's ``fully_shard``, row-wise tensor parallel) are contiguous runs of
+    the whole tensor's flat order, which keeps ties in one-process order; replicated mesh
+    dimensions are counted by their first replica only.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    mesh, placements = x.device_mesh, x.placements
+    counted = True
+    for dim, placement in enumerate(placements):
+        if type(placement) is Replicate:
+            counted = counted and mesh.get_local_rank(dim) == 0
+        elif type(placement) is not Shard or placement.dim != 0:
+            raise ValueError(
+                f"{label}: DTensor placement {placement!r} is not supported; weights must be sharded along "
+                "dim 0 (Shard(0), as fully_shard does) or replicated (redistribute Partial values first)"
+            )
+    _, offset = compute_local_shape_and_global_offset(x.shape, mesh, placements)
+    row = prod(x.shape[1:]) if len(x.shape) > 1 else 1
+    flat_offset = int(offset[0]) * row if len(offset) else 0
+    return x.to_local(), counted, flat_offset
+
+
+def like_dtensor(local: torch.Tensor, template: Any) -> Any:
+    """``local`` as a DTensor placed like ``template`` (same mesh, placements, global shape)."""
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(
+        local,
+        template.device_mesh,
+        template.placements,
+        run_check=False,
+        shape=template.shape,
+        stride=template.stride(),
+    )
+
+
+def same_mesh(values: Sequence[Any], arg: str) -> Any:
+    mesh = values[0].device_mesh
+    for i, v in enumerate(values):
+        if v.device_mesh != mesh:
+            raise ValueError(f"{arg}[{i}]: DTensors on different device meshes in one call")
+    return mesh

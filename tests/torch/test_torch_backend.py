@@ -1,0 +1,185 @@
+"""The torch-op backend (`backend="torch"`, what CUDA tensors run) against the Rust kernels, on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import torch
+from lottery_ticket import global_magnitude_masks
+from lottery_ticket.torch import _select
+from lottery_ticket.torch._ops import TorchKernels
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+# Ties within and across dtypes, +-0, inf, an f32 subnormal (0 in f16/bf16) and the smallest one.
+POOL = torch.tensor(
+    [0.0, -0.0, 0.5, -0.5, 1.0, -2.0, float("inf"), -float("inf"), 1e-40, -1e-45, 3.0e-8], dtype=torch.float64
+)
+CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device: no GPU is lent to this task; the torch-op path is tested on CPU",
+)
+
+
+def random_case(gen: torch.Generator, trial: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    weights = []
+    for _ in range(int(torch.randint(1, 6, (1,), generator=gen))):
+        dtype = DTYPES[int(torch.randint(0, 4, (1,), generator=gen))] if trial % 3 else torch.float32
+        shape = (int(torch.randint(1, 9, (1,), generator=gen)), int(torch.randint(1, 9, (1,), generator=gen)))
+        if trial % 2:
+            w = POOL[torch.randint(len(POOL), shape, generator=gen)]
+        else:
+            scale = 10.0 ** float(torch.randint(-44, 3, (1,), generator=gen))  # subnormal ranges too
+            w = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+        weights.append(w.to(dtype))
+    if trial % 5 == 0:  # one empty tensor (two in one call trip the Rust path's borrow check today)
+        weights.insert(trial % len(weights), torch.zeros(0, 3))
+    masks = [torch.rand(w.shape, generator=gen) > 0.3 for w in weights] if trial % 4 == 1 else None
+    return weights, masks
+
+
+def assert_same(rust: list[torch.Tensor], ours: list[torch.Tensor]) -> None:
+    for a, b in zip(rust, ours):
+        assert b.dtype == torch.bool and b.shape == a.shape and b.device == a.device
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("chunk", [_select.CHUNK, 7])
+def test_bit_identical_to_the_rust_kernels_on_random_cases(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(_select, "CHUNK", chunk)  # 7: ties and tensors split over many chunks
+    gen = torch.Generator().manual_seed(chunk)
+    for trial in range(25 if chunk > 7 else 10):
+        weights, masks = random_case(gen, trial)
+        alive = [int(m.sum()) for m in masks] if masks is not None else [w.numel() for w in weights]
+        if sum(alive) == 0:
+            continue
+        for amount in [0.0, 0.3, 0.5, 0.77, 1.0, 0, 1, sum(alive) // 2, sum(alive)]:
+            assert_same(
+                global_magnitude_masks(weights, amount, masks),
+                global_magnitude_masks(weights, amount, masks, backend="torch"),
+            )
+        for amount in [0.0, 0.4, 1.0, min(alive)]:
+            layer = [global_magnitude_masks(weights, amount, masks, "layer", backend=b) for b in ("rust", "torch")]
+            assert_same(*layer)
+
+
+def test_dict_inputs_and_repeated_rounds_match() -> None:
+    gen = torch.Generator().manual_seed(3)
+    weights = {f"w{i}": torch.randn(20, 30, generator=gen).to(d) for i, d in enumerate(DTYPES)}
+    rust = torch_ = None
+    for amount in [0.2, 0.5, 100, 0.9]:
+        rust = global_magnitude_masks(weights, amount, rust)
+        torch_ = global_magnitude_masks(weights, amount, torch_, backend="torch")
+        assert list(torch_) == list(weights)
+        assert_same(list(rust.values()), list(torch_.values()))
+
+
+def test_histogram_equals_bincount() -> None:
+    digits = torch.randint(0, 17, (1000,), dtype=torch.int32)
+    out = torch.ones(18, dtype=torch.int64)
+    _select.histogram(digits, out)
+    assert torch.equal(out, 1 + torch.bincount(digits, minlength=18))
+
+
+def test_nan_among_alive_weights_raises_and_leaves_inputs_untouched() -> None:
+    weights = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, float("nan")], dtype=torch.bfloat16)]
+    masks = [torch.tensor([True, True]), torch.tensor([True, True])]
+    before = [w.clone() for w in weights]
+    with pytest.raises(ValueError, match=r"weights\[1\]: contains NaN"):
+        global_magnitude_masks(weights, 0.5, masks, backend="torch")
+    with pytest.raises(ValueError, match=r"weights\[1\]: contains NaN"):
+        global_magnitude_masks(weights, 1, masks, "layer", backend="torch")
+    for w, b in zip(weights, before):
+        assert torch.equal(w.view(torch.uint8), b.view(torch.uint8))
+    # A NaN among pruned weights is not ranked.
+    masks[1][1] = False
+    assert_same(
+        global_magnitude_masks(weights, 0.5, masks), global_magnitude_masks(weights, 0.5, masks, backend="torch")
+    )
+
+
+def test_amount_errors_match_the_rust_kernels() -> None:
+    weights = [torch.ones(3), torch.ones(2)]
+    for scope in ("global", "layer"):
+        messages = []
+        for backend in ("rust", "torch"):
+            with pytest.raises(ValueError, match="amount: cannot prune") as err:
+                global_magnitude_masks(weights, 6 if scope == "global" else 3, scope=scope, backend=backend)  # type: ignore[arg-type]
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
+
+
+def test_bad_backend_arguments_name_the_argument() -> None:
+    w = [torch.tensor([1.0, 2.0])]
+    with pytest.raises(ValueError, match="backend: expected 'auto', 'rust' or a framework"):
+        global_magnitude_masks(w, 1, backend="cuda")
+    with pytest.raises(ValueError, match="process_group: the Rust kernels run in one process"):
+        global_magnitude_masks(w, 1, backend="rust", process_group=True)
+    with pytest.raises(TypeError, match="process_group: expected a torch.distributed ProcessGroup"):
+        global_magnitude_masks(w, 1, backend="torch", process_group=object())
+    with pytest.raises(TypeError, match="process_group: selection across ranks needs torch tensors"):
+        global_magnitude_masks([np.ones(2)], 1, process_group=True)
+    if not torch.distributed.is_initialized():
+        with pytest.raises(ValueError, match="process_group: torch.distributed is not initialized"):
+            global_magnitude_masks(w, 1, process_group=True)
+    with pytest.raises(TypeError, match=r"weights\[0\]: expected a torch tensor"):
+        global_magnitude_masks([np.ones(2)], 1, backend="torch")
+    with pytest.raises(ValueError, match=r"weights\[1\]: tensor is on the meta device"):
+        global_magnitude_masks([w[0], torch.empty(2, device="meta")], 1, backend="torch")
+    assert w[0].tolist() == [1.0, 2.0]
+
+
+def test_torch_applier_writes_positive_zero_bits_and_keeps_survivors() -> None:
+    kernels = TorchKernels()
+    weights = [torch.tensor([-1.5, float("nan"), -0.0, 2.0]), torch.tensor([-3.0, 4.0], dtype=torch.bfloat16)]
+    masks = [torch.tensor([False, False, True, True]), torch.tensor([False, True])]
+    apply = kernels.mask_applier(weights, masks, ["weights[0]", "weights[1]"])
+    apply()
+    assert weights[0].view(torch.int32).tolist() == [
+        0,
+        0,
+        torch.tensor(-0.0).view(torch.int32).item(),
+        torch.tensor(2.0).view(torch.int32).item(),
+    ]
+    assert weights[1].tolist() == [0.0, 4.0] and weights[1].view(torch.int16)[0].item() == 0
+    snaps = [torch.tensor([7.0, 8.0, 9.0, 10.0]), torch.tensor([5.0, 6.0], dtype=torch.bfloat16)]
+    kernels.rewind(weights, snaps, masks, ["weights[0]", "weights[1]"])
+    assert weights[0].tolist() == [0.0, 0.0, 9.0, 10.0] and weights[1].tolist() == [0.0, 6.0]
+    with pytest.raises(TypeError, match=r"snapshots\[1\]: dtype"):
+        kernels.rewind(weights, [snaps[0], snaps[1].float()], masks, ["weights[0]", "weights[1]"])
+    assert weights[0].tolist() == [0.0, 0.0, 9.0, 10.0]
+    weights[0].data = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="storage was replaced"):
+        apply()
+
+
+def test_alive_counts_of_the_torch_kernels() -> None:
+    masks = [torch.tensor([True, False, True]), torch.zeros(0, dtype=torch.bool)]
+    assert TorchKernels().alive_counts(masks, ["masks[0]", "masks[1]"], None) == [2, 0]
+
+
+@CUDA
+def test_cuda_tensors_run_the_torch_ops_in_place_and_match_the_cpu() -> None:
+    from lottery_ticket import MaskApplier, alive_counts, apply_masks, rewind
+
+    gen = torch.Generator().manual_seed(5)
+    for trial in range(20):
+        weights, masks = random_case(gen, trial)
+        cuda = [w.cuda() for w in weights]
+        cuda_masks = [m.cuda() for m in masks] if masks is not None else None
+        for amount in [0.0, 0.5, 1.0]:
+            got = global_magnitude_masks(cuda, amount, cuda_masks)
+            assert all(g.is_cuda for g in got)
+            assert_same(global_magnitude_masks(weights, amount, masks), [g.cpu() for g in got])
+    w = [torch.randn(100, 10, device="cuda")]
+    m = global_magnitude_masks(w, 0.5)
+    apply_masks(w, m)
+    assert alive_counts(m) == [500] and int((w[0] != 0).sum()) == 500
+    snap = [torch.randn(100, 10, device="cuda")]
+    rewind(w, snap, m)
+    assert torch.equal(w[0], snap[0] * m[0])
+    MaskApplier(w, m)()
+    with pytest.raises(ValueError, match=r"masks\[0\]: on cpu"):
+        global_magnitude_masks(w, 0.5, [m[0].cpu()])
+    with pytest.raises(ValueError, match="backend: 'rust' runs on host memory"):
+        global_magnitude_masks(w, 0.5, backend="rust")
