@@ -426,7 +426,7 @@ fn select_threshold_py(
 }
 
 /// Write `src` pruned by a threshold into `dst` (zero bits where pruned), pruning at most
-/// `ties_remaining` ties, row-major first. Returns the ties used.
+/// `ties_remaining` ties, row-major first. Returns the ties used and the weights kept.
 #[pyfunction(name = "write_pruned")]
 #[pyo3(signature = (src, dtype, dst, key, key_width_bits, ties_remaining, mask=None, name=None))]
 #[allow(clippy::too_many_arguments)]
@@ -440,7 +440,7 @@ fn write_pruned_py(
     ties_remaining: u64,
     mask: Option<PyReadonlyArrayDyn<'_, u8>>,
     name: Option<String>,
-) -> PyResult<u64> {
+) -> PyResult<(u64, u64)> {
     let src = src.weights("src", dtype, 0)?;
     let dst = dst.bits_mut("dst", 0)?;
     let mask = mask
@@ -449,10 +449,12 @@ fn write_pruned_py(
         .transpose()?;
     let elements = src.len();
     let result = run_kernel(py, elements, || {
-        threshold::write_pruned(src, mask, dst, key, key_width_bits, ties_remaining)
+        threshold::write_pruned_counted(src, mask, dst, key, key_width_bits, ties_remaining)
     })?;
     let names: Vec<String> = name.into_iter().collect();
-    result.map_err(|e| to_py(e, &names))
+    result
+        .map(|w| (w.ties, w.kept))
+        .map_err(|e| to_py(e, &names))
 }
 
 /// Mutable weight views, mask views and the element count shared by the in-place kernels.

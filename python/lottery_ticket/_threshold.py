@@ -137,6 +137,20 @@ def write_pruned(
         >>> [o.tolist() for o in out]
         [[0.0, 0.0, 2.0], [[0.5, -4.0]]]
     """
+    return write_pruned_counted(src, dst, threshold, ties_remaining, mask=mask, name=name)[0]
+
+
+def write_pruned_counted(
+    src: Any,
+    dst: Any,
+    threshold: Threshold,
+    ties_remaining: int,
+    *,
+    mask: Any = None,
+    name: str | None = None,
+) -> tuple[int, int]:
+    """:func:`write_pruned`, returning ``(ties pruned, weights kept)``: the kept count comes from
+    the same pass, so a caller counting what it pruned never re-reads ``dst``."""
     if not isinstance(threshold, Threshold):
         raise TypeError(f"threshold: expected a Threshold, got {type(threshold).__name__}")
     if isinstance(ties_remaining, bool) or not isinstance(ties_remaining, numbers.Integral):

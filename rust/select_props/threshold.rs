@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::magnitude::{Key, Weights};
 use crate::mask::BitsMut;
 use crate::select::{Amount, Path, Scope};
-use crate::threshold::{select_threshold, write_pruned, Threshold};
+use crate::threshold::{select_threshold, write_pruned, write_pruned_counted, Threshold};
 
 /// Bits of one tensor as u64, whatever its width.
 fn widened(w: &Weights<'_>) -> Vec<u64> {
@@ -21,37 +21,49 @@ fn widened(w: &Weights<'_>) -> Vec<u64> {
     }
 }
 
+/// Outputs widened to u64, ties left over, weights kept per tensor.
+type Streamed = (Vec<Vec<u64>>, u64, Vec<u64>);
+
 /// Stream every tensor through `write_pruned` (into garbage-filled buffers) with the ties the
-/// earlier tensors left; returns the outputs widened to u64 and the ties left at the end.
+/// earlier tensors left; returns the outputs widened to u64, the ties left at the end and the
+/// weights each call reported kept.
 fn stream(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     th: &Threshold,
-) -> Result<(Vec<Vec<u64>>, u64), Error> {
+) -> Result<Streamed, Error> {
     let mut left = th.ties;
     let mut outs = Vec::new();
+    let mut kept = Vec::new();
+    let mut write =
+        |w: Weights<'_>, a: Option<&[u8]>, d: BitsMut<'_>, left: &mut u64| -> Result<(), Error> {
+            let written = write_pruned_counted(w, a, d, th.key, th.key_bits, *left)?;
+            *left -= written.ties;
+            kept.push(written.kept);
+            Ok(())
+        };
     for (t, w) in weights.iter().enumerate() {
         let a = alive.map(|a| a[t]);
         let out = match w {
             Weights::F16(_) | Weights::Bf16(_) => {
                 let mut d = vec![0xA5A5u16; w.len()];
-                left -= write_pruned(*w, a, BitsMut::U16(&mut d), th.key, th.key_bits, left)?;
+                write(*w, a, BitsMut::U16(&mut d), &mut left)?;
                 d.iter().map(|&b| b as u64).collect()
             }
             Weights::F32(_) => {
                 let mut d = vec![0xA5A5_A5A5u32; w.len()];
-                left -= write_pruned(*w, a, BitsMut::U32(&mut d), th.key, th.key_bits, left)?;
+                write(*w, a, BitsMut::U32(&mut d), &mut left)?;
                 d.iter().map(|&b| b as u64).collect()
             }
             Weights::F64(_) => {
                 let mut d = vec![!0u64; w.len()];
-                left -= write_pruned(*w, a, BitsMut::U64(&mut d), th.key, th.key_bits, left)?;
+                write(*w, a, BitsMut::U64(&mut d), &mut left)?;
                 d
             }
         };
         outs.push(out);
     }
-    Ok((outs, left))
+    Ok((outs, left, kept))
 }
 
 /// The threshold agrees with `select_masks` on totals and errors, and streaming it writes the
@@ -80,9 +92,14 @@ fn check_stream(
             )))
         }
     };
-    let (outs, left) =
+    let (outs, left, kept) =
         stream(weights, alive, &th).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(left, 0, "ties left over: {:?}", th);
+    let want_kept: Vec<u64> = masks
+        .iter()
+        .map(|m| m.iter().filter(|&&b| b != 0).count() as u64)
+        .collect();
+    prop_assert_eq!(kept, want_kept, "kept counts ({:?}, {:?})", amount, th);
     for (t, (w, out)) in weights.iter().zip(&outs).enumerate() {
         let src = widened(w);
         for (i, (&o, &m)) in out.iter().zip(&masks[t]).enumerate() {

@@ -10,7 +10,7 @@
 
 mod write;
 
-pub use write::write_pruned;
+pub use write::{write_pruned, write_pruned_counted, Written};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

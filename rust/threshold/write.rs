@@ -23,6 +23,28 @@ pub fn write_pruned(
     key_bits: u32,
     ties: u64,
 ) -> Result<u64> {
+    write_pruned_counted(src, alive, dst, key, key_bits, ties).map(|w| w.ties)
+}
+
+/// What one [`write_pruned_counted`] call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Ties pruned (what [`write_pruned`] returns).
+    pub ties: u64,
+    /// Weights copied through (alive and not pruned): the caller needs no second pass over
+    /// `dst` to count what was pruned.
+    pub kept: u64,
+}
+
+/// [`write_pruned`], also returning how many weights it kept.
+pub fn write_pruned_counted(
+    src: Weights<'_>,
+    alive: Option<&[u8]>,
+    dst: BitsMut<'_>,
+    key: u64,
+    key_bits: u32,
+    ties: u64,
+) -> Result<Written> {
     if dst.len() != src.len() {
         return Err(Error::Length {
             arg: "dst",
@@ -74,7 +96,7 @@ fn dispatch<K: Key>(
     dst: BitsMut<'_>,
     key: K,
     ties: u64,
-) -> Result<u64> {
+) -> Result<Written> {
     match (src, dst) {
         (Weights::F16(s), BitsMut::U16(d)) => with_alive(s, K::of_f16, alive, d, key, ties),
         (Weights::Bf16(s), BitsMut::U16(d)) => with_alive(s, K::of_bf16, alive, d, key, ties),
@@ -94,7 +116,7 @@ fn with_alive<K: Key, T: Copy + Default + Send + Sync>(
     dst: &mut [T],
     threshold: K,
     ties: u64,
-) -> Result<u64> {
+) -> Result<Written> {
     match alive {
         Some(a) => write(src, key, a, dst, threshold, ties),
         None => write(src, key, AllAlive, dst, threshold, ties),
@@ -115,8 +137,8 @@ fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     dst: &mut [T],
     threshold: K,
     ties: u64,
-) -> Result<u64> {
-    let mut left = ties;
+) -> Result<Written> {
+    let (mut left, mut kept) = (ties, 0u64);
     let mut start = 0;
     while start < src.len() {
         let end = match left {
@@ -126,17 +148,24 @@ fn write<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
         let (s, d) = (&src[start..end], &mut dst[start..end]);
         let a = alive.window(start, end - start);
         let per_chunk = write_wave(s, key, a, d, threshold, left > 0)?;
-        let found: u64 = per_chunk.iter().sum();
+        let found: u64 = per_chunk.iter().map(|&(ties, _)| ties).sum();
+        kept += per_chunk.iter().map(|&(_, k)| k).sum::<u64>();
         if left > 0 && found > left {
-            restore_ties(s, key, a, d, threshold, &per_chunk, left);
+            let ties_found: Vec<u64> = per_chunk.iter().map(|&(ties, _)| ties).collect();
+            restore_ties(s, key, a, d, threshold, &ties_found, left);
+            kept += found - left; // restored ties are kept
         }
         left -= found.min(left);
         start = end;
     }
-    Ok(ties - left)
+    Ok(Written {
+        ties: ties - left,
+        kept,
+    })
 }
 
-/// Write one wave in parallel; returns the alive ties found per chunk (an error for an alive NaN).
+/// Write one wave in parallel; returns the alive ties found and the weights kept per chunk (an
+/// error for an alive NaN).
 fn write_wave<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     src: &[T],
     key: impl Fn(T) -> K + Copy + Send + Sync,
@@ -144,8 +173,8 @@ fn write_wave<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
     dst: &mut [T],
     threshold: K,
     prune_ties: bool,
-) -> Result<Vec<u64>> {
-    let per_chunk: Vec<(u64, bool)> = src
+) -> Result<Vec<(u64, u64)>> {
+    let per_chunk: Vec<(u64, u64, bool)> = src
         .par_chunks(STREAM_CHUNK)
         .zip(dst.par_chunks_mut(STREAM_CHUNK))
         .enumerate()
@@ -154,10 +183,13 @@ fn write_wave<K: Key, T: Copy + Default + Send + Sync, A: Alive + Send + Sync>(
             write_chunk(s, key, a, d, threshold, prune_ties)
         })
         .collect();
-    if per_chunk.iter().any(|&(_, nan)| nan) {
+    if per_chunk.iter().any(|&(_, _, nan)| nan) {
         return Err(Error::Nan { index: 0 });
     }
-    Ok(per_chunk.into_iter().map(|(found, _)| found).collect())
+    Ok(per_chunk
+        .into_iter()
+        .map(|(found, kept, _)| (found, kept))
+        .collect())
 }
 
 /// Put back the ties of a wave past the first `budget` (they were pruned speculatively).
@@ -199,7 +231,7 @@ fn restore_ties<K: Key, T: Copy + Send + Sync, A: Alive + Send + Sync>(
         });
 }
 
-/// One chunk: returns the alive ties seen and whether an alive weight is NaN.
+/// One chunk: returns the alive ties seen, the weights kept and whether an alive weight is NaN.
 #[inline(always)]
 fn write_chunk<K: Key, T: Copy + Default, A: Alive>(
     src: &[T],
@@ -208,7 +240,7 @@ fn write_chunk<K: Key, T: Copy + Default, A: Alive>(
     dst: &mut [T],
     threshold: K,
     prune_ties: bool,
-) -> (u64, bool) {
+) -> (u64, u64, bool) {
     // Wheels target baseline x86-64; AVX2, where the CPU has it, widens the select loop.
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -227,7 +259,7 @@ unsafe fn write_chunk_avx2<K: Key, T: Copy + Default, A: Alive>(
     dst: &mut [T],
     threshold: K,
     prune_ties: bool,
-) -> (u64, bool) {
+) -> (u64, u64, bool) {
     write_chunk_portable(src, key, alive, dst, threshold, prune_ties)
 }
 
@@ -239,7 +271,7 @@ fn write_chunk_portable<K: Key, T: Copy + Default, A: Alive>(
     dst: &mut [T],
     threshold: K,
     prune_ties: bool,
-) -> (u64, bool) {
+) -> (u64, u64, bool) {
     // Kept iff alive and key >= cut: one compare per element whether ties go or stay. No key
     // reaches K::MAX, so saturating there keeps "every key" meaning every key.
     let cut = match prune_ties {
@@ -248,13 +280,15 @@ fn write_chunk_portable<K: Key, T: Copy + Default, A: Alive>(
         false => threshold,
     };
     // u32 counters: a chunk holds at most STREAM_CHUNK elements.
-    let (mut ties, mut nans) = (0u32, 0u32);
+    let (mut ties, mut kept, mut nans) = (0u32, 0u32, 0u32);
     for (i, (&s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
         let k = key(s);
         let live = alive.get(i);
-        *d = if live & (k >= cut) { s } else { T::default() };
+        let keep = live & (k >= cut);
+        *d = if keep { s } else { T::default() };
+        kept += keep as u32;
         ties += (live & (k == threshold)) as u32;
         nans |= (live & k.is_nan()) as u32;
     }
-    (ties as u64, nans != 0)
+    (ties as u64, kept as u64, nans != 0)
 }

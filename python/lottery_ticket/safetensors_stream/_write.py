@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._arrays import BITS_DTYPES
-from .._threshold import RawTensor, Threshold, select_threshold, write_pruned
+from .._threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._output import allocate
 from ._ticket import TicketStream
@@ -39,7 +39,11 @@ class Cursor:
 
 
 def input_map(header: Header) -> np.ndarray:
-    """The whole file as a read-only byte map."""
+    """The whole file as a read-only byte map.
+
+    No ``MADV_SEQUENTIAL``: it lets the kernel drop pages soon after they are read, and the
+    write pass reads every page again right after the threshold pass.
+    """
     return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
 
 
@@ -100,21 +104,24 @@ def prune_tensor(
     width = min(step, view.size)
     mask = np.empty(width, dtype=np.bool_) if ticket is not None else None
     buffer = np.empty(width, dtype=view.dtype)
-    tally = _Tally(cursor.threshold.key)
+    marks = _TicketMarks(cursor.threshold.key)
+    pruned = 0
     for start in range(0, view.size, step):
         stop = min(start + step, view.size)
         source, target = view[start:stop], buffer[: stop - start]
-        used = write_pruned(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
+        used, kept = write_pruned_counted(
+            RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left
+        )
         cursor.ties_left -= used
-        tally.zeros_left += used
-        slice_mask = mask[: stop - start] if mask is not None else None
-        tally.add(source, target, slice_mask)
-        if ticket is not None and slice_mask is not None:
-            ticket.write(t.name, start, slice_mask)
+        pruned += source.size - kept
+        if ticket is not None and mask is not None:
+            marks.zeros_left += used
+            marks.mark(source, target, mask[: stop - start])
+            ticket.write(t.name, start, mask[: stop - start])
         if out is not None:
             _pwrite_all(out, target, t.begin + start * view.itemsize)
         progress(source.nbytes)
-    return tally.pruned
+    return pruned
 
 
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
@@ -124,8 +131,9 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
         raw, offset = raw[written:], offset + written
 
 
-class _Tally:
-    """Counts (and, for the ticket, marks) the pruned weights of a written copy, slice by slice.
+class _TicketMarks:
+    """Marks the kept weights of a written copy for the ticket, slice by slice (the kernel counts
+    them; only a ticket needs them one by one).
 
     The kernel writes +0.0 where it prunes. With a threshold key above zero every kept weight is
     nonzero, so the copy's zeros are exactly the pruned weights. A zero threshold prunes only
@@ -134,27 +142,21 @@ class _Tally:
 
     def __init__(self, key: int) -> None:
         self.key = key
-        self.pruned = 0
         self.zeros_left = 0
 
-    def add(self, source: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
+    def mark(self, source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> None:
         if self.key > 0:
-            self.pruned += source.size - int(np.count_nonzero(target))
-            if mask is not None:
-                np.not_equal(target, 0, out=mask)
+            np.not_equal(target, 0, out=mask)
             return
-        if mask is not None:
-            mask[...] = True
+        mask[...] = True
         magnitude = np.array(np.iinfo(source.dtype).max >> 1, dtype=source.dtype)  # clears the sign bit
         block = 1 << 20  # bounds the index array, whatever the slice size
         for start in range(0, source.size, block):
             if self.zeros_left == 0:
                 return
             zeros = np.flatnonzero((source[start : start + block] & magnitude) == 0)[: self.zeros_left]
-            if mask is not None:
-                mask[start + zeros] = False
+            mask[start + zeros] = False
             self.zeros_left -= zeros.size
-            self.pruned += zeros.size
 
 
 def copy_range(src: int, dst: int, mapped: np.ndarray, offset: int, count: int, progress: Progress) -> None:
