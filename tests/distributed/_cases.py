@@ -50,26 +50,42 @@ def dtensor_cases(world: int) -> dict[str, dict[str, Any]]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard
 
-    meshes: dict[str, Callable[[], Any]] = {"1d": lambda: init_device_mesh("cpu", (world,))}
-    placements: dict[str, list[Any]] = {"1d": [Shard(0)]}
-    if world == 4:  # HSDP-like, instead: replicated along the first mesh dim, sharded along the second
-        meshes = {"2d": lambda: init_device_mesh("cpu", (2, 2))}
-        placements = {"2d": [Replicate(), Shard(0)]}
+    def one_d() -> Any:
+        return init_device_mesh("cpu", (world,))
+
+    def two_d() -> Any:
+        return init_device_mesh("cpu", (2, 2))
+
+    # Shard(1): row-wise tensor parallel on a Linear weight; its shards interleave in flat order.
+    layouts: dict[str, tuple[Callable[[], Any], list[Any]]] = {
+        "1d": (one_d, [Shard(0)]),
+        "cols": (one_d, [Shard(1)]),
+    }
+    if world == 4:  # HSDP-like (replicated along the first mesh dim), and 2-D tensor parallel
+        layouts = {
+            "2d": (two_d, [Replicate(), Shard(0)]),
+            "2d_rows_cols": (two_d, [Shard(0), Shard(1)]),
+            "2d_rep_cols": (two_d, [Replicate(), Shard(1)]),
+        }
     cases: dict[str, dict[str, Any]] = {}
-    for mesh_name, mesh in meshes.items():
+    for layout, (mesh, placements) in layouts.items():
+        # 1-D tensors take Shard(0) where the layout shards a later dim.
+        vector = [Shard(0) if type(p) is Shard else p for p in placements]
         for seed, (amount, scope, with_masks) in enumerate(
             [(0.45, "global", False), (17, "global", True), (0.5, "layer", True)]
         ):
             gen = torch.Generator().manual_seed(100 + seed)
-            # 5 and 7 rows: uneven shards (one rank's may be empty); a replicated bias.
+            # Uneven shards (one rank's may be empty) and few magnitudes, so ties cross shard
+            # boundaries; a replicated bias.
             weights = [
                 _tensor(gen, (5, 4), torch.float32, True),
                 _tensor(gen, (7,), torch.bfloat16, True),
+                _tensor(gen, (3, 7), torch.float16, True),
                 _tensor(gen, (3,), torch.float64, True),
             ]
-            place = [placements[mesh_name], placements[mesh_name], [Replicate()] * len(placements[mesh_name])]
+            place = [placements, vector, placements, [Replicate()] * len(placements)]
             masks = [torch.rand(w.shape, generator=gen) > 0.2 for w in weights] if with_masks else None
-            cases[f"{mesh_name}_{seed}"] = {
+            cases[f"{layout}_{seed}"] = {
                 "weights": weights,
                 "masks": masks,
                 "placements": place,

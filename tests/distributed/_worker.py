@@ -53,6 +53,14 @@ def main() -> None:
             whole = m.full_tensor()
             if rank == 0:
                 saved[f"{name}/{i}"] = whole.numpy()
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Partial
+
+    partial = DTensor.from_local(torch.ones(2, 3), init_device_mesh("cpu", (world,)), [Partial()])
+    try:
+        global_magnitude_masks([partial], 0.5)
+    except ValueError as err:
+        saved["partial_refused"] = np.array(str(err))
     if world == 2:
         sharded, single = fsdp_run(world)
         if rank == 0:

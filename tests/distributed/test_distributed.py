@@ -102,10 +102,18 @@ def test_dtensors_equal_one_process_on_the_whole_tensors(ranks: tuple[int, list[
     world, saved = ranks
     cases = dtensor_cases(world)
     assert any(name.startswith("2d") for name in cases) == (world == 4)
+    assert any("cols" in name for name in cases)  # interleaved shards (Shard(1)) on every mesh
     for name, case in cases.items():
         want = _single(case["weights"], case["amount"], case["masks"], case["scope"])
         for i, w in enumerate(want):
             np.testing.assert_array_equal(saved[0][f"{name}/{i}"], w, err_msg=name)
+
+
+def test_partial_placement_is_refused_on_every_rank(ranks: tuple[int, list[dict[str, np.ndarray]]]) -> None:
+    world, saved = ranks
+    for r in range(world):
+        message = str(saved[r]["partial_refused"])
+        assert message.startswith("weights[0]: DTensor placement") and "Partial" in message, message
 
 
 def test_fsdp2_imp_run_ends_with_the_single_process_masks(tmp_path_factory: pytest.TempPathFactory) -> None:

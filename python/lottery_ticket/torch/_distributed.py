@@ -2,7 +2,8 @@
 
 Digit histograms of disjoint weight sets add up, so all-reducing each level's histogram gives
 every rank the same exact threshold; ties at the threshold are shared out by an exclusive prefix
-sum of the ranks' tie counts. Order across ranks: plain tensors with ``process_group`` rank by
+sum of the ranks' tie counts, or, for DTensor shards that interleave in flat order (Shard(d),
+d > 0), by the gathered whole-tensor positions of the tied elements only. Order across ranks: plain tensors with ``process_group`` rank by
 (rank, local tensor, flat index); DTensors by (tensor, flat index of the whole tensor), which is
 what one process computes on the unsharded tensors. gloo serves CPU tensors, NCCL CUDA ones.
 """
@@ -16,6 +17,8 @@ from typing import Any
 import torch.distributed as dist
 
 import torch
+
+from ._select import Piece
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
@@ -43,7 +46,7 @@ class Group:
         self.shard_order = shard_order  # DTensors: (tensor, whole-tensor flat index) order
         self.rank = dist.get_rank(group)
         self.size = dist.get_world_size(group)
-        self.offsets: list[int] = []  # per piece, set by the caller in shard order
+        self.pieces: Sequence[Piece] = []  # set by the caller per selection, in shard order
 
     def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None:
         dist.all_reduce(t, op=_OPS[op], group=self.group)
@@ -66,21 +69,52 @@ class Group:
         return bool(any_wide)
 
     def tie_budgets(
-        self, ties: torch.Tensor, local_ties: torch.Tensor | None, count_ties: Callable[[], torch.Tensor]
+        self,
+        ties: torch.Tensor,
+        local_ties: torch.Tensor | None,
+        count_ties: Callable[[], torch.Tensor],
+        tied_at: Callable[[int], torch.Tensor],
     ) -> list[torch.Tensor] | torch.Tensor:
         if not self.shard_order:
             assert local_ties is not None
             counts = self.gather(local_ties.reshape(1))[:, 0]
             return (ties - counts[: self.rank].sum()).clamp(min=0)
         mine = count_ties()
-        offsets = torch.tensor(self.offsets, dtype=torch.int64, device=mine.device)
+        offsets = torch.tensor([p.offset for p in self.pieces], dtype=torch.int64, device=mine.device)
         counts, where = self.gather(mine), self.gather(offsets)
         earlier_tensors = counts.sum(0).cumsum(0) - counts.sum(0)
         budgets = []
-        for i in range(mine.numel()):
-            earlier_shards = counts[:, i][where[:, i] < offsets[i]].sum()
-            budgets.append((ties - earlier_tensors[i] - earlier_shards).clamp(min=0))
+        for i, piece in enumerate(self.pieces):
+            if piece.block is None:  # contiguous shards: ties of lower-offset shards come first
+                earlier_shards = counts[:, i][where[:, i] < offsets[i]].sum()
+                budgets.append((ties - earlier_tensors[i] - earlier_shards).clamp(min=0))
+            else:
+                budgets.append(self._interleaved_budget(piece, ties - earlier_tensors[i], counts[:, i], tied_at(i)))
         return budgets
+
+    def _interleaved_budget(
+        self, piece: Piece, wanted: torch.Tensor, counts: torch.Tensor, tied: torch.Tensor
+    ) -> torch.Tensor:
+        """Ties this shard prunes when the tensor's first ``wanted`` ties (whole-tensor flat
+        order) are pruned and its shards interleave in that order. A shard's local row-major
+        order is already whole-tensor order, so only the cut between shards needs the others'
+        positions: each counted shard's tied positions are gathered (padded to the largest
+        shard's tie count, so memory is ranks x tied elements, never the tensor) and this shard
+        prunes its ties at or before the ``wanted``-th smallest position. Replicas pass no
+        positions but cut their own ties alike, so they write their twin's mask."""
+        total, want = int(counts.sum()), int(wanted.clamp(min=0))
+        if want == 0:
+            return torch.zeros((), dtype=torch.int64, device=tied.device)
+        if want >= total:
+            return torch.tensor(tied.numel(), dtype=torch.int64, device=tied.device)
+        assert piece.block is not None
+        positions = _whole_positions(tied, *piece.block)
+        padded = torch.full((int(counts.max()),), torch.iinfo(torch.int64).max, dtype=torch.int64, device=tied.device)
+        if piece.counted:
+            padded[: positions.numel()] = positions
+        every = self.gather(padded).reshape(-1)
+        cut = torch.sort(every).values[want - 1]  # padding sorts last and want < total: a real position
+        return (positions <= cut).sum()
 
     def foreign_nan(self) -> str:
         return "weights: another rank's weights contain NaN among alive weights; NaN magnitudes cannot be ranked"
@@ -103,30 +137,53 @@ def mesh_group(mesh: Any) -> Any:
     raise ValueError("weights: a multi-dimensional DTensor mesh must span all ranks")
 
 
-def shard_of(x: Any, label: str) -> tuple[torch.Tensor, bool, int]:
-    """A DTensor's local shard, whether this rank counts it (first replica), its flat offset.
+Block = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
-    Shards along dim 0 (FSDP2's ``fully_shard``, row-wise tensor parallel) are contiguous runs of
-    the whole tensor's flat order, which keeps ties in one-process order; replicated mesh
-    dimensions are counted by their first replica only.
+
+def shard_of(x: Any, label: str) -> tuple[torch.Tensor, bool, int, Block | None]:
+    """A DTensor's local shard, whether this rank counts it (first replica), its flat offset,
+    and its block (local shape, global offset, global shape) if it is sharded along a dim > 0.
+
+    Shards along dim 0 only (FSDP2's ``fully_shard``, row-wise tensor parallel) are contiguous
+    runs of the whole tensor's flat order, which keeps ties in one-process order by offset
+    alone; shards along other dims (column-wise tensor parallel, 2-D meshes) interleave, and
+    their ties are ordered by whole-tensor flat position (`Group._interleaved_budget`).
+    Replicated mesh dimensions are counted by their first replica only.
     """
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     mesh, placements = x.device_mesh, x.placements
-    counted = True
+    counted, interleaved = True, False
     for dim, placement in enumerate(placements):
         if type(placement) is Replicate:
             counted = counted and mesh.get_local_rank(dim) == 0
-        elif type(placement) is not Shard or placement.dim != 0:
+        elif type(placement) is Shard:  # exactly Shard: _StridedShard's blocks are not contiguous
+            interleaved = interleaved or placement.dim != 0
+        else:
             raise ValueError(
-                f"{label}: DTensor placement {placement!r} is not supported; weights must be sharded along "
-                "dim 0 (Shard(0), as fully_shard does) or replicated (redistribute Partial values first)"
+                f"{label}: DTensor placement {placement!r} is not supported; weights must be sharded "
+                "(Shard(d), as fully_shard and tensor parallel do) or replicated (redistribute Partial values first)"
             )
-    _, offset = compute_local_shape_and_global_offset(x.shape, mesh, placements)
-    row = prod(x.shape[1:]) if len(x.shape) > 1 else 1
+    local_shape, offset = compute_local_shape_and_global_offset(x.shape, mesh, placements)
+    shape = tuple(int(n) for n in x.shape)
+    row = prod(shape[1:]) if len(shape) > 1 else 1
     flat_offset = int(offset[0]) * row if len(offset) else 0
-    return x.to_local(), counted, flat_offset
+    block = (tuple(int(n) for n in local_shape), tuple(int(o) for o in offset), shape) if interleaved else None
+    return x.to_local(), counted, flat_offset, block
+
+
+def _whole_positions(
+    local: torch.Tensor, local_shape: tuple[int, ...], offset: tuple[int, ...], shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Whole-tensor row-major flat positions of a block's local row-major flat positions."""
+    out = torch.zeros_like(local)
+    local_stride = whole_stride = 1
+    for n, o, whole in reversed(list(zip(local_shape, offset, shape))):
+        out += ((local // local_stride) % max(n, 1) + o) * whole_stride
+        local_stride *= n
+        whole_stride *= whole
+    return out
 
 
 def like_dtensor(local: torch.Tensor, template: Any) -> Any:

@@ -125,11 +125,11 @@ class TorchKernels:
         pieces = []
         for i, (w, label) in enumerate(zip(weights, labels)):
             _check_float(w, label)
-            local, counted, offset = _dist.shard_of(w, label) if sharded[i] else (w, True, 0)
+            local, counted, offset, block = _dist.shard_of(w, label) if sharded[i] else (w, True, 0, None)
             alive = _check_mask(masks[i], mask_labels[i], local).reshape(-1) if masks is not None else None
             if alive is not None and alive.device != local.device:
                 raise ValueError(f"{mask_labels[i]}: on {alive.device}, but {label} is on {local.device}")
-            pieces.append(Piece(local.detach().reshape(-1), alive, label, counted, offset))
+            pieces.append(Piece(local.detach().reshape(-1), alive, label, counted, offset, block))
         wide = any(p.weight.dtype == torch.float64 for p in pieces)
         ranks: Ranks = OneProcess()
         if all(sharded):
@@ -151,13 +151,13 @@ class TorchKernels:
         pieces, ranks, wide = self._pieces(weights, labels, masks, process_group, scope)
         if scope == "global":
             if isinstance(ranks, _dist.Group):
-                ranks.offsets = [p.offset for p in pieces]
+                ranks.pieces = pieces
             flat = select(pieces, amount, ranks, wide)
         else:
             flat = []
             for piece in pieces:
                 if isinstance(ranks, _dist.Group):
-                    ranks.offsets = [piece.offset]
+                    ranks.pieces = [piece]
                 try:
                     flat += select([piece], amount, ranks, wide)
                 except ValueError as err:
@@ -212,7 +212,7 @@ class TorchKernels:
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
                 raise TypeError(f"{label}: expected a bool torch tensor")
             if _dist.is_dtensor(m):
-                local, counted, _ = _dist.shard_of(m, label)
+                local, counted, _, _ = _dist.shard_of(m, label)
                 counts.append(local.sum() if counted else torch.zeros((), dtype=torch.int64, device=local.device))
                 groups.add(_dist.mesh_group(cast(Any, m).device_mesh))
             else:

@@ -42,6 +42,9 @@ class Piece:
     label: str  # how errors name it, e.g. "weights['fc.weight']"
     counted: bool = True  # False: a replica whose twin on another rank is counted instead
     offset: int = 0  # flat offset of a shard in its whole tensor (orders ties across shards)
+    # A shard that is not one contiguous run of its whole tensor's flat order (Shard(d), d > 0):
+    # (local shape, global offset, global shape), to place its ties in whole-tensor order.
+    block: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
 
 
 class Ranks(Protocol):
@@ -52,9 +55,14 @@ class Ranks(Protocol):
     def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None: ...
 
     def tie_budgets(
-        self, ties: torch.Tensor, local_ties: torch.Tensor | None, count_ties: Callable[[], torch.Tensor]
+        self,
+        ties: torch.Tensor,
+        local_ties: torch.Tensor | None,
+        count_ties: Callable[[], torch.Tensor],
+        tied_at: Callable[[int], torch.Tensor],
     ) -> list[torch.Tensor] | torch.Tensor:
-        """Ties each piece prunes: a list (one start budget per piece) or one running budget."""
+        """Ties each piece prunes: a list (one start budget per piece) or one running budget.
+        ``tied_at(i)``: local flat positions of piece i's alive keys at the threshold, ascending."""
         ...
 
     def foreign_nan(self) -> str: ...
@@ -67,7 +75,11 @@ class OneProcess:
         pass
 
     def tie_budgets(
-        self, ties: torch.Tensor, local_ties: torch.Tensor | None, count_ties: Callable[[], torch.Tensor]
+        self,
+        ties: torch.Tensor,
+        local_ties: torch.Tensor | None,
+        count_ties: Callable[[], torch.Tensor],
+        tied_at: Callable[[int], torch.Tensor],
     ) -> torch.Tensor:
         return ties
 
@@ -168,6 +180,16 @@ class _Selection:
                     counts[i] += (eq if alive is None else eq & alive).sum()
         return counts
 
+    def tied_at(self, i: int, threshold: torch.Tensor) -> torch.Tensor:
+        """Local flat positions of piece i's alive keys equal to ``threshold`` (replicas too:
+        each writes its own mask), ascending; as large as the tie count only."""
+        piece, found, start = self.pieces[i], [], 0
+        for w, alive in _chunks(piece):
+            eq = keys(w, self.wide) == threshold
+            found.append(torch.nonzero(eq if alive is None else eq & alive).reshape(-1) + start)
+            start += w.numel()
+        return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=self.device)
+
     def write(
         self, out: list[torch.Tensor], threshold: torch.Tensor, budgets: list[torch.Tensor] | torch.Tensor
     ) -> None:
@@ -258,5 +280,6 @@ def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: boo
         if local is not None:
             local_ties = local[digit[0]]
     ties = rank[0]
-    run.write(out, prefix, ranks.tie_budgets(ties, local_ties, lambda: run.count_equal(prefix)))
+    budgets = ranks.tie_budgets(ties, local_ties, lambda: run.count_equal(prefix), lambda i: run.tied_at(i, prefix))
+    run.write(out, prefix, budgets)
     return out
