@@ -1,0 +1,266 @@
+//! The only module that knows about Python: thin `*_py` wrappers that borrow NumPy buffers
+//! (`arrays`), release the GIL around the kernels (`run`) and map [`Error`] to Python exceptions
+//! in one place.
+//!
+//! The facade (`lottery_ticket.kernels`) hands over every float tensor as an unsigned-int view of
+//! its bits (zero-copy; bf16 has no NumPy dtype) plus a dtype name, and masks as uint8 views of
+//! bool arrays, so the kernels never read a `bool` that might hold a byte other than 0 or 1.
+//!
+//! Every kernel runs through [`run_kernel`]: after `fork()` in a pool of the child's own, and
+//! behind `catch_unwind`, so no panic reaches Python as a `BaseException`.
+
+#[macro_use]
+mod arrays;
+mod run;
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::{Error, Kind};
+use crate::magnitude::Weights;
+use crate::mask::{self, Bits};
+use crate::rewind;
+use crate::select::{self, Amount, Scope};
+use crate::threshold;
+use arrays::{
+    borrow_bytes, byte_slices, in_place_views, weight_views, AmountArg, BitsArray, BitsArrayMut,
+};
+use run::{run_kernel, IMPORT_PID};
+
+fn to_py(err: Error, names: &[String]) -> PyErr {
+    let message = err.message(names);
+    match err.kind() {
+        Kind::Type => PyTypeError::new_err(message),
+        Kind::Value => PyValueError::new_err(message),
+        Kind::Runtime => PyRuntimeError::new_err(message),
+    }
+}
+
+/// `arg[name]` (names arrive quoted, like the facade's own messages) or `arg[index]`.
+fn label(arg: &str, index: usize, names: &[String]) -> String {
+    match names.get(index) {
+        Some(name) => format!("{arg}[{name}]"),
+        None => format!("{arg}[{index}]"),
+    }
+}
+
+/// Refuse weights whose memory overlaps (tied weights: one storage under two names), which would
+/// be ranked twice and could get two different masks. Here rather than in the facade: comparing
+/// pointers costs nanoseconds, NumPy's address lookups microseconds per tensor.
+fn check_disjoint(weights: &[Weights<'_>], names: &[String]) -> PyResult<()> {
+    fn span<T>(x: &[T]) -> (usize, usize) {
+        (x.as_ptr() as usize, std::mem::size_of_val(x))
+    }
+    let mut spans: Vec<(usize, usize, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let (start, bytes) = match w {
+                Weights::F16(x) | Weights::Bf16(x) => span(x),
+                Weights::F32(x) => span(x),
+                Weights::F64(x) => span(x),
+            };
+            (start, i, start + bytes)
+        })
+        .filter(|&(start, _, end)| end > start)
+        .collect();
+    spans.sort_unstable(); // by address, then argument order: the later of two is named
+    let mut reach: Option<(usize, usize)> = None; // (furthest end so far, its tensor)
+    for (start, i, end) in spans {
+        if let Some((far, owner)) = reach {
+            if start < far {
+                return Err(PyValueError::new_err(format!(
+                    "{}: shares memory with {}; pass each tensor once (tied weights are one tensor)",
+                    label("weights", i, names),
+                    label("weights", owner, names)
+                )));
+            }
+        }
+        if reach.is_none_or(|(far, _)| end > far) {
+            reach = Some((end, i));
+        }
+    }
+    Ok(())
+}
+
+/// rust-numpy tracks borrows across threads: a second call on an array that an in-place call
+/// (GIL released) is writing is refused here rather than racing it.
+fn busy(arg: &str, index: usize, names: &[String]) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "{}: in use by another call that writes it (in another thread); an array cannot be used by \
+         two calls at once while one of them writes it",
+        label(arg, index, names)
+    ))
+}
+
+fn not_contiguous(arg: &str, index: usize) -> PyErr {
+    PyValueError::new_err(format!("{arg}[{index}]: array must be C-contiguous"))
+}
+
+/// Write into `out` the masks that survive pruning `amount` of the alive weights.
+/// Returns `(alive_before, pruned)`.
+#[pyfunction(name = "select_masks")]
+#[pyo3(signature = (weights, dtypes, masks, out, amount, scope, names))]
+#[allow(clippy::too_many_arguments)]
+fn select_masks_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    dtypes: Vec<String>,
+    masks: Option<Vec<Bound<'_, PyAny>>>,
+    mut out: Vec<PyReadwriteArrayDyn<'_, u8>>,
+    amount: AmountArg,
+    scope: &str,
+    names: Vec<String>,
+) -> PyResult<(u64, u64)> {
+    let scope = match scope {
+        "global" => Scope::Global,
+        "layer" => Scope::Layer,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "scope: expected 'global' or 'layer', got {other:?}"
+            )))
+        }
+    };
+    let amount = Amount::from(amount);
+    let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
+    let masks = masks
+        .map(|m| borrow_bytes(&m, "masks", &names))
+        .transpose()?;
+    let views = weight_views(&weights, &dtypes)?;
+    check_disjoint(&views, &names)?;
+    let alive = masks
+        .as_deref()
+        .map(|m| byte_slices(m, "masks"))
+        .transpose()?;
+    let mut outs: Vec<&mut [u8]> = out
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("out", i)))
+        .collect::<PyResult<_>>()?;
+    let elements = views.iter().map(|w| w.len()).sum();
+    let result = run_kernel(py, elements, || {
+        select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
+    })?;
+    result
+        .map(|s| (s.alive, s.pruned))
+        .map_err(|e| to_py(e, &names))
+}
+
+/// The exact global threshold pruning `amount` of the alive weights (see `crate::threshold`).
+/// Returns `(key, key_width_bits, ties_pruned, pruned, alive)`.
+#[pyfunction(name = "select_threshold")]
+#[pyo3(signature = (weights, dtypes, masks, amount, names))]
+fn select_threshold_py(
+    py: Python<'_>,
+    weights: Vec<BitsArray<'_>>,
+    dtypes: Vec<String>,
+    masks: Option<Vec<PyReadonlyArrayDyn<'_, u8>>>,
+    amount: AmountArg,
+    names: Vec<String>,
+) -> PyResult<(u64, u32, u64, u64, u64)> {
+    let views = weight_views(&weights, &dtypes)?;
+    let alive = masks
+        .as_deref()
+        .map(|m| byte_slices(m, "masks"))
+        .transpose()?;
+    let elements = views.iter().map(|w| w.len()).sum();
+    let result = run_kernel(py, elements, || {
+        threshold::select_threshold(&views, alive.as_deref(), amount.into())
+    })?;
+    result
+        .map(|t| (t.key, t.key_bits, t.ties, t.pruned, t.alive))
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Write `src` pruned by a threshold into `dst` (zero bits where pruned), pruning at most
+/// `ties_remaining` ties, row-major first. Returns the ties used and the weights kept.
+#[pyfunction(name = "write_pruned")]
+#[pyo3(signature = (src, dtype, dst, key, key_width_bits, ties_remaining, mask=None, name=None))]
+#[allow(clippy::too_many_arguments)]
+fn write_pruned_py(
+    py: Python<'_>,
+    src: BitsArray<'_>,
+    dtype: &str,
+    mut dst: BitsArrayMut<'_>,
+    key: u64,
+    key_width_bits: u32,
+    ties_remaining: u64,
+    mask: Option<PyReadonlyArrayDyn<'_, u8>>,
+    name: Option<String>,
+) -> PyResult<(u64, u64)> {
+    let src = src.weights("src", dtype, 0)?;
+    let dst = dst.bits_mut("dst", 0)?;
+    let mask = mask
+        .as_ref()
+        .map(|m| m.as_slice().map_err(|_| not_contiguous("mask", 0)))
+        .transpose()?;
+    let elements = src.len();
+    let result = run_kernel(py, elements, || {
+        threshold::write_pruned_counted(src, mask, dst, key, key_width_bits, ties_remaining)
+    })?;
+    let names: Vec<String> = name.into_iter().collect();
+    result
+        .map(|w| (w.ties, w.kept))
+        .map_err(|e| to_py(e, &names))
+}
+
+/// `w[i] = 0` where `mask[i] == 0`, in place.
+#[pyfunction(name = "apply_masks")]
+#[pyo3(signature = (weights, masks, names))]
+fn apply_masks_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
+    run_kernel(py, elements, || mask::apply_masks(&mut views, &masks))?
+        .map_err(|e| to_py(e, &names))
+}
+
+/// `w[i] = snapshot[i]` where `mask[i]` is nonzero, else 0, in place.
+#[pyfunction(name = "rewind")]
+#[pyo3(signature = (weights, snapshots, masks, names))]
+fn rewind_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    snapshots: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let snapshots = borrow_bits!(snapshots, "snapshots", &names, try_readonly, BitsArray)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
+    let snaps: Vec<Bits<'_>> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.bits("snapshots", i))
+        .collect::<PyResult<_>>()?;
+    run_kernel(py, elements, || rewind::rewind(&mut views, &snaps, &masks))?
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Number of alive (nonzero) entries in each mask.
+#[pyfunction(name = "alive_counts")]
+fn alive_counts_py(py: Python<'_>, masks: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
+    let masks = borrow_bytes(&masks, "masks", &[])?;
+    let masks = byte_slices(&masks, "masks")?;
+    let elements = masks.iter().map(|m| m.len()).sum();
+    run_kernel(py, elements, || mask::alive_counts(&masks))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let _ = IMPORT_PID.set(std::process::id());
+    m.add_function(wrap_pyfunction!(select_masks_py, m)?)?;
+    m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;
+    m.add_function(wrap_pyfunction!(rewind_py, m)?)?;
+    m.add_function(wrap_pyfunction!(alive_counts_py, m)?)?;
+    m.add_function(wrap_pyfunction!(select_threshold_py, m)?)?;
+    m.add_function(wrap_pyfunction!(write_pruned_py, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
