@@ -79,8 +79,12 @@ fn scan_chunk<K: Key>(
     if fast {
         // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
         match c.weights {
-            Weights::F32(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, sink) },
-            Weights::Bf16(w) => return unsafe { simd::scan(w, c.alive, c.out, bracket, sink) },
+            Weights::F32(w) => {
+                return unsafe { simd::scan(w, c.alive, Some(&mut *c.out), bracket, sink) }
+            }
+            Weights::Bf16(w) => {
+                return unsafe { simd::scan(w, c.alive, Some(&mut *c.out), bracket, sink) }
+            }
             _ => {}
         }
     }

@@ -169,6 +169,7 @@ unsafe fn store_bits(o: *mut u8, keep: u32) {
 
 /// The fused pass over one chunk of f32 or bf16 weights in the u32 key space: what
 /// [`super::scan`]'s portable loop computes, block by block with AVX2, the tail portably.
+/// `out: None` skips the provisional mask (the streaming threshold wants counts only).
 ///
 /// # Safety
 /// AVX2 and POPCNT must be available ([`available`]).
@@ -177,7 +178,7 @@ unsafe fn store_bits(o: *mut u8, keep: u32) {
 pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     bits: &[L],
     alive: Option<&[u8]>,
-    out: &mut [u8],
+    mut out: Option<&mut [u8]>,
     bracket: Bracket<K>,
     mut sink: Option<&mut S>,
 ) -> Counts {
@@ -185,7 +186,9 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     let top = (0x7fff_ffffu32 >> L::SHIFT) as i64;
     let lo = minus_one(bracket.lo.to_u64(), L::SHIFT, top);
     let hi = minus_one(bracket.hi.to_u64(), L::SHIFT, top);
-    let out = &mut out[..bits.len()];
+    if let Some(o) = out.as_deref() {
+        assert!(o.len() >= bits.len(), "mask shorter than its weights");
+    }
     let alive = alive.map(|a| &a[..bits.len()]);
     let (mut n_alive, mut n_below, mut nan) = (0u32, 0u32, 0u32);
     let full = bits.len() / 32 * 32;
@@ -193,7 +196,9 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     while start < full {
         let (below, under_hi, nan_bits) = L::block(bits.as_ptr().add(start), lo, hi);
         let alive_bits = alive.map_or(u32::MAX, |a| alive_bits(a.as_ptr().add(start)));
-        store_bits(out.as_mut_ptr().add(start), !below & alive_bits);
+        if let Some(o) = out.as_deref_mut() {
+            store_bits(o.as_mut_ptr().add(start), !below & alive_bits);
+        }
         n_alive += alive_bits.count_ones();
         n_below += (below & alive_bits).count_ones();
         nan |= nan_bits & alive_bits;
@@ -212,7 +217,9 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
         let k = bits[i].key() as u64;
         let is_alive = alive.is_none_or(|a| a[i] != 0);
         let below = k < lo_key;
-        out[i] = (is_alive && !below) as u8;
+        if let Some(o) = out.as_deref_mut() {
+            o[i] = (is_alive && !below) as u8;
+        }
         if is_alive {
             n_alive += 1;
             n_below += below as u32;

@@ -1,13 +1,12 @@
 """The passes over the memory-mapped input: threshold selection, then the fused prune-and-write.
 
 Memory stays bounded whatever the checkpoint size: the inputs are file mappings (page cache,
-not anonymous memory) the kernels read in place, and the only anonymous buffers are one slice's
-pruned copy and mask, reused from slice to slice.
+not anonymous memory) the kernels read in place, and the only anonymous buffers are the output
+blocks (`BlockWriter`) and one slice's mask, reused from slice to slice.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,14 +16,14 @@ import numpy as np
 
 from .._arrays import BITS_DTYPES
 from .._threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
+from ._blocks import BlockWriter
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._output import allocate
 from ._ticket import TicketStream
 
-# Bytes handed to one `write_pruned` call: large enough that per-call overhead vanishes, small
-# enough that the slice just written is still in cache when its zeros are counted, and that its
-# mask (one byte per element) stays a few MB. Slices hold a multiple of 8 elements so that the
-# packed masks of consecutive slices concatenate.
+# Most bytes handed to one `write_pruned` call (an output block may end a slice sooner): large
+# enough that per-call overhead vanishes, small enough that a slice's mask (one byte per
+# element, for a ticket) stays a few MB.
 SLICE_BYTES = 8 << 20
 
 Progress = Callable[[int], None]
@@ -88,47 +87,71 @@ def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity:
 def prune_tensor(
     t: TensorInfo,
     view: np.ndarray,
-    out: int | None,
+    out: BlockWriter | None,
     cursor: Cursor,
     ticket: TicketStream | None,
     progress: Progress,
 ) -> int:
-    """Write the pruned copy of one tensor at its offset in file descriptor ``out``, slice by
-    slice; returns how many weights it pruned. With no ``out`` (a dry run) it only counts.
+    """Write the pruned copy of one tensor as the next bytes of ``out``, slice by slice; returns
+    how many weights it pruned. With no ``out`` (a dry run) it only counts.
 
-    Each slice is pruned into one reused buffer and written with ``pwrite``: writing through a
-    memory map of the output instead costs a page fault per 4 KiB page, which measured slower.
+    Each slice is pruned by the kernel straight into the output block (no copy after), so a
+    slice ends where the block does, at any element of the tensor.
     """
     dtype = FLOAT_DTYPES[t.dtype]
     step = max(8, SLICE_BYTES // view.itemsize // 8 * 8)
     width = min(step, view.size)
+    scratch = np.empty(width, dtype=view.dtype) if out is None else None
     mask = np.empty(width, dtype=np.bool_) if ticket is not None else None
-    buffer = np.empty(width, dtype=view.dtype)
+    packer = _MaskPacker(ticket, t.name) if ticket is not None else None
     marks = _TicketMarks(cursor.threshold.key)
-    pruned = 0
-    for start in range(0, view.size, step):
-        stop = min(start + step, view.size)
-        source, target = view[start:stop], buffer[: stop - start]
+    pruned, start = 0, 0
+    while start < view.size:
+        count = min(step, view.size - start)
+        if out is None:
+            assert scratch is not None
+            target = scratch[:count]
+        else:
+            target = out.take(count * view.itemsize).view(view.dtype)
+        source = view[start : start + target.size]
         used, kept = write_pruned_counted(
             RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left
         )
         cursor.ties_left -= used
         pruned += source.size - kept
-        if ticket is not None and mask is not None:
+        if packer is not None and mask is not None:
             marks.zeros_left += used
-            marks.mark(source, target, mask[: stop - start])
-            ticket.write(t.name, start, mask[: stop - start])
-        if out is not None:
-            _pwrite_all(out, target, t.begin + start * view.itemsize)
+            marks.mark(source, target, mask[: source.size])
+            packer.add(mask[: source.size])
         progress(source.nbytes)
+        start += source.size
+    if packer is not None:
+        packer.finish()
     return pruned
 
 
-def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    raw = data.data.cast("B")  # a contiguous slice: its bytes, no copy
-    while raw:
-        written = os.pwrite(fd, raw, offset)
-        raw, offset = raw[written:], offset + written
+class _MaskPacker:
+    """Packs one tensor's mask into the ticket slice by slice. Packed slices concatenate only at
+    multiples of 8 elements, and slices end where output blocks do, so the few bits past the
+    last whole byte wait for the next slice."""
+
+    def __init__(self, ticket: TicketStream, name: str) -> None:
+        self.ticket, self.name = ticket, name
+        self.element = 0
+        self.carry = np.empty(0, dtype=np.bool_)
+
+    def add(self, mask: np.ndarray) -> None:
+        if self.carry.size:
+            mask = np.concatenate([self.carry, mask])
+        whole = mask.size // 8 * 8
+        if whole:
+            self.ticket.write(self.name, self.element, mask[:whole])
+            self.element += whole
+        self.carry = mask[whole:].copy()
+
+    def finish(self) -> None:
+        if self.carry.size:
+            self.ticket.write(self.name, self.element, self.carry)
 
 
 class _TicketMarks:
@@ -159,23 +182,6 @@ class _TicketMarks:
             self.zeros_left -= zeros.size
 
 
-def copy_range(src: int, dst: int, mapped: np.ndarray, offset: int, count: int, progress: Progress) -> None:
-    """Byte-for-byte copy of ``count`` bytes at ``offset`` (a header, a tensor not pruned): in the
-    kernel where it can (no trip through user memory), else from the input's map."""
-    end = offset + count
-    while offset < end:
-        size = min(SLICE_BYTES, end - offset)
-        try:
-            copied = os.copy_file_range(src, dst, size, offset, offset)
-        except (AttributeError, OSError):  # old kernels, other systems, some file systems
-            copied = 0
-        if copied <= 0:
-            _pwrite_all(dst, mapped[offset : offset + size], offset)
-            copied = size
-        offset += copied
-        progress(copied)
-
-
 def write_shard(
     header: Header,
     mapped: np.ndarray,
@@ -185,14 +191,18 @@ def write_shard(
     progress: Progress,
 ) -> dict[str, int]:
     """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
-    metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts."""
+    metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts.
+
+    The tensors tile the file in offset order (validated when the header was read), so the
+    output is produced front to back through one :class:`BlockWriter`.
+    """
     allocate(target, header.file_size)
     counts = {}
-    with open(header.path, "rb") as src, open(target, "r+b") as dst:
-        copy_range(src.fileno(), dst.fileno(), mapped, 0, header.header_bytes, progress)
+    with BlockWriter(target, header.file_size) as out:
+        out.copy(mapped[: header.header_bytes], progress)
         for t in header.tensors:
             if t.name in cursors:
-                counts[t.name] = prune_tensor(t, bits_view(mapped, t), dst.fileno(), cursors[t.name], ticket, progress)
+                counts[t.name] = prune_tensor(t, bits_view(mapped, t), out, cursors[t.name], ticket, progress)
             else:
-                copy_range(src.fileno(), dst.fileno(), mapped, t.begin, t.nbytes, progress)
+                out.copy(mapped[t.begin : t.end], progress)
     return counts
