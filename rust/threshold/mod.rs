@@ -8,6 +8,8 @@
 //! reuses the selection's sampling, fused scan (its mask discarded, candidate keys only) and
 //! radix fallback; it allocates the sample and the candidates, never a mask.
 
+mod advice;
+mod bracket;
 mod write;
 
 pub use write::{write_pruned, write_pruned_counted, Written};
@@ -23,8 +25,7 @@ use crate::radix;
 use crate::select::fixup::{kth_candidate, CandidateKeys};
 use crate::select::scan::{Counts, Discard, Scan, Sink};
 use crate::select::{
-    check_alive, resolve, sample, simd, validate_amount, wide_keys, Amount, Bracket, Path,
-    CANDIDATE_BYTES,
+    check_alive, resolve, simd, validate_amount, wide_keys, Amount, Bracket, Path, CANDIDATE_BYTES,
 };
 
 /// Which alive weights a selection prunes, as a rule each tensor can apply on its own.
@@ -88,7 +89,9 @@ fn threshold_in<K: Key>(
     alive: Option<&[&[u8]]>,
     amount: Amount,
 ) -> Result<Threshold> {
-    let bracket = sample::estimate_bracket::<K>(weights, alive, amount, MAX_PROBES, true)?;
+    let sampling = advice::RandomAccess::over(weights);
+    let bracket = bracket::estimate_bracket::<K>(weights, alive, amount, MAX_PROBES)?;
+    drop(sampling);
     // An open-ended bracket ("up to every key") ends after +inf: keys above are NaN, an error
     // anyway, and the narrower span can still be counted per key.
     let end = K::from_u64(K::INF.to_u64() + 1);
