@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 
 from lottery_ticket import Ticket, global_magnitude_masks
+from lottery_ticket.safetensors_stream._output import fsync_path
 
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 ROUNDS = max(1, int(os.environ.get("LT_BENCH_ROUNDS", "3")))
@@ -289,14 +290,6 @@ def _seconds(spec: Spec, method: str) -> float | None:
     return next((r["seconds"] for r in ROWS if r["checkpoint"] == spec.label and r["method"] == method), None)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def test_copy_floor(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> None:
     """shutil.copyfile of every shard (warm cache); then fsync: the same bytes written durably."""
     _warm(checkpoint.files)
@@ -311,7 +304,7 @@ def test_copy_floor(checkpoint: Checkpoint, benchmark: Any, tmp_path: Path) -> N
         times["copied"].append(time.perf_counter() - start)
         times["cpu_copied"].append(_cpu() - cpu_start)
         for path in checkpoint.files:
-            _fsync(out / path.name)
+            fsync_path(out / path.name)
         times["synced"].append(time.perf_counter() - start)
         times["cpu_synced"].append(_cpu() - cpu_start)
         sizes = [(out / p.name).stat().st_size for p in checkpoint.files]
@@ -341,7 +334,7 @@ def test_direct_copy_floor(checkpoint: Checkpoint, benchmark: Any, tmp_path: Pat
             (out / path.name).touch()
             with BlockWriter(out / path.name, mapped.size) as writer:
                 writer.copy(mapped, lambda n: None)
-            _fsync(out / path.name)
+            fsync_path(out / path.name)
             del mapped
         seconds.append(time.perf_counter() - start)
         cpu.append(_cpu() - cpu_start)

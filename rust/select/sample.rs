@@ -16,7 +16,7 @@ const MIN_SAMPLES: usize = 1 << 14;
 pub(crate) const MAX_SAMPLES: usize = 1 << 23;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
 /// slower exact fallback) then happens with probability below 1e-6.
-const BRACKET_SIGMAS: f64 = 5.0;
+pub(crate) const BRACKET_SIGMAS: f64 = 5.0;
 
 /// Bracket the k-th smallest alive key from a strided sample. Small inputs are sampled whole,
 /// which makes the bracket exact (only ties at the threshold become candidates).
@@ -75,8 +75,14 @@ pub(crate) fn estimate_bracket<K: Key>(
         Amount::Fraction(f) => f,
         Amount::Count(k) => (k as f64 / (total as f64 * m as f64 / probes as f64)).min(1.0),
     };
-    let centre = q * m as f64;
     let spread = BRACKET_SIGMAS * (m as f64 * q * (1.0 - q)).sqrt() + 2.0;
+    Ok(bracket_around(&mut sample, q * m as f64, spread))
+}
+
+/// The sample keys at ranks `centre - spread` and `centre + spread` as a bracket (`hi` one past
+/// its key; an end beyond the sample is open).
+pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64) -> Bracket<K> {
+    let m = sample.len();
     let lo_rank = (centre - spread).floor();
     let hi_rank = (centre + spread).ceil();
     let (lo, above) = if lo_rank <= 0.0 {
@@ -93,7 +99,7 @@ pub(crate) fn estimate_bracket<K: Key>(
         let (_, &mut hi, _) = above.select_nth_unstable(hi_rank as usize - first_above);
         K::from_u64(hi.to_u64() + 1)
     };
-    Ok(Bracket { lo, hi })
+    Bracket { lo, hi }
 }
 
 /// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, SAMPLES at 100 M scaled

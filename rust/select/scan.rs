@@ -67,37 +67,48 @@ pub(crate) fn fused_pass<K: Key>(
     FusedScan { totals, per_chunk }
 }
 
-/// One chunk of the fused pass: the AVX2 block scanner for f32 and bf16 in the u32 key space,
-/// the portable loop otherwise.
+/// One chunk of the fused pass.
 fn scan_chunk<K: Key>(
     c: &mut Chunk<'_>,
     bracket: Bracket<K>,
     sink: Option<&mut Vec<(K, u32)>>,
     fast: bool,
 ) -> Counts {
+    scan_weights(c.weights, c.alive, Some(&mut *c.out), bracket, sink, fast)
+}
+
+/// Counts, candidates and (with `out`) the provisional mask of one run of weights: the AVX2
+/// block scanner for f32 and bf16 in the u32 key space (`fast`), the portable loop otherwise.
+pub(crate) fn scan_weights<K: Key, S: Sink<K>>(
+    weights: Weights<'_>,
+    alive: Option<&[u8]>,
+    out: Option<&mut [u8]>,
+    bracket: Bracket<K>,
+    sink: Option<&mut S>,
+    fast: bool,
+) -> Counts {
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
-        match c.weights {
-            Weights::F32(w) => {
-                return unsafe { simd::scan(w, c.alive, Some(&mut *c.out), bracket, sink) }
-            }
-            Weights::Bf16(w) => {
-                return unsafe { simd::scan(w, c.alive, Some(&mut *c.out), bracket, sink) }
-            }
+        match weights {
+            Weights::F32(w) => return unsafe { simd::scan(w, alive, out, bracket, sink) },
+            Weights::Bf16(w) => return unsafe { simd::scan(w, alive, out, bracket, sink) },
             _ => {}
         }
     }
     let _ = fast;
-    chunk::visit::<K, _>(
-        c.weights,
-        c.alive,
-        Scan {
-            bracket,
-            out: &mut *c.out,
-            sink,
-        },
-    )
+    match out {
+        Some(out) => chunk::visit::<K, _>(weights, alive, Scan { bracket, out, sink }),
+        None => chunk::visit::<K, _>(
+            weights,
+            alive,
+            Scan {
+                bracket,
+                out: Discard::default(),
+                sink,
+            },
+        ),
+    }
 }
 
 pub(crate) struct FusedScan<K> {

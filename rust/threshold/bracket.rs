@@ -12,15 +12,13 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::magnitude::{Key, Weights};
-use crate::select::sample::{self, key_at};
+use crate::select::sample::{self, key_at, BRACKET_SIGMAS};
 use crate::select::{Amount, Bracket};
 
 /// Weights per sampled run: 2 to 8 KiB, a page or two of any dtype.
 pub(crate) const RUN: usize = 1024;
 /// Fewest runs worth sampling as runs; smaller inputs take the strided sample.
 const MIN_RUNS: usize = 64;
-/// Half-width of the bracket in standard errors of the sampled fraction (as [`sample`]'s).
-const BRACKET_SIGMAS: f64 = 5.0;
 
 /// The bracket of the `amount`-th smallest alive key, from runs of contiguous weights.
 pub(crate) fn estimate_bracket<K: Key>(
@@ -57,19 +55,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     let centre = ((q * m as f64) as usize).min(m - 1);
     let (_, &mut estimate, _) = sorted.select_nth_unstable(centre);
     let spread = BRACKET_SIGMAS * standard_error(&per_run, estimate, q, m) * m as f64 + 2.0;
-    let lo_rank = (q * m as f64 - spread).floor();
-    let hi_rank = (q * m as f64 + spread).ceil();
-    let lo = if lo_rank <= 0.0 {
-        K::ZERO
-    } else {
-        *sorted.select_nth_unstable(lo_rank as usize).1
-    };
-    let hi = if hi_rank >= m as f64 {
-        K::MAX
-    } else {
-        K::from_u64(sorted.select_nth_unstable(hi_rank as usize).1.to_u64() + 1)
-    };
-    Ok(Bracket { lo, hi })
+    Ok(sample::bracket_around(&mut sorted, q * m as f64, spread))
 }
 
 /// Standard error of the sampled fraction below `estimate` when whole runs are drawn (the ratio

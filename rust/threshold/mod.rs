@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::magnitude::{Key, Weights};
 use crate::radix;
 use crate::select::fixup::{kth_candidate, CandidateKeys};
-use crate::select::scan::{Counts, Discard, Scan, Sink};
+use crate::select::scan::{scan_weights, Sink};
 use crate::select::{
     check_alive, resolve, simd, validate_amount, wide_keys, Amount, Bracket, Path, CANDIDATE_BYTES,
 };
@@ -242,7 +242,14 @@ fn scan<K: Key>(
             for c in group {
                 let collect = !overflow.load(Ordering::Relaxed);
                 let before = candidates.len_if_listed();
-                let counts = scan_chunk(c, bracket, collect.then_some(&mut candidates), fast);
+                let counts = scan_weights(
+                    c.weights,
+                    c.alive,
+                    None,
+                    bracket,
+                    collect.then_some(&mut candidates),
+                    fast,
+                );
                 alive += counts.alive;
                 below += counts.below;
                 if counts.nan && nan_tensor.is_none() {
@@ -278,36 +285,6 @@ fn scan<K: Key>(
         pass.groups.push(candidates);
     }
     pass
-}
-
-/// One chunk, counts and candidates only: the AVX2 block scanner for f32 and bf16 in the u32
-/// key space (the portable loop's bitmask building is several times slower), else the portable
-/// loop.
-fn scan_chunk<K: Key>(
-    c: &Chunk<'_>,
-    bracket: Bracket<K>,
-    sink: Option<&mut Candidates<K>>,
-    fast: bool,
-) -> Counts {
-    #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
-        match c.weights {
-            Weights::F32(w) => return unsafe { simd::scan(w, c.alive, None, bracket, sink) },
-            Weights::Bf16(w) => return unsafe { simd::scan(w, c.alive, None, bracket, sink) },
-            _ => {}
-        }
-    }
-    let _ = fast;
-    chunk::visit::<K, _>(
-        c.weights,
-        c.alive,
-        Scan {
-            bracket,
-            out: Discard::default(),
-            sink,
-        },
-    )
 }
 
 impl<K> Candidates<K> {
