@@ -426,11 +426,11 @@ def test_ours_bigger_than_memory(checkpoint: Checkpoint, benchmark: Any, tmp_pat
     """prune_checkpoint inside a 1 GiB memory cgroup (page cache included): the checkpoint is
     several times bigger than the memory the run may use, so the input comes from disk; the
     bytes it reads from disk (``/proc/PID/io``) say how many times it read the input."""
-    if checkpoint.spec is SPECS[0]:
+    if checkpoint.spec is SPECS[0]:  # fits in 1 GiB: nothing to show
         pytest.skip("the small checkpoint fits in the cgroup")
     nbytes = sum(p.stat().st_size for p in checkpoint.files)
     with memory_cgroup(MEMORY_LIMIT) as group:
-        if group is None:
+        if group is None:  # a benchmark of the machine's abilities, not a feature: say why it is absent
             pytest.skip("no memory cgroup can be created here (needs root and a cgroup memory controller)")
         source = checkpoint.folder if checkpoint.spec.shards > 1 else checkpoint.files[0]
         out = tmp_path / ("out" if checkpoint.spec.shards > 1 else "out.safetensors")

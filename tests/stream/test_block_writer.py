@@ -64,6 +64,8 @@ def test_a_file_system_refusing_o_direct_writes_falls_back_to_the_page_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not _direct_works(tmp_path):
+        # Only a file system that takes O_DIRECT at open can refuse it at write; elsewhere the
+        # page-cache path already runs in every other test.
         pytest.skip("this file system refuses O_DIRECT at open; the other tests cover the page-cache path")
     real, calls = os.pwrite, []
 
