@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from ._resume import load_pruner_state, pruner_state
 from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner
+from .pruner.trainer_state import load_pruner_state, pruner_state
 from .ticket import _RESERVED, Ticket, metrics_row
 
 TICKET_NAME = "lottery-ticket.safetensors"

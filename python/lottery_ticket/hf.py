@@ -38,9 +38,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 import torch
 
 from ._callbacks import TICKET_NAME, RoundDriver, as_pruner, check_path, positive_int
-from ._resume import read_state_file, write_state_file
 from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner
+from .pruner.trainer_state import read_state_file, write_state_file
 from .ticket import Ticket
 from .torch._optim import unwrap_optimizer
 

@@ -34,8 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _arrays
 from .backends import array_backend
+from .kernels import arrays as _arrays
 
 NAMES = ("magnitude", "random")
 

@@ -11,7 +11,7 @@ import pytest
 
 import torch
 from lottery_ticket import global_magnitude_masks
-from lottery_ticket._threshold import RawTensor, Threshold, ThresholdWriter, select_threshold, write_pruned
+from lottery_ticket.kernels.threshold import RawTensor, Threshold, ThresholdWriter, select_threshold, write_pruned
 
 TIED = np.array([0.0, -0.0, 0.5, -0.5, 1.0, -2.0, np.inf])
 

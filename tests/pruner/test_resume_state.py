@@ -11,7 +11,7 @@ import pytest
 
 import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
-from lottery_ticket._resume import load_pruner_state, pruner_state, read_state_file, write_state_file
+from lottery_ticket.pruner.trainer_state import load_pruner_state, pruner_state, read_state_file, write_state_file
 from torch import nn
 
 

@@ -12,8 +12,8 @@ import pytest
 from safetensors.numpy import save
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
-from lottery_ticket import _ticket_format as fmt
 from lottery_ticket.cli import main
+from lottery_ticket.ticket import format as fmt
 from lottery_ticket.ticket import read_file
 
 
@@ -199,7 +199,7 @@ def test_checkpoint_resume_record_is_checked(tmp_path: Path) -> None:
     assert model["step"].shape == () and model["step"].item() == 3
     _, _, _, resume = read_file(tmp_path / "imp-checkpoint.safetensors")
     assert resume is not None and resume["next_round"] == 3
-    from lottery_ticket.checkpoint import resume_problem
+    from lottery_ticket.pruner.resume import resume_problem
 
     keys = {"numpy": np.zeros(624, np.uint32)}
     assert resume_problem(resume, keys, 2) is None

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket
 from lottery_ticket.adapters import NumpyDictAdapter
-from lottery_ticket.checkpoint import read_checkpoint, write_checkpoint
+from lottery_ticket.pruner.resume import read_checkpoint, write_checkpoint
 
 EXAMPLES = int(os.environ.get("LT_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

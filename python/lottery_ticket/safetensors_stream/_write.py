@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._arrays import BITS_DTYPES
-from .._threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
+from ..kernels.arrays import BITS_DTYPES
+from ..kernels.threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
+from ..ticket.stream import TicketStream
 from ._blocks import BlockWriter
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._output import allocate
-from ._ticket import TicketStream
 
 # Most bytes handed to one `write_pruned` call (an output block may end a slice sooner): large
 # enough that per-call overhead vanishes, small enough that a slice's mask (one byte per

@@ -8,8 +8,8 @@ import numpy as np
 
 import torch
 
-from .._arrays import BITS_DTYPES, require_in_place
 from ..backends import SUPPORTED, Bits
+from ..kernels.arrays import BITS_DTYPES, require_in_place
 
 _NAMES = {
     torch.float16: "float16",

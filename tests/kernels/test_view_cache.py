@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import torch
-from lottery_ticket import _plan, global_magnitude_masks
+from lottery_ticket import global_magnitude_masks
+from lottery_ticket.kernels import view_cache as _plan
 
 
 def _reference(weights: list[np.ndarray], k: int) -> list[np.ndarray]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays
-from .backends import Bits, array_backend
+from ..backends import Bits, array_backend
+from . import arrays as _arrays
 
 MAX_ELEMENTS = 1 << 22  # 16 MiB of f32: the models whose per-call set-up matters
 

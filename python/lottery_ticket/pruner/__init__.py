@@ -34,15 +34,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import importance as _importance
-from . import kernels
-from ._builder import PrunerBuilder
-from ._rounds import plan_masks
-from ._run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
-from .adapters import adapter_for
-from .checkpoint import read_checkpoint, write_checkpoint
-from .config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
-from .ticket import Ticket, metrics_row
+from .. import importance as _importance
+from .. import kernels
+from ..adapters import adapter_for
+from ..config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
+from ..ticket import Ticket, metrics_row
+from .builder import PrunerBuilder
+from .resume import read_checkpoint, write_checkpoint
+from .rounds import plan_masks
+from .run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .config import NameFilter, RewindStrategy
+from ..config import NameFilter, RewindStrategy
 
 if TYPE_CHECKING:
-    from .pruner import LotteryTicketPruner
+    from . import LotteryTicketPruner
 
 
 class PrunerBuilder:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._ticket_format import FORMAT, VERSION, canonical
 from ..config import LotteryTicketConfig, RewindStrategy
-from ._output import allocate
+from ..safetensors_stream._output import allocate
+from .format import FORMAT, VERSION, canonical
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
 _HASH_BLOCK = 1 << 24

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
-from .config import LotteryTicketConfig
+from .. import kernels
+from ..config import LotteryTicketConfig
 
 
 def plan_masks(

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
-from .adapters import ModelAdapter, StepWatcher
-from .config import LotteryTicketConfig, RewindStrategy
-from .ticket import Ticket
+from .. import kernels
+from ..adapters import ModelAdapter, StepWatcher
+from ..config import LotteryTicketConfig, RewindStrategy
+from ..ticket import Ticket
 
 # (scheduler.state_dict() or None, [lr of each optimizer param group] or None)
 ScheduleState = tuple[Any, Any]

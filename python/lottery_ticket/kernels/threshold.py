@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, _core
-from .kernels import _check_amount, _quoted, _ranking_views
+from .. import _core
+from . import _check_amount, _quoted, _ranking_views
+from . import arrays as _arrays
 
 
 class RawTensor(NamedTuple):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import SUPPORTED, ArrayBackend, Bits, array_backend
+from ..backends import SUPPORTED, ArrayBackend, Bits, array_backend
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
 BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _ticket_format
-from ._arrays import contiguous
-from ._files import write_atomic
-from ._ticket_format import FORMAT, VERSION, Corrupted
-from .backends import array_backend, backend_named
-from .config import LotteryTicketConfig, RewindStrategy
+from .._files import write_atomic
+from ..backends import array_backend, backend_named
+from ..config import LotteryTicketConfig, RewindStrategy
+from ..kernels.arrays import contiguous
+from . import format as _ticket_format
+from .format import FORMAT, VERSION, Corrupted
 
 __all__ = ["FORMAT", "VERSION", "Ticket", "metrics_row", "read_file", "write_file"]
 

@@ -38,7 +38,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _arrays, _core, _plan, backends
+from .. import _core, backends
+from . import arrays as _arrays
+from . import view_cache as _plan
 
 Scope = Literal["global", "layer"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .adapters import ModelAdapter
-from .config import LotteryTicketConfig
-from .ticket import Ticket, read_file, write_file
+from ..adapters import ModelAdapter
+from ..config import LotteryTicketConfig
+from ..ticket import Ticket, read_file, write_file
 
 
 def write_checkpoint(path: Path, ticket: Ticket, adapter: ModelAdapter, resume: Mapping[str, Any]) -> None:

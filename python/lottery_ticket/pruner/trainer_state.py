@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import kernels
-from .config import LotteryTicketConfig
-from .ticket import read_file, write_file
+from .. import kernels
+from ..config import LotteryTicketConfig
+from ..ticket import read_file, write_file
 
 if TYPE_CHECKING:
-    from .pruner import LotteryTicketPruner
+    from . import LotteryTicketPruner
 
 _SCALARS = (
     "round",
