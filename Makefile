@@ -12,12 +12,17 @@ RUST_SOURCES := $(wildcard rust/*.rs rust/*/*.rs) Cargo.toml Cargo.lock
 DEMO_OUT ?= lottery-ticket-demo
 WHEEL_STAMP := dist/.built
 PY_SOURCES := $(shell find python -name '*.py' -o -name '*.pyi' -o -name py.typed)
+# Linux wheels are linked by zig against glibc 2.17's symbols, so one wheel installs on any
+# manylinux_2_17 (2014) or newer distribution; auditwheel checks that claim.
+ifeq ($(shell uname -s),Linux)
+WHEEL_FLAGS := --zig --compatibility manylinux_2_17
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-rust test-python lint bench wheel fuzz clean
+.PHONY: help demo test test-rust test-python lint docs bench wheel wheel-aarch64 fuzz clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +41,12 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) pyproject.toml
 demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on MNIST-1D (table + figure)
 	$(BIN)/lottery-ticket demo --out $(DEMO_OUT)
 
-test: lint test-rust test-python ## Everything CI checks: ruff, fmt, clippy, cargo test, stubs, mypy, pytest
+test: lint test-rust test-python docs ## Everything CI checks: lint, cargo test, stubs, mypy, pytest, the wheel, the docs
 
-lint: $(DEPS_STAMP) ## ruff (lint + format check), cargo fmt, clippy with and without the binding
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+lint: $(DEPS_STAMP) ## ruff, cargo fmt, clippy with and without the binding, the workflows' schema
+	$(BIN)/ruff check python tests benches docs/hooks.py
+	$(BIN)/ruff format --check python tests benches docs/hooks.py
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings
@@ -49,13 +55,26 @@ test-rust: ## cargo test (unit and property tests of the kernels), with and with
 	cargo test --release
 	cargo test --release --no-default-features
 
-wheel: $(WHEEL_STAMP) ## Build the abi3 wheel (CPython 3.10+) and the sdist into dist/
+wheel: $(WHEEL_STAMP) ## Build the abi3 wheel (CPython 3.10+; manylinux_2_17 on Linux) and the sdist into dist/
 
-$(WHEEL_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) $(PY_SOURCES) pyproject.toml README.md
+$(WHEEL_STAMP): $(DEPS_STAMP) $(RUST_SOURCES) $(PY_SOURCES) pyproject.toml README.md LICENSE
 	rm -rf dist
-	$(BIN)/maturin build --release --out dist
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin build --release $(WHEEL_FLAGS) --out dist
 	$(BIN)/maturin sdist --out dist
+	$(if $(WHEEL_FLAGS),$(BIN)/auditwheel show dist/*.whl)
 	touch $@
+
+# Cross-built with Debian's Rust (its aarch64 standard library is a Debian package; rustup's
+# targets need a download), linked by zig. CI builds the same wheel natively (.github/workflows).
+AARCH64_STD := /usr/lib/rustlib/aarch64-unknown-linux-gnu
+wheel-aarch64: $(DEPS_STAMP) ## Cross-build the manylinux_2_17 aarch64 wheel into dist/ (Debian: rustc-web, libstd-rust-web-dev:arm64)
+	@test -d $(AARCH64_STD) || { echo "needs Debian's aarch64 Rust std: dpkg --add-architecture arm64 && apt-get update && apt-get install rustc-web libstd-rust-web-dev:arm64"; exit 2; }
+	PATH=$(abspath $(BIN)):$$PATH RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/aarch64 $(BIN)/maturin build --release \
+		--zig --compatibility manylinux_2_17 --target aarch64-unknown-linux-gnu --out dist
+	$(BIN)/auditwheel show dist/*aarch64.whl
+
+docs: $(BUILD_STAMP) ## Build the documentation site into site/ (strict: any warning fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The wheel is built first: tests/packaging installs it into a fresh virtualenv.
 test-python: $(BUILD_STAMP) $(WHEEL_STAMP) ## stub check, mypy --strict, pytest (tests and doctests)
@@ -72,4 +91,4 @@ fuzz: $(BUILD_STAMP) ## Long fuzzing run: damaged ticket and checkpoint files, R
 	PROPTEST_CASES=$${PROPTEST_CASES:-64} cargo test --release --no-default-features -- --ignored at_scale
 
 clean: ## Remove build outputs and the virtualenv
-	rm -rf target dist $(VENV)
+	rm -rf target dist site $(VENV)

@@ -126,6 +126,106 @@ def test_no_module_over_400_lines() -> None:
     assert long == {}
 
 
+# The only modules that may import a framework: its adapter, the trainer callbacks and the tools.
+FRAMEWORK_HOMES = ("lottery_ticket.torch", "lottery_ticket.lightning", "lottery_ticket.hf", "lottery_ticket.cli")
+FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "transformers", "accelerate")
+IMPORTERS = ("import_module", "__import__", "find_spec")
+
+
+def _framework_imports(path: Path) -> list[str]:
+    """Frameworks imported anywhere in ``path``: top level, in functions, under TYPE_CHECKING, by name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if called in IMPORTERS and isinstance(node.args[0].value, str):
+                names = [node.args[0].value]
+        found += [f"{n} (line {getattr(node, 'lineno', '?')})" for n in names if n.split(".")[0] in FRAMEWORKS]
+    return found
+
+
+def test_only_the_adapters_and_tools_import_a_framework() -> None:
+    offenders = {
+        name: found
+        for name, path in _modules().items()
+        if not name.startswith(FRAMEWORK_HOMES) and (found := _framework_imports(path))
+    }
+    assert offenders == {}
+    assert _framework_imports(PACKAGE / "hf.py")  # the scan sees the imports a home does make
+
+
+def _private_imports(name: str, path: Path, modules: set[str]) -> list[str]:
+    """``from .x import _name`` of a private name defined in another module (importing a private
+    *module*, ``from . import _files``, is fine)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+            base = ".".join(anchor + ([base] if base else []))
+        if not base.startswith("lottery_ticket") or base == name:
+            continue
+        for alias in node.names:
+            private = alias.name.startswith("_") and not alias.name.startswith("__")
+            if private and f"{base}.{alias.name}" not in modules:
+                found.append(f"{base}.{alias.name}")
+    return found
+
+
+def _module_names() -> set[str]:
+    stubs = {f"lottery_ticket.{p.stem}" for p in PACKAGE.glob("*.pyi")}  # the compiled extension
+    return set(_modules()) | stubs
+
+
+# Reaches into another module's private names that exist today; the owners make these public or
+# move them, and this list empties.
+PRIVATE_IMPORTS_TO_REMOVE = {
+    "lottery_ticket._callbacks": ["lottery_ticket.ticket._RESERVED"],
+    "lottery_ticket.kernels.threshold": [
+        "lottery_ticket.kernels._check_amount",
+        "lottery_ticket.kernels._quoted",
+        "lottery_ticket.kernels._ranking_views",
+    ],
+}
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    modules = _module_names()
+    found = {name: sorted(hits) for name, path in _modules().items() if (hits := _private_imports(name, path, modules))}
+    assert found == PRIVATE_IMPORTS_TO_REMOVE
+
+
+def test_the_private_import_check_tells_names_from_modules(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from . import _files, _core\n"
+        "from ._files import write_atomic\n"
+        "from .ticket import _RESERVED, Ticket\n"
+        "def f():\n    from .kernels import _quoted\n"
+        "from .m import _own\n"
+    )
+    modules = {"lottery_ticket._files", "lottery_ticket._core", "lottery_ticket.ticket", "lottery_ticket.kernels"}
+    found = _private_imports("lottery_ticket.m", source, modules)
+    assert found == ["lottery_ticket.ticket._RESERVED", "lottery_ticket.kernels._quoted"]
+
+
+def test_the_package_top_level_stays_small() -> None:
+    """At most 14 modules beside ``__init__``/``__main__`` (files and subpackages; the compiled
+    ``_core`` is not counted)."""
+    top = [p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    top += [p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
+    assert 5 < len(top) <= 14, sorted(top)
+
+
 class Boxed:
     """A stand-in framework's array: a wrapper around a NumPy array."""
 

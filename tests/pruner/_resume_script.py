@@ -1,4 +1,4 @@
-"""Helper for tests/test_resume.py: run IMP with checkpoints; optionally SIGKILL itself mid-run.
+"""Helper for tests/pruner/test_resume.py: run IMP with checkpoints; optionally SIGKILL itself mid-run.
 
 usage: python _resume_script.py CHECKPOINT_DIR OUT_TICKET LOG [KILL_AT_ROUND]
 """

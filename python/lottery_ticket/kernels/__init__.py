@@ -116,7 +116,7 @@ def global_magnitude_masks(
         New bool masks (True = kept), in the same container and array kind as ``weights``:
         C-contiguous, disjoint views into one freshly allocated buffer.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = [np.array([0.5, -0.1, 2.0], dtype=np.float32), np.array([[0.3, -4.0]])]
         >>> [m.tolist() for m in global_magnitude_masks(w, 2)]
@@ -174,7 +174,7 @@ class MaskApplier:
     optimizer step: a call then costs one storage check per tensor plus the kernel, instead of
     the full validation, which dominates on small models.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = [np.array([1.0, -2.0, 3.0])]
         >>> reapply = MaskApplier(w, [np.array([True, False, True])])

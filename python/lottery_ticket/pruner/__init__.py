@@ -56,8 +56,9 @@ class LotteryTicketPruner:
         pruning_rounds: number of prune + rewind rounds (>= 1).
         rewind_strategy: a `RewindStrategy` (or its string, e.g. ``"early:100"``).
         global_pruning: rank all tensors together (True) or prune each tensor alone (False).
-        include, exclude: which tensors to prune: glob pattern(s) on names or a predicate
+        include: which tensors to prune: glob pattern(s) on names or a predicate
             ``(name, tensor) -> bool``; default: weights of Linear and Conv layers.
+        exclude: tensors then left out of those, in the same forms.
         iterations_per_round: optimizer steps per round (T); ``late(f)`` needs it.
         config: a `LotteryTicketConfig` instead of the four values above.
         importance: how weights are ranked: ``"magnitude"``, ``"random"`` (seeded by ``seed``),

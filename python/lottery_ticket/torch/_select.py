@@ -1,6 +1,6 @@
 """Exact magnitude selection with torch ops, on the tensors' own device: the torch-op backend.
 
-It computes the same masks as the Rust kernels (``rust/select.rs``), bit for bit, with a radix
+It computes the same masks as the Rust kernels (``rust/select/``), bit for bit, with a radix
 select over integer magnitude keys (``rust/magnitude.rs``): the sign bit of each float's bit
 pattern is cleared, so integer order is magnitude order (``+0 == -0``, subnormals ordered, inf
 largest, NaN above inf). f16/bf16 widen exactly to f32 keys, and everything to f64 keys when an

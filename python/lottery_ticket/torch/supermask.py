@@ -77,8 +77,9 @@ def to_supermask(
 
     Args:
         model: the network at initialisation (its weights become the frozen weights).
-        include, exclude: which weights get a mask, as for the pruner (glob patterns on names
-            such as ``"fc1.weight"``, or a predicate); default every Linear/Conv weight.
+        include: which weights get a mask, as for the pruner (glob patterns on names such as
+            ``"fc1.weight"``, or a predicate); default every Linear/Conv weight.
+        exclude: weights then left out of those, in the same forms.
         seed: seeds the initial scores, ``N(0, init_std)`` (near 0: keep probabilities near 1/2).
         init_std: standard deviation of the initial scores (>= 0).
 

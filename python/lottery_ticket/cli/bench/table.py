@@ -22,7 +22,7 @@ MIB = 1 << 20
 @dataclass
 class Measurement:
     spec: WorkloadSpec
-    key: str  # method key (`_bench_methods`), or ONE_THREAD
+    key: str  # method key (`methods.METHODS`), or ONE_THREAD
     label: str
     task: str
     median_s: float | None = None
