@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from ._validation import integer, optional_path
 from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner
 from .pruner.trainer_state import load_pruner_state, pruner_state
@@ -37,11 +38,7 @@ def as_pruner(pruner_or_config: object) -> LotteryTicketPruner:
 
 
 def positive_int(value: object, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{arg}: expected an int >= 1, got {type(value).__name__}")
-    if int(value) < 1:
-        raise ValueError(f"{arg}: expected an int >= 1, got {value}")
-    return int(value)
+    return integer(value, arg, at_least=1)
 
 
 def round_length(epochs_per_round: object, steps_per_round: object) -> tuple[str, int]:
@@ -54,9 +51,7 @@ def round_length(epochs_per_round: object, steps_per_round: object) -> tuple[str
 
 
 def check_path(value: object, arg: str) -> str | os.PathLike[str] | None:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{arg}: expected a path or None, got {type(value).__name__}")
-    return value
+    return optional_path(value, arg)
 
 
 def mask_digest(masks: Mapping[str, Any]) -> int:

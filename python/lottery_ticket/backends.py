@@ -184,6 +184,25 @@ def register_device_kernels(kernels: DeviceKernels) -> None:
     _DEVICE_KERNELS[kernels.name] = kernels
 
 
+def share_failure(error: BaseException, process_group: object, arrays: Sequence[object]) -> None:
+    """A call failed on this rank before reaching its kernels. If the call spans ranks
+    (``process_group``, or sharded ``arrays``), the other ranks wait in its first collective: each
+    framework's kernels that can (a ``share_failure`` method) make every rank raise the error."""
+    if process_group is not None and process_group is not False:
+        for name in _entry_points():
+            if name not in _DEVICE_KERNELS:
+                try:
+                    load_framework(name)
+                except ImportError:  # a framework that is not installed has no ranks waiting
+                    continue
+    for value in arrays[:1]:
+        array_backend(value)  # imports the framework adapter, which registers its kernels
+    for kernels in list(_DEVICE_KERNELS.values()):
+        share = getattr(kernels, "share_failure", None)
+        if share is not None:
+            share(error, process_group, arrays)
+
+
 def device_kernels(
     arrays: Sequence[tuple[Sequence[str], Sequence[object]]], backend: object = "auto", process_group: object = None
 ) -> DeviceKernels | None:

@@ -8,41 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._validation import NameFilter as NameFilter
+from ._validation import boolean, integer, name_filter, real
+
 StrategyKind = Literal["init", "early", "late", "lr", "none"]
-
-# A parameter filter: a glob pattern on the name ("fc*.weight"), several patterns, or a predicate
-# called with (name, tensor).
-NameFilter = str | Sequence[str] | Callable[[str, Any], bool] | None
-
-
-def _check_real(value: object, arg: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{arg}: expected a real number, got {type(value).__name__}")
-    result = float(value)
-    if math.isnan(result):
-        raise ValueError(f"{arg}: got NaN")
-    return result
-
-
-def _check_int(value: object, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{arg}: expected an int, got {type(value).__name__}")
-    return int(value)
 
 
 def check_iterations_per_round(value: object) -> int | None:
     """``iterations_per_round`` (T, optimizer steps per round) as an int >= 1, or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise ValueError(f"iterations_per_round: expected an int >= 1, got {value!r}")
-    return int(value)
+    return integer(value, "iterations_per_round", at_least=1, type_error=ValueError)
 
 
 @dataclass(frozen=True)
@@ -73,16 +53,11 @@ class RewindStrategy:
         if self.kind not in ("init", "early", "late", "lr", "none"):
             raise ValueError(f"kind: expected init, early, late, lr or none, got {self.kind!r}")
         if self.kind == "early":
-            k = _check_int(self.iteration, "iteration")
-            if k < 0:
-                raise ValueError(f"iteration: must be >= 0, got {k}")
-            object.__setattr__(self, "iteration", k)
+            object.__setattr__(self, "iteration", integer(self.iteration, "iteration", at_least=0))
         elif self.iteration is not None:
             raise ValueError(f"iteration: only early() takes an iteration, not {self.kind}")
         if self.kind == "late":
-            f = _check_real(self.fraction, "fraction")
-            if not 0.0 < f < 1.0:
-                raise ValueError(f"fraction: must lie in (0, 1), got {f}")
+            f = real(self.fraction, "fraction", low=0.0, high=1.0, low_open=True, high_open=True)
             object.__setattr__(self, "fraction", f)
         elif self.fraction is not None:
             raise ValueError(f"fraction: only late() takes a fraction, not {self.kind}")
@@ -165,20 +140,14 @@ class LotteryTicketConfig:
     global_pruning: bool = True
 
     def __post_init__(self) -> None:
-        s = _check_real(self.target_sparsity, "target_sparsity")
-        if not 0.0 <= s < 1.0:
-            raise ValueError(f"target_sparsity: must lie in [0, 1), got {s}")
+        s = real(self.target_sparsity, "target_sparsity", low=0.0, high=1.0, high_open=True)
         object.__setattr__(self, "target_sparsity", s)
-        n = _check_int(self.pruning_rounds, "pruning_rounds")
-        if n < 1:
-            raise ValueError(f"pruning_rounds: must be >= 1, got {n}")
-        object.__setattr__(self, "pruning_rounds", n)
+        object.__setattr__(self, "pruning_rounds", integer(self.pruning_rounds, "pruning_rounds", at_least=1))
         if isinstance(self.rewind_strategy, str):
             object.__setattr__(self, "rewind_strategy", RewindStrategy.parse(self.rewind_strategy))
         if not isinstance(self.rewind_strategy, RewindStrategy):
             raise TypeError(f"rewind_strategy: expected a RewindStrategy, got {type(self.rewind_strategy).__name__}")
-        if not isinstance(self.global_pruning, bool):
-            raise TypeError(f"global_pruning: expected a bool, got {type(self.global_pruning).__name__}")
+        boolean(self.global_pruning, "global_pruning")
 
     @property
     def prune_rate_per_round(self) -> float:
@@ -187,9 +156,7 @@ class LotteryTicketConfig:
 
     def remaining_after(self, round_index: int, total: int) -> int:
         """How many of ``total`` weights survive after ``round_index`` pruning rounds."""
-        k = _check_int(round_index, "round_index")
-        if not 0 <= k <= self.pruning_rounds:
-            raise ValueError(f"round_index: must lie in [0, {self.pruning_rounds}], got {k}")
+        k = integer(round_index, "round_index", at_least=0, at_most=self.pruning_rounds)
         return round(total * float((1.0 - self.target_sparsity) ** (k / self.pruning_rounds)))
 
     def with_rewind_strategy(self, strategy: RewindStrategy | str) -> LotteryTicketConfig:
@@ -228,21 +195,13 @@ class LotteryTicketConfig:
 
 def check_name_filter(spec: object, arg: str) -> NameFilter:
     """``spec`` if it is a `NameFilter` (None, a glob, a sequence of globs or a predicate)."""
-    if spec is None or isinstance(spec, str) or callable(spec):
-        return spec
-    if isinstance(spec, Sequence) and not isinstance(spec, bytes) and all(isinstance(p, str) for p in spec):
-        return spec
-    raise TypeError(
-        f"{arg}: expected a glob pattern, a list of patterns or a predicate(name, tensor), got {type(spec).__name__}"
-    )
+    return name_filter(spec, arg)
 
 
-def _matches(spec: NameFilter, name: str, tensor: Any, arg: str) -> bool:
+def _matches(spec: NameFilter, name: str, tensor: Any) -> bool:
     if callable(spec):
         return bool(spec(name, tensor))
     patterns = [spec] if isinstance(spec, str) else list(spec or [])
-    if not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"{arg}: expected a glob pattern, a list of patterns or a predicate(name, tensor)")
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -256,11 +215,12 @@ def select_names(
 
     ``include`` (when given) replaces the default choice; ``exclude`` then removes names.
     """
+    include, exclude = name_filter(include, "include"), name_filter(exclude, "exclude")
     chosen = [
         name
         for name, tensor in candidates
-        if (default(name, tensor) if include is None else _matches(include, name, tensor, "include"))
-        and not (exclude is not None and _matches(exclude, name, tensor, "exclude"))
+        if (default(name, tensor) if include is None else _matches(include, name, tensor))
+        and not (exclude is not None and _matches(exclude, name, tensor))
     ]
     if not chosen:
         names = ", ".join(name for name, _ in candidates[:8]) or "none"

@@ -27,13 +27,13 @@ tensor) with the masks and weights untouched.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ._validation import integer, same_shape
 from .backends import array_backend
 from .kernels import arrays as _arrays
 
@@ -91,8 +91,7 @@ def check_scores(scores: Any, weight: Any, label: str) -> Any:
     if backend is not None and (weight_backend is None or weight_backend.name != backend.name):
         raise TypeError(f"{label}: expected a NumPy array or an array of the weight's kind, got a {backend.name} array")
     bits = _arrays.float_bits(scores, label, writable=False)  # float dtypes only, host memory
-    if bits.shape != tuple(weight.shape):
-        raise ValueError(f"{label}: shape {bits.shape} differs from the weight's shape {tuple(weight.shape)}")
+    same_shape(label, bits.shape, weight.shape)
     exponent = bits.bits.dtype.type(_EXPONENT[bits.dtype])
     if bool(np.any((bits.bits & exponent) == exponent)):
         raise ValueError(f"{label}: scores must be finite (NaN or inf found)")
@@ -131,8 +130,7 @@ def resolve(importance: object, seed: object = 0) -> ImportanceRule:
         >>> resolve("random", seed=3)
         ImportanceRule(name='random', seed=3, source=None)
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    seed = integer(seed, "seed", at_least=0, type_error=ValueError)
     if isinstance(importance, str):
         if importance == "snip":
             raise ValueError(
@@ -141,14 +139,14 @@ def resolve(importance: object, seed: object = 0) -> ImportanceRule:
             )
         if importance not in NAMES:
             raise ValueError(f"importance: expected 'magnitude', 'random', a callable or a scorer, got {importance!r}")
-        return ImportanceRule(importance, int(seed))
+        return ImportanceRule(importance, seed)
     if isinstance(importance, ModelScorer):
         if not isinstance(importance.name, str):
             raise TypeError(f"importance: the scorer's name must be a str, got {type(importance.name).__name__}")
-        return ImportanceRule(importance.name, int(seed), importance)
+        return ImportanceRule(importance.name, seed, importance)
     if callable(importance):
         return ImportanceRule(
-            f"callable:{getattr(importance, '__name__', type(importance).__name__)}", int(seed), importance
+            f"callable:{getattr(importance, '__name__', type(importance).__name__)}", seed, importance
         )
     raise TypeError(
         f"importance: expected 'magnitude', 'random', a callable (name, weight) -> scores or a scorer, got {type(importance).__name__}"

@@ -31,63 +31,16 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any, Literal
 
 import numpy as np
 
-from .. import _core, backends
+from .. import _core, _validation, backends
 from . import arrays as _arrays
 from . import view_cache as _plan
 
 Scope = Literal["global", "layer"]
-
-
-def _quoted(names: list[Hashable] | None) -> list[str]:
-    """Names as error messages show them (``repr``), for `_core` to use verbatim."""
-    return [repr(n) for n in names] if names is not None else []
-
-
-def _check_amount(amount: object) -> int | float:
-    if isinstance(amount, (bool, np.bool_)):
-        raise TypeError("amount: expected an int count or a float fraction, got a bool")
-    if isinstance(amount, numbers.Integral):
-        if int(amount) < 0:
-            raise ValueError(f"amount: a count must be >= 0, got {amount}")
-        if int(amount) >= 2**64:  # the kernels take a u64 count; larger ints would read as fractions
-            raise ValueError(f"amount: a count cannot exceed the number of alive weights, got {amount}")
-        return int(amount)
-    if isinstance(amount, numbers.Real):
-        value = float(amount)
-        if math.isnan(value) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"amount: a fraction must lie in [0, 1], got {value}")
-        return value
-    raise TypeError(f"amount: expected an int count or a float fraction, got {type(amount).__name__}")
-
-
-def _read_bits(value: object, label: str) -> _arrays.Bits:
-    return _arrays.float_bits(value, label, writable=False)
-
-
-def _ranking_views(
-    names: list[Hashable] | None,
-    values: list[Any],
-    masks: Any,
-    to_bits: Callable[[object, str], _arrays.Bits],
-) -> tuple[list[_arrays.Bits], list[np.ndarray] | None]:
-    """Bit views of the weights to rank and uint8 views of their survivor masks (or None)."""
-    labels = _arrays.labels("weights", names, len(values))
-    if to_bits is _read_bits:  # the selection's reader: a small model's views are reused (_plan)
-        views = _plan.read_views(values, labels)
-    else:
-        views = [to_bits(v, label) for v, label in zip(values, labels)]
-    if masks is None:
-        return views, None
-    mask_values = _arrays.matching_items(masks, "masks", names, len(values))
-    mask_labels = _arrays.labels("masks", names, len(values))
-    return views, [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
 
 
 def global_magnitude_masks(
@@ -122,21 +75,25 @@ def global_magnitude_masks(
         >>> [m.tolist() for m in global_magnitude_masks(w, 2)]
         [[True, False, True], [[False, True]]]
     """
-    names, values = _arrays.items(weights, "weights")
-    amount = _check_amount(amount)
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope: expected 'global' or 'layer', got {scope!r}")
-    labels = _arrays.labels("weights", names, len(values))
-    mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
-    device = backends.device_kernels(
-        [(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)], backend, process_group
-    )
+    values: list[Any] = []
+    try:  # a rank that fails here must still tell the others, which wait in the first collective
+        names, values = _arrays.items(weights, "weights")
+        amount = _validation.amount(amount)
+        _validation.scope(scope)
+        labels = _validation.labels("weights", names, len(values))
+        mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
+        device = backends.device_kernels(
+            [(labels, values), (_validation.labels("masks", names, len(values)), mask_values)], backend, process_group
+        )
+    except (TypeError, ValueError) as err:
+        backends.share_failure(err, process_group, values)
+        raise
     if device is not None:
         selected = device.select_masks(
             values, labels, amount, mask_values if masks is not None else None, scope, process_group
         )
         return _arrays.shaped_like(names, selected)
-    views, current = _ranking_views(names, values, masks, _read_bits)
+    views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
     fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
         [b.bits for b in views],
@@ -145,17 +102,17 @@ def global_magnitude_masks(
         [out for _, out in fresh],
         amount,
         scope,
-        _quoted(names),
+        _validation.quoted(names),
     )
     return _arrays.shaped_like(names, [mask for mask, _ in fresh])
 
 
 def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:
     names, values = _arrays.items(weights, "weights")
-    labels = _arrays.labels("weights", names, len(values))
+    labels = _validation.labels("weights", names, len(values))
     views = [_arrays.float_bits(v, label, writable=True) for v, label in zip(values, labels)]
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
-    mask_labels = _arrays.labels("masks", names, len(values))
+    mask_labels = _validation.labels("masks", names, len(values))
     mask_views = [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
     return names, views, mask_views
 
@@ -191,13 +148,14 @@ class MaskApplier:
         names, views, mask_views = _in_place_views(weights, masks)
         _arrays.check_no_overlap(
             [(b.label, b.bits) for b in views],
-            list(zip(_arrays.labels("masks", names, len(views)), mask_views)),
+            list(zip(_validation.labels("masks", names, len(views)), mask_views)),
         )
         self._values = _arrays.items(weights, "weights")[1]
         self._addresses = [_arrays.storage_address(v) for v in self._values]
         self._bits = [b.bits for b in views]
         self._mask_views = mask_views
-        self._names = _quoted(names)
+        self._names = _validation.quoted(names)
+        self._labels = [b.label for b in views]
         self._written = _arrays.write_notifiers(self._values)
 
     def is_current(self) -> bool:
@@ -212,11 +170,9 @@ class MaskApplier:
             return
         # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
         # pointing at the old memory: refuse rather than mask the wrong buffer.
-        for value, address, label in zip(self._values, self._addresses, self._names or range(len(self._values))):
+        for value, address, label in zip(self._values, self._addresses, self._labels):
             if _arrays.storage_address(value) != address:
-                raise RuntimeError(
-                    f"weights[{label}]: storage was replaced since the MaskApplier was built; build a new one"
-                )
+                raise _validation.storage_replaced(label)
         _core.apply_masks(self._bits, self._mask_views, self._names)
         for notify in self._written:
             notify()
@@ -225,8 +181,8 @@ class MaskApplier:
 def _device_applier(weights: Any, masks: Any) -> Any:
     names, values = _arrays.items(weights, "weights")
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
-    labels = _arrays.labels("weights", names, len(values))
-    device = backends.device_kernels([(labels, values), (_arrays.labels("masks", names, len(values)), mask_values)])
+    labels = _validation.labels("weights", names, len(values))
+    device = backends.device_kernels([(labels, values), (_validation.labels("masks", names, len(values)), mask_values)])
     if device is None:
         return None
     return device.mask_applier(values, mask_values, labels)
@@ -241,7 +197,7 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     names, values = _arrays.items(weights, "weights")
     snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(values))
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
-    labels = [_arrays.labels(arg, names, len(values)) for arg in ("weights", "snapshots", "masks")]
+    labels = [_validation.labels(arg, names, len(values)) for arg in ("weights", "snapshots", "masks")]
     # Snapshots may live elsewhere (e.g. pinned host memory for a model on the GPU): not checked.
     device = backends.device_kernels([(labels[0], values), (labels[2], mask_values)])
     if device is not None:
@@ -249,20 +205,18 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         return
     names, views, mask_views = _in_place_views(weights, masks)
     snap_values = _arrays.matching_items(snapshots, "snapshots", names, len(views))
-    snap_labels = _arrays.labels("snapshots", names, len(views))
+    snap_labels = _validation.labels("snapshots", names, len(views))
     snaps = [_arrays.float_bits(s, label, writable=False) for s, label in zip(snap_values, snap_labels)]
     for w, s in zip(views, snaps):
-        if s.dtype != w.dtype:
-            raise TypeError(f"{s.label}: dtype {s.dtype} differs from the weight's dtype {w.dtype}")
-        if s.shape != w.shape:
-            raise ValueError(f"{s.label}: shape {s.shape} differs from the weight's shape {w.shape}")
-    mask_labels = _arrays.labels("masks", names, len(views))
+        _validation.same_dtype(s.label, s.dtype, w.dtype)
+        _validation.same_shape(s.label, s.shape, w.shape)
+    mask_labels = _validation.labels("masks", names, len(views))
     _arrays.check_no_overlap(
         [(b.label, b.bits) for b in views],
         [(s.label, s.bits) for s in snaps] + list(zip(mask_labels, mask_views)),
     )
     written = _arrays.write_notifiers(_arrays.items(weights, "weights")[1])
-    _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _quoted(names))
+    _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _validation.quoted(names))
     for notify in written:
         notify()
 
@@ -272,9 +226,14 @@ def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
 
     With ``process_group`` (or DTensor masks) each count is summed over the ranks.
     """
-    names, values = _arrays.items(masks, "masks")
-    labels = _arrays.labels("masks", names, len(values))
-    device = backends.device_kernels([(labels, values)], "auto", process_group)
+    values: list[Any] = []
+    try:
+        names, values = _arrays.items(masks, "masks")
+        labels = _validation.labels("masks", names, len(values))
+        device = backends.device_kernels([(labels, values)], "auto", process_group)
+    except (TypeError, ValueError) as err:
+        backends.share_failure(err, process_group, values)
+        raise
     if device is not None:
         return _arrays.shaped_like(names, device.alive_counts(values, labels, process_group))
     views = []

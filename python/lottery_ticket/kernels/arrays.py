@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import labels, mask_dtype, same_shape, unsupported_dtype
 from ..backends import SUPPORTED, ArrayBackend, Bits, array_backend
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
@@ -44,12 +45,6 @@ def items(obj: object, arg: str) -> tuple[list[Hashable] | None, list[Any]]:
     return names, values
 
 
-def labels(arg: str, names: list[Hashable] | None, count: int) -> list[str]:
-    if names is None:
-        return [f"{arg}[{i}]" for i in range(count)]
-    return [f"{arg}[{n!r}]" for n in names]
-
-
 def matching_items(obj: object, arg: str, names: list[Hashable] | None, count: int) -> list[Any]:
     """Values of `obj` in the order of the weights: same keys for a dict, same length for a list."""
     other_names, values = items(obj, arg)
@@ -65,6 +60,22 @@ def matching_items(obj: object, arg: str, names: list[Hashable] | None, count: i
     return values
 
 
+def ranking_views(
+    names: list[Hashable] | None,
+    values: list[Any],
+    masks: Any,
+    read: Callable[[list[Any], list[str]], list[Bits]],
+) -> tuple[list[Bits], list[np.ndarray] | None]:
+    """Bit views of the weights to rank (``read`` makes them from the values and their labels)
+    and uint8 views of their survivor masks (or None)."""
+    views = read(values, labels("weights", names, len(values)))
+    if masks is None:
+        return views, None
+    mask_values = matching_items(masks, "masks", names, len(values))
+    mask_labels = labels("masks", names, len(values))
+    return views, [mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
+
+
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     """A float array as a bit view; in-place use requires a writable C-contiguous array."""
     backend = array_backend(x)
@@ -74,7 +85,7 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
         raise TypeError(f"{label}: expected a NumPy array or torch tensor, got {type(x).__name__}")
     name = x.dtype.name
     if name not in BITS_DTYPES or name == "bfloat16":
-        raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+        raise unsupported_dtype(label, x.dtype)
     if not x.dtype.isnative:
         # The kernels read the bits in the machine's byte order: a foreign order would rank garbage.
         if writable:
@@ -129,10 +140,8 @@ def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
         arr = x
     else:
         raise TypeError(f"{label}: expected a bool NumPy array or torch tensor, got {type(x).__name__}")
-    if arr.dtype != np.bool_:
-        raise TypeError(f"{label}: masks must have dtype bool, got {arr.dtype}")
-    if tuple(arr.shape) != shape:
-        raise ValueError(f"{label}: shape {tuple(arr.shape)} differs from the weight's shape {shape}")
+    mask_dtype(label, arr.dtype, is_bool=arr.dtype == np.bool_)
+    same_shape(label, arr.shape, shape)
     return contiguous(arr).view(np.uint8)
 
 

@@ -25,14 +25,12 @@ arrives: bf16 has no NumPy dtype.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _core
-from . import _check_amount, _quoted, _ranking_views
+from .. import _core, _validation
 from . import arrays as _arrays
 
 
@@ -61,7 +59,7 @@ def _bits(value: object, label: str, *, writable: bool) -> _arrays.Bits:
         return _arrays.float_bits(value, label, writable=writable)
     bits, dtype = value
     if dtype not in _arrays.BITS_DTYPES:
-        raise TypeError(f"{label}: dtype {dtype!r} is not supported; expected {_arrays.SUPPORTED}")
+        raise _validation.unsupported_dtype(label, repr(dtype))
     want = np.dtype(_arrays.BITS_DTYPES[dtype])
     if not isinstance(bits, np.ndarray) or bits.dtype != want:
         got = bits.dtype if isinstance(bits, np.ndarray) else type(bits).__name__
@@ -71,6 +69,10 @@ def _bits(value: object, label: str, *, writable: bool) -> _arrays.Bits:
     elif not bits.flags.c_contiguous:
         raise ValueError(f"{label}: array must be C-contiguous")
     return _arrays.Bits(label, bits, dtype, tuple(bits.shape))
+
+
+def _read_views(values: list[Any], labels: list[str]) -> list[_arrays.Bits]:
+    return [_bits(v, label, writable=False) for v, label in zip(values, labels)]
 
 
 def select_threshold(weights: Any, amount: int | float, masks: Any = None) -> Threshold:
@@ -93,10 +95,10 @@ def select_threshold(weights: Any, amount: int | float, masks: Any = None) -> Th
         (2, 1, 64)
     """
     names, values = _arrays.items(weights, "weights")
-    amount = _check_amount(amount)
-    views, current = _ranking_views(names, values, masks, lambda v, label: _bits(v, label, writable=False))
+    amount = _validation.amount(amount)
+    views, current = _arrays.ranking_views(names, values, masks, _read_views)
     key, width, ties, pruned, alive = _core.select_threshold(
-        [b.bits for b in views], [b.dtype for b in views], current, amount, _quoted(names)
+        [b.bits for b in views], [b.dtype for b in views], current, amount, _validation.quoted(names)
     )
     return Threshold(key, width, ties, pruned, alive)
 
@@ -154,21 +156,15 @@ def write_pruned_counted(
     the same pass, so a caller counting what it pruned never re-reads ``dst``."""
     if not isinstance(threshold, Threshold):
         raise TypeError(f"threshold: expected a Threshold, got {type(threshold).__name__}")
-    if isinstance(ties_remaining, bool) or not isinstance(ties_remaining, numbers.Integral):
-        raise TypeError(f"ties_remaining: expected an int, got {type(ties_remaining).__name__}")
-    if not 0 <= int(ties_remaining) <= threshold.ties_pruned:
-        raise ValueError(f"ties_remaining: expected 0..{threshold.ties_pruned}, got {ties_remaining}")
-    label = "src" if name is None else f"src[{name!r}]"
-    source = _bits(src, label, writable=False)
-    target = _bits(dst, "dst" if name is None else f"dst[{name!r}]", writable=True)
-    if target.dtype != source.dtype:
-        raise TypeError(f"{target.label}: dtype {target.dtype} differs from the source's dtype {source.dtype}")
-    if target.shape != source.shape:
-        raise ValueError(f"{target.label}: shape {target.shape} differs from the source's shape {source.shape}")
+    ties_remaining = _validation.integer(ties_remaining, "ties_remaining", at_least=0, at_most=threshold.ties_pruned)
+    source = _bits(src, _entry("src", name), writable=False)
+    target = _bits(dst, _entry("dst", name), writable=True)
+    _validation.same_dtype(target.label, target.dtype, source.dtype, of="the source's")
+    _validation.same_shape(target.label, target.shape, source.shape, of="the source's")
     read = [(source.label, source.bits)]
     alive = None
     if mask is not None:
-        alive = _arrays.mask_bytes(mask, "mask" if name is None else f"mask[{name!r}]", source.shape)
+        alive = _arrays.mask_bytes(mask, _entry("mask", name), source.shape)
         read.append(("mask", alive))
     _arrays.check_no_overlap([(target.label, target.bits)], read)
     return _core.write_pruned(
@@ -177,10 +173,14 @@ def write_pruned_counted(
         target.bits.reshape(-1),
         threshold.key,
         threshold.key_width_bits,
-        int(ties_remaining),
+        ties_remaining,
         None if alive is None else alive.reshape(-1),
         None if name is None else repr(name),
     )
+
+
+def _entry(arg: str, name: str | None) -> str:
+    return arg if name is None else _validation.Label(arg, repr(name))
 
 
 class ThresholdWriter:

@@ -35,14 +35,14 @@ def _signature(x: object) -> Signature | None:
     return (_arrays.storage_address(x), getattr(x, "dtype", None), shape, stride() if callable(stride) else None)
 
 
-def read_views(values: Sequence[Any], labels: list[str]) -> list[Bits]:
+def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
     """``[_arrays.float_bits(v, label, writable=False) ...]``, from the cache when still valid."""
     global _last
     if _last is not None:
         cached_values, cached_labels, signatures, views = _last
         if (
             len(cached_values) == len(values)
-            and cached_labels == labels
+            and cached_labels == list(labels)
             and all(a is b for a, b in zip(cached_values, values))
             and all(_signature(v) == s for v, s in zip(values, signatures))
         ):

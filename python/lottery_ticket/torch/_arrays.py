@@ -8,7 +8,8 @@ import numpy as np
 
 import torch
 
-from ..backends import SUPPORTED, Bits
+from .._validation import mask_dtype, unsupported_dtype
+from ..backends import Bits
 from ..kernels.arrays import BITS_DTYPES, require_in_place
 
 _NAMES = {
@@ -56,7 +57,7 @@ class TorchArrays:
         _require_dense(x, label)
         name = _NAMES.get(x.dtype)
         if name is None:
-            raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+            raise unsupported_dtype(label, x.dtype)
         t = x.detach()
         if not writable:
             t = t.contiguous()
@@ -70,8 +71,7 @@ class TorchArrays:
     def mask_array(self, x: Any, label: str) -> np.ndarray:
         _require_cpu(x, label)
         _require_dense(x, label)
-        if x.dtype != torch.bool:
-            raise TypeError(f"{label}: masks must have dtype bool, got {x.dtype}")
+        mask_dtype(label, x.dtype, is_bool=x.dtype == torch.bool)
         result: np.ndarray = x.detach().numpy()
         return result
 

@@ -10,7 +10,9 @@ what one process computes on the unsharded tensors. gloo serves CPU tensors, NCC
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from math import prod
 from typing import Any
 
@@ -36,6 +38,129 @@ def resolve_group(process_group: object) -> Any:
     return dist.group.WORLD if process_group is True else process_group
 
 
+# -- agreeing on a call before its first collective ---------------------------------------------
+#
+# Each rank validates its own arguments, but a rank that raised would leave the others waiting
+# in the next collective until the group's timeout, and ranks that pass different amounts or
+# scopes would each compute a selection nobody asked for. So every call over a group starts with
+# one small all-gather of what each rank asked for and whether its arguments were valid; then
+# every rank raises the same error, or none does.
+
+_HEADER = struct.Struct("<BBBBB8sQ")  # error kind, op, amount kind, scope, flags, amount, count
+_RECORD = 256  # bytes per rank: the header, then the start of the error message (UTF-8)
+_ERRORS: list[type[Exception]] = [TypeError, ValueError, RuntimeError]
+_OPS_CODES = ("select", "count")
+_SCOPES = (None, "global", "layer")
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one rank asks of the group: every rank must ask alike."""
+
+    op: str  # "select" or "count"
+    amount: int | float | None  # select: the validated amount
+    scope: str | None  # select: "global" or "layer"
+    count: int  # tensors this rank passes
+    same_count: bool  # the i-th tensors of all ranks are shards of one tensor
+    wide: bool = False  # an f64 tensor among this rank's
+
+
+def _encode(call: Call | None, error: BaseException | None) -> bytes:
+    kind = 0 if error is None else 1 + next((i for i, c in enumerate(_ERRORS) if isinstance(error, c)), 2)
+    if call is None:
+        header = _HEADER.pack(kind, 0, 0, 0, 0, bytes(8), 0)
+    else:
+        amount_kind, amount = (
+            (0, bytes(8))
+            if call.amount is None
+            else (
+                (1, struct.pack("<Q", call.amount))
+                if isinstance(call.amount, int)
+                else (2, struct.pack("<d", call.amount))
+            )
+        )
+        flags = int(call.same_count) | int(call.wide) << 1
+        op = 1 + _OPS_CODES.index(call.op)
+        header = _HEADER.pack(kind, op, amount_kind, _SCOPES.index(call.scope), flags, amount, call.count)
+    message = str(error).encode()[: _RECORD - _HEADER.size] if error is not None else b""
+    return (header + message).ljust(_RECORD, b"\0")
+
+
+@dataclass(frozen=True)
+class _Asked:
+    kind: int
+    op: int
+    amount: int | float | None
+    scope: str | None
+    same_count: bool
+    wide: bool
+    count: int
+    message: str
+
+
+def _decode(record: bytes) -> _Asked:
+    kind, op, amount_kind, scope, flags, raw, count = _HEADER.unpack_from(record)
+    amount = None if amount_kind == 0 else struct.unpack("<Q" if amount_kind == 1 else "<d", raw)[0]
+    message = record[_HEADER.size :].rstrip(b"\0").decode(errors="replace")
+    return _Asked(kind, op, amount, _SCOPES[scope], bool(flags & 1), bool(flags & 2), count, message)
+
+
+def _by_rank(values: Sequence[object]) -> str:
+    """``0.7 on rank 0, 0.3 on ranks 1, 2``: each distinct value with the ranks passing it."""
+    ranks: dict[str, list[int]] = {}
+    for rank, value in enumerate(values):
+        ranks.setdefault(repr(value), []).append(rank)
+    parts = []
+    for value, where in ranks.items():
+        shown = ", ".join(map(str, where[:4])) + (", ..." if len(where) > 4 else "")
+        parts.append(f"{value} on rank{'s' if len(where) > 1 else ''} {shown}")
+    return ", ".join(parts)
+
+
+def group_device(group: Any) -> torch.device:
+    """Where the group's collectives take their tensors: the GPU for NCCL alone, else the host."""
+    backend = str(dist.get_backend(group))
+    if "nccl" in backend and "gloo" not in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def agree(group: Any, call: Call | None, error: BaseException | None) -> bool:
+    """Check that every rank of ``group`` makes the same ``call`` (None: this rank failed with
+    ``error`` before it could say what it asked); raise the same error on every rank otherwise.
+    Returns whether any rank has an f64 tensor (a selection then ranks in the f64 key space)."""
+    if dist.get_world_size(group) == 1:
+        if error is not None:
+            raise error
+        return call is not None and call.wide
+    mine = torch.frombuffer(bytearray(_encode(call, error)), dtype=torch.uint8).to(group_device(group))
+    out = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(out, mine, group=group)
+    asked = [_decode(bytes(t.cpu().numpy().tobytes())) for t in out]
+    failed = next((rank for rank, a in enumerate(asked) if a.kind), None)
+    if failed is not None:
+        agreed = _ERRORS[asked[failed].kind - 1](f"{asked[failed].message} (raised on rank {failed})")
+        if error is not None:
+            raise agreed from error
+        raise agreed
+    if len({a.op for a in asked}) > 1:
+        ops = [_OPS_CODES[a.op - 1] for a in asked]
+        raise ValueError(f"process_group: ranks make different calls ({_by_rank(ops)}); every rank makes each call")
+    if len({(type(a.amount), a.amount) for a in asked}) > 1:
+        amounts = _by_rank([a.amount for a in asked])
+        raise ValueError(f"amount: ranks pass different amounts ({amounts}); every rank passes the same global amount")
+    if len({a.scope for a in asked}) > 1:
+        raise ValueError(f"scope: ranks pass different scopes ({_by_rank([a.scope for a in asked])})")
+    counts = [a.count for a in asked]
+    if any(a.same_count for a in asked) and len(set(counts)) > 1:
+        arg = "masks" if call is not None and call.op == "count" else "weights"
+        raise ValueError(
+            f"{arg}: ranks pass different numbers of tensors ({_by_rank(counts)}); "
+            "each rank passes its shard of every tensor"
+        )
+    return any(a.wide for a in asked)
+
+
 class Group:
     """`_select.Ranks` over a process group."""
 
@@ -55,18 +180,6 @@ class Group:
         out = [torch.empty_like(t) for _ in range(self.size)]
         dist.all_gather(out, t, group=self.group)
         return torch.stack(out)
-
-    def agree(self, wide: bool, count: int, device: torch.device, same_count: bool) -> bool:
-        """True if any rank has an f64 tensor; with ``same_count``, check every rank passes as
-        many tensors (the i-th tensors of all ranks are shards of one tensor)."""
-        flags = torch.tensor([int(wide), count, -count], dtype=torch.int64, device=device)
-        self.all_reduce(flags, op="max")
-        any_wide, most, fewest = flags.tolist()
-        if same_count and most != -fewest:
-            raise ValueError(
-                f"weights: ranks pass different numbers of tensors ({-fewest} to {most}); each rank passes its shard of every tensor"
-            )
-        return bool(any_wide)
 
     def tie_budgets(
         self,

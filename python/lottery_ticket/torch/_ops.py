@@ -9,11 +9,12 @@ operations work on integer views of the float bits, so a pruned weight becomes +
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
-from ..backends import SUPPORTED
+from .. import _validation
+from .._validation import AmountError, relabel
 from . import _distributed as _dist
 from ._select import OneProcess, Piece, Ranks, select
 
@@ -33,18 +34,16 @@ def _check_float(x: object, label: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{label}: expected a torch tensor, got {type(x).__name__}")
     if x.dtype not in _INT_VIEW:
-        raise TypeError(f"{label}: dtype {x.dtype} is not supported; expected {SUPPORTED}")
+        raise _validation.unsupported_dtype(label, x.dtype)
     return x
 
 
 def _check_mask(m: object, label: str, like: torch.Tensor) -> torch.Tensor:
     if not isinstance(m, torch.Tensor):
         raise TypeError(f"{label}: expected a bool torch tensor, got {type(m).__name__}")
-    if m.dtype != torch.bool:
-        raise TypeError(f"{label}: masks must have dtype bool, got {m.dtype}")
+    _validation.mask_dtype(label, m.dtype, is_bool=m.dtype == torch.bool)
     local = _local(m)
-    if tuple(local.shape) != tuple(like.shape):
-        raise ValueError(f"{label}: shape {tuple(local.shape)} differs from the weight's shape {tuple(like.shape)}")
+    _validation.same_shape(label, local.shape, like.shape)
     return local  # type: ignore[no-any-return]
 
 
@@ -54,8 +53,14 @@ def _in_place(x: torch.Tensor, label: str) -> torch.Tensor:
     return x.detach().view(_INT_VIEW[x.dtype])
 
 
-def _mask_labels(labels: list[str], arg: str) -> list[str]:
-    return [arg + label[label.index("[") :] for label in labels]
+def _group_of(process_group: object, arrays: Sequence[object]) -> Any:
+    """The group a call spans (None: this process alone): the device mesh of DTensor arrays,
+    else ``process_group``."""
+    group = _dist.resolve_group(process_group)
+    dtensors = [a for a in arrays if _dist.is_dtensor(a)]
+    if dtensors and (process_group is None or process_group is True):
+        group = _dist.mesh_group(_dist.same_mesh(dtensors, "weights"))
+    return group
 
 
 class _Applier:
@@ -77,7 +82,7 @@ class _Applier:
         # A swapped storage (`p.data = ...`) would leave the views on the old memory: refuse.
         for w, address, label in zip(self.weights, self.addresses, self.labels):
             if _local(w).data_ptr() != address:
-                raise RuntimeError(f"{label}: storage was replaced since the MaskApplier was built; build a new one")
+                raise _validation.storage_replaced(label)
         for tensors, bools in self.groups:
             torch._foreach_mul_(tensors, bools)  # integer bits x {0, 1}: exact zeros, survivors untouched
 
@@ -110,34 +115,62 @@ class TorchKernels:
 
     def _pieces(
         self, weights: list[Any], labels: list[str], masks: list[Any] | None, process_group: object, scope: str
-    ) -> tuple[list[Piece], Ranks, bool]:
-        group = _dist.resolve_group(process_group)
+    ) -> list[Piece]:
         sharded = [_dist.is_dtensor(w) for w in weights]
         if any(sharded) and not all(sharded):
             raise ValueError(
                 f"weights[{sharded.index(False)}]: a plain tensor among DTensors; pass all weights as DTensors or none"
             )
-        if all(sharded) and group is not None and process_group is not True:
+        if all(sharded) and process_group is not None and process_group is not True:
             raise ValueError(
                 "process_group: DTensor weights are reduced over their device mesh; leave process_group unset"
             )
-        mask_labels = _mask_labels(labels, "masks")
         pieces = []
         for i, (w, label) in enumerate(zip(weights, labels)):
             _check_float(w, label)
             local, counted, offset, block = _dist.shard_of(w, label) if sharded[i] else (w, True, 0, None)
-            alive = _check_mask(masks[i], mask_labels[i], local).reshape(-1) if masks is not None else None
+            mask_label = relabel(label, "masks")
+            alive = _check_mask(masks[i], mask_label, local).reshape(-1) if masks is not None else None
             if alive is not None and alive.device != local.device:
-                raise ValueError(f"{mask_labels[i]}: on {alive.device}, but {label} is on {local.device}")
+                raise ValueError(f"{mask_label}: on {alive.device}, but {label} is on {local.device}")
             pieces.append(Piece(local.detach().reshape(-1), alive, label, counted, offset, block))
+        return pieces
+
+    def _agreed_pieces(
+        self,
+        weights: list[Any],
+        labels: list[str],
+        amount: int | float,
+        masks: list[Any] | None,
+        scope: str,
+        process_group: object,
+    ) -> tuple[list[Piece], Ranks, bool]:
+        """The pieces to select from, checked on every rank of the group before any collective."""
+        group = _group_of(process_group, weights)
+        dtensors = [w for w in weights if _dist.is_dtensor(w)]
+        try:
+            pieces, error = self._pieces(weights, labels, masks, process_group, scope), None
+        except (TypeError, ValueError) as err:
+            if group is None:
+                raise
+            pieces, error = [], err
         wide = any(p.weight.dtype == torch.float64 for p in pieces)
-        ranks: Ranks = OneProcess()
-        if all(sharded):
-            group = _dist.mesh_group(_dist.same_mesh(weights, "weights"))
+        if group is None:
+            return pieces, OneProcess(), wide
+        whole = bool(dtensors) and len(dtensors) == len(weights)
+        call = _dist.Call("select", amount, scope, len(weights), same_count=scope == "layer" or whole, wide=wide)
+        wide = _dist.agree(group, call if error is None else None, error)
+        return pieces, _dist.Group(group, shard_order=whole), wide
+
+    def share_failure(self, error: BaseException, process_group: object, arrays: Sequence[object]) -> None:
+        """This rank's call failed before its first collective: if the call spans ranks, make
+        every rank raise the error (the others wait in that collective, `_dist.agree`)."""
+        try:
+            group = _group_of(process_group, arrays)
+        except (TypeError, ValueError):
+            return  # no group to tell: each rank finds this fault alone
         if group is not None:
-            ranks = _dist.Group(group, shard_order=all(sharded))
-            wide = ranks.agree(wide, len(pieces), pieces[0].weight.device, same_count=scope == "layer" or all(sharded))
-        return pieces, ranks, wide
+            _dist.agree(group, None, error)
 
     def select_masks(
         self,
@@ -148,7 +181,7 @@ class TorchKernels:
         scope: str,
         process_group: object,
     ) -> list[Any]:
-        pieces, ranks, wide = self._pieces(weights, labels, masks, process_group, scope)
+        pieces, ranks, wide = self._agreed_pieces(weights, labels, amount, masks, scope, process_group)
         if scope == "global":
             if isinstance(ranks, _dist.Group):
                 ranks.pieces = pieces
@@ -160,10 +193,8 @@ class TorchKernels:
                     ranks.pieces = [piece]
                 try:
                     flat += select([piece], amount, ranks, wide)
-                except ValueError as err:
-                    if str(err).startswith("amount:"):
-                        raise ValueError(f"{err} in {piece.label}") from None
-                    raise
+                except AmountError as err:
+                    raise err.located(piece.label) from None
         out = []
         for w, m in zip(weights, flat):
             local = m.reshape(_local(w).shape)
@@ -171,7 +202,7 @@ class TorchKernels:
         return out
 
     def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> _Applier:
-        mask_labels = _mask_labels(labels, "masks")
+        mask_labels = [relabel(label, "masks") for label in labels]
         locals_ = [_local(_check_float(w, label)) for w, label in zip(weights, labels)]
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]
         alive = [_check_mask(m, ml, w) for m, ml, w in zip(masks, mask_labels, locals_)]
@@ -185,17 +216,13 @@ class TorchKernels:
         return _Applier(weights, labels, addresses, list(groups.values()))
 
     def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None:
-        snap_labels = _mask_labels(labels, "snapshots")
+        snap_labels = [relabel(label, "snapshots") for label in labels]
         locals_ = [_local(_check_float(w, label)) for w, label in zip(weights, labels)]
         snaps = []
         for s, label, w in zip(snapshots, snap_labels, locals_):
             local = _local(_check_float(s, label))
-            if local.dtype != w.dtype:
-                raise TypeError(f"{label}: dtype {local.dtype} differs from the weight's dtype {w.dtype}")
-            if local.shape != w.shape:
-                raise ValueError(
-                    f"{label}: shape {tuple(local.shape)} differs from the weight's shape {tuple(w.shape)}"
-                )
+            _validation.same_dtype(label, local.dtype, w.dtype)
+            _validation.same_shape(label, local.shape, w.shape)
             snaps.append(local.detach().view(_INT_VIEW[w.dtype]))
         apply = self.mask_applier(weights, masks, labels)
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]
@@ -207,20 +234,26 @@ class TorchKernels:
         apply()
 
     def alive_counts(self, masks: list[Any], labels: list[str], process_group: object) -> list[int]:
-        counts, groups = [], set()
+        group = _group_of(process_group, masks)
+        try:
+            total, error = self._local_counts(masks, labels), None
+        except (TypeError, ValueError) as err:
+            if group is None:
+                raise
+            total, error = torch.zeros(0, dtype=torch.int64), err
+        if group is not None:
+            _dist.agree(group, None if error else _dist.Call("count", None, None, len(masks), same_count=True), error)
+            torch.distributed.all_reduce(total, group=group)
+        return [int(c) for c in total.tolist()]
+
+    def _local_counts(self, masks: list[Any], labels: list[str]) -> torch.Tensor:
+        counts = []
         for m, label in zip(masks, labels):
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
                 raise TypeError(f"{label}: expected a bool torch tensor")
             if _dist.is_dtensor(m):
                 local, counted, _, _ = _dist.shard_of(m, label)
                 counts.append(local.sum() if counted else torch.zeros((), dtype=torch.int64, device=local.device))
-                groups.add(_dist.mesh_group(cast(Any, m).device_mesh))
             else:
                 counts.append(m.sum())
-        total = torch.stack(counts) if counts else torch.zeros(0, dtype=torch.int64)
-        group = _dist.resolve_group(process_group)
-        if group is not None:
-            groups.add(group)
-        for g in groups:
-            torch.distributed.all_reduce(total, group=g)
-        return [int(c) for c in total.tolist()]
+        return torch.stack(counts) if counts else torch.zeros(0, dtype=torch.int64)

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import torch
 
+from .._validation import AmountError
+
 DIGIT_BITS = 16
 BINS = 1 << DIGIT_BITS
 DIGIT_MASK = BINS - 1
@@ -251,7 +253,7 @@ def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: boo
             raise ValueError(ranks.foreign_nan())
     k = resolve(amount, alive)
     if k is None:
-        raise ValueError(f"amount: cannot prune {amount} weights: only {alive} are alive")
+        raise AmountError(amount, alive)
     sizes = [p.weight.numel() for p in pieces]
     buffer = torch.empty(sum(sizes), dtype=torch.bool, device=device)
     out = list(torch.split(buffer, sizes))
