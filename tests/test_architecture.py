@@ -190,11 +190,6 @@ def _module_names() -> set[str]:
 # move them, and this list empties.
 PRIVATE_IMPORTS_TO_REMOVE = {
     "lottery_ticket._callbacks": ["lottery_ticket.ticket._RESERVED"],
-    "lottery_ticket.kernels.threshold": [
-        "lottery_ticket.kernels._check_amount",
-        "lottery_ticket.kernels._quoted",
-        "lottery_ticket.kernels._ranking_views",
-    ],
 }
 
 
