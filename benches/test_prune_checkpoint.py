@@ -452,7 +452,7 @@ def test_ours_bigger_than_memory(checkpoint: Checkpoint, benchmark: Any, tmp_pat
 def _check_threshold(inputs: list[Path], outputs: list[Path], pruned: int, dtype: str) -> None:
     """Streamed: the output's zeros are the pruned weights (the threshold is above zero here),
     there are exactly ``pruned`` of them, and every pruned |w| <= every kept |w|."""
-    from lottery_ticket.safetensors_stream._format import read_header
+    from lottery_ticket.safetensors_header import read_header
 
     bits, sign = (np.uint16, 0x7FFF) if dtype == "bf16" else (np.uint32, 0x7FFFFFFF)
     zeros, max_pruned, min_kept = 0, 0, np.iinfo(bits).max

@@ -23,7 +23,7 @@ pub struct Chunk<'a> {
 }
 
 /// `f` over every item, in parallel only when `parallel` (small inputs stay on the caller's
-/// thread: see [`crate::mask::PARALLEL_MIN`]).
+/// thread: see [`crate::select::PARALLEL_MIN`]).
 pub fn map<T: Send, R: Send>(
     items: &mut [T],
     parallel: bool,

@@ -6,14 +6,10 @@
 use rayon::prelude::*;
 
 use crate::error::{check_lengths, Error, Result};
+use crate::select::PARALLEL_MIN;
 
 /// Elements per parallel task for the streaming kernels (one read, one write per element).
 pub const STREAM_CHUNK: usize = 1 << 16;
-
-/// Below this many elements a call runs on the caller's thread. Handing work to rayon's pool
-/// from outside it means waking a worker and blocking until it is done, which costs more than
-/// streaming this much memory, and far more when the machine's cores are busy.
-pub const PARALLEL_MIN: usize = 1 << 19;
 
 /// Run `f` over `STREAM_CHUNK`-sized pieces of `w` (and the matching pieces of `m`), in
 /// parallel only when `parallel`.

@@ -1,8 +1,9 @@
 //! Exact threshold by radix select over magnitude keys: 16-bit digit histograms, most
-//! significant digit first. Histograms of disjoint weight sets add up, so the same passes give
-//! one exact threshold across shards (sum the histograms, then walk them) — the planned
-//! distributed path needs nothing else. This is also the fallback when the sampled bracket of
-//! [`crate::select`] misses (heavy ties, adversarial data).
+//! significant digit first: the fallback when the sampled bracket of [`crate::select`] or of the
+//! streaming threshold ([`crate::threshold`]) misses (heavy ties, adversarial data). Histograms
+//! of disjoint weight sets add up; the torch adapter's selection across ranks
+//! (`python/lottery_ticket/torch/_distributed.py`) all-reduces the same 16-bit digit histograms
+//! level by level, in torch, so its threshold is this one.
 
 use rayon::prelude::*;
 

@@ -1,7 +1,8 @@
 //! Rewinding: survivors take their snapshot value, pruned weights become zero, in place.
 
 use crate::error::{check_lengths, Error, Result};
-use crate::mask::{self, check_masks, stream_chunks, Bits, BitsMut, PARALLEL_MIN};
+use crate::mask::{self, check_masks, stream_chunks, Bits, BitsMut};
+use crate::select::PARALLEL_MIN;
 
 /// `w[i] = mask[i] ? snapshot[i] : 0` for every tensor. Validates all inputs first.
 pub fn rewind(weights: &mut [BitsMut<'_>], snapshots: &[Bits<'_>], masks: &[&[u8]]) -> Result<()> {

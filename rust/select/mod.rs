@@ -9,21 +9,32 @@
 //! data) or the candidates overflow their budget, the exact radix select of [`crate::radix`]
 //! takes over ([`fallback`]). Extra memory: the sample and the candidates, both bounded — never
 //! a sorted or concatenated copy of the weights.
+//!
+//! The streaming threshold runs the same steps without a mask through [`engine`], the only part
+//! of this module it sees.
 
-pub(crate) mod fallback;
-pub(crate) mod fixup;
-pub(crate) mod sample;
-pub(crate) mod scan;
-pub(crate) mod simd;
+pub(crate) mod engine;
+mod fallback;
+mod fixup;
+mod sample;
+mod scan;
+mod simd;
 
 use rayon::prelude::*;
 
 use crate::chunk;
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{Key, Weights};
-// Small selections run on the caller's thread, as the streaming kernels do: each hand-off to
-// rayon's pool wakes a worker and blocks on it, and a selection makes several.
-use crate::mask::PARALLEL_MIN;
+
+// The property tests check which positions the strided sample reads.
+#[cfg(test)]
+pub(crate) use sample::{sample_keys, SAMPLES};
+
+/// Below this many elements a call runs on the caller's thread: handing work to rayon's pool
+/// from outside it means waking a worker and blocking until it is done, which costs more than
+/// streaming this much memory (far more when the machine's cores are busy), and a selection
+/// makes several hand-offs. The streaming kernels (masks, rewinding) use the same bound.
+pub const PARALLEL_MIN: usize = 1 << 19;
 
 /// How much to prune, relative to the weights that are still alive.
 #[derive(Clone, Copy, Debug, PartialEq)]

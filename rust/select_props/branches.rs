@@ -4,7 +4,8 @@ use super::generators::Rng;
 use super::reference::{check_unit, kernel};
 use crate::error::Error;
 use crate::magnitude::Weights;
-use crate::select::{sample, select_masks, Amount, Path, Paths, Scope};
+use crate::select::engine::sample_size;
+use crate::select::{sample_keys, select_masks, Amount, Path, Paths, Scope, SAMPLES};
 
 /// Run the kernel, check it against the reference and assert the branch it took.
 fn assert_path(weights: &[Weights<'_>], amount: Amount, path: Path) -> Vec<Vec<u8>> {
@@ -16,10 +17,10 @@ fn assert_path(weights: &[Weights<'_>], amount: Amount, path: Path) -> Vec<Vec<u
 
 /// Which positions of a `total`-element input the sampler reads: it is run on a tensor whose
 /// magnitudes encode their own index.
-pub(super) fn sampled_positions(total: usize) -> Vec<bool> {
+pub(crate) fn sampled_positions(total: usize) -> Vec<bool> {
     let index: Vec<u64> = (0..total).map(|i| (i as f64).to_bits()).collect();
-    let probes = sample::sample_size(total, sample::SAMPLES);
-    let keys = sample::sample_keys::<u64>(&[Weights::F64(&index)], None, probes, true);
+    let probes = sample_size(total, SAMPLES);
+    let keys = sample_keys::<u64>(&[Weights::F64(&index)], None, probes, true);
     assert_eq!(keys.len(), probes);
     let mut hit = vec![false; total];
     for k in keys {

@@ -8,10 +8,10 @@ use crate::magnitude::Weights;
 use crate::select::{Amount, Scope};
 
 /// splitmix64: a tiny deterministic generator for tensor contents.
-pub(super) struct Rng(pub(super) u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -19,28 +19,28 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    pub(super) fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Dtype {
+pub(crate) enum Dtype {
     F16,
     Bf16,
     F32,
     F64,
 }
 
-pub(super) const DTYPES: [Dtype; 4] = [Dtype::F16, Dtype::Bf16, Dtype::F32, Dtype::F64];
+pub(crate) const DTYPES: [Dtype; 4] = [Dtype::F16, Dtype::Bf16, Dtype::F32, Dtype::F64];
 
 /// How a tensor's values are drawn.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     /// Uniform in (-1, 1), rounded to the dtype (ties appear naturally in f16/bf16).
     Uniform,
     /// Arbitrary bit patterns (NaN patterns turned into ±inf): every exponent, subnormals.
@@ -51,20 +51,20 @@ pub(super) enum Kind {
     Edge,
 }
 
-pub(super) const KINDS: [Kind; 4] = [Kind::Uniform, Kind::AnyBits, Kind::Tied, Kind::Edge];
+pub(crate) const KINDS: [Kind; 4] = [Kind::Uniform, Kind::AnyBits, Kind::Tied, Kind::Edge];
 
 /// Values exactly representable in f16, bf16, f32 and f64 (2^-20 is an f16 subnormal).
-pub(super) const SHARED: [f64; 6] = [0.0, 0.5, 1.0, 1.5, 9.5367431640625e-7, f64::INFINITY];
+pub(crate) const SHARED: [f64; 6] = [0.0, 0.5, 1.0, 1.5, 9.5367431640625e-7, f64::INFINITY];
 
 /// One tensor's raw bits, widened to u64 (narrowed by [`Tensor::weights`]).
 #[derive(Clone, Debug)]
-pub(super) struct Tensor {
-    pub(super) dtype: Dtype,
-    pub(super) bits: Vec<u64>,
+pub(crate) struct Tensor {
+    pub(crate) dtype: Dtype,
+    pub(crate) bits: Vec<u64>,
 }
 
 impl Dtype {
-    pub(super) fn sign(self) -> u64 {
+    pub(crate) fn sign(self) -> u64 {
         match self {
             Dtype::F16 | Dtype::Bf16 => 0x8000,
             Dtype::F32 => 0x8000_0000,
@@ -72,7 +72,7 @@ impl Dtype {
         }
     }
 
-    pub(super) fn bits_of(self, v: f64) -> u64 {
+    pub(crate) fn bits_of(self, v: f64) -> u64 {
         match self {
             Dtype::F16 => half::f16::from_f64(v).to_bits() as u64,
             Dtype::Bf16 => half::bf16::from_f64(v).to_bits() as u64,
@@ -82,16 +82,16 @@ impl Dtype {
     }
 
     /// +inf's bits: every pattern above it (sign cleared) is a NaN.
-    pub(super) fn inf(self) -> u64 {
+    pub(crate) fn inf(self) -> u64 {
         self.bits_of(f64::INFINITY)
     }
 
-    pub(super) fn nan(self) -> u64 {
+    pub(crate) fn nan(self) -> u64 {
         self.inf() | 1
     }
 
     /// Positive edge values: 0, smallest / largest subnormal, smallest normal, 1, max, inf.
-    pub(super) fn edges(self) -> [u64; 7] {
+    pub(crate) fn edges(self) -> [u64; 7] {
         let inf = self.inf();
         let min_normal = match self {
             Dtype::F16 => 0x0400,
@@ -112,7 +112,7 @@ impl Dtype {
 }
 
 impl Tensor {
-    pub(super) fn generate(dtype: Dtype, kind: Kind, len: usize, rng: &mut Rng) -> Tensor {
+    pub(crate) fn generate(dtype: Dtype, kind: Kind, len: usize, rng: &mut Rng) -> Tensor {
         let sign = dtype.sign();
         let edges = dtype.edges();
         let bits = (0..len)
@@ -137,7 +137,7 @@ impl Tensor {
         Tensor { dtype, bits }
     }
 
-    pub(super) fn narrowed(&self) -> Storage {
+    pub(crate) fn narrowed(&self) -> Storage {
         match self.dtype {
             Dtype::F16 | Dtype::Bf16 => Storage::U16(self.bits.iter().map(|&b| b as u16).collect()),
             Dtype::F32 => Storage::U32(self.bits.iter().map(|&b| b as u32).collect()),
@@ -147,13 +147,13 @@ impl Tensor {
 }
 
 /// Owned bits of the right width, borrowed as [`Weights`].
-pub(super) enum Storage {
+pub(crate) enum Storage {
     U16(Vec<u16>),
     U32(Vec<u32>),
     U64(Vec<u64>),
 }
 
-pub(super) fn weights_of<'a>(tensors: &[Tensor], storage: &'a [Storage]) -> Vec<Weights<'a>> {
+pub(crate) fn weights_of<'a>(tensors: &[Tensor], storage: &'a [Storage]) -> Vec<Weights<'a>> {
     tensors
         .iter()
         .zip(storage)
@@ -168,7 +168,7 @@ pub(super) fn weights_of<'a>(tensors: &[Tensor], storage: &'a [Storage]) -> Vec<
 }
 
 /// Survivor bytes with the given alive probability; any nonzero byte means alive.
-pub(super) fn alive_masks(tensors: &[Tensor], p: f64, rng: &mut Rng) -> Vec<Vec<u8>> {
+pub(crate) fn alive_masks(tensors: &[Tensor], p: f64, rng: &mut Rng) -> Vec<Vec<u8>> {
     tensors
         .iter()
         .map(|t| {
@@ -187,15 +187,15 @@ pub(super) fn alive_masks(tensors: &[Tensor], p: f64, rng: &mut Rng) -> Vec<Vec<
 
 /// A test case's structure: per tensor (dtype, kind, length), the seed, the alive probability.
 #[derive(Clone, Debug)]
-pub(super) struct Case {
-    pub(super) specs: Vec<(Dtype, Kind, usize)>,
-    pub(super) seed: u64,
+pub(crate) struct Case {
+    pub(crate) specs: Vec<(Dtype, Kind, usize)>,
+    pub(crate) seed: u64,
     /// `None`: no survivor masks at all.
-    pub(super) alive_p: Option<f64>,
+    pub(crate) alive_p: Option<f64>,
 }
 
 impl Case {
-    pub(super) fn build(&self) -> (Vec<Tensor>, Option<Vec<Vec<u8>>>, Rng) {
+    pub(crate) fn build(&self) -> (Vec<Tensor>, Option<Vec<Vec<u8>>>, Rng) {
         let mut rng = Rng(self.seed);
         let tensors: Vec<Tensor> = self
             .specs
@@ -207,7 +207,7 @@ impl Case {
     }
 }
 
-pub(super) fn case(max_tensors: usize, max_len: usize) -> impl Strategy<Value = Case> {
+pub(crate) fn case(max_tensors: usize, max_len: usize) -> impl Strategy<Value = Case> {
     let spec = (
         prop::sample::select(DTYPES.to_vec()),
         prop::sample::select(KINDS.to_vec()),
@@ -231,7 +231,7 @@ pub(super) fn case(max_tensors: usize, max_len: usize) -> impl Strategy<Value = 
 }
 
 /// A fraction that is often exactly 0, 1 or a round-half-even boundary.
-pub(super) fn fraction() -> impl Strategy<Value = f64> {
+pub(crate) fn fraction() -> impl Strategy<Value = f64> {
     prop_oneof![
         Just(0.0),
         Just(1.0),
@@ -242,7 +242,7 @@ pub(super) fn fraction() -> impl Strategy<Value = f64> {
     ]
 }
 
-pub(super) fn alive_count(tensors: &[Tensor], alive: Option<&[Vec<u8>]>, t: usize) -> u64 {
+pub(crate) fn alive_count(tensors: &[Tensor], alive: Option<&[Vec<u8>]>, t: usize) -> u64 {
     match alive {
         None => tensors[t].bits.len() as u64,
         Some(a) => a[t].iter().filter(|&&b| b != 0).count() as u64,
@@ -250,7 +250,7 @@ pub(super) fn alive_count(tensors: &[Tensor], alive: Option<&[Vec<u8>]>, t: usiz
 }
 
 /// Run one case with `amount_of(alive)` choosing the amount from the alive count.
-pub(super) fn run_case(
+pub(crate) fn run_case(
     case: &Case,
     scope: Scope,
     amount_of: impl Fn(u64) -> Amount,
@@ -272,6 +272,6 @@ pub(super) fn run_case(
     Ok(())
 }
 
-pub(super) fn count_of(u: f64, alive: u64) -> Amount {
+pub(crate) fn count_of(u: f64, alive: u64) -> Amount {
     Amount::Count(((u * alive as f64).floor() as u64).min(alive))
 }

@@ -1,12 +1,12 @@
 //! Property tests of [`crate::select::select_masks`] and [`crate::radix::kth_key`] against the
 //! sort-based [`reference`], on data from [`generators`]; [`branches`] pins the paths random data
-//! rarely reaches; [`at_scale`] runs every entry point on model-sized inputs (`make fuzz`).
+//! rarely reaches; [`at_scale`] runs every entry point on model-sized inputs (`make fuzz`). The
+//! threshold's properties (`crate::threshold::props`) use the same generators and reference.
 
 mod at_scale;
-mod branches;
-mod generators;
-mod reference;
-mod threshold;
+pub(crate) mod branches;
+pub(crate) mod generators;
+pub(crate) mod reference;
 
 use proptest::prelude::*;
 

@@ -10,7 +10,7 @@ use crate::radix;
 use crate::select::{select_masks, Amount, Scope, Selection};
 
 /// Exact |w| of one element (f16, bf16 and f32 widen to f64 without rounding).
-pub(super) fn magnitude(w: &Weights<'_>, i: usize) -> f64 {
+pub(crate) fn magnitude(w: &Weights<'_>, i: usize) -> f64 {
     match w {
         Weights::F16(x) => half::f16::from_bits(x[i]).to_f64().abs(),
         Weights::Bf16(x) => half::bf16::from_bits(x[i]).to_f64().abs(),
@@ -19,12 +19,12 @@ pub(super) fn magnitude(w: &Weights<'_>, i: usize) -> f64 {
     }
 }
 
-pub(super) fn is_alive(alive: Option<&[&[u8]]>, t: usize, i: usize) -> bool {
+pub(crate) fn is_alive(alive: Option<&[&[u8]]>, t: usize, i: usize) -> bool {
     alive.is_none_or(|a| a[t][i] != 0)
 }
 
 /// Global selection by sorting: returns the masks (1 = kept) and the totals.
-pub(super) fn reference_global(
+pub(crate) fn reference_global(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
@@ -75,7 +75,7 @@ pub(super) fn reference_global(
     ))
 }
 
-pub(super) fn reference(
+pub(crate) fn reference(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
@@ -99,7 +99,7 @@ pub(super) fn reference(
 }
 
 /// Run the kernel into garbage-filled buffers (so every byte must be written).
-pub(super) fn kernel(
+pub(crate) fn kernel(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
@@ -112,7 +112,7 @@ pub(super) fn kernel(
 }
 
 /// The kernel agrees with the reference: same masks and totals, or the same error.
-pub(super) fn check(
+pub(crate) fn check(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,
@@ -156,7 +156,7 @@ pub(super) fn check(
     }
 }
 
-pub(super) fn check_kth<K: Key>(
+pub(crate) fn check_kth<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     u: f64,
@@ -183,7 +183,7 @@ pub(super) fn check_kth<K: Key>(
     Ok(())
 }
 
-pub(super) fn key_of<K: Key>(w: &Weights<'_>, i: usize) -> K {
+pub(crate) fn key_of<K: Key>(w: &Weights<'_>, i: usize) -> K {
     match w {
         Weights::F16(x) => K::of_f16(x[i]),
         Weights::Bf16(x) => K::of_bf16(x[i]),
@@ -192,7 +192,7 @@ pub(super) fn key_of<K: Key>(w: &Weights<'_>, i: usize) -> K {
     }
 }
 
-pub(super) fn check_unit(
+pub(crate) fn check_unit(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
     amount: Amount,

@@ -1,18 +1,19 @@
 //! Bracketing a streamed selection's threshold from whole runs of contiguous weights.
 //!
-//! The in-memory selection samples single weights at a fixed stride ([`sample::sample_keys`]).
-//! Over a memory-mapped checkpoint that is not in the page cache, a stride of a few KiB touches
-//! every page, so the sample alone would read the whole file from disk once more before the
-//! threshold pass. Runs of [`RUN`] contiguous weights touch a few pages each instead, at the
-//! price of correlation inside a run (a row of larger weights): the bracket's width comes from
-//! the spread between runs (a cluster sample's variance), never narrower than for independent
-//! probes, so correlated layouts widen it rather than make it miss.
+//! The in-memory selection samples single weights at a fixed stride
+//! ([`engine::estimate_bracket`]). Over a memory-mapped checkpoint that is not in the page
+//! cache, a stride of a few KiB touches every page, so the sample alone would read the whole
+//! file from disk once more before the threshold pass. Runs of [`RUN`] contiguous weights touch
+//! a few pages each instead, at the price of correlation inside a run (a row of larger
+//! weights): the bracket's width comes from the spread between runs (a cluster sample's
+//! variance), never narrower than for independent probes, so correlated layouts widen it rather
+//! than make it miss.
 
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::magnitude::{Key, Weights};
-use crate::select::sample::{self, key_at, BRACKET_SIGMAS};
+use crate::select::engine::{self, key_at, BRACKET_SIGMAS};
 use crate::select::{Amount, Bracket};
 
 /// Weights per sampled run: 2 to 8 KiB, a page or two of any dtype.
@@ -28,12 +29,12 @@ pub(crate) fn estimate_bracket<K: Key>(
     max_probes: usize,
 ) -> Result<Bracket<K>> {
     let total: usize = weights.iter().map(|w| w.len()).sum();
-    let runs = sample::sample_size(total, max_probes) / RUN;
+    let runs = engine::sample_size(total, max_probes) / RUN;
     let trivial = matches!(amount, Amount::Fraction(0.0) | Amount::Count(0))
         || matches!(amount, Amount::Fraction(f) if f >= 1.0);
     // Runs far apart (a sample of 1% of the weights or less, whatever the size) never overlap.
     if runs < MIN_RUNS || trivial || total < 4 * runs * RUN {
-        return sample::estimate_bracket(weights, alive, amount, max_probes, true);
+        return engine::estimate_bracket(weights, alive, amount, max_probes, true);
     }
     let per_run = sample_runs::<K>(weights, alive, total, runs);
     let keys: Vec<K> = per_run.concat();
@@ -55,7 +56,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     let centre = ((q * m as f64) as usize).min(m - 1);
     let (_, &mut estimate, _) = sorted.select_nth_unstable(centre);
     let spread = BRACKET_SIGMAS * standard_error(&per_run, estimate, q, m) * m as f64 + 2.0;
-    Ok(sample::bracket_around(&mut sorted, q * m as f64, spread))
+    Ok(engine::bracket_around(&mut sorted, q * m as f64, spread))
 }
 
 /// Standard error of the sampled fraction below `estimate` when whole runs are drawn (the ratio
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn runs_touch_few_pages_and_never_overlap() {
         let total = 1usize << 30; // 1 G bf16 weights: 2 GiB, 2^19 pages of 4 KiB
-        let runs = sample::sample_size(total, super::super::MAX_PROBES) / RUN;
+        let runs = engine::sample_size(total, super::super::MAX_PROBES) / RUN;
         let mut last_end = 0;
         let mut pages = std::collections::BTreeSet::new();
         for r in 0..runs {
@@ -181,7 +182,7 @@ mod tests {
         let w = row_scaled(4096); // 16 M weights: sampled as runs
         let weights = [Weights::F32(&w)];
         let total = w.len();
-        assert!(sample::sample_size(total, super::super::MAX_PROBES) / RUN >= MIN_RUNS);
+        assert!(engine::sample_size(total, super::super::MAX_PROBES) / RUN >= MIN_RUNS);
         let per_run = sample_runs::<u32>(&weights, None, total, 128);
         let m = per_run.iter().map(Vec::len).sum();
         let mut keys: Vec<u32> = per_run.concat();

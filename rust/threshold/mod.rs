@@ -5,11 +5,14 @@
 //! A [`Threshold`] says which alive weights go: those whose magnitude key is below `key`, and
 //! the first `ties` alive weights whose key equals it, in (tensor order, row-major index). That
 //! is exactly the set [`crate::select::select_masks`] prunes for the same inputs. The search
-//! reuses the selection's sampling, fused scan (its mask discarded, candidate keys only) and
-//! radix fallback; it allocates the sample and the candidates, never a mask.
+//! runs the selection's engine ([`crate::select::engine`]: sampling, the scan without a mask,
+//! the k-th candidate) and the radix fallback; it allocates the sample and the candidates,
+//! never a mask.
 
 mod advice;
 mod bracket;
+#[cfg(test)]
+mod props;
 mod write;
 
 pub use write::{write_pruned, write_pruned_counted, Written};
@@ -22,11 +25,11 @@ use crate::chunk::{self, Chunk};
 use crate::error::{Error, Result};
 use crate::magnitude::{Key, Weights};
 use crate::radix;
-use crate::select::fixup::{kth_candidate, CandidateKeys};
-use crate::select::scan::{scan_weights, Sink};
-use crate::select::{
-    check_alive, resolve, simd, validate_amount, wide_keys, Amount, Bracket, Path, CANDIDATE_BYTES,
+use crate::select::engine::{
+    check_alive, kth_candidate, resolve, scan_keys, validate_amount, CandidateKeys, Sink,
+    CANDIDATE_BYTES,
 };
+use crate::select::{wide_keys, Amount, Bracket, Path};
 
 /// Which alive weights a selection prunes, as a rule each tensor can apply on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +232,6 @@ fn scan<K: Key>(
     let cap = (CANDIDATE_BYTES / std::mem::size_of::<K>()) as u64;
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
-    let fast = K::BITS == 31 && simd::available();
     let per_group = chunks
         .len()
         .div_ceil(4 * rayon::current_num_threads())
@@ -242,13 +244,11 @@ fn scan<K: Key>(
             for c in group {
                 let collect = !overflow.load(Ordering::Relaxed);
                 let before = candidates.len_if_listed();
-                let counts = scan_weights(
+                let counts = scan_keys(
                     c.weights,
                     c.alive,
-                    None,
                     bracket,
                     collect.then_some(&mut candidates),
-                    fast,
                 );
                 alive += counts.alive;
                 below += counts.below;

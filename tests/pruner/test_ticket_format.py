@@ -206,3 +206,34 @@ def test_checkpoint_resume_record_is_checked(tmp_path: Path) -> None:
     assert "next_round" in str(resume_problem({**resume, "next_round": 9}, keys, 2))
     assert "RNG keys" in str(resume_problem(resume, {}, 2))
     assert LotteryTicketConfig.from_dict(LotteryTicketConfig(0.5, 2).to_dict()) == LotteryTicketConfig(0.5, 2)
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def deep_header_file(path: Path) -> Path:
+    path.write_bytes(len(DEEP).to_bytes(8, "little") + DEEP.encode())
+    return path
+
+
+@pytest.mark.parametrize("where", ["document", "document field", "header"])
+def test_deeply_nested_json_is_a_one_line_error(
+    tmp_path: Path, saved: tuple[Path, bytes], where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "deep.safetensors"
+    if where == "header":
+        deep_header_file(bad)
+    else:
+        _, header = header_of(saved[1])
+        meta = header["__metadata__"]
+        assert isinstance(meta, dict)
+        doc = json.loads(meta["ticket"])
+        doc["resume"] = "deep"
+        meta["ticket"] = DEEP if where == "document" else json.dumps(doc).replace('"deep"', DEEP)
+        bad.write_bytes(with_header(saved[1], header))
+    with pytest.raises(ValueError, match="nested deeper than") as caught:
+        Ticket.load(bad)
+    assert "\n" not in str(caught.value) and str(bad) in str(caught.value)
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nested deeper than" in err and "Traceback" not in err

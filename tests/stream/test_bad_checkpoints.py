@@ -14,8 +14,8 @@ from safetensors.numpy import save_file
 
 from lottery_ticket import prune_checkpoint
 from lottery_ticket.cli import main as cli_main
+from lottery_ticket.safetensors_header import read_header
 from lottery_ticket.safetensors_stream import CheckpointError
-from lottery_ticket.safetensors_stream._format import read_header
 
 F32 = {"dtype": "F32", "shape": [2, 2]}
 
@@ -294,3 +294,40 @@ def test_nan_names_its_tensor_in_either_scope(scope: str, tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match=r"m\.safetensors: tensor 'b\.weight' contains NaN"):
         prune_checkpoint(tmp_path / "m.safetensors", tmp_path / "o.safetensors", 0.5, scope=scope, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("where", ["header", "index"])
+def test_deeply_nested_json_is_a_one_line_error(where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if where == "header":
+        source = folder / "model.safetensors"
+        source.write_bytes(len(DEEP).to_bytes(8, "little") + DEEP.encode())
+    else:
+        good(folder)
+        source = folder / "model.safetensors.index.json"
+        source.write_text('{"weight_map": {"w.weight": "model.safetensors"}, "metadata": ' + DEEP + "}")
+    with pytest.raises(CheckpointError, match=f"{re.escape(source.name)}: .*nested deeper than") as caught:
+        prune_checkpoint(source, tmp_path / "out.safetensors", 0.5, progress=False)
+    assert "\n" not in str(caught.value)
+    assert cli_main(["prune", str(source), "-s", "0.5", "-o", str(tmp_path / "out.safetensors"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lottery-ticket prune: ") and err.count("\n") == 1 and "nested deeper than" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_json_depth_is_bounded_whatever_the_interpreter_allows() -> None:
+    from lottery_ticket.safetensors_header import MAX_JSON_DEPTH, load_json
+
+    def nested(depth: int) -> str:
+        return '{"a": ' * (depth - 1) + "[1]" + "}" * (depth - 1)
+
+    assert load_json(nested(MAX_JSON_DEPTH)) is not None and load_json('"text"') == "text"
+    for depth in (MAX_JSON_DEPTH + 1, 500):  # both parse in Python; the bound refuses them
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
+            load_json(nested(depth))
+    with pytest.raises(ValueError, match="key 'a' appears twice"):
+        load_json('{"a": 1, "a": 2}')

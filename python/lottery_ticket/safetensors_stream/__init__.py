@@ -4,7 +4,7 @@ The input is parsed from its headers, memory-mapped and read twice; the output i
 is produced, under temporary names renamed into place at the end. See `prune_checkpoint`.
 """
 
-from ._format import CheckpointError, TensorInfo
+from ..safetensors_header import CheckpointError, TensorInfo
 from ._prune import PruneSummary, TensorRow, prune_checkpoint
 
 __all__ = ["CheckpointError", "PruneSummary", "TensorInfo", "TensorRow", "prune_checkpoint"]

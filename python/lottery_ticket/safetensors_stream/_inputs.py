@@ -8,14 +8,13 @@ alignment and then by name.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from ._format import CheckpointError, Header, TensorInfo, read_header
+from ..safetensors_header import CheckpointError, Header, TensorInfo, load_json, read_header
 
 PathLike = Union[str, "os.PathLike[str]"]
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -112,7 +111,7 @@ def _from_directory(folder: Path) -> Checkpoint:
 
 def _from_index(index_path: Path, folder: Path | None, extra: tuple[Path, ...] = ()) -> Checkpoint:
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = load_json(index_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{index_path}: not a readable index JSON: {err}") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._format import CheckpointError
+from ..safetensors_header import CheckpointError
 from ._inputs import Checkpoint
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import NameFilter, select_names
+from ..safetensors_header import FLOAT_DTYPES, CheckpointError, TensorInfo
 from ..ticket.stream import TicketStream
-from ._format import FLOAT_DTYPES, CheckpointError, TensorInfo
 from ._inputs import Checkpoint, PathLike, open_checkpoint
 from ._output import OutputPlan, commit, copy_extra_files, plan_output, staged
 from ._write import Cursor, bits_view, input_map, prune_tensor, select, write_shard

@@ -16,9 +16,9 @@ import numpy as np
 
 from ..kernels.arrays import BITS_DTYPES
 from ..kernels.threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
+from ..safetensors_header import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ..ticket.stream import TicketStream
 from ._blocks import BlockWriter
-from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ._output import allocate
 
 # Most bytes handed to one `write_pruned` call (an output block may end a slice sooner): large

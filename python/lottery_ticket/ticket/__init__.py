@@ -9,13 +9,12 @@ File format (no pickle): one safetensors file whose tensors are
 and whose safetensors metadata holds ``format = "lottery-ticket"``, ``version`` and ``ticket``, a
 JSON document with the mask shapes, snapshot dtypes, strategy, config, history, metrics and a
 SHA-256 over the format, version, document and every tensor's bytes, so truncated, corrupted,
-edited or foreign files are rejected (`_ticket_format` checks every byte read; version-1 files,
-whose checksum left the document out, are still read).
+edited or foreign files are rejected (`lottery_ticket.ticket.format` builds the document and
+checks every byte read; version-1 files, whose checksum left the document out, are still read).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -215,25 +214,24 @@ def write_file(
     framework = next((f for f in sorted(frameworks) if f != "numpy"), "numpy")
     for name, mask in ticket.masks.items():
         tensors[f"mask/{name}"] = np.packbits(np.asarray(mask, dtype=np.bool_).ravel())
-    doc: dict[str, Any] = {
-        "framework": framework,
-        "mask_names": list(ticket.masks),
-        "mask_shapes": [list(m.shape) for m in ticket.masks.values()],
-        "snapshot_dtypes": snapshot_dtypes,
-        "state_dtypes": state_dtypes,
-        "rng": sorted(rng) if rng is not None else None,
-        "config": ticket.config.to_dict(),
-        "sparsity_history": ticket.sparsity_history,
-        "metrics": ticket.metrics,
-        "rewind_iteration": ticket.rewind_iteration,
-        "iterations_per_round": ticket.iterations_per_round,
-        "importance": ticket.importance,
-        "resume": resume,
-    }
     for name, value in (rng or {}).items():
         tensors[f"rng/{name}"] = contiguous(np.asarray(value))
-    doc["sha256"] = _ticket_format.digest(tensors, doc, VERSION)
-    data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "ticket": json.dumps(doc)})
+    doc = _ticket_format.document(
+        framework=framework,
+        mask_shapes={name: mask.shape for name, mask in ticket.masks.items()},
+        snapshot_dtypes=snapshot_dtypes,
+        config=ticket.config.to_dict(),
+        sparsity_history=ticket.sparsity_history,
+        metrics=ticket.metrics,
+        rewind_iteration=ticket.rewind_iteration,
+        iterations_per_round=ticket.iterations_per_round,
+        importance=ticket.importance,
+        state_dtypes=state_dtypes,
+        rng=list(rng) if rng is not None else None,
+        resume=resume,
+    )
+    sha256 = _ticket_format.digest(tensors, doc, VERSION)
+    data = save(tensors, metadata=_ticket_format.metadata(doc, sha256))
     write_atomic(path, data)
 
 

@@ -1,12 +1,14 @@
-"""The ticket file's container: safetensors header checks, the checksum and the JSON document's schema.
+"""The ticket file format, in one place: the JSON document, its checksum and the file's reader.
 
-Kept apart from `ticket` (which maps Tickets to and from this form) so that every byte read from
-disk is checked in one place before anything is built from it:
+Every writer (`Ticket.save` / `write_file`, `TicketStream`) builds its document with `document`,
+its checksum with `Checksum` and its safetensors metadata with `metadata`; every byte read from
+disk is checked here before anything is built from it:
 
-1. the safetensors header alone (8 bytes + at most `MAX_HEADER` bytes) is read and validated
-   first, so a huge or foreign file is refused without reading its data;
+1. the safetensors header alone is read and validated first (`safetensors_header.parse_header`:
+   size limit, tensors tiling the data, no duplicate keys), so a huge or foreign file is refused
+   without reading its data; then the ticket's own metadata is checked;
 2. the data is read through safetensors (memory-mapped);
-3. the document is checked against its schema, then the checksum is compared.
+3. the document is checked against its schema (`check_document`), then the checksum is compared.
 
 Version 2 checksums the format, version, document (canonical JSON) and every tensor; version 1
 (older files) checksummed only the tensors and is still read.
@@ -19,16 +21,18 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..safetensors_header import MAX_HEADER_BYTES, HeaderError, load_json, parse_header
+
 FORMAT = "lottery-ticket"
 VERSION = "2"
 READABLE_VERSIONS = ("1", "2")
-# safetensors' own limit on the header; a larger length field means a damaged or foreign file.
-MAX_HEADER = 100_000_000
+MAX_HEADER = MAX_HEADER_BYTES  # the safetensors reader's limit on the header, in bytes
 
 
 class Corrupted(ValueError):
@@ -40,59 +44,114 @@ def canonical(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def document(
+    *,
+    framework: str,
+    mask_shapes: Mapping[str, Sequence[int]],
+    snapshot_dtypes: Mapping[str, str],
+    config: Mapping[str, Any],
+    sparsity_history: Sequence[float],
+    metrics: Sequence[Mapping[str, Any]],
+    rewind_iteration: int | None,
+    iterations_per_round: int | None,
+    importance: str,
+    state_dtypes: Mapping[str, str] | None = None,
+    rng: Sequence[str] | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a ticket (without its ``sha256``), as `check_document` reads it.
+
+    Args:
+        framework: ``"numpy"`` or the array backend the snapshot came from.
+        mask_shapes: pruned tensor name -> shape, in model order (``mask/<name>`` tensors).
+        snapshot_dtypes: name -> dtype name of every ``snapshot/<name>`` tensor.
+        config: ``LotteryTicketConfig.to_dict()``.
+        sparsity_history, metrics, rewind_iteration, iterations_per_round, importance: the
+            `Ticket` fields of the same names.
+        state_dtypes, rng, resume: resume checkpoints only: the live ``state/<name>`` dtypes,
+            the ``rng/<name>`` names and the run's resume record.
+    """
+    return {
+        "framework": framework,
+        "mask_names": list(mask_shapes),
+        "mask_shapes": [[int(d) for d in shape] for shape in mask_shapes.values()],
+        "snapshot_dtypes": dict(snapshot_dtypes),
+        "state_dtypes": dict(state_dtypes) if state_dtypes is not None else None,
+        "rng": sorted(rng) if rng is not None else None,
+        "config": dict(config),
+        "sparsity_history": list(sparsity_history),
+        "metrics": list(metrics),
+        "rewind_iteration": rewind_iteration,
+        "iterations_per_round": iterations_per_round,
+        "importance": importance,
+        "resume": dict(resume) if resume is not None else None,
+    }
+
+
+def metadata(doc: Mapping[str, Any], sha256: str) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a ticket file: format, version and the document."""
+    return {"format": FORMAT, "version": VERSION, "ticket": json.dumps({**doc, "sha256": sha256})}
+
+
+class Checksum:
+    """The ticket's SHA-256, fed piece by piece so that in-memory and streamed writers agree.
+
+    Created with the document (version 2 covers the format, version and document without its
+    ``sha256``; version 1 covered only the tensors); then, for every tensor in name order,
+    `tensor` once and `update` with its bytes in as many pieces as convenient.
+    """
+
+    def __init__(self, doc: Mapping[str, Any] | None, version: str = VERSION) -> None:
+        self._sha = hashlib.sha256()
+        self._last: str | None = None
+        if version != "1":
+            self._sha.update(f"{FORMAT}|{version}|".encode())
+            self._sha.update(canonical({k: v for k, v in (doc or {}).items() if k != "sha256"}))
+
+    def tensor(self, name: str, dtype: np.dtype[Any] | type, shape: Sequence[int]) -> None:
+        """Start tensor ``name``; its bytes follow through `update`."""
+        if self._last is not None and name <= self._last:
+            raise ValueError(f"checksum: tensor {name!r} comes after {self._last!r}; tensors go in name order")
+        self._last = name
+        self._sha.update(f"{name}|{np.dtype(dtype).str}|{tuple(int(d) for d in shape)}|".encode())
+
+    def update(self, data: np.ndarray | bytes) -> None:
+        """The next bytes of the current tensor (arrays in C order)."""
+        if isinstance(data, np.ndarray):  # its bytes, without a copy when already contiguous
+            self._sha.update(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
+        else:
+            self._sha.update(data)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
 def digest(tensors: Mapping[str, np.ndarray], doc: Mapping[str, Any] | None, version: str) -> str:
-    """SHA-256 over the tensors' names, dtypes, shapes and bytes; from version 2 also over the
-    format, the version and the document (without its ``sha256`` field)."""
-    h = hashlib.sha256()
-    if version != "1":
-        h.update(f"{FORMAT}|{version}|".encode())
-        h.update(canonical({k: v for k, v in (doc or {}).items() if k != "sha256"}))
+    """`Checksum` of ``doc`` and the whole ``tensors`` (names, dtypes, shapes and bytes)."""
+    checksum = Checksum(doc, version)
     for name in sorted(tensors):
         arr = tensors[name]
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
+        checksum.tensor(name, arr.dtype, arr.shape)
+        checksum.update(arr)
+    return checksum.hexdigest()
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
     """The safetensors metadata of ``path`` after checking the header against the file size;
     reads only the header. Raises `Corrupted` (a ``ValueError``) or ``OSError``."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        if len(head) < 8:
-            raise Corrupted("not a readable ticket file (truncated or not safetensors): too short")
-        length = int.from_bytes(head, "little")
-        if not 2 <= length <= min(MAX_HEADER, size - 8):
-            raise Corrupted(f"not a readable ticket file (truncated or not safetensors): header length {length}")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise Corrupted("not a readable ticket file (truncated or not safetensors): header is not JSON") from None
-    if not isinstance(header, dict):
-        raise Corrupted("not a readable ticket file (truncated or not safetensors): header is not an object")
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
-            raise Corrupted(f"not a readable ticket file (truncated or not safetensors): tensor {name!r}")
-        end = max(end, offsets[1])
-    if end != size - 8 - length:
-        raise Corrupted(
-            f"not a readable ticket file (truncated or not safetensors): {size - 8 - length} data bytes, header says {end}"
-        )
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise Corrupted(f"not a lottery-ticket file (format {found!r})")
+        try:
+            header = parse_header(f, Path(path))
+        except HeaderError as err:
+            raise Corrupted(f"not a readable ticket file (truncated or not safetensors): {err.reason}") from None
+    meta = header.metadata or {}
+    if meta.get("format") != FORMAT:
+        raise Corrupted(f"not a lottery-ticket file (format {meta.get('format')!r})")
     if meta.get("version") not in READABLE_VERSIONS:
         raise Corrupted(
             f"unsupported ticket version {meta.get('version')!r} (this library reads {', '.join(READABLE_VERSIONS)})"
         )
-    if not isinstance(meta.get("ticket"), str):
+    if "ticket" not in meta:
         raise Corrupted("corrupted ticket file: no ticket document")
     return meta
 
@@ -108,7 +167,7 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
     except (SafetensorError, ValueError, TypeError) as err:
         raise Corrupted(f"not a readable ticket file (truncated or not safetensors): {err}") from None
     try:
-        doc = json.loads(meta["ticket"])
+        doc = load_json(meta["ticket"])
     except ValueError as err:
         raise Corrupted(f"corrupted ticket file: {err}") from None
     check_document(doc, tensors)
@@ -141,7 +200,7 @@ def _optional_count(x: object, what: str) -> None:
 
 
 def check_document(doc: object, tensors: Mapping[str, np.ndarray]) -> None:
-    """Raise `Corrupted` unless ``doc`` has the schema `ticket.write_file` writes and agrees with
+    """Raise `Corrupted` unless ``doc`` has the schema `document` builds and agrees with
     ``tensors`` (every named tensor present, no other, mask sizes matching their shapes)."""
     _require(isinstance(doc, dict), "the document is not an object")
     assert isinstance(doc, dict)

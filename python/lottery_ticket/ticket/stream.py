@@ -3,14 +3,13 @@
 `Ticket.save` builds every packed mask in memory; a 7 B model's masks are ~900 MB packed, more
 than the streaming budget. Here the file is laid out up front (every packed size is known from
 the shapes, and every number of the JSON document from the threshold pass), the masks are
-bit-packed into a memory map as the write pass produces them, and the SHA-256 the format
-requires is computed at the end by reading the packed masks back in name order; it has a fixed
-width, so the header is rewritten in place with the same length.
+bit-packed into a memory map as the write pass produces them, and the format's `Checksum` is
+fed at the end by reading the packed masks back in name order; the digest has a fixed width, so
+the header is rewritten in place with the same length.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..config import LotteryTicketConfig, RewindStrategy
 from ..safetensors_stream._output import allocate
-from .format import FORMAT, VERSION, canonical
+from .format import Checksum, document, metadata
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
 _HASH_BLOCK = 1 << 24
@@ -42,20 +41,17 @@ class TicketStream:
     ) -> None:
         total = sum(math.prod(shape) for _, shape in masks)
         config = LotteryTicketConfig(sparsity, 1, RewindStrategy.none(), scope == "global")
-        self._doc = {
-            "framework": "numpy",
-            "mask_names": [name for name, _ in masks],
-            "mask_shapes": [list(shape) for _, shape in masks],
-            "snapshot_dtypes": {},
-            "state_dtypes": None,
-            "rng": None,
-            "config": config.to_dict(),
-            "sparsity_history": [pruned / total if total else 0.0],
-            "metrics": [],
-            "rewind_iteration": None,
-            "iterations_per_round": None,
-            "resume": None,
-        }
+        self._doc = document(
+            framework="numpy",
+            mask_shapes=dict(masks),
+            snapshot_dtypes={},
+            config=config.to_dict(),
+            sparsity_history=[pruned / total if total else 0.0],
+            metrics=[],
+            rewind_iteration=None,
+            iterations_per_round=None,
+            importance="magnitude",
+        )
         # safetensors.numpy.save orders same-dtype tensors by name; we lay them out the same way.
         self._packed = {f"mask/{name}": (math.prod(shape) + 7) // 8 for name, shape in masks}
         self._offsets: dict[str, int] = {}
@@ -70,13 +66,7 @@ class TicketStream:
         self._map = np.memmap(path, dtype=np.uint8, mode="r+")
 
     def _header(self, digest: str) -> bytes:
-        entries: dict[str, object] = {
-            "__metadata__": {
-                "format": FORMAT,
-                "version": VERSION,
-                "ticket": json.dumps({**self._doc, "sha256": digest}),
-            }
-        }
+        entries: dict[str, object] = {"__metadata__": metadata(self._doc, digest)}
         for key in sorted(self._packed):
             start = self._offsets[key]
             entries[key] = {
@@ -99,18 +89,14 @@ class TicketStream:
 
     def finish(self) -> None:
         """Compute the digest over the packed masks and write the final header."""
-        # `_ticket_format.digest`, fed slice by slice: format, version, document, then every
-        # tensor in name order.
-        digest = hashlib.sha256()
-        digest.update(f"{FORMAT}|{VERSION}|".encode())
-        digest.update(canonical(self._doc))
+        checksum = Checksum(self._doc)
         for key in sorted(self._packed):
             count = self._packed[key]
-            digest.update(f"{key}|{np.dtype(np.uint8).str}|{(count,)}|".encode())
+            checksum.tensor(key, np.uint8, (count,))
             start = self._data_start + self._offsets[key]
             for block in range(start, start + count, _HASH_BLOCK):
-                digest.update(self._map[block : min(block + _HASH_BLOCK, start + count)].tobytes())
-        header = self._header(digest.hexdigest())
+                checksum.update(self._map[block : min(block + _HASH_BLOCK, start + count)])
+        header = self._header(checksum.hexdigest())
         del self._map
         with open(self.path, "r+b") as f:
             f.write(len(header).to_bytes(8, "little") + header)

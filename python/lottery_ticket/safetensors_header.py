@@ -6,6 +6,10 @@ padded with spaces) and the data buffer. Each JSON entry except ``__metadata__``
 reference implementation, we require the tensors sorted by offset to tile the buffer exactly: no
 gap, no overlap, ``end - begin`` equal to the size the dtype and shape imply, and the buffer
 ending where the file ends. Only the header is read, so a 6 GB file validates in microseconds.
+
+The one reader for checkpoints (`lottery_ticket.safetensors_stream`) and tickets
+(`lottery_ticket.ticket.format`, which adds its metadata checks); `load_json` is the one JSON
+parser for headers, index files and ticket documents.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # Same bound as the reference implementation: a larger header is a corrupt length field.
 MAX_HEADER_BYTES = 100_000_000
+# No file this library reads nests deeper than a few levels; far deeper is damage or an attack.
+MAX_JSON_DEPTH = 64
 
 # safetensors dtype -> bits per element. Every dtype is copied through byte for byte; only the
 # ones in FLOAT_DTYPES can be pruned (the kernels rank IEEE half/bfloat/single/double).
@@ -35,6 +41,16 @@ FLOATING = frozenset(FLOAT_DTYPES) | {"F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6
 
 class CheckpointError(ValueError):
     """A checkpoint, index or output path that cannot be used; the message names the file."""
+
+
+class HeaderError(CheckpointError):
+    """A file that is not valid safetensors; ``reason`` is the message without the file's name
+    (tickets report it under their own wording)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,26 @@ class Header:
     metadata: dict[str, str] | None = field(default=None)
 
 
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON as every file this library reads holds it: no key twice in one object and at
+    most `MAX_JSON_DEPTH` levels of nesting. Raises ``ValueError`` with a one-line message (never
+    ``RecursionError``, whatever the input)."""
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # Checked here too: a depth just under the interpreter's limit parses, then breaks whoever
+    # walks or re-encodes the value (the ticket checksum does).
+    pending: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        pending.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return value
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -90,35 +126,42 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_header(path: str | os.PathLike[str]) -> Header:
-    """Read and validate the header of ``path``; raises `CheckpointError` naming the file."""
+    """Read and validate the header of ``path``; raises `CheckpointError` naming the file (a
+    `HeaderError` when the file is not valid safetensors)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise CheckpointError(
-                    f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)"
-                )
-            length = int.from_bytes(prefix, "little")
-            if length > MAX_HEADER_BYTES or length + 8 > size:
-                raise CheckpointError(
-                    f"{path}: not a safetensors file or truncated (header length {length} but the file has {size} bytes)"
-                )
-            raw = f.read(length)
+            return parse_header(f, path)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def parse_header(f: BinaryIO, path: Path) -> Header:
+    """Validate the header of the open file ``f`` (named ``path`` in messages and `TensorInfo`);
+    raises `HeaderError`, or ``OSError`` when it cannot be read."""
+    size = os.fstat(f.fileno()).st_size
+    prefix = f.read(8)
+    if len(prefix) < 8:
+        raise HeaderError(path, f"not a safetensors file ({size} bytes, shorter than the 8-byte header length)")
+    length = int.from_bytes(prefix, "little")
+    if not 2 <= length <= MAX_HEADER_BYTES:  # the shortest JSON object is 2 bytes
+        raise HeaderError(path, f"not a safetensors file (header length {length})")
+    if length + 8 > size:
+        raise HeaderError(
+            path, f"not a safetensors file or truncated (header length {length} but the file has {size} bytes)"
+        )
+    raw = f.read(length)
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        doc = load_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON: {err})") from None
+        raise HeaderError(path, f"not a safetensors file (header is not JSON: {err})") from None
     if not isinstance(doc, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+        raise HeaderError(path, "not a safetensors file (header is not a JSON object)")
     metadata = doc.pop("__metadata__", None)
     if metadata is not None and not (
         isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     ):
-        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+        raise HeaderError(path, "__metadata__ must map strings to strings")
     data_start = 8 + length
     tensors = sorted(
         (_tensor(path, name, entry, data_start) for name, entry in doc.items()), key=lambda t: (t.begin, t.end, t.name)
@@ -128,23 +171,23 @@ def read_header(path: str | os.PathLike[str]) -> Header:
 
 
 def _tensor(path: Path, name: str, entry: object, data_start: int) -> TensorInfo:
-    where = f"{path}: tensor {name!r}"
+    where = f"tensor {name!r}"
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise CheckpointError(f"{where}: expected exactly the keys dtype, shape and data_offsets")
+        raise HeaderError(path, f"{where}: expected exactly the keys dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in DTYPE_BITS:
-        raise CheckpointError(f"{where}: unknown dtype {dtype!r} (known: {', '.join(DTYPE_BITS)})")
+        raise HeaderError(path, f"{where}: unknown dtype {dtype!r} (known: {', '.join(DTYPE_BITS)})")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise CheckpointError(f"{where}: shape must be a list of non-negative ints, got {shape!r}")
+        raise HeaderError(path, f"{where}: shape must be a list of non-negative ints, got {shape!r}")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-        raise CheckpointError(f"{where}: data_offsets must be [begin, end] ints, got {offsets!r}")
+        raise HeaderError(path, f"{where}: data_offsets must be [begin, end] ints, got {offsets!r}")
     begin, end = offsets
     bits = math.prod(shape) * DTYPE_BITS[dtype]
     if not 0 <= begin <= end:
-        raise CheckpointError(f"{where}: data_offsets {offsets} are not an increasing pair of non-negative ints")
+        raise HeaderError(path, f"{where}: data_offsets {offsets} are not an increasing pair of non-negative ints")
     if bits % 8 or end - begin != bits // 8:
-        raise CheckpointError(
-            f"{where}: data_offsets {offsets} span {end - begin} bytes but {dtype} {shape} needs {bits / 8:g}"
+        raise HeaderError(
+            path, f"{where}: data_offsets {offsets} span {end - begin} bytes but {dtype} {shape} needs {bits / 8:g}"
         )
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end, path)
 
@@ -155,17 +198,18 @@ def _check_tiling(path: Path, tensors: list[TensorInfo], data_start: int, size: 
     previous = "the header"
     for t in tensors:
         if t.begin < position:
-            raise CheckpointError(
-                f"{path}: tensor {t.name!r} (bytes {t.begin - data_start}..{t.end - data_start}) overlaps {previous}"
+            raise HeaderError(
+                path, f"tensor {t.name!r} (bytes {t.begin - data_start}..{t.end - data_start}) overlaps {previous}"
             )
         if t.begin > position:
-            raise CheckpointError(
-                f"{path}: {t.begin - position} bytes before tensor {t.name!r} belong to no tensor (offsets do not tile the data)"
+            raise HeaderError(
+                path,
+                f"{t.begin - position} bytes before tensor {t.name!r} belong to no tensor (offsets do not tile the data)",
             )
         position, previous = t.end, f"tensor {t.name!r}"
     if position > size:
-        raise CheckpointError(
-            f"{path}: truncated or header lying about offsets: tensors end at byte {position} but the file has {size}"
+        raise HeaderError(
+            path, f"truncated or header lying about offsets: tensors end at byte {position} but the file has {size}"
         )
     if position < size:
-        raise CheckpointError(f"{path}: {size - position} bytes after the last tensor belong to no tensor")
+        raise HeaderError(path, f"{size - position} bytes after the last tensor belong to no tensor")

@@ -1,15 +1,16 @@
 //! Properties of [`crate::threshold`]: the threshold, applied tensor by tensor with
-//! [`write_pruned`] in order, writes exactly the weights `select_masks` keeps, bit for bit.
+//! [`write_pruned`] in order, writes exactly the weights `select_masks` keeps, bit for bit, on
+//! the generators and sort-based reference of [`crate::select_props`].
 
 use proptest::prelude::*;
 
-use super::branches::sampled_positions;
-use super::generators::*;
-use super::reference::kernel;
 use crate::error::Error;
 use crate::magnitude::{Key, Weights};
 use crate::mask::BitsMut;
 use crate::select::{Amount, Path, Scope};
+use crate::select_props::branches::sampled_positions;
+use crate::select_props::generators::*;
+use crate::select_props::reference::kernel;
 use crate::threshold::{select_threshold, write_pruned, write_pruned_counted, Threshold};
 
 /// Bits of one tensor as u64, whatever its width.
