@@ -25,9 +25,7 @@ def test_readme_and_guides_have_examples() -> None:
 # The trainer examples feed Lightning tiny in-memory loaders; its advice for real runs is no error.
 @pytest.mark.filterwarnings("ignore:The '(train|val)_dataloader' does not have many workers")
 @pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning")
-@pytest.mark.parametrize(
-    ("page", "index", "block"), BLOCKS, ids=[f"{p.relative_to(ROOT)}[{i}]" for p, i, _ in BLOCKS]
-)
+@pytest.mark.parametrize(("page", "index", "block"), BLOCKS, ids=[f"{p.relative_to(ROOT)}[{i}]" for p, i, _ in BLOCKS])
 def test_documented_block_runs(
     page: Path,
     index: int,
