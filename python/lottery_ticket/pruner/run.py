@@ -246,9 +246,9 @@ class Run:
         """The run ``ticket`` finished, on ``model``: its snapshot loaded (unless masks-only), its
         masks applied, its configuration and history, all rounds done. Checked first."""
         adapter = adapter_for(model, names=list(ticket.masks))
-        host_masks = _masks_by_tensor(model, adapter.prunable, ticket.masks)
         if ticket.snapshot:
             adapter.check_state(ticket.snapshot, "ticket.snapshot")
+        host_masks = _masks_by_tensor(model, adapter.prunable, ticket.masks)
         masks = adapter.masks_from_numpy(host_masks)
         if ticket.snapshot:
             adapter.load_state(ticket.snapshot, skip=adapter.prunable)
