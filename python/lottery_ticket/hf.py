@@ -25,6 +25,12 @@ the callbacks after this one, e.g. the progress printer); each finished round ad
 ``output_dir``/checkpoint-<step>, where the Trainer writes and finds its checkpoints; resuming
 from a checkpoint elsewhere is an error naming the missing file); the final ticket goes to
 ``ticket_path`` (default: ``output_dir``/lottery-ticket.safetensors) and ``callback.ticket``.
+Steps are the Trainer's ``global_step``, which counts optimizer steps mixed precision skips.
+
+Given a `Ticket` instead (``LotteryTicketTrainerCallback(Ticket.load(path))``), the callback
+fine-tunes with the ticket's masks fixed: no rounds, the snapshot loaded at the start when the
+ticket has one, the masks applied then and after every optimizer step; checkpoints and the end
+of training get the ticket file as above.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import torch
 from ._callbacks import TICKET_NAME, RoundDriver, as_pruner, check_path, positive_int
 from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner
-from .pruner.trainer_state import read_state_file, write_state_file
+from .pruner.resume import read_state_file, write_state_file
 from .ticket import Ticket
 from .torch._optim import unwrap_optimizer
 
@@ -54,28 +60,33 @@ class LotteryTicketTrainerCallback(TrainerCallback):
     """Iterative magnitude pruning with rewinding, driven by a Hugging Face ``Trainer``.
 
     Args:
-        pruner_or_config: a `LotteryTicketPruner` (to choose tensors with include/exclude) or a
-            `LotteryTicketConfig`.
-        steps_per_round: optimizer steps per IMP round (S).
+        pruner_or_config: a `LotteryTicketPruner` (to choose tensors with include/exclude), a
+            `LotteryTicketConfig`, or a `Ticket` to fine-tune with its masks fixed.
+        steps_per_round: optimizer steps per IMP round (S); none for a `Ticket`.
         ticket_path: where the ticket is written when training ends (main process).
     """
 
     def __init__(
         self,
-        pruner_or_config: LotteryTicketPruner | LotteryTicketConfig,
+        pruner_or_config: LotteryTicketPruner | LotteryTicketConfig | Ticket,
         *,
-        steps_per_round: int,
+        steps_per_round: int | None = None,
         ticket_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        pruner = as_pruner(pruner_or_config)
-        self.per_round = positive_int(steps_per_round, "steps_per_round")
+        pruner, fixed = as_pruner(pruner_or_config)
+        if fixed is not None and steps_per_round is not None:
+            raise ValueError("steps_per_round: a fixed ticket has no rounds; leave it out")
+        self.per_round = positive_int(steps_per_round, "steps_per_round") if fixed is None else None
         self.ticket_path = check_path(ticket_path, "ticket_path")
         self.pruner = pruner
         self.ticket: Ticket | None = None
-        self._driver = RoundDriver(pruner)
+        self._driver = RoundDriver(pruner, fixed)
 
     @property
     def _needed(self) -> int:
+        """Optimizer steps the rounds take (0 with a fixed ticket: any length will do)."""
+        if self.per_round is None:
+            return 0
         return (self.pruner.config.pruning_rounds + 1) * self.per_round
 
     def on_train_begin(
@@ -94,20 +105,32 @@ class LotteryTicketTrainerCallback(TrainerCallback):
                 raise ValueError(
                     f"resume_from_checkpoint: no lottery-ticket state at {path} (the run resumed at step {state.global_step})"
                 )
-            pruner_state, extra = read_state_file(path)
-            saved = {"pruner": pruner_state, "rows": extra["rows"], "pending": extra["pending"]}
+            found = read_state_file(path)
+            extra = found.extra
+            if not {"rows", "pending"} <= set(extra):
+                raise ValueError(f"resume_from_checkpoint: {path} holds no lottery-ticket callback state")
+            saved = {"pruner": found.state.to_dict(), "rows": extra["rows"], "pending": extra["pending"]}
         optimizer = unwrap_optimizer(kwargs.get("optimizer"), "optimizer")
-        self._driver.start(kwargs["model"], [optimizer], kwargs.get("lr_scheduler"), self.per_round, saved)
+        self._driver.start(
+            kwargs["model"],
+            [optimizer],
+            scheduler=kwargs.get("lr_scheduler"),
+            iterations_per_round=self.per_round,
+            state=saved,
+            global_step=state.global_step,
+        )
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        finished = self._driver.advance_to(state.global_step // self.per_round, _gather)
+        if self.per_round is None:
+            return
+        finished = self._driver.advance_to(state.global_step // self.per_round, _gather, state.global_step)
         for row in finished:
             state.log_history.append({**{f"lottery_ticket/{k}": v for k, v in row.items()}, "step": state.global_step})
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if state.global_step >= self._needed:
+        if self.per_round is not None and state.global_step >= self._needed:
             control.should_training_stop = True
 
     def on_log(
@@ -131,7 +154,7 @@ class LotteryTicketTrainerCallback(TrainerCallback):
         if state.is_world_process_zero and self._driver.started:
             folder = Path(str(args.output_dir)) / f"{_CHECKPOINT_PREFIX}-{state.global_step}"
             extra = {"rows": self._driver.rows, "pending": self._driver.pending}
-            write_state_file(folder / TICKET_NAME, self.pruner, extra)
+            write_state_file(folder / TICKET_NAME, self.pruner.ticket(), self.pruner.run_state(), extra)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

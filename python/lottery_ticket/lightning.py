@@ -21,7 +21,12 @@ Each finished round is logged through the trainer's loggers as ``lottery_ticket/
 (round, density, sparsity, remaining, and the round's last value of every scalar metric the
 module logged). The run state is part of Lightning checkpoints (``state_dict``), so
 ``trainer.fit(..., ckpt_path=...)`` resumes mid-IMP. Under DDP every rank prunes its replica and
-the ranks compare a digest of their masks: different masks raise instead of training on.
+the ranks compare a digest of their masks: different masks raise instead of training on. Steps
+are the trainer's ``global_step``, which counts optimizer steps mixed precision skips.
+
+Given a `Ticket` instead, the callback fine-tunes with the ticket's masks fixed: no rounds, the
+snapshot loaded at the start when the ticket has one, the masks applied then and after every
+optimizer step; the ticket is part of the checkpoints and written at the end as above.
 """
 
 from __future__ import annotations
@@ -49,27 +54,32 @@ class LotteryTicketCallback(Callback):
     """Iterative magnitude pruning with rewinding, driven by a Lightning ``Trainer``.
 
     Args:
-        pruner_or_config: a `LotteryTicketPruner` (to choose tensors with include/exclude) or a
-            `LotteryTicketConfig`.
+        pruner_or_config: a `LotteryTicketPruner` (to choose tensors with include/exclude), a
+            `LotteryTicketConfig`, or a `Ticket` to fine-tune with its masks fixed.
         epochs_per_round: epochs per IMP round (E); the fit needs ``(pruning_rounds + 1) * E``.
-        steps_per_round: optimizer steps per round (S) instead of epochs.
+        steps_per_round: optimizer steps per round (S) instead of epochs; neither for a `Ticket`.
         ticket_path: where the ticket is written at the end of the fit (rank zero).
     """
 
     def __init__(
         self,
-        pruner_or_config: LotteryTicketPruner | LotteryTicketConfig,
+        pruner_or_config: LotteryTicketPruner | LotteryTicketConfig | Ticket,
         *,
         epochs_per_round: int | None = None,
         steps_per_round: int | None = None,
         ticket_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        pruner = as_pruner(pruner_or_config)
-        self.unit, self.per_round = round_length(epochs_per_round, steps_per_round)
+        pruner, fixed = as_pruner(pruner_or_config)
+        if fixed is None:
+            self.unit, self.per_round = round_length(epochs_per_round, steps_per_round)
+        elif epochs_per_round is not None or steps_per_round is not None:
+            raise ValueError("epochs_per_round, steps_per_round: a fixed ticket has no rounds; pass neither")
+        else:
+            self.unit, self.per_round = "fixed", 1
         self.ticket_path = check_path(ticket_path, "ticket_path")
         self.pruner = pruner
         self.ticket: Ticket | None = None
-        self._driver = RoundDriver(pruner)
+        self._driver = RoundDriver(pruner, fixed)
         self._loaded: dict[str, Any] | None = None
 
     @property
@@ -83,6 +93,8 @@ class LotteryTicketCallback(Callback):
     def _check_trainer(self, trainer: pl.Trainer) -> int | None:
         """Check the fit is long enough; returns T, the optimizer steps per round (when known)."""
         rounds = self.pruner.config.pruning_rounds
+        if self.unit == "fixed":
+            return None
         if self.unit == "steps":
             if trainer.estimated_stepping_batches < self._needed:
                 raise ValueError(
@@ -104,15 +116,24 @@ class LotteryTicketCallback(Callback):
         steps = self._check_trainer(trainer)
         optimizers = [unwrap_optimizer(o, "trainer.optimizers") for o in trainer.optimizers]
         schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
-        if len(schedulers) > 1 and self.pruner.strategy.kind != "none":
+        if len(schedulers) > 1 and self.unit != "fixed" and self.pruner.strategy.kind != "none":
             raise ValueError(
                 f"lr_schedulers: the callback rewinds one LR scheduler, configure_optimizers returned {len(schedulers)}"
             )
         state, self._loaded = self._loaded, None
-        self._driver.start(pl_module, optimizers, schedulers[0] if schedulers else None, steps, state)
+        self._driver.start(
+            pl_module,
+            optimizers,
+            scheduler=schedulers[0] if schedulers else None,
+            iterations_per_round=steps,
+            state=state,
+            global_step=trainer.global_step,
+        )
 
     def _advance(self, trainer: pl.Trainer, counter: int) -> None:
-        finished = self._driver.advance_to(counter // self.per_round, lambda d: _gather(trainer, d))
+        finished = self._driver.advance_to(
+            counter // self.per_round, lambda d: _gather(trainer, d), global_step=trainer.global_step
+        )
         for row in finished:
             _log(trainer, row)
 
@@ -125,6 +146,8 @@ class LotteryTicketCallback(Callback):
     ) -> None:
         if self.unit == "steps":
             self._advance(trainer, trainer.global_step)
+        else:
+            self._driver.sync(trainer.global_step)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -180,7 +180,7 @@ def test_bad_arguments_name_the_argument(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="steps_per_round: expected an int >= 1, got str"):
         LotteryTicketTrainerCallback(config, steps_per_round="5")  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got dict"
+        TypeError, match="pruner_or_config: expected a LotteryTicketPruner, a LotteryTicketConfig or a Ticket, got dict"
     ):
         LotteryTicketTrainerCallback({"target_sparsity": 0.5}, steps_per_round=5)  # type: ignore[arg-type]
     model = bert()

@@ -235,7 +235,8 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, Any], error: type[Exc
 
 def test_wrong_pruner_type_and_too_short_fits_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(
-        TypeError, match="pruner_or_config: expected a LotteryTicketPruner or a LotteryTicketConfig, got float"
+        TypeError,
+        match="pruner_or_config: expected a LotteryTicketPruner, a LotteryTicketConfig or a Ticket, got float",
     ):
         LotteryTicketCallback(0.9, epochs_per_round=1)  # type: ignore[arg-type]
     module = H.TinyModule()

@@ -84,3 +84,55 @@ def test_checkpoint_from_another_configuration_is_refused(tmp_path: Path) -> Non
             nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), lambda m, r: None, checkpoint_dir=tmp_path, progress=False
         )
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"importance": "random"}, "importance='magnitude', this run has importance='random'"), ({"seed": 5}, "seed=0")],
+)
+def test_checkpoint_of_another_method_is_refused(tmp_path: Path, options: dict[str, object], message: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    LotteryTicketPruner(0.5, 2).run(model, lambda m, r: None, checkpoint_dir=tmp_path, progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls: list[int] = []
+    pruner = LotteryTicketPruner(0.5, 2, **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        pruner.run(model, lambda m, r: calls.append(r), checkpoint_dir=tmp_path, progress=False)
+    assert calls == [] and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def _train(net: nn.Module, r: int) -> dict[str, float]:
+    if r == 2 and getattr(net, "crash", False):
+        raise KeyboardInterrupt
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.linspace(-1, 1, 12).reshape(2, 6)).square().sum().backward()
+        opt.step()
+    return {"w": float(net[0].weight.detach().abs().sum())}
+
+
+def test_checkpoint_written_before_the_whole_run_state_was_recorded_resumes(tmp_path: Path) -> None:
+    """Older checkpoints' resume record held only next_round, round, step and capture_step."""
+    from lottery_ticket.ticket import write_file
+
+    def model(crash: bool = False) -> nn.Module:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 3))
+        net.crash = crash  # type: ignore[assignment]
+        return net
+
+    reference = LotteryTicketPruner(0.7, 3, "early:1").run(model(), _train, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        LotteryTicketPruner(0.7, 3, "early:1").run(model(crash=True), _train, checkpoint_dir=tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT_NAME
+    ticket, state, rng, record = read_file(path)
+    assert record is not None and record["next_round"] == 2 and record["seed"] == 0
+    old = {k: record[k] for k in ("next_round", "round", "step", "capture_step", "numpy_rng")}
+    write_file(path, ticket, state=state, rng=rng, resume=old)
+
+    resumed = LotteryTicketPruner(0.7, 3, "early:1").run(model(), _train, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.metrics == reference.metrics
+    assert all(np.array_equal(resumed.masks[k], reference.masks[k]) for k in reference.masks)
+    assert all(torch.equal(resumed.snapshot[k], reference.snapshot[k]) for k in reference.snapshot)

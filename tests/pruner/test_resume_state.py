@@ -1,9 +1,10 @@
-"""`pruner_state` / `load_pruner_state` (what the trainer callbacks checkpoint): a pruner restored
-mid-run continues exactly like the original."""
+"""`run_state` / `restore` (what the trainer callbacks checkpoint, as a dict or a ticket file): a
+pruner restored mid-run continues exactly like the original."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 
 import torch
 from lottery_ticket import LotteryTicketPruner, RewindStrategy, Ticket
-from lottery_ticket.pruner.trainer_state import load_pruner_state, pruner_state, read_state_file, write_state_file
+from lottery_ticket.pruner import RunState
+from lottery_ticket.pruner.resume import read_state_file, write_state_file
 from torch import nn
 
 
@@ -66,12 +68,13 @@ def test_restored_pruner_finishes_like_the_original(tmp_path: Path, via_file: bo
         sched.state_dict(),
     )
     if via_file:
-        write_state_file(tmp_path / "state.safetensors", pruner, {"note": 1})
-        state, extra = read_state_file(tmp_path / "state.safetensors")
-        assert extra == {"note": 1}
+        write_state_file(tmp_path / "state.safetensors", pruner.ticket(), pruner.run_state(), {"note": 1})
+        found = read_state_file(tmp_path / "state.safetensors")
+        state = found.state
+        assert found.extra == {"note": 1}
         assert Ticket.load(tmp_path / "state.safetensors").masks.keys() == pruner.masks.keys()
     else:
-        state = pruner_state(pruner)
+        state = RunState.from_dict(pruner.run_state().to_dict(), "state")
     finish(pruner, model, opt, sched)
 
     other = mlp()
@@ -79,7 +82,7 @@ def test_restored_pruner_finishes_like_the_original(tmp_path: Path, via_file: bo
     other.load_state_dict(saved_model)
     opt2.load_state_dict(saved_opt)
     sched2.load_state_dict(saved_sched)
-    load_pruner_state(restored, state)
+    restored.restore(state)
     assert restored.round == 1
     finish(restored, other, opt2, sched2)
     for name, mask in pruner.masks.items():
@@ -94,24 +97,61 @@ def test_bad_states_are_refused_and_nothing_changes() -> None:
     pruner, opt, sched = setup(model)
     steps(model, opt, sched, 3)
     pruner.prune()
-    state = pruner_state(pruner)
+    state = pruner.run_state()
     fresh = LotteryTicketPruner(0.8, 3, RewindStrategy.early(iteration=2))
     fresh.start(mlp())
     before = {n: m.clone() for n, m in fresh.masks.items()}
     other_config = LotteryTicketPruner(0.5, 3, RewindStrategy.early(iteration=2))
     other_config.start(mlp())
     with pytest.raises(ValueError, match="state: written by a different configuration"):
-        load_pruner_state(other_config, state)
-    with pytest.raises(ValueError, match=r"state\['masks'\]: prunes other tensors"):
-        load_pruner_state(fresh, {**state, "masks": {"0.weight": state["masks"]["0.weight"]}})
-    with pytest.raises(ValueError, match=r"state\['masks'\]\['2.weight'\]: shape"):
-        load_pruner_state(fresh, {**state, "masks": {**state["masks"], "2.weight": np.ones((2, 2), bool)}})
-    with pytest.raises(ValueError, match=r"state\['round'\]"):
-        load_pruner_state(fresh, {**state, "round": 7})
-    with pytest.raises(ValueError, match="state: not a pruner state"):
-        load_pruner_state(fresh, {"round": 1})
+        other_config.restore(state)
+    with pytest.raises(ValueError, match="state: prunes other tensors"):
+        fresh.restore(dataclasses.replace(state, masks={"0.weight": state.masks["0.weight"]}))
+    with pytest.raises(ValueError, match="state: mask '2.weight' is not a bool array of the weight's shape"):
+        fresh.restore(dataclasses.replace(state, masks={**state.masks, "2.weight": np.ones((2, 2), bool)}))
+    with pytest.raises(ValueError, match="state: round 7 exceeds"):
+        fresh.restore(dataclasses.replace(state, round=7))
+    with pytest.raises(ValueError, match=r"state\['step'\]"):
+        RunState.from_dict({**state.to_dict(), "step": -1}, "state")
+    with pytest.raises(ValueError, match="state: not a run state"):
+        RunState.from_dict({"round": 1}, "state")
     with pytest.raises(TypeError, match="state: expected a mapping"):
-        load_pruner_state(fresh, [1, 2])  # type: ignore[arg-type]
+        RunState.from_dict([1, 2], "state")
+    with pytest.raises(TypeError, match="state: expected a RunState"):
+        fresh.restore(state.to_dict())  # type: ignore[arg-type]
     assert fresh.round == 0
     for name, mask in fresh.masks.items():
         assert torch.equal(mask, before[name])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"importance": "random"}, "importance='magnitude', this run has importance='random'"),
+        ({"seed": 3}, "seed=0, this run has seed=3"),
+    ],
+)
+def test_a_state_of_another_method_is_refused(options: dict[str, object], message: str) -> None:
+    model = mlp()
+    pruner, opt, sched = setup(model)
+    steps(model, opt, sched, 3)
+    pruner.prune()
+    other = LotteryTicketPruner(0.8, 3, RewindStrategy.early(iteration=2), **options)  # type: ignore[arg-type]
+    other.start(mlp())
+    with pytest.raises(ValueError, match=message):
+        other.restore(pruner.run_state())
+    assert other.round == 0
+
+
+def test_states_written_before_importance_and_seed_were_recorded_still_load() -> None:
+    model = mlp()
+    pruner, opt, sched = setup(model)
+    steps(model, opt, sched, 3)
+    pruner.prune()
+    old = {k: v for k, v in pruner.run_state().to_dict().items() if k not in ("importance", "seed")}
+    state = RunState.from_dict(old, "state")
+    assert state.importance is None and state.seed is None
+    other = LotteryTicketPruner(0.8, 3, RewindStrategy.early(iteration=2), importance="random")
+    other.start(mlp())
+    other.restore(state)  # nothing recorded to compare: accepted
+    assert other.round == 1

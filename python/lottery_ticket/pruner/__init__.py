@@ -40,9 +40,10 @@ from ..adapters import adapter_for
 from ..config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
 from ..ticket import Ticket, metrics_row
 from .builder import PrunerBuilder
-from .resume import read_checkpoint, write_checkpoint
+from .resume import resume_run, state_record, write_checkpoint
 from .rounds import plan_masks
 from .run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
+from .run import RunState as RunState  # public: the run as plain values
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
 CHECKPOINT_NAME = "imp-checkpoint.safetensors"
@@ -171,7 +172,15 @@ class LotteryTicketPruner:
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         capture = capture_step(self.config.rewind_strategy, steps)
         run = Run.start(
-            self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device
+            self.config,
+            adapter,
+            capture_step=capture,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            on_step=self._after_optimizer_step,
+            snapshot_device=self.snapshot_device,
+            importance=self.importance.name,
+            seed=self.importance.seed,
         )
         if self.process_group is not None:
             run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
@@ -262,8 +271,25 @@ class LotteryTicketPruner:
             metrics=[dict(m) for m in run.metrics],
             rewind_iteration=self.rewind_iteration,
             iterations_per_round=run.steps_round0,
-            importance=self.importance.name,
+            importance=run.importance,
         )
+
+    def run_state(self) -> RunState:
+        """The run as plain values, for a checkpoint (`RunState.to_dict` for a trainer's)."""
+        return self._started().to_state()
+
+    def restore(self, state: RunState, *, arg: str = "state") -> None:
+        """Continue the run ``state`` (from `run_state`) on the model `start` was given.
+
+        Checked before anything changes (errors name ``arg``): the configuration, importance,
+        seed and pruned tensors must be this pruner's, the masks and snapshot must fit the model.
+        The model, optimizer and scheduler are the caller's to restore (a trainer does).
+        """
+        if not isinstance(state, RunState):
+            raise TypeError(
+                f"{arg}: expected a RunState (RunState.from_dict reads its dict), got {type(state).__name__}"
+            )
+        self._started().restore(state, arg)
 
     # -- one-call driver ----------------------------------------------------------------------
 
@@ -272,8 +298,8 @@ class LotteryTicketPruner:
         model: Any,
         train_fn: TrainFn,
         checkpoint_dir: str | Path | None = None,
-        progress: bool = True,
         *,
+        progress: bool = True,
         iterations_per_round: int | None = None,
     ) -> Ticket:
         """Run IMP: ``train_fn(model, r)`` for r = 0..n with prune + rewind in between.
@@ -299,7 +325,7 @@ class LotteryTicketPruner:
         run = self._started()
         first = 0
         if path is not None and path.exists():
-            first = run.resume(*read_checkpoint(path, run.config, run.adapter))
+            first = resume_run(path, run)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         rounds = run.config.pruning_rounds
@@ -315,7 +341,8 @@ class LotteryTicketPruner:
                         self.prune()
                         self.rewind()
                     if path is not None:
-                        write_checkpoint(path, self.ticket(), run.adapter, run.resume_record(r + 1))
+                        record = {**state_record(run.to_state()), "next_round": r + 1}
+                        write_checkpoint(path, self.ticket(), run.adapter, record)
                     bar.set_postfix(density=f"{self.density:.4f}")
                     bar.update(1)
         finally:
@@ -345,17 +372,13 @@ class LotteryTicketPruner:
         )
 
     def apply_ticket(self, model: Any, ticket: Ticket) -> None:
-        """Load the ticket's snapshot into ``model`` and apply its masks (checked first: names,
-        shapes and dtypes must match, else nothing is modified). The pruner then tracks
+        """Load the ticket's snapshot into ``model`` and apply its masks; everything is checked
+        first (names, shapes and dtypes must match, else nothing is modified). A masks-only ticket
+        (no snapshot, e.g. from ``lottery-ticket prune --ticket``) only zeroes the pruned weights
+        and leaves every other value as it is. A tied name (``lm_head.weight`` for
+        ``transformer.wte.weight``) resolves to the tensor it names. The pruner then tracks
         ``model`` with the ticket's masks and configuration, so `attach` keeps them during
         training and ``rewind_iteration`` is the ticket's."""
         if not isinstance(ticket, Ticket):
             raise TypeError(f"ticket: expected a Ticket, got {type(ticket).__name__}")
-        adapter = adapter_for(model, names=list(ticket.masks))
-        adapter.check_state(ticket.snapshot, "ticket.snapshot")
-        for name, mask in ticket.masks.items():
-            if tuple(mask.shape) != tuple(adapter.prunable[name].shape):
-                raise ValueError(f"ticket.masks[{name!r}]: shape {tuple(mask.shape)} differs from the model's")
-        adapter.load_state(ticket.snapshot, skip=adapter.prunable)
-        kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, ticket.masks)
-        self._run = Run.from_ticket(adapter, ticket, self._after_optimizer_step)
+        self._run = Run.from_ticket(model, ticket, on_step=self._after_optimizer_step)

@@ -1,8 +1,22 @@
-"""IMP checkpoints: the run as of a finished round, the live model state and the RNG states, for resuming."""
+"""A run's state on disk: `RunState` stored as a ticket file, for ``run(checkpoint_dir=)`` and the
+trainer callbacks.
+
+A file holds the ticket as of now (masks, rewind snapshot, history, metrics: ``Ticket.load``
+reads it) and a JSON resume record with the rest of the `RunState` (round, step, capture step,
+schedule states, seed) plus what the writer adds (``extra``). ``run(checkpoint_dir=)`` also stores
+the live model state and the RNG states (`write_checkpoint`), since nobody else saves them; under
+a trainer, the trainer does.
+
+Files written before the record held the whole `RunState` still load: IMP checkpoints then kept
+only round, step, capture step and the next round; missing fields take the values a run without
+an optimizer or scheduler has.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +25,61 @@ import numpy as np
 from ..adapters import ModelAdapter
 from ..config import LotteryTicketConfig
 from ..ticket import Ticket, read_file, write_file
+from .run import Run, RunState
+
+_RECORD = ("round", "step", "capture_step", "steps_round0", "schedule_start", "schedule_at_capture", "schedule_pending")
+
+
+def state_record(state: RunState) -> dict[str, Any]:
+    """The JSON part of ``state`` (the ticket file holds the arrays, history and metrics)."""
+    record = {k: v for k, v in state.to_dict().items() if k in _RECORD}
+    record.update(seed=state.seed, snapshot_taken=state.snapshot is not None)
+    return record
+
+
+def state_from_file(ticket: Ticket, record: Mapping[str, Any], arg: str) -> RunState:
+    """The `RunState` a ticket file and its resume record hold (checked, naming ``arg``)."""
+    values: dict[str, Any] = {"schedule_start": [None, None], "schedule_at_capture": [None, None]}
+    values.update(schedule_pending=False, steps_round0=ticket.iterations_per_round)
+    values.update({k: record[k] for k in _RECORD if k in record})
+    values.update(
+        config=ticket.config.to_dict(),
+        importance=ticket.importance,
+        seed=record.get("seed"),
+        masks=ticket.masks,
+        snapshot=ticket.snapshot if record.get("snapshot_taken", True) else None,
+        history=ticket.sparsity_history,
+        metrics=ticket.metrics,
+    )
+    return RunState.from_dict(values, arg)
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """What `read_state_file` found: the run state, the ticket as saved and the writer's extras."""
+
+    state: RunState
+    ticket: Ticket
+    extra: dict[str, Any]
+
+
+def write_state_file(path: str | os.PathLike[str], ticket: Ticket, state: RunState, extra: Mapping[str, Any]) -> None:
+    """Save ``state`` as a ticket file (``ticket``: the run's, `LotteryTicketPruner.ticket`);
+    ``extra`` (JSON values) comes back from `read_state_file`."""
+    write_file(path, ticket, resume={**state_record(state), "extra": dict(extra)})
+
+
+def read_state_file(path: str | os.PathLike[str]) -> StateFile:
+    """Read a `write_state_file` file; ``ValueError`` naming ``path`` unless it holds a run state."""
+    ticket, _, _, record = read_file(path)
+    if record is None or "extra" not in record or not isinstance(record["extra"], dict):
+        raise ValueError(f"{path}: a ticket without a run state (not written by a trainer callback)")
+    return StateFile(state_from_file(ticket, record, str(path)), ticket, dict(record["extra"]))
 
 
 def write_checkpoint(path: Path, ticket: Ticket, adapter: ModelAdapter, resume: Mapping[str, Any]) -> None:
-    """Save an IMP checkpoint: ``ticket``, the adapter's live state, RNG states and ``resume``.
+    """Save an IMP checkpoint: ``ticket``, the adapter's live state, RNG states and ``resume``
+    (`state_record` plus ``next_round``).
 
     The NumPy global RNG state and the adapter's (torch) RNG state are saved too, so a resumed
     run continues exactly like an uninterrupted one.
@@ -56,6 +121,26 @@ def read_checkpoint(path: Path, config: LotteryTicketConfig, adapter: ModelAdapt
     Returns:
         ``(ticket, resume)``: the ticket as of the checkpoint and the ``resume`` mapping saved.
     """
+    ticket, resume, state, rng = _checked_checkpoint(path, config, adapter)
+    _load_checkpoint(adapter, resume, state, rng)
+    return ticket, resume
+
+
+def resume_run(path: Path, run: Run) -> int:
+    """Continue ``run`` from the IMP checkpoint at ``path``: the model, the RNG states and the run
+    state, all checked first (what defines the run included); returns the next round to train."""
+    ticket, resume, live, rng = _checked_checkpoint(path, run.config, run.adapter)
+    arg = f"checkpoint_dir: {path}"
+    state = state_from_file(ticket, resume, arg)
+    run.check_state(state, arg)
+    _load_checkpoint(run.adapter, resume, live, rng)
+    run.restore(state, arg)
+    return int(resume["next_round"])
+
+
+def _checked_checkpoint(
+    path: Path, config: LotteryTicketConfig, adapter: ModelAdapter
+) -> tuple[Ticket, dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     ticket, state, rng, resume = read_file(path)
     if ticket.config != config or resume is None or state is None or rng is None:
         raise ValueError(f"checkpoint_dir: {path} was written by a different configuration ({ticket.config})")
@@ -66,8 +151,13 @@ def read_checkpoint(path: Path, config: LotteryTicketConfig, adapter: ModelAdapt
         raise ValueError(f"checkpoint_dir: {path} prunes other tensors than this model")
     adapter.check_state(state, "checkpoint state")
     adapter.check_state(ticket.snapshot, "checkpoint snapshot")
+    return ticket, resume, state, rng
+
+
+def _load_checkpoint(
+    adapter: ModelAdapter, resume: Mapping[str, Any], state: Mapping[str, Any], rng: Mapping[str, np.ndarray]
+) -> None:
     adapter.load_state(state, skip=())
     kind, pos, has_gauss, gauss = resume["numpy_rng"]
     np.random.set_state((kind, np.asarray(rng["numpy"], dtype=np.uint32), pos, has_gauss, gauss))
     adapter.set_rng_state(rng)
-    return ticket, resume

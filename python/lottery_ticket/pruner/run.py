@@ -6,13 +6,16 @@ here, next to the configuration it was started with, so a run never mixes two co
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import kernels
-from ..adapters import ModelAdapter, StepWatcher
+from ..adapters import ModelAdapter, StepWatcher, adapter_for
 from ..config import LotteryTicketConfig, RewindStrategy
 from ..ticket import Ticket
 
@@ -64,8 +67,109 @@ def capture_step(strategy: RewindStrategy, steps: int | None) -> int | None:
     return None
 
 
+def _masks_by_tensor(model: Any, prunable: Mapping[str, Any], masks: Mapping[str, Any]) -> dict[str, Any]:
+    """``masks`` keyed like ``prunable`` (a tied alias resolves to its tensor's name), shapes checked."""
+    out: dict[str, Any] = {}
+    for name, mask in masks.items():
+        key = name if name in prunable else next(iter(adapter_for(model, names=[name]).prunable))
+        if tuple(mask.shape) != tuple(prunable[key].shape):
+            raise ValueError(f"ticket.masks[{name!r}]: shape {tuple(mask.shape)} differs from the model's")
+        if key in out and not np.array_equal(out[key], mask):
+            raise ValueError(f"ticket.masks[{name!r}]: a tied name of {key!r} with a different mask")
+        out[key] = mask
+    return {n: out[n] for n in prunable}
+
+
 def count_weights(prunable: dict[str, Any]) -> int:
     return sum(int(np.prod(tuple(w.shape), dtype=np.int64)) for w in prunable.values())
+
+
+def _count(value: object, arg: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
+        raise ValueError(f"{arg}: expected an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _schedule(value: object, arg: str) -> ScheduleState:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ValueError(f"{arg}: expected [scheduler state, learning rates], got {value!r}")
+    return value[0], value[1]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run as plain values: what defines it (configuration, importance, seed), where it is
+    (round, step), and what it carries (masks, rewind snapshot, schedule states, history, metrics).
+
+    The one serialisation of a run: `Run.to_state` makes it, `Run.restore` continues from it;
+    `to_dict` is the form kept in a trainer's checkpoint (tensors of the model's framework and
+    Python scalars, so a Lightning checkpoint loads with ``weights_only=True``) and
+    ``pruner.resume`` stores it as a ticket file. ``importance`` and ``seed`` are None for states
+    written before they were recorded.
+    """
+
+    config: LotteryTicketConfig
+    importance: str | None
+    seed: int | None
+    masks: dict[str, Any]
+    snapshot: dict[str, Any] | None
+    history: list[float]
+    metrics: list[dict[str, Any]]
+    round: int
+    step: int
+    capture_step: int | None
+    steps_round0: int | None
+    schedule_start: ScheduleState = (None, None)
+    schedule_at_capture: ScheduleState = (None, None)
+    schedule_pending: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["config"] = self.config.to_dict()
+        out["schedule_start"], out["schedule_at_capture"] = list(self.schedule_start), list(self.schedule_at_capture)
+        return out
+
+    @classmethod
+    def from_dict(cls, state: object, arg: str) -> RunState:
+        """Inverse of `to_dict` (also reads the dicts written before importance and seed were);
+        raises naming ``arg`` for anything malformed."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{arg}: expected a mapping from RunState.to_dict(), got {type(state).__name__}")
+        optional = {"importance", "seed"}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in state and f.name not in optional]
+        if missing:
+            raise ValueError(f"{arg}: not a run state (no {missing[0]!r})")
+        importance = state.get("importance")
+        if importance is not None and not isinstance(importance, str):
+            raise ValueError(f"{arg}['importance']: expected a str, got {importance!r}")
+        masks, snapshot = state["masks"], state["snapshot"]
+        if not isinstance(masks, Mapping) or not (snapshot is None or isinstance(snapshot, Mapping)):
+            raise ValueError(f"{arg}: masks and snapshot must be mappings of arrays")
+        history, metrics = state["history"], state["metrics"]
+        if not isinstance(history, list) or not all(isinstance(s, numbers.Real) for s in history):
+            raise ValueError(f"{arg}['history']: expected a list of numbers")
+        if not isinstance(metrics, list) or not all(isinstance(m, Mapping) for m in metrics):
+            raise ValueError(f"{arg}['metrics']: expected a list of rows")
+        round_index, step = _count(state["round"], f"{arg}['round']"), _count(state["step"], f"{arg}['step']")
+        assert round_index is not None and step is not None
+        return cls(
+            config=LotteryTicketConfig.from_dict(dict(state["config"])),
+            importance=importance,
+            seed=_count(state.get("seed"), f"{arg}['seed']", optional=True),
+            masks={str(n): m for n, m in masks.items()},
+            snapshot=dict(snapshot) if snapshot is not None else None,
+            history=[float(s) for s in history],
+            metrics=[dict(m) for m in metrics],
+            round=round_index,
+            step=step,
+            capture_step=_count(state["capture_step"], f"{arg}['capture_step']", optional=True),
+            steps_round0=_count(state["steps_round0"], f"{arg}['steps_round0']", optional=True),
+            schedule_start=_schedule(state["schedule_start"], f"{arg}['schedule_start']"),
+            schedule_at_capture=_schedule(state["schedule_at_capture"], f"{arg}['schedule_at_capture']"),
+            schedule_pending=bool(state["schedule_pending"]),
+        )
 
 
 @dataclass
@@ -97,17 +201,22 @@ class Run:
     schedule_pending: bool = False
     applier: kernels.MaskApplier | None = None
     snapshot_device: str | None = None  # where rewind snapshots are kept (None: beside the weights)
+    importance: str = "magnitude"  # what pruning ranks, and the seed of random scores
+    seed: int = 0
 
     @classmethod
     def start(
         cls,
         config: LotteryTicketConfig,
         adapter: ModelAdapter,
+        *,
         capture_step: int | None,
         optimizer: Any,
         scheduler: Any,
         on_step: Any,
         snapshot_device: str | None = None,
+        importance: str = "magnitude",
+        seed: int = 0,
     ) -> Run:
         """A fresh run: all weights alive, W0 snapshotted now unless the snapshot comes later."""
         total = count_weights(adapter.prunable)
@@ -128,37 +237,95 @@ class Run:
             schedule_start=schedule,
             schedule_at_capture=schedule,
             snapshot_device=snapshot_device,
+            importance=importance,
+            seed=seed,
         )
 
     @classmethod
-    def from_ticket(cls, adapter: ModelAdapter, ticket: Ticket, on_step: Any) -> Run:
-        """The run a ticket finished: its configuration, masks, snapshot, history, all rounds done."""
+    def from_ticket(cls, model: Any, ticket: Ticket, *, on_step: Any) -> Run:
+        """The run ``ticket`` finished, on ``model``: its snapshot loaded (unless masks-only), its
+        masks applied, its configuration and history, all rounds done. Checked first."""
+        adapter = adapter_for(model, names=list(ticket.masks))
+        if ticket.snapshot:
+            adapter.check_state(ticket.snapshot, "ticket.snapshot")
+        host_masks = _masks_by_tensor(model, adapter.prunable, ticket.masks)
+        masks = adapter.masks_from_numpy(host_masks)
+        if ticket.snapshot:
+            adapter.load_state(ticket.snapshot, skip=adapter.prunable)
+            kernels.rewind(adapter.prunable, {n: ticket.snapshot[n] for n in adapter.prunable}, masks)
+        else:
+            kernels.apply_masks(adapter.prunable, masks)
         return cls(
             config=ticket.config,
             adapter=adapter,
-            masks=adapter.masks_from_numpy(ticket.masks),
+            masks=masks,
             total=ticket.total_parameters,
             alive=ticket.remaining_parameters,
             capture_step=ticket.rewind_iteration,
-            snapshot=dict(ticket.snapshot),
+            snapshot=dict(ticket.snapshot) if ticket.snapshot else None,
             watcher=adapter.step_watcher(on_step),
             round=ticket.config.pruning_rounds,
             steps_round0=ticket.iterations_per_round,
             history=list(ticket.sparsity_history),
+            importance=ticket.importance,
         )
 
-    def resume(self, ticket: Ticket, resume: dict[str, Any]) -> int:
-        """Continue from a checkpoint's ticket and resume record; returns the next round to train."""
-        self.masks = self.adapter.masks_from_numpy(ticket.masks)
-        self.round, self.step, self.capture_step = resume["round"], resume["step"], resume["capture_step"]
-        self.alive = ticket.remaining_parameters
-        self.snapshot, self.steps_round0 = ticket.snapshot, ticket.iterations_per_round
-        self.history, self.metrics = list(ticket.sparsity_history), list(ticket.metrics)
-        return int(resume["next_round"])
+    def to_state(self) -> RunState:
+        """The run as plain values (`RunState`): what a checkpoint needs to resume it."""
+        return RunState(
+            config=self.config,
+            importance=self.importance,
+            seed=self.seed,
+            masks=dict(self.masks),
+            snapshot=dict(self.snapshot) if self.snapshot is not None else None,
+            history=list(self.history),
+            metrics=[dict(m) for m in self.metrics],
+            round=self.round,
+            step=self.step,
+            capture_step=self.capture_step,
+            steps_round0=self.steps_round0,
+            schedule_start=self.schedule_start,
+            schedule_at_capture=self.schedule_at_capture,
+            schedule_pending=self.schedule_pending,
+        )
 
-    def resume_record(self, next_round: int) -> dict[str, Any]:
-        """What `resume` needs besides the ticket."""
-        return {"next_round": next_round, "round": self.round, "step": self.step, "capture_step": self.capture_step}
+    def check_state(self, state: RunState, arg: str) -> dict[str, np.ndarray]:
+        """Raise unless ``state`` continues this run: what defines the run (configuration,
+        importance, seed, pruned tensors) is the same and the masks and snapshot fit the model.
+        Returns the masks as NumPy arrays; nothing is modified."""
+        if state.config != self.config:
+            raise ValueError(
+                f"{arg}: written by a different configuration ({state.config}, this run has {self.config})"
+            )
+        for what, saved, ours in (("importance", state.importance, self.importance), ("seed", state.seed, self.seed)):
+            if saved is not None and saved != ours:  # None: a state written before it was recorded
+                raise ValueError(f"{arg}: written by a run with {what}={saved!r}, this run has {what}={ours!r}")
+        adapter = self.adapter
+        if list(state.masks) != list(adapter.prunable):
+            raise ValueError(f"{arg}: prunes other tensors than this model ({list(state.masks)[:3]}...)")
+        masks = {
+            n: m if isinstance(m, np.ndarray) else adapter.masks_to_numpy({n: m})[n] for n, m in state.masks.items()
+        }
+        for name, mask in masks.items():
+            if mask.dtype != np.bool_ or tuple(mask.shape) != tuple(adapter.prunable[name].shape):
+                raise ValueError(f"{arg}: mask {name!r} is not a bool array of the weight's shape")
+        if state.snapshot is not None:
+            adapter.check_state(state.snapshot, f"{arg}: snapshot")
+        if state.round > self.config.pruning_rounds:
+            raise ValueError(f"{arg}: round {state.round} exceeds pruning_rounds={self.config.pruning_rounds}")
+        return masks
+
+    def restore(self, state: RunState, arg: str) -> None:
+        """Continue from ``state`` (`to_state` of an earlier run on this model); checked first."""
+        masks = self.check_state(state, arg)
+        self.masks = self.adapter.masks_from_numpy(masks)
+        self.alive = sum(int(np.count_nonzero(m)) for m in masks.values())
+        self.snapshot = dict(state.snapshot) if state.snapshot is not None else None
+        self.history, self.metrics = list(state.history), [dict(m) for m in state.metrics]
+        self.round, self.step, self.capture_step = state.round, state.step, state.capture_step
+        self.steps_round0 = state.steps_round0
+        self.schedule_start, self.schedule_at_capture = state.schedule_start, state.schedule_at_capture
+        self.schedule_pending = state.schedule_pending
 
     def take_snapshot(self) -> dict[str, Any]:
         """The whole model state now, kept on ``snapshot_device``."""
