@@ -186,17 +186,10 @@ def _module_names() -> set[str]:
     return set(_modules()) | stubs
 
 
-# Reaches into another module's private names that exist today; the owners make these public or
-# move them, and this list empties.
-PRIVATE_IMPORTS_TO_REMOVE = {
-    "lottery_ticket._callbacks": ["lottery_ticket.ticket._RESERVED"],
-}
-
-
 def test_no_private_name_is_imported_from_another_module() -> None:
     modules = _module_names()
     found = {name: sorted(hits) for name, path in _modules().items() if (hits := _private_imports(name, path, modules))}
-    assert found == PRIVATE_IMPORTS_TO_REMOVE
+    assert found == {}
 
 
 def test_the_private_import_check_tells_names_from_modules(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from . import kernels
 from ._validation import integer, optional_path
 from .config import LotteryTicketConfig
 from .pruner import LotteryTicketPruner, RunState
-from .ticket import _RESERVED, Ticket, metrics_row
+from .ticket import RESERVED_METRICS, Ticket, metrics_row
 
 TICKET_NAME = "lottery-ticket.safetensors"
 
@@ -76,7 +76,7 @@ def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     """The real-valued scalars of ``values`` (tensors with one element included) as floats."""
     out: dict[str, float] = {}
     for key, value in values.items():
-        if not isinstance(key, str) or key in _RESERVED or key.startswith("lottery_ticket/"):
+        if not isinstance(key, str) or key in RESERVED_METRICS or key.startswith("lottery_ticket/"):
             continue
         if hasattr(value, "numel") and value.numel() == 1:
             value = value.item()

@@ -113,7 +113,7 @@ class Ticket:
             f"parameters   {self.remaining_parameters} of {self.total_parameters} prunable weights kept",
         ]
         for row in self.metrics:
-            extra = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in _RESERVED)
+            extra = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in RESERVED_METRICS)
             lines.append(f"  round {row['round']:>3}  density {row['density']:.2%}  {extra}".rstrip())
         width = max(len(r["name"]) for r in self.layer_table()) if self.masks else 4
         lines.append(f"{'layer':<{width}}  {'shape':>16}  {'kept':>10}  {'total':>10}  sparsity")
@@ -135,7 +135,8 @@ class Ticket:
 
 
 # The columns every metrics row has; `train_fn` may not return metrics with these names.
-_RESERVED = ("round", "density", "sparsity", "remaining")
+# Metric names every row carries already; a trainer's own metrics may not reuse them.
+RESERVED_METRICS = ("round", "density", "sparsity", "remaining")
 
 
 def metrics_row(
@@ -162,8 +163,8 @@ def metrics_row(
     if not isinstance(returned, Mapping):
         raise TypeError(f"train_fn: expected a mapping of metrics or None, got {type(returned).__name__}")
     for key, value in returned.items():
-        if not isinstance(key, str) or key in _RESERVED:
-            raise ValueError(f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(_RESERVED)})")
+        if not isinstance(key, str) or key in RESERVED_METRICS:
+            raise ValueError(f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(RESERVED_METRICS)})")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"train_fn: metric {key!r} must be a real number, got {type(value).__name__}")
         row[key] = float(value)
