@@ -164,7 +164,9 @@ def metrics_row(
         raise TypeError(f"train_fn: expected a mapping of metrics or None, got {type(returned).__name__}")
     for key, value in returned.items():
         if not isinstance(key, str) or key in RESERVED_METRICS:
-            raise ValueError(f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(RESERVED_METRICS)})")
+            raise ValueError(
+                f"train_fn: metric name {key!r} is not a str or is reserved ({', '.join(RESERVED_METRICS)})"
+            )
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"train_fn: metric {key!r} must be a real number, got {type(value).__name__}")
         row[key] = float(value)
