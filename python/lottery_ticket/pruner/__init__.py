@@ -40,8 +40,9 @@ from ..adapters import adapter_for
 from ..config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
 from ..ticket import Ticket, metrics_row
 from .builder import PrunerBuilder
+from .early_bird import EarlyBird, EarlyBirdWatch
 from .resume import read_checkpoint, write_checkpoint
-from .rounds import plan_masks
+from .rounds import check_layer_rates, plan_masks
 from .run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -69,6 +70,7 @@ class LotteryTicketPruner:
             FSDP2 / DTensor parameters need none (their device mesh is used); DDP replicas none.
         snapshot_device: where the rewind snapshot is kept, e.g. ``"cpu"`` (pinned) for models
             that fill the GPU; default: beside the weights.
+        layer_rates, early_bird: see `LotteryTicketConfig` (per-tensor rates; `EarlyBird` rounds).
     """
 
     def __init__(
@@ -86,6 +88,8 @@ class LotteryTicketPruner:
         seed: int = 0,
         process_group: Any = None,
         snapshot_device: Any = None,
+        layer_rates: Any = None,
+        early_bird: EarlyBird | None = None,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -95,9 +99,13 @@ class LotteryTicketPruner:
                 pruning_rounds,
                 rewind_strategy or RewindStrategy.init(),  # type: ignore[arg-type]  # a str is parsed
                 global_pruning,
+                layer_rates=layer_rates,
+                early_bird=early_bird,
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
+        elif layer_rates is not None or early_bird is not None:
+            raise TypeError("layer_rates, early_bird: pass them inside config=, not beside it")
         self.config, self.importance = config, _importance.resolve(importance, seed)
         self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
@@ -105,6 +113,7 @@ class LotteryTicketPruner:
             snapshot_device = str(snapshot_device)  # a torch.device
         self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
+        self._bird: EarlyBirdWatch | None = None
 
     @classmethod
     def with_config(
@@ -149,6 +158,11 @@ class LotteryTicketPruner:
             return None
         return self._started().capture_step
 
+    @property
+    def should_stop(self) -> bool:
+        """True once this round's mask has settled (`EarlyBird`): ``train`` may end the round now."""
+        return self._bird is not None and self._bird.stopped_at is not None
+
     def _started(self) -> Run:
         if self._run is None:
             raise RuntimeError("call start(model) (or run/apply_ticket) first")
@@ -169,12 +183,15 @@ class LotteryTicketPruner:
         check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         capture = capture_step(self.config.rewind_strategy, steps)
+        check_layer_rates(self.config, adapter.prunable)
         run = Run.start(
             self.config, adapter, capture, optimizer, scheduler, self._after_optimizer_step, self.snapshot_device
         )
         if self.process_group is not None:
             run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         self._run, self._model = run, model
+        bird = self.config.early_bird
+        self._bird = EarlyBirdWatch(bird, run.total, self.process_group) if bird is not None else None
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -190,6 +207,15 @@ class LotteryTicketPruner:
         if run.round == 0 and run.snapshot is None and run.step == run.capture_step:
             run.snapshot = run.take_snapshot()
             run.schedule_pending = True
+        # Never in the final round, nor before the rewind point exists (round 0 of early/late).
+        if self._bird is not None and run.round < run.config.pruning_rounds and run.snapshot is not None:
+            self._bird.on_step(run.step, self._next_masks)
+
+    def _next_masks(self) -> Any:
+        """The masks the next `prune` would give, the model untouched."""
+        run = self._started()
+        scores = self.importance.scores(self._model, run.adapter.prunable)
+        return plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
 
     def _after_optimizer_step(self) -> None:
         self._started().reapply_masks()
@@ -249,6 +275,8 @@ class LotteryTicketPruner:
             saved = run.schedule_at_capture if strategy.kind in ("early", "late") else run.schedule_start
             restore_schedule(saved, optimizer or run.optimizer, scheduler or run.scheduler)
         run.step = 0
+        if self._bird is not None:
+            self._bird.reset()
 
     def ticket(self) -> Ticket:
         """The ticket as of now: masks, rewind snapshot, history, metrics."""
@@ -310,6 +338,10 @@ class LotteryTicketPruner:
                     run.adapter.check_live("during train_fn")
                     kernels.apply_masks(run.adapter.prunable, run.masks)
                     run.metrics.append(metrics_row(r, self.density, run.alive, returned))
+                    if self._bird is not None:  # the step the round stopped at, and whether early
+                        stop = self._bird.stopped_at
+                        run.metrics[-1].update(early_bird_step=float(run.step if stop is None else stop))
+                        run.metrics[-1].update(early_bird_stopped=float(stop is not None))
                     if r < rounds:
                         self.prune()
                         self.rewind()
@@ -331,6 +363,7 @@ class LotteryTicketPruner:
         ``sparsity_history`` lists the sparsity after each of the ``pruning_rounds`` rounds.
         """
         adapter = adapter_for(model, self.include, self.exclude)
+        check_layer_rates(self.config, adapter.prunable)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
         if self.process_group is not None:

@@ -85,7 +85,9 @@ def _check_masks(model: nn.Module, masks: Any) -> dict[str, torch.Tensor]:
     if not isinstance(masks, Mapping) and hasattr(masks, "masks"):
         masks = masks.masks
     if not isinstance(masks, Mapping):
-        raise TypeError(f"masks: expected {{parameter name: bool mask}}, a Ticket or a pruner, got {type(masks).__name__}")
+        raise TypeError(
+            f"masks: expected {{parameter name: bool mask}}, a Ticket or a pruner, got {type(masks).__name__}"
+        )
     params = dict(model.named_parameters())
     result = {}
     for name, mask in masks.items():
