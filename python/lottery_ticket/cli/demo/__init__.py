@@ -228,6 +228,7 @@ def run_one_seed(
     from .methods import run_methods
 
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)  # bit-identical reruns on one machine
     data = load(config.data) if data is None else data
     rows = run_seed(seed, data, config, on_round_done=on_round_done) if "imp" in config.methods else []
     found = run_methods(seed, data, config, rows, on_round_done=on_round_done)
@@ -252,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     # The matrices are tiny (100x40 @ 40x300): a second intra-op thread costs more in
     # synchronisation than it saves on 2 cores.
     previous_threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     started = time.perf_counter()
     # --quick: starting worker processes would cost more than its few seconds of training.
@@ -293,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
                         supermasks.extend(found)
     finally:
         torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(deterministic)
     elapsed = time.perf_counter() - started
     summary = demo_report.summarize(rows, config.networks)
     checks = demo_report.science_checks(summary) if "imp" in config.methods else None
