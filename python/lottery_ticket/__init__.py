@@ -6,13 +6,14 @@ semantics (tie order, NaN policy, amount rules).
 """
 
 from ._core import __version__
-from .config import LotteryTicketConfig, RewindStrategy
+from .config import EarlyBird, LotteryTicketConfig, RewindStrategy
 from .kernels import MaskApplier, alive_counts, apply_masks, global_magnitude_masks, rewind
 from .pruner import LotteryTicketPruner
 from .safetensors_stream import prune_checkpoint
 from .ticket import Ticket
 
 __all__ = [
+    "EarlyBird",
     "LotteryTicketConfig",
     "LotteryTicketPruner",
     "MaskApplier",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -120,11 +120,66 @@ class RewindStrategy:
 
 
 @dataclass(frozen=True)
+class EarlyBird:
+    """End a training round once the mask the next pruning would give has settled (You et al. 2020).
+
+    Every ``every_steps`` optimizer steps the pruner computes the mask the next pruning would
+    give; the round ends (``pruner.should_stop`` turns True) once the normalised Hamming distance
+    between the newest such mask and each of the ``window`` before it is below ``tolerance``.
+    The final round always trains in full. You et al. use ``window=5``, ``tolerance=0.1``.
+
+    Example:
+        >>> EarlyBird(every_steps=50).to_dict()
+        {'every_steps': 50, 'window': 5, 'tolerance': 0.1}
+    """
+
+    every_steps: int
+    window: int = 5
+    tolerance: float = 0.1
+
+    def __post_init__(self) -> None:
+        for arg in ("every_steps", "window"):
+            object.__setattr__(self, arg, integer(getattr(self, arg), arg, at_least=1))
+        object.__setattr__(self, "tolerance", real(self.tolerance, "tolerance", low=0.0, high=1.0, low_open=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"every_steps": self.every_steps, "window": self.window, "tolerance": self.tolerance}
+
+
+# Per-tensor pruning rates: ((glob pattern, fraction of the survivors pruned per round), ...).
+LayerRates = tuple[tuple[str, float], ...]
+
+
+def _check_layer_rates(value: object) -> LayerRates:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(f"layer_rates: expected {{pattern: rate}}, got {type(value).__name__}")
+    result = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"layer_rates: expected {{pattern: rate}} or (pattern, rate) pairs, got {item!r}")
+        pattern, rate = item
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"layer_rates: a pattern must be a non-empty string, got {pattern!r}")
+        r = real(rate, f"layer_rates[{pattern!r}]", low=0.0, high=1.0, high_open=True)
+        result.append((pattern, r))
+    return tuple(result)
+
+
+@dataclass(frozen=True)
 class LotteryTicketConfig:
     """Target sparsity, number of IMP rounds, rewind strategy and pruning scope.
 
     After round k of n, exactly ``round(N * (1 - s) ** (k / n))`` of the N prunable weights
     remain (per tensor when ``global_pruning`` is False), so the last round hits the target.
+
+    ``layer_rates`` (``{glob pattern: rate}``, first match wins) prunes each matching tensor
+    alone by its own rate per round: after round k a matched tensor of N weights keeps exactly
+    ``round(N * (1 - rate) ** k)`` (Frankle & Carbin: 20% for fully connected layers, 10% for
+    the output layer); the other tensors follow the schedule above, and ``target_sparsity``
+    speaks for them only. ``early_bird`` (an `EarlyBird`) ends rounds once the mask settles.
 
     Example:
         >>> cfg = LotteryTicketConfig(0.9, 10)
@@ -138,8 +193,13 @@ class LotteryTicketConfig:
     pruning_rounds: int
     rewind_strategy: RewindStrategy = dataclasses.field(default_factory=RewindStrategy.init)
     global_pruning: bool = True
+    layer_rates: LayerRates = ()
+    early_bird: EarlyBird | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_rates", _check_layer_rates(self.layer_rates))
+        if self.early_bird is not None and not isinstance(self.early_bird, EarlyBird):
+            raise TypeError(f"early_bird: expected an EarlyBird or None, got {type(self.early_bird).__name__}")
         s = real(self.target_sparsity, "target_sparsity", low=0.0, high=1.0, high_open=True)
         object.__setattr__(self, "target_sparsity", s)
         object.__setattr__(self, "pruning_rounds", integer(self.pruning_rounds, "pruning_rounds", at_least=1))
@@ -154,9 +214,17 @@ class LotteryTicketConfig:
         """Fraction of the survivors pruned each round: ``1 - (1 - s) ** (1 / n)``."""
         return 1.0 - float((1.0 - self.target_sparsity) ** (1.0 / self.pruning_rounds))
 
-    def remaining_after(self, round_index: int, total: int) -> int:
-        """How many of ``total`` weights survive after ``round_index`` pruning rounds."""
+    def layer_rate(self, name: str) -> float | None:
+        """The per-round rate of tensor ``name`` from ``layer_rates`` (None: it follows the schedule)."""
+        return next((rate for pattern, rate in self.layer_rates if fnmatch.fnmatchcase(name, pattern)), None)
+
+    def remaining_after(self, round_index: int, total: int, name: str | None = None) -> int:
+        """How many of ``total`` weights survive after ``round_index`` pruning rounds (of tensor
+        ``name`` when given: its layer rate applies if it has one)."""
         k = integer(round_index, "round_index", at_least=0, at_most=self.pruning_rounds)
+        rate = self.layer_rate(name) if name is not None else None
+        if rate is not None:
+            return round(total * float((1.0 - rate) ** k))
         return round(total * float((1.0 - self.target_sparsity) ** (k / self.pruning_rounds)))
 
     def with_rewind_strategy(self, strategy: RewindStrategy | str) -> LotteryTicketConfig:
@@ -174,6 +242,9 @@ class LotteryTicketConfig:
             "pruning_rounds": self.pruning_rounds,
             "rewind_strategy": str(self.rewind_strategy),
             "global_pruning": self.global_pruning,
+            # Only when set, so files written before these options read the same.
+            **({"layer_rates": dict(self.layer_rates)} if self.layer_rates else {}),
+            **({"early_bird": self.early_bird.to_dict()} if self.early_bird is not None else {}),
         }
 
     @classmethod
@@ -182,14 +253,20 @@ class LotteryTicketConfig:
         if not isinstance(data, dict):
             raise TypeError(f"data: expected a dict from to_dict(), got {type(data).__name__}")
         fields = ("target_sparsity", "pruning_rounds", "rewind_strategy", "global_pruning")
-        if set(data) != set(fields):
-            odd = sorted(set(fields) ^ set(map(str, data)))
+        optional = ("layer_rates", "early_bird")
+        if not set(fields) <= set(data) <= set(fields + optional):
+            odd = sorted((set(fields) - set(data)) | (set(map(str, data)) - set(fields + optional)))
             raise ValueError(f"data: expected the keys {', '.join(fields)}; missing or unexpected: {', '.join(odd)}")
+        bird = data.get("early_bird")
+        if bird is not None and not isinstance(bird, dict):
+            raise TypeError(f"early_bird: expected a dict from to_dict(), got {type(bird).__name__}")
         return cls(
             data["target_sparsity"],
             data["pruning_rounds"],
             RewindStrategy.parse(data["rewind_strategy"]),
             data["global_pruning"],
+            layer_rates=data.get("layer_rates", ()),
+            early_bird=EarlyBird(**bird) if bird is not None else None,
         )
 
 

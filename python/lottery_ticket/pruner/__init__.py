@@ -1,6 +1,6 @@
 """`LotteryTicketPruner`: iterative magnitude pruning (IMP) with rewinding, driving your training.
 
-The README's "Ten lines of IMP" shows it on a torch model.
+docs/guide/imp.md shows it on a torch model.
 
 `run` calls ``train(model, r)`` for r = 0..n: round 0 trains the dense model from the weights it
 had when `run` started (W0); before round r >= 1 the pruner removes this round's share of the
@@ -40,9 +40,10 @@ from ..adapters import adapter_for
 from ..config import LotteryTicketConfig, NameFilter, RewindStrategy, check_iterations_per_round, check_name_filter
 from ..ticket import Ticket, metrics_row
 from .builder import PrunerBuilder
+from .early_bird import EarlyBird, EarlyBirdWatch
 from .resume import resume_run, state_record, write_checkpoint
-from .rounds import plan_masks
-from .run import Run, capture_step, check_schedule_args, count_weights, restore_schedule
+from .rounds import check_layer_rates, plan_masks
+from .run import Run, capture_step, check_schedule_args, count_weights
 from .run import RunState as RunState  # public: the run as plain values
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -71,6 +72,7 @@ class LotteryTicketPruner:
             FSDP2 / DTensor parameters need none (their device mesh is used); DDP replicas none.
         snapshot_device: where the rewind snapshot is kept, e.g. ``"cpu"`` (pinned) for models
             that fill the GPU; default: beside the weights.
+        layer_rates, early_bird: see `LotteryTicketConfig` (per-tensor rates; `EarlyBird` rounds).
     """
 
     def __init__(
@@ -88,6 +90,8 @@ class LotteryTicketPruner:
         seed: int = 0,
         process_group: Any = None,
         snapshot_device: Any = None,
+        layer_rates: Any = None,
+        early_bird: EarlyBird | None = None,
     ) -> None:
         if config is None:
             if target_sparsity is None or pruning_rounds is None:
@@ -97,9 +101,13 @@ class LotteryTicketPruner:
                 pruning_rounds,
                 rewind_strategy or RewindStrategy.init(),  # type: ignore[arg-type]  # a str is parsed
                 global_pruning,
+                layer_rates=layer_rates,
+                early_bird=early_bird,
             )
         elif not isinstance(config, LotteryTicketConfig):
             raise TypeError(f"config: expected a LotteryTicketConfig, got {type(config).__name__}")
+        elif layer_rates is not None or early_bird is not None:
+            raise TypeError("layer_rates, early_bird: pass them inside config=, not beside it")
         self.config, self.importance = config, _importance.resolve(importance, seed)
         self.include, self.exclude = check_name_filter(include, "include"), check_name_filter(exclude, "exclude")
         self.iterations_per_round = check_iterations_per_round(iterations_per_round)
@@ -107,6 +115,7 @@ class LotteryTicketPruner:
             snapshot_device = str(snapshot_device)  # a torch.device
         self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
+        self._bird: EarlyBirdWatch | None = None
 
     @classmethod
     def with_config(
@@ -151,6 +160,11 @@ class LotteryTicketPruner:
             return None
         return self._started().capture_step
 
+    @property
+    def should_stop(self) -> bool:
+        """True once this round's mask has settled (`EarlyBird`): ``train`` may end the round now."""
+        return self._bird is not None and self._bird.stopped_at is not None
+
     def _started(self) -> Run:
         if self._run is None:
             raise RuntimeError("call start(model) (or run/apply_ticket) first")
@@ -171,6 +185,7 @@ class LotteryTicketPruner:
         check_schedule_args(optimizer, scheduler)
         steps = check_iterations_per_round(iterations_per_round) or self.iterations_per_round
         capture = capture_step(self.config.rewind_strategy, steps)
+        check_layer_rates(self.config, adapter.prunable)
         run = Run.start(
             self.config,
             adapter,
@@ -185,6 +200,8 @@ class LotteryTicketPruner:
         if self.process_group is not None:
             run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         self._run, self._model = run, model
+        bird = self.config.early_bird
+        self._bird = EarlyBirdWatch(bird, run.total, self.process_group) if bird is not None else None
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -200,6 +217,15 @@ class LotteryTicketPruner:
         if run.round == 0 and run.snapshot is None and run.step == run.capture_step:
             run.snapshot = run.take_snapshot()
             run.schedule_pending = True
+        # Never in the final round, nor before the rewind point exists (round 0 of early/late).
+        if self._bird is not None and run.round < run.config.pruning_rounds and run.snapshot is not None:
+            self._bird.on_step(run.step, self._next_masks)
+
+    def _next_masks(self) -> Any:
+        """The masks the next `prune` would give, the model untouched."""
+        run = self._started()
+        scores = self.importance.scores(self._model, run.adapter.prunable)
+        return plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
 
     def _after_optimizer_step(self) -> None:
         self._started().reapply_masks()
@@ -237,28 +263,11 @@ class LotteryTicketPruner:
         the trained weights (lr/none), zero the pruned weights, clear optimizer state, and rewind
         the scheduler (init, lr: to its start; early/late: to iteration k; none: untouched)."""
         run = self._started()
-        adapter, strategy = run.adapter, run.config.rewind_strategy
-        optimizer = adapter.unwrap_optimizer(optimizer)
+        optimizer = run.adapter.unwrap_optimizer(optimizer)
         check_schedule_args(optimizer, scheduler)
-        adapter.check_live("since start()")
-        if strategy.rewinds_weights:
-            snapshot = run.snapshot
-            if snapshot is None:
-                raise RuntimeError(f"no snapshot yet: {strategy} is captured at iteration {run.capture_step}")
-            adapter.load_state(snapshot, skip=adapter.prunable)
-            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, run.masks)
-        else:
-            kernels.apply_masks(adapter.prunable, run.masks)
-            run.snapshot = run.take_snapshot()
-        for opt in (optimizer, run.optimizer):
-            if opt is not None:
-                opt.state.clear()
-        if run.watcher is not None:
-            run.watcher.reset_optimizers()
-        if strategy.kind != "none":
-            saved = run.schedule_at_capture if strategy.kind in ("early", "late") else run.schedule_start
-            restore_schedule(saved, optimizer or run.optimizer, scheduler or run.scheduler)
-        run.step = 0
+        run.rewind(optimizer, scheduler)
+        if self._bird is not None:
+            self._bird.reset()
 
     def ticket(self) -> Ticket:
         """The ticket as of now: masks, rewind snapshot, history, metrics."""
@@ -337,6 +346,10 @@ class LotteryTicketPruner:
                     run.adapter.check_live("during train_fn")
                     kernels.apply_masks(run.adapter.prunable, run.masks)
                     run.metrics.append(metrics_row(r, self.density, run.alive, returned))
+                    if self._bird is not None:  # the step the round stopped at, and whether early
+                        stop = self._bird.stopped_at
+                        run.metrics[-1].update(early_bird_step=float(run.step if stop is None else stop))
+                        run.metrics[-1].update(early_bird_stopped=float(stop is not None))
                     if r < rounds:
                         self.prune()
                         self.rewind()
@@ -359,6 +372,7 @@ class LotteryTicketPruner:
         ``sparsity_history`` lists the sparsity after each of the ``pruning_rounds`` rounds.
         """
         adapter = adapter_for(model, self.include, self.exclude)
+        check_layer_rates(self.config, adapter.prunable)
         masks = adapter.full_masks()
         total = count_weights(adapter.prunable)
         if self.process_group is not None:

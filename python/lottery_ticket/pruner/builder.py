@@ -57,6 +57,14 @@ class PrunerBuilder:
     def snapshot_device(self, value: Any) -> PrunerBuilder:
         return self._set("snapshot_device", value)
 
+    def layer_rates(self, value: Any) -> PrunerBuilder:
+        """``{glob pattern: rate per round}``: matching tensors are pruned alone at their own rate."""
+        return self._set("layer_rates", value)
+
+    def early_bird(self, value: Any) -> PrunerBuilder:
+        """An `EarlyBird`: rounds end once the next pruning's mask has settled."""
+        return self._set("early_bird", value)
+
     def build(self) -> LotteryTicketPruner:
         """The pruner; ``target_sparsity`` and ``pruning_rounds`` must have been set."""
         missing = [k for k in ("target_sparsity", "pruning_rounds") if k not in self._values]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,17 +28,37 @@ def plan_masks(
     else:  # alive + dead: the global sizes of the shards, without a collective per tensor shape
         dead = kernels.alive_counts({n: ~m for n, m in masks.items()}, process_group=process_group)
         sizes = {n: alive[n] + dead[n] for n in weights}
-    if config.global_pruning:
-        keep = config.remaining_after(round_index, sum(sizes.values()))
-        return kernels.global_magnitude_masks(
-            dict(weights), sum(alive.values()) - keep, dict(masks), "global", process_group=process_group
-        )
+    # Tensors with a layer rate are pruned alone; the others follow the schedule together
+    # (global) or alone.
+    alone = [n for n in weights if config.layer_rate(n) is not None]
+    pooled = [n for n in weights if n not in alone]
     result = {}
-    for name, w in weights.items():
-        keep = config.remaining_after(round_index, sizes[name])
+    if config.global_pruning and pooled:
+        keep = config.remaining_after(round_index, sum(sizes[n] for n in pooled))
+        result.update(
+            kernels.global_magnitude_masks(
+                {n: weights[n] for n in pooled},
+                sum(alive[n] for n in pooled) - keep,
+                {n: masks[n] for n in pooled},
+                "global",
+                process_group=process_group,
+            )
+        )
+    for name in alone if config.global_pruning else list(weights):
+        w = weights[name]
+        keep = config.remaining_after(round_index, sizes[name], name)
         result.update(
             kernels.global_magnitude_masks(
                 {name: w}, alive[name] - keep, {name: masks[name]}, "global", process_group=process_group
             )
         )
-    return result
+    return {n: result[n] for n in weights}
+
+
+def check_layer_rates(config: LotteryTicketConfig, names: Collection[str]) -> None:
+    """Refuse a ``layer_rates`` pattern that matches none of the pruned tensors (a typo would
+    otherwise silently leave the layer on the schedule)."""
+    for pattern, _ in config.layer_rates:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            listed = ", ".join(list(names)[:8])
+            raise ValueError(f"layer_rates: {pattern!r} matches none of the pruned tensors ({listed})")

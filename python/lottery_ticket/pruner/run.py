@@ -349,3 +349,27 @@ class Run:
     def save_schedule_if_pending(self) -> None:
         if self.schedule_pending:
             self.schedule_at_capture, self.schedule_pending = schedule_state(self.optimizer, self.scheduler), False
+
+    def rewind(self, optimizer: Any, scheduler: Any) -> None:
+        """Restore the snapshot (or keep the trained weights), zero the pruned weights, clear
+        optimizer state and rewind the schedule, as the strategy says; the step count restarts."""
+        adapter, strategy = self.adapter, self.config.rewind_strategy
+        adapter.check_live("since start()")
+        if strategy.rewinds_weights:
+            snapshot = self.snapshot
+            if snapshot is None:
+                raise RuntimeError(f"no snapshot yet: {strategy} is captured at iteration {self.capture_step}")
+            adapter.load_state(snapshot, skip=adapter.prunable)
+            kernels.rewind(adapter.prunable, {n: snapshot[n] for n in adapter.prunable}, self.masks)
+        else:
+            kernels.apply_masks(adapter.prunable, self.masks)
+            self.snapshot = self.take_snapshot()
+        for opt in (optimizer, self.optimizer):
+            if opt is not None:
+                opt.state.clear()
+        if self.watcher is not None:
+            self.watcher.reset_optimizers()
+        if strategy.kind != "none":
+            saved = self.schedule_at_capture if strategy.kind in ("early", "late") else self.schedule_start
+            restore_schedule(saved, optimizer or self.optimizer, scheduler or self.scheduler)
+        self.step = 0

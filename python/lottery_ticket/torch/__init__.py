@@ -18,6 +18,7 @@ from ._model import TorchModuleAdapter
 from ._ops import TorchKernels
 from ._prune import global_unstructured
 from .snip import Snip, snip_scores
+from .stability import Instability, instability
 
 register_array_backend(TorchArrays())
 register_device_kernels(TorchKernels())
@@ -25,4 +26,12 @@ register_model_adapter(lambda model: isinstance(model, nn.Module), TorchModuleAd
 
 from . import supermask  # noqa: E402  (after registration: it builds tickets of torch models)
 
-__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "snip_scores", "supermask"]
+__all__ = [
+    "Instability",
+    "Snip",
+    "TorchModuleAdapter",
+    "global_unstructured",
+    "instability",
+    "snip_scores",
+    "supermask",
+]

@@ -132,6 +132,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"{QUICK['seeds']} seeds, {QUICK['rounds']} rounds, {QUICK['iterations']} iterations",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--study",
+        choices=("rewind", "stability", "early-bird", "greydanus"),
+        default=None,
+        help="instead of the default demo, a rewinding study on a 1-D CNN (rewind: init, early:k, "
+        "late:f, lr, none side by side; stability: instability vs. rewind point; early-bird: IMP "
+        "with and without early-bird rounds) or greydanus (the MNIST-1D paper's lottery table); "
+        "writes study-NAME.json and study-NAME.png; --quick makes it a smoke run",
+    )
 
 
 def requires(args: argparse.Namespace) -> list[Requirement]:
@@ -219,6 +228,7 @@ def run_one_seed(
     from .methods import run_methods
 
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)  # bit-identical reruns on one machine
     data = load(config.data) if data is None else data
     rows = run_seed(seed, data, config, on_round_done=on_round_done) if "imp" in config.methods else []
     found = run_methods(seed, data, config, rows, on_round_done=on_round_done)
@@ -235,12 +245,15 @@ def run(args: argparse.Namespace) -> int:
     from . import report as demo_report
     from .data import DATA_SETS, load
 
+    if args.study is not None:
+        return run_study(args)
     config = build_config(args)
     out: Path = args.out
     prepare_out(out)
     # The matrices are tiny (100x40 @ 40x300): a second intra-op thread costs more in
     # synchronisation than it saves on 2 cores.
     previous_threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     started = time.perf_counter()
     # --quick: starting worker processes would cost more than its few seconds of training.
@@ -282,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
                         supermasks.extend(found)
     finally:
         torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(deterministic)
     elapsed = time.perf_counter() - started
     summary = demo_report.summarize(rows, config.networks)
     checks = demo_report.science_checks(summary) if "imp" in config.methods else None
@@ -318,4 +332,47 @@ def run(args: argparse.Namespace) -> int:
     if checks is not None:
         _print_checks(checks)
     print(f"Wrote {out / RESULTS_NAME} and {out / FIGURE_NAME} in {elapsed:.0f} s.")
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """``--study NAME``: run it (``studies``), print its table, write its JSON and figure."""
+    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+    import torch
+
+    from ..._files import write_atomic
+    from . import study_report
+    from .data import load
+    from .report import write_json
+    from .studies import PRESETS
+    from .studies import run_study as run_named
+
+    if args.data != "mnist1d":
+        raise UserError("--study: the studies run on MNIST-1D only (drop --data)")
+    out: Path = args.out
+    prepare_out(out)
+    preset = "quick" if args.quick else "full"
+    sizes = PRESETS[preset][args.study]
+    steps = (
+        len(sizes.seeds) * {"rewind": 5, "stability": len(sizes.rewind_ks), "early-bird": 2, "greydanus": 1}[args.study]
+    )
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identical runs need a fixed thread count
+    started = time.perf_counter()
+    try:
+        with tqdm(total=steps, unit="run", disable=args.no_progress, file=sys.stderr) as bar:
+            results = run_named(args.study, preset, load("mnist1d"), lambda: bar.update(1))
+    finally:
+        torch.set_num_threads(previous_threads)
+    results["elapsed_seconds"] = time.perf_counter() - started
+    results["environment"] = {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}
+    summary = study_report.summarize(results)
+    results["summary"] = summary
+    name = f"study-{args.study}"
+    write_json(out / f"{name}.json", results)
+    title = f"--study {args.study} on MNIST-1D ({preset}, {len(sizes.seeds)} seed(s), {sizes.iterations} steps/round)"
+    write_atomic(out / f"{name}.png", study_report.render_figure(results, summary, title))
+    print(study_report.format_table(results, summary))
+    print(f"Wrote {out / name}.json and {out / name}.png in {results['elapsed_seconds']:.0f} s.")
     return 0
