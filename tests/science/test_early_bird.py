@@ -103,9 +103,9 @@ def test_the_watch_stops_when_the_newest_is_close_to_each_of_the_window() -> Non
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"every_steps": 0}, ValueError, "every_steps: must be >= 1"),
+        ({"every_steps": 0}, ValueError, "every_steps: expected an int >= 1"),
         ({"every_steps": 1.5}, TypeError, "every_steps: expected an int"),
-        ({"every_steps": 5, "window": 0}, ValueError, "window: must be >= 1"),
+        ({"every_steps": 5, "window": 0}, ValueError, "window: expected an int >= 1"),
         ({"every_steps": 5, "tolerance": 0.0}, ValueError, r"tolerance: must lie in \(0, 1\]"),
         ({"every_steps": 5, "tolerance": float("nan")}, ValueError, "tolerance: got NaN"),
     ],
