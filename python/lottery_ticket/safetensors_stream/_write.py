@@ -16,10 +16,11 @@ import numpy as np
 
 from ..kernels.arrays import BITS_DTYPES
 from ..kernels.threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
+from .._files import allocate
 from ..ticket.stream import TicketStream
 from ._blocks import BlockWriter
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
-from ._output import allocate
+from ._guard import InputGuard
 
 # Most bytes handed to one `write_pruned` call (an output block may end a slice sooner): large
 # enough that per-call overhead vanishes, small enough that a slice's mask (one byte per
@@ -37,15 +38,6 @@ class Cursor:
     ties_left: int
 
 
-def input_map(header: Header) -> np.ndarray:
-    """The whole file as a read-only byte map.
-
-    No ``MADV_SEQUENTIAL``: it lets the kernel drop pages soon after they are read, and the
-    write pass reads every page again right after the threshold pass.
-    """
-    return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
-
-
 def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
     """A pruned tensor's raw bits as the unsigned ints the kernels read (flat, zero-copy)."""
     dtype = FLOAT_DTYPES[t.dtype]
@@ -56,7 +48,9 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
         raise CheckpointError(
             f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it"
         )
-    return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
+    # A view of its own buffer object: views sharing one base make the extension's borrow
+    # checks compare each tensor with every other (quadratic in the tensor count).
+    return np.frombuffer(memoryview(mapped)[t.begin : t.end], dtype=BITS_DTYPES[dtype])
 
 
 def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str) -> list[Cursor]:
@@ -189,6 +183,7 @@ def write_shard(
     cursors: dict[str, Cursor],
     ticket: TicketStream | None,
     progress: Progress,
+    guard: InputGuard,
 ) -> dict[str, int]:
     """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
     metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts.
@@ -201,6 +196,7 @@ def write_shard(
     with BlockWriter(target, header.file_size) as out:
         out.copy(mapped[: header.header_bytes], progress)
         for t in header.tensors:
+            guard.before_read(header.path)
             if t.name in cursors:
                 counts[t.name] = prune_tensor(t, bits_view(mapped, t), out, cursors[t.name], ticket, progress)
             else:
