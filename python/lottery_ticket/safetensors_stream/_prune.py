@@ -17,7 +17,7 @@ from ._format import FLOAT_DTYPES, CheckpointError, TensorInfo
 from ._guard import InputGuard
 from ._inputs import Checkpoint, PathLike, open_checkpoint
 from ._output import OutputPlan, commit, copy_extra_files, plan_output, staged
-from ._write import Cursor, bits_view, prune_tensor, select, write_shard
+from ._write import Cursor, bits_view, count_pruned, select, write_shard
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,7 @@ def prune_checkpoint(
             advance(selected_bytes)
             by_name = {t.name: c for t, c in zip(chosen, cursors)}
             if plan is None:
-                counts = {}
-                for t, v in zip(chosen, views):
-                    guard.before_read(t.file)
-                    counts[t.name] = prune_tensor(t, v, None, by_name[t.name], None, advance)
+                counts = count_pruned(chosen, guard.maps, by_name, guard.before_read, advance)
             else:
                 counts = _write_all(checkpoint, plan, guard, by_name, chosen, sparsity, scope, advance)
             del views

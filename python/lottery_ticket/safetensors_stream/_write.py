@@ -78,6 +78,58 @@ def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity:
         raise CheckpointError(f"{t.file}: tensor {t.name!r} {found.group(2)}") from None
 
 
+def count_pruned(
+    tensors: Sequence[TensorInfo],
+    maps: dict[Path, np.ndarray],
+    cursors: dict[str, Cursor],
+    before_read: Callable[[Path], None],
+    progress: Progress,
+) -> dict[str, int]:
+    """What the write pass would prune in each tensor, without writing (a dry run).
+
+    Small tensors lying back to back in one file, of one dtype and one ranking, are counted by
+    one kernel call over their joint bytes: the per-call overhead would otherwise dominate a
+    checkpoint of many small tensors. That needs a threshold key above zero, where the pruned
+    weights are exactly the copy's zero bits (every kept weight is nonzero).
+    """
+    counts: dict[str, int] = {}
+    i = 0
+    while i < len(tensors):
+        t = tensors[i]
+        cursor = cursors[t.name]
+        j = i + 1
+        if cursor.threshold.key > 0:
+            limit = t.begin + SLICE_BYTES
+            while j < len(tensors) and _joins(tensors[j - 1], tensors[j], cursors) and tensors[j].end <= limit:
+                j += 1
+        before_read(t.file)
+        if j - i == 1:
+            counts[t.name] = prune_tensor(t, bits_view(maps[t.file], t), None, cursor, None, progress)
+        else:
+            counts.update(_count_run(tensors[i:j], maps[t.file], cursor))
+            progress(tensors[j - 1].end - t.begin)
+        i = j
+    return counts
+
+
+def _joins(a: TensorInfo, b: TensorInfo, cursors: dict[str, Cursor]) -> bool:
+    same = a.file == b.file and a.end == b.begin and a.dtype == b.dtype and cursors[a.name] is cursors[b.name]
+    return same and a.size > 0 and b.size > 0
+
+
+def _count_run(run: Sequence[TensorInfo], mapped: np.ndarray, cursor: Cursor) -> dict[str, int]:
+    first, last = run[0], run[-1]
+    joint = TensorInfo(first.name, first.dtype, (sum(t.size for t in run),), first.begin, last.end, first.file)
+    source = bits_view(mapped, joint)
+    target = np.empty_like(source)
+    dtype = FLOAT_DTYPES[first.dtype]
+    used, _ = write_pruned_counted(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
+    cursor.ties_left -= used
+    starts = np.cumsum([0] + [t.size for t in run[:-1]])
+    zeros = np.add.reduceat((target == 0).astype(np.int64), starts)
+    return {t.name: int(z) for t, z in zip(run, zeros)}
+
+
 def prune_tensor(
     t: TensorInfo,
     view: np.ndarray,
