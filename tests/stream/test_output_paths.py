@@ -111,19 +111,19 @@ def test_a_failed_final_rename_replaces_nothing(tmp_path: Path, monkeypatch: pyt
 def test_concurrent_runs_leave_a_checkpoint_and_ticket_of_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Run A pauses right after renaming its checkpoint; run B, started meanwhile, must not get
-    # its checkpoint and ticket in between (it waits for A's lock), else A's ticket lands last.
+    # Run A pauses right after its first rename; run B, started meanwhile, must not rename its
+    # files in between (it waits for A's lock), else A's second file lands after B's pair.
     src = model(tmp_path)
     out, ticket = tmp_path / "o.safetensors", tmp_path / "t.safetensors"
     real, paused = os.replace, threading.Event()
 
-    def slow_after_checkpoint(a: Any, b: Any) -> None:
+    def slow_after_first_rename(a: Any, b: Any) -> None:
         real(a, b)
-        if Path(b) == out and threading.current_thread().name == "A":
+        if threading.current_thread().name == "A" and not paused.is_set():
             paused.set()
             time.sleep(1.0)
 
-    monkeypatch.setattr(_output.os, "replace", slow_after_checkpoint)
+    monkeypatch.setattr(_output.os, "replace", slow_after_first_rename)
     errors: list[BaseException] = []
 
     def run(sparsity: float) -> None:

@@ -223,10 +223,12 @@ def commit(plan: OutputPlan, sync: bool) -> None:
             except OSError as err:
                 remove_temp(plan.ticket_stage)
                 raise OSError(
-                    err.errno, f"the checkpoint is in place but the ticket could not be: {err.strerror}", str(plan.ticket)
+                    err.errno,
+                    f"the checkpoint is in place but the ticket could not be: {err.strerror}",
+                    str(plan.ticket),
                 ) from None
             if sync:
                 fsync_path(plan.ticket.parent)
-    for path in (plan.final, plan.ticket):
-        if path is not None:
-            remove_stale_temps(path, before=plan.started)
+    for written in (plan.final, plan.ticket):
+        if written is not None:
+            remove_stale_temps(written, before=plan.started)

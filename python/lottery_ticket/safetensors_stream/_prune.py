@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..config import NameFilter, select_names
 from ..ticket.stream import TicketStream
 from ._format import FLOAT_DTYPES, CheckpointError, TensorInfo
@@ -197,9 +195,9 @@ def prune_checkpoint(
             if plan is not None:
                 commit(plan, sync)
     rows = tuple(TensorRow(t.name, t.file.name, t.dtype, t.shape, counts.get(t.name)) for t in checkpoint.tensors)
-    return PruneSummary(
-        Path(out) if plan else None, Path(ticket) if plan and ticket else None, sparsity, scope, dry_run, rows, nbytes
-    )
+    given_out = Path(out) if plan is not None and out is not None else None
+    given_ticket = Path(ticket) if plan is not None and ticket is not None else None
+    return PruneSummary(given_out, given_ticket, sparsity, scope, dry_run, rows, nbytes)
 
 
 def _check_counts(chosen: list[TensorInfo], cursors: list[Cursor], counts: dict[str, int]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import allocate
 from ..kernels.arrays import BITS_DTYPES
 from ..kernels.threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
-from .._files import allocate
 from ..ticket.stream import TicketStream
 from ._blocks import BlockWriter
 from ._format import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
@@ -50,7 +50,7 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
         )
     # A view of its own buffer object: views sharing one base make the extension's borrow
     # checks compare each tensor with every other (quadratic in the tensor count).
-    return np.frombuffer(memoryview(mapped)[t.begin : t.end], dtype=BITS_DTYPES[dtype])
+    return np.frombuffer(memoryview(mapped.data)[t.begin : t.end], dtype=BITS_DTYPES[dtype])
 
 
 def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str) -> list[Cursor]:
@@ -123,7 +123,9 @@ def _count_run(run: Sequence[TensorInfo], mapped: np.ndarray, cursor: Cursor) ->
     source = bits_view(mapped, joint)
     target = np.empty_like(source)
     dtype = FLOAT_DTYPES[first.dtype]
-    used, _ = write_pruned_counted(RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left)
+    used, _ = write_pruned_counted(
+        RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left
+    )
     cursor.ties_left -= used
     starts = np.cumsum([0] + [t.size for t in run[:-1]])
     zeros = np.add.reduceat((target == 0).astype(np.int64), starts)
