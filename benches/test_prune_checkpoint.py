@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 
 from lottery_ticket import Ticket, global_magnitude_masks
-from lottery_ticket.safetensors_stream._output import fsync_path
+from lottery_ticket._files import fsync_path
 
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 ROUNDS = max(1, int(os.environ.get("LT_BENCH_ROUNDS", "3")))

@@ -87,3 +87,22 @@ def test_demo_refuses_an_unwritable_out_folder(tmp_path: Path, monkeypatch: pyte
 
 def test_case_ids_are_unique() -> None:
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_prune_out_a_link_to_a_full_folder_is_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (tmp_path / "in").mkdir()
+    save_file({"w.weight": np.ones((4, 4), np.float32)}, tmp_path / "in" / "m.safetensors")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "full")
+    before = snapshot(tmp_path)
+    status = main(["prune", str(tmp_path / "in"), "-s", "0.5", "-o", str(tmp_path / "link"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "out: " in err and "(a link to " in err and "exists and is not an empty directory" in err
+    assert snapshot(tmp_path) == before

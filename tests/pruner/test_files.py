@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lottery_ticket._files import TEMP_SUFFIX, _create_temp, remove_stale_temps, write_atomic
+from lottery_ticket._files import TEMP_SUFFIX, create_temp, remove_stale_temps, write_atomic
 
 
 def stale_temp(target: Path, age: float = 60.0) -> Path:
     """A temp file as a save killed mid-write leaves it (ours, unlocked, older than now)."""
-    fd, tmp = _create_temp(target)
+    fd, tmp = create_temp(target)
     os.write(fd, b"partial")
     os.close(fd)
     os.utime(tmp, (time.time() - age, time.time() - age))
@@ -74,7 +74,7 @@ def test_stale_temp_files_of_the_same_target_are_removed(tmp_path: Path) -> None
 def test_temp_file_of_a_live_writer_is_kept(tmp_path: Path) -> None:
     fcntl = pytest.importorskip("fcntl", reason="locks are POSIX; elsewhere age alone decides")
     target = tmp_path / "ckpt.safetensors"
-    fd, live = _create_temp(target)
+    fd, live = create_temp(target)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         os.utime(live, (0, 0))

@@ -1,5 +1,5 @@
 """A save killed at a random point (SIGKILL) leaves the old file or the new one, never a torn one;
-its temp file is removed by the next save of the same file (issue #14 row 11).
+its temp file is removed by the next save of the same file.
 ``LT_KILLS`` sets the number of kills (``make fuzz`` runs many)."""
 
 from __future__ import annotations

@@ -8,12 +8,15 @@ system takes it: from our buffers straight to the disk, without a page-cache cop
 write must find and fill a fresh page-cache page for every 4 KiB of output, which is most of
 the cost of copying a file; and a multi-GB output in the page cache would evict the input being
 read, the very pages a checkpoint bigger than memory needs. Where ``O_DIRECT`` is refused
-(tmpfs on old kernels, some network or FUSE file systems, systems without it), the same blocks
-go through the page cache.
+(tmpfs on old kernels, some network or FUSE file systems) the same blocks go through the page
+cache. Systems without it: macOS bypasses its cache with ``F_NOCACHE`` (no alignment needed),
+Windows writes through the cache; and where ``os.pwrite`` is missing (Windows) a block is
+written by seek and write, which is safe because the writer thread alone uses the descriptor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -25,6 +28,11 @@ from types import TracebackType
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 # Large enough that each write call streams at the disk's speed, small enough that the buffers
 # stay a small part of the memory budget. A multiple of every O_DIRECT alignment (the logical
 # block size: 512 or 4096) and of every element size, so no element straddles two blocks.
@@ -34,15 +42,31 @@ DEPTH = 4
 ALIGN = 4096
 
 
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
 def _open(path: Path) -> tuple[int, bool]:
+    """The file opened for writing, and whether writes must be ``O_DIRECT``-aligned."""
     direct = getattr(os, "O_DIRECT", 0)
     if direct:
         try:
-            return os.open(path, os.O_WRONLY | direct), True
+            return os.open(path, os.O_WRONLY | _BINARY | direct), True
         except OSError as err:
             if err.errno != errno.EINVAL:
                 raise
-    return os.open(path, os.O_WRONLY), False
+    fd = os.open(path, os.O_WRONLY | _BINARY)
+    nocache = getattr(fcntl, "F_NOCACHE", None)
+    if not direct and nocache is not None:
+        with contextlib.suppress(OSError):  # the page cache, then
+            fcntl.fcntl(fd, nocache, 1)
+    return fd, False
+
+
+def _pwrite(fd: int, data: memoryview, offset: int) -> int:
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 class BlockWriter:
@@ -59,7 +83,7 @@ class BlockWriter:
         if direct:
             self._fd, self.direct = _open(path)
         else:
-            self._fd, self.direct = os.open(path, os.O_WRONLY), False
+            self._fd, self.direct = os.open(path, os.O_WRONLY | _BINARY), False
         self._buffers = [mmap.mmap(-1, BLOCK_BYTES) for _ in range(DEPTH)]  # page-aligned
         self._free: queue.Queue[int] = queue.Queue()
         for i in range(1, DEPTH):
@@ -120,14 +144,14 @@ class BlockWriter:
         data = memoryview(buffer)[:nbytes]
         while data:
             try:
-                written = os.pwrite(self._fd, data, offset)
+                written = _pwrite(self._fd, data, offset)
             except OSError as err:
                 if not (self.direct and err.errno == errno.EINVAL):
                     raise
                 # The file system opened the file for O_DIRECT but refuses the write: go on
                 # through the page cache.
                 os.close(self._fd)
-                self._fd, self.direct = os.open(self.path, os.O_WRONLY), False
+                self._fd, self.direct = os.open(self.path, os.O_WRONLY | _BINARY), False
                 continue
             data, offset = data[written:], offset + written
 

@@ -72,7 +72,8 @@ def open_checkpoint(inputs: PathLike | Sequence[PathLike]) -> Checkpoint:
     if single and single[0].is_dir():
         return _from_directory(single[0])
     if single:
-        return _from_index(single[0], None)
+        # The index's folder holds the model's other files (config, tokenizer), as a directory does.
+        return _from_index(single[0], None, _extra_files(single[0].parent, single[0]))
     return _from_files(paths)
 
 
@@ -92,14 +93,7 @@ def _from_directory(folder: Path) -> Checkpoint:
     if len(indexes) > 1:
         names = ", ".join(p.name for p in indexes)
         raise CheckpointError(f"{folder}: several index files ({names}); pass the one to use")
-    extra = tuple(
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p not in indexes
-        and not p.name.endswith(_OTHER_WEIGHT_SUFFIXES)
-    )
+    extra = _extra_files(folder, indexes[0] if indexes else None)
     if indexes:
         return _from_index(indexes[0], folder, extra)
     shards = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
@@ -107,6 +101,20 @@ def _from_directory(folder: Path) -> Checkpoint:
         raise CheckpointError(f"{folder}: no .safetensors file or {INDEX_SUFFIX} in this directory")
     checkpoint = _from_files(shards)
     return Checkpoint(checkpoint.shards, directory=folder, extra_files=extra)
+
+
+def _extra_files(folder: Path, index: Path | None) -> tuple[Path, ...]:
+    """The files of ``folder`` copied beside the output: not hidden, not the index (rewritten),
+    not another index (``pytorch_model.bin.index.json`` lists weights that are not copied), not
+    weights in another format. A symlink counts as the file it points to."""
+    return tuple(
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p != index
+        and not p.name.endswith(_OTHER_WEIGHT_SUFFIXES + (".index.json",))
+    )
 
 
 def _from_index(index_path: Path, folder: Path | None, extra: tuple[Path, ...] = ()) -> Checkpoint:

@@ -9,14 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..config import NameFilter, select_names
 from ..safetensors_header import FLOAT_DTYPES, CheckpointError, TensorInfo
 from ..ticket.stream import TicketStream
+from ._guard import InputGuard
 from ._inputs import Checkpoint, PathLike, open_checkpoint
 from ._output import OutputPlan, commit, copy_extra_files, plan_output, staged
-from ._write import Cursor, bits_view, input_map, prune_tensor, select, write_shard
+from ._write import Cursor, bits_view, count_pruned, select, write_shard
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,7 @@ def prune_checkpoint(
     inputs: PathLike | Sequence[PathLike],
     out: PathLike | None,
     sparsity: float,
+    *,
     scope: str = "global",
     include: NameFilter = None,
     exclude: NameFilter = None,
@@ -140,14 +140,16 @@ def prune_checkpoint(
         inputs: a ``.safetensors`` file, several shards, a ``*.safetensors.index.json`` or a
             directory holding them.
         out: the output: a ``.safetensors`` file for a one-file input, else a new directory
-            receiving the shards under the same names, the rewritten index and the input
-            directory's other files. Not needed for a dry run.
+            receiving the shards under the same names, the rewritten index and the other files
+            of the input's directory (that of the index, when an index is given). Not needed
+            for a dry run. A symlink is followed (its target is written).
         sparsity: fraction in [0, 1) of the prunable weights to prune.
         scope: ``"global"`` (one ranking over all tensors) or ``"layer"`` (each tensor alone).
         include: which tensors to prune instead of the default (F16/BF16/F32/F64 tensors with >= 2
             dims): glob pattern(s) on the name or a predicate ``(name, TensorInfo) -> bool``.
         exclude: tensors removed from the choice (e.g. ``["*embed*", "lm_head.*"]``).
-        ticket: also write the masks as a ticket file (``Ticket.load``, ``lottery-ticket inspect``).
+        ticket: also write the masks as a ticket file (``Ticket.load``, ``lottery-ticket inspect``);
+            it appears after the checkpoint, and a ticket inside the output directory with it.
         dry_run: compute the per-tensor counts without writing anything.
         progress: show a progress bar over bytes (tqdm) on stderr.
         sync: fsync the output before renaming it into place, so that it survives a power
@@ -158,8 +160,8 @@ def prune_checkpoint(
         A `PruneSummary` with the per-tensor counts.
 
     Raises:
-        CheckpointError: a bad input, index or output path, or NaN among the pruned weights;
-            nothing is written.
+        CheckpointError: a bad input, index or output path, NaN among the pruned weights, or an
+            input that changed during the run; nothing is written.
     """
     sparsity = _check_sparsity(sparsity)
     if scope not in ("global", "layer"):
@@ -172,52 +174,68 @@ def prune_checkpoint(
     plan = None
     if not dry_run:
         assert out is not None
-        plan = plan_output(
-            checkpoint, out, ticket, nbytes + sum((t.size + 7) // 8 for t in chosen) * (ticket is not None)
-        )
-    maps = {h.path: input_map(h) for h in checkpoint.shards}
-    views = [bits_view(maps[t.file], t) for t in chosen]
-    selected_bytes = sum(v.nbytes for v in views)
-    with _progress_bar(progress, selected_bytes + (selected_bytes if dry_run else nbytes), "prune") as advance:
-        cursors = select(views, chosen, sparsity, scope)
-        advance(selected_bytes)
-        by_name = {t.name: c for t, c in zip(chosen, cursors)}
-        if plan is None:
-            counts = {t.name: prune_tensor(t, v, None, by_name[t.name], None, advance) for t, v in zip(chosen, views)}
-        else:
-            counts = _write_all(checkpoint, plan, maps, by_name, chosen, sparsity, scope, advance, sync)
-    del views, maps
+        ticket_bytes = sum((t.size + 7) // 8 for t in chosen) if ticket is not None else 0
+        plan = plan_output(checkpoint, out, ticket, nbytes=nbytes, ticket_bytes=ticket_bytes)
+    with InputGuard(checkpoint.shards) as guard, staged(plan) if plan else contextlib.nullcontext():
+        views = [bits_view(guard.maps[t.file], t) for t in chosen]
+        selected_bytes = sum(v.nbytes for v in views)
+        with _progress_bar(progress, selected_bytes + (selected_bytes if dry_run else nbytes), "prune") as advance:
+            guard.check()
+            cursors = select(views, chosen, sparsity, scope)
+            guard.check()
+            advance(selected_bytes)
+            by_name = {t.name: c for t, c in zip(chosen, cursors)}
+            if plan is None:
+                counts = count_pruned(chosen, guard.maps, by_name, guard.before_read, advance)
+            else:
+                counts = _write_all(checkpoint, plan, guard, by_name, chosen, sparsity, scope, advance)
+            del views
+            guard.check()
+            _check_counts(chosen, cursors, counts)
+            if plan is not None:
+                commit(plan, sync)
     rows = tuple(TensorRow(t.name, t.file.name, t.dtype, t.shape, counts.get(t.name)) for t in checkpoint.tensors)
-    return PruneSummary(
-        plan.final if plan else None, plan.ticket if plan else None, sparsity, scope, dry_run, rows, nbytes
-    )
+    given_out = Path(out) if plan is not None and out is not None else None
+    given_ticket = Path(ticket) if plan is not None and ticket is not None else None
+    return PruneSummary(given_out, given_ticket, sparsity, scope, dry_run, rows, nbytes)
+
+
+def _check_counts(chosen: list[TensorInfo], cursors: list[Cursor], counts: dict[str, int]) -> None:
+    """The write pass pruned what the threshold pass promised (else the data changed between them,
+    even within one tick of the file's clock)."""
+    promised: dict[int, tuple[Cursor, int]] = {}
+    for t, c in zip(chosen, cursors):
+        promised[id(c)] = (c, promised.get(id(c), (c, 0))[1] + counts[t.name])
+    for cursor, pruned in promised.values():
+        if pruned != cursor.threshold.pruned or cursor.ties_left:
+            files = ", ".join(sorted({str(t.file) for t in chosen}))
+            raise CheckpointError(
+                f"{files}: the input changed while pruning ({pruned} weights pruned, "
+                f"{cursor.threshold.pruned} promised by the threshold pass); nothing written"
+            )
 
 
 def _write_all(
     checkpoint: Checkpoint,
     plan: OutputPlan,
-    maps: dict[Path, np.ndarray],
+    guard: InputGuard,
     cursors: dict[str, Cursor],
     chosen: list[TensorInfo],
     sparsity: float,
     scope: str,
     advance: Callable[[int], None],
-    sync: bool,
 ) -> dict[str, int]:
     distinct = {id(c): c for c in cursors.values()}  # a global ranking shares one cursor
     pruned_total = sum(c.threshold.pruned for c in distinct.values())
     counts: dict[str, int] = {}
-    with staged(plan):
-        stream = None
-        if plan.ticket_stage is not None:
-            stream = TicketStream(plan.ticket_stage, [(t.name, t.shape) for t in chosen], sparsity, scope, pruned_total)
-        for header in checkpoint.shards:
-            counts.update(
-                write_shard(header, maps[header.path], plan.shard_path(header.path.name), cursors, stream, advance)
-            )
-        if stream is not None:
-            stream.finish()
-        if plan.is_dir:
-            copy_extra_files(checkpoint, plan)
-        commit(plan, sync)
+    stream = None
+    if plan.ticket_stage is not None:
+        stream = TicketStream(plan.ticket_stage, [(t.name, t.shape) for t in chosen], sparsity, scope, pruned_total)
+    for header in checkpoint.shards:
+        target = plan.shard_path(header.path.name)
+        counts.update(write_shard(header, guard.maps[header.path], target, cursors, stream, advance, guard))
+    if stream is not None:
+        stream.finish()
+    if plan.is_dir:
+        copy_extra_files(checkpoint, plan)
     return counts

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import allocate
 from ..kernels.arrays import BITS_DTYPES
 from ..kernels.threshold import RawTensor, Threshold, select_threshold, write_pruned_counted
 from ..safetensors_header import FLOAT_DTYPES, CheckpointError, Header, TensorInfo
 from ..ticket.stream import TicketStream
 from ._blocks import BlockWriter
-from ._output import allocate
+from ._guard import InputGuard
 
 # Most bytes handed to one `write_pruned` call (an output block may end a slice sooner): large
 # enough that per-call overhead vanishes, small enough that a slice's mask (one byte per
@@ -37,15 +38,6 @@ class Cursor:
     ties_left: int
 
 
-def input_map(header: Header) -> np.ndarray:
-    """The whole file as a read-only byte map.
-
-    No ``MADV_SEQUENTIAL``: it lets the kernel drop pages soon after they are read, and the
-    write pass reads every page again right after the threshold pass.
-    """
-    return np.asarray(np.memmap(header.path, dtype=np.uint8, mode="r", shape=(header.file_size,)))
-
-
 def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
     """A pruned tensor's raw bits as the unsigned ints the kernels read (flat, zero-copy)."""
     dtype = FLOAT_DTYPES[t.dtype]
@@ -56,7 +48,9 @@ def bits_view(mapped: np.ndarray, t: TensorInfo) -> np.ndarray:
         raise CheckpointError(
             f"{t.file}: tensor {t.name!r} starts at byte {t.begin}, not a multiple of {itemsize}; re-save the file to prune it"
         )
-    return mapped[t.begin : t.end].view(BITS_DTYPES[dtype])
+    # A view of its own buffer object: views sharing one base make the extension's borrow
+    # checks compare each tensor with every other (quadratic in the tensor count).
+    return np.frombuffer(memoryview(mapped.data)[t.begin : t.end], dtype=BITS_DTYPES[dtype])
 
 
 def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity: float, scope: str) -> list[Cursor]:
@@ -82,6 +76,60 @@ def select(views: Sequence[np.ndarray], tensors: Sequence[TensorInfo], sparsity:
             raise
         t = tensors[int(found.group(1)) if scope == "global" else len(cursors)]
         raise CheckpointError(f"{t.file}: tensor {t.name!r} {found.group(2)}") from None
+
+
+def count_pruned(
+    tensors: Sequence[TensorInfo],
+    maps: dict[Path, np.ndarray],
+    cursors: dict[str, Cursor],
+    before_read: Callable[[Path], None],
+    progress: Progress,
+) -> dict[str, int]:
+    """What the write pass would prune in each tensor, without writing (a dry run).
+
+    Small tensors lying back to back in one file, of one dtype and one ranking, are counted by
+    one kernel call over their joint bytes: the per-call overhead would otherwise dominate a
+    checkpoint of many small tensors. That needs a threshold key above zero, where the pruned
+    weights are exactly the copy's zero bits (every kept weight is nonzero).
+    """
+    counts: dict[str, int] = {}
+    i = 0
+    while i < len(tensors):
+        t = tensors[i]
+        cursor = cursors[t.name]
+        j = i + 1
+        if cursor.threshold.key > 0:
+            limit = t.begin + SLICE_BYTES
+            while j < len(tensors) and _joins(tensors[j - 1], tensors[j], cursors) and tensors[j].end <= limit:
+                j += 1
+        before_read(t.file)
+        if j - i == 1:
+            counts[t.name] = prune_tensor(t, bits_view(maps[t.file], t), None, cursor, None, progress)
+        else:
+            counts.update(_count_run(tensors[i:j], maps[t.file], cursor))
+            progress(tensors[j - 1].end - t.begin)
+        i = j
+    return counts
+
+
+def _joins(a: TensorInfo, b: TensorInfo, cursors: dict[str, Cursor]) -> bool:
+    same = a.file == b.file and a.end == b.begin and a.dtype == b.dtype and cursors[a.name] is cursors[b.name]
+    return same and a.size > 0 and b.size > 0
+
+
+def _count_run(run: Sequence[TensorInfo], mapped: np.ndarray, cursor: Cursor) -> dict[str, int]:
+    first, last = run[0], run[-1]
+    joint = TensorInfo(first.name, first.dtype, (sum(t.size for t in run),), first.begin, last.end, first.file)
+    source = bits_view(mapped, joint)
+    target = np.empty_like(source)
+    dtype = FLOAT_DTYPES[first.dtype]
+    used, _ = write_pruned_counted(
+        RawTensor(source, dtype), RawTensor(target, dtype), cursor.threshold, cursor.ties_left
+    )
+    cursor.ties_left -= used
+    starts = np.cumsum([0] + [t.size for t in run[:-1]])
+    zeros = np.add.reduceat((target == 0).astype(np.int64), starts)
+    return {t.name: int(z) for t, z in zip(run, zeros)}
 
 
 def prune_tensor(
@@ -189,6 +237,7 @@ def write_shard(
     cursors: dict[str, Cursor],
     ticket: TicketStream | None,
     progress: Progress,
+    guard: InputGuard,
 ) -> dict[str, int]:
     """Write the pruned copy of one shard to ``target``: the same header bytes (names, offsets,
     metadata) and the same layout, pruned tensors zeroed where pruned. Returns pruned counts.
@@ -201,6 +250,7 @@ def write_shard(
     with BlockWriter(target, header.file_size) as out:
         out.copy(mapped[: header.header_bytes], progress)
         for t in header.tensors:
+            guard.before_read(header.path)
             if t.name in cursors:
                 counts[t.name] = prune_tensor(t, bits_view(mapped, t), out, cursors[t.name], ticket, progress)
             else:

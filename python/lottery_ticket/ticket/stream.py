@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import allocate
 from ..config import LotteryTicketConfig, RewindStrategy
-from ..safetensors_stream._output import allocate
 from .format import Checksum, document, metadata
 
 _PLACEHOLDER = "0" * 64  # same width as a SHA-256 hex digest
