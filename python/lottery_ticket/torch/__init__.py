@@ -14,7 +14,7 @@ from torch import nn
 from ..adapters import register_model_adapter
 from ..backends import register_array_backend, register_device_kernels
 from ._arrays import TorchArrays
-from ._model import TorchModuleAdapter
+from ._model import TorchModuleAdapter, prunable_names
 from ._ops import TorchKernels
 from ._prune import global_unstructured
 from .snip import Snip, snip_scores
@@ -25,4 +25,4 @@ register_model_adapter(lambda model: isinstance(model, nn.Module), TorchModuleAd
 
 from . import supermask  # noqa: E402  (after registration: it builds tickets of torch models)
 
-__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "snip_scores", "supermask"]
+__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "prunable_names", "snip_scores", "supermask"]
