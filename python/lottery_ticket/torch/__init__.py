@@ -16,7 +16,7 @@ from ..backends import register_array_backend, register_device_kernels
 from ._arrays import TorchArrays
 from ._model import TorchModuleAdapter, prunable_names
 from ._ops import TorchKernels
-from ._prune import global_unstructured
+from ._prune import PrunePatch, global_unstructured, patch_prune
 from .snip import Snip, snip_scores
 
 register_array_backend(TorchArrays())
@@ -25,4 +25,13 @@ register_model_adapter(lambda model: isinstance(model, nn.Module), TorchModuleAd
 
 from . import supermask  # noqa: E402  (after registration: it builds tickets of torch models)
 
-__all__ = ["Snip", "TorchModuleAdapter", "global_unstructured", "prunable_names", "snip_scores", "supermask"]
+__all__ = [
+    "PrunePatch",
+    "Snip",
+    "TorchModuleAdapter",
+    "global_unstructured",
+    "patch_prune",
+    "prunable_names",
+    "snip_scores",
+    "supermask",
+]
