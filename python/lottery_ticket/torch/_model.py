@@ -72,8 +72,8 @@ def _matrix(layer: nn.Module, attr: str) -> tuple[str, torch.Tensor] | None:
         originals = list(parametrizations[attr].named_parameters(recurse=False))
         if not originals:
             return None
-        name, param = max(originals, key=lambda item: item[1].numel())
-        return f"parametrizations.{attr}.{name}", param
+        name, original = max(originals, key=lambda item: item[1].numel())
+        return f"parametrizations.{attr}.{name}", original
     param = layer._parameters.get(attr)
     return None if param is None else (attr, param)
 
