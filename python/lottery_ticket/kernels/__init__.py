@@ -137,17 +137,9 @@ def global_magnitude_masks(
         )
         return _arrays.shaped_like(names, selected)
     views, current = _ranking_views(names, values, masks, _read_bits)
-    fresh = _arrays.new_masks(values, [b.shape for b in views])
-    _core.select_masks(
-        [b.bits for b in views],
-        [b.dtype for b in views],
-        current,
-        [out for _, out in fresh],
-        amount,
-        scope,
-        _quoted(names),
-    )
-    return _arrays.shaped_like(names, [mask for mask, _ in fresh])
+    out, fresh = _arrays.new_masks(values, [b.shape for b in views])
+    _core.select_masks([b.bits for b in views], [b.dtype for b in views], current, out, amount, scope, _quoted(names))
+    return _arrays.shaped_like(names, fresh)
 
 
 def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:
