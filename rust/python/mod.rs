@@ -13,7 +13,7 @@
 mod arrays;
 mod run;
 
-use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArray1};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -98,7 +98,10 @@ fn not_contiguous(arg: &str, index: usize) -> PyErr {
     PyValueError::new_err(format!("{arg}[{index}]: array must be C-contiguous"))
 }
 
-/// Write into `out` the masks that survive pruning `amount` of the alive weights.
+/// Write into `out` the masks that survive pruning `amount` of the alive weights: one byte
+/// buffer holding every mask, in weight order. One buffer is one borrow: rust-numpy checks each
+/// new borrow against every live borrow of the same base array, so a view per mask into one
+/// buffer made the set-up quadratic in the number of tensors.
 /// Returns `(alive_before, pruned)`.
 #[pyfunction(name = "select_masks")]
 #[pyo3(signature = (weights, dtypes, masks, out, amount, scope, names))]
@@ -108,7 +111,7 @@ fn select_masks_py(
     weights: Vec<Bound<'_, PyAny>>,
     dtypes: Vec<String>,
     masks: Option<Vec<Bound<'_, PyAny>>>,
-    mut out: Vec<PyReadwriteArrayDyn<'_, u8>>,
+    mut out: PyReadwriteArray1<'_, u8>,
     amount: AmountArg,
     scope: &str,
     names: Vec<String>,
@@ -133,12 +136,22 @@ fn select_masks_py(
         .as_deref()
         .map(|m| byte_slices(m, "masks"))
         .transpose()?;
-    let mut outs: Vec<&mut [u8]> = out
-        .iter_mut()
-        .enumerate()
-        .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("out", i)))
-        .collect::<PyResult<_>>()?;
-    let elements = views.iter().map(|w| w.len()).sum();
+    let elements: usize = views.iter().map(|w| w.len()).sum();
+    let mut rest = out
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out: array must be C-contiguous"))?;
+    if rest.len() != elements {
+        return Err(PyValueError::new_err(format!(
+            "out: expected {elements} bytes (one per weight), got {}",
+            rest.len()
+        )));
+    }
+    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(views.len());
+    for w in &views {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(w.len());
+        outs.push(head);
+        rest = tail;
+    }
     let result = run_kernel(py, elements, || {
         select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
     })?;

@@ -128,7 +128,11 @@ CASES: list[tuple[str, Build, type[Exception], str]] = [
     ),
     (
         "drop-in-method",
-        lambda: ([m := net()], lambda: ltt.global_unstructured([(m[0], "weight")], prune.RandomUnstructured, amount=1)),
+        # other methods go to torch's function, which refuses a structured one before any change
+        lambda: (
+            [m := net()],
+            lambda: ltt.global_unstructured([(m[0], "weight")], prune.LnStructured, amount=1, n=1, dim=0),
+        ),
         TypeError,
         "pruning_method",
     ),

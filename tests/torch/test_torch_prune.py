@@ -193,8 +193,13 @@ def unchanged(net: nn.Module, before: nn.Module) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"pruning_method": prune.RandomUnstructured, "amount": 0.2}, TypeError, "pruning_method"),
-        ({"pruning_method": prune.LnStructured, "amount": 0.2}, TypeError, "pruning_method"),
+        (
+            {"pruning_method": prune.LnStructured, "amount": 0.2, "n": 1, "dim": 0},
+            TypeError,
+            "pruning_method",
+        ),  # torch's
+        ({"amount": 0.2, "n": 1}, TypeError, "n: not an argument of L1Unstructured"),
+        ({}, TypeError, "amount: required"),
         ({"amount": 1.5}, ValueError, "amount"),
         ({"amount": -1}, ValueError, "amount"),
         ({"amount": "half"}, TypeError, "amount"),

@@ -94,17 +94,11 @@ def global_magnitude_masks(
         )
         return _arrays.shaped_like(names, selected)
     views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
-    fresh = _arrays.new_masks(values, [b.shape for b in views])
+    out, fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
-        [b.bits for b in views],
-        [b.dtype for b in views],
-        current,
-        [out for _, out in fresh],
-        amount,
-        scope,
-        _validation.quoted(names),
+        [b.bits for b in views], [b.dtype for b in views], current, out, amount, scope, _validation.quoted(names)
     )
-    return _arrays.shaped_like(names, [mask for mask, _ in fresh])
+    return _arrays.shaped_like(names, fresh)
 
 
 def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:

@@ -145,38 +145,32 @@ def mask_bytes(x: object, label: str, shape: tuple[int, ...]) -> np.ndarray:
     return contiguous(arr).view(np.uint8)
 
 
-def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> list[tuple[Any, np.ndarray]]:
+def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tuple[np.ndarray, list[Any]]:
     """Uninitialised bool masks of the given shapes and of the same array kind as each ``like``,
-    with their uint8 views.
+    and the one uint8 buffer they are views of, in order (what the kernels write).
 
-    All masks are views into one NumPy buffer: NumPy asks the kernel for transparent huge pages
-    on large arrays (torch's CPU allocator does not, and a BERT layer's mask is too small to get
-    them alone), so first-touching the masks takes far fewer page faults, and it is one
-    allocation instead of one per tensor.
+    One NumPy buffer: NumPy asks the kernel for transparent huge pages on large arrays (torch's
+    CPU allocator does not, and a BERT layer's mask is too small to get them alone), so
+    first-touching the masks takes far fewer page faults, and it is one allocation instead of
+    one per tensor.
     """
     sizes = [math.prod(shape) for shape in shapes]
     buffer = np.empty(sum(sizes), dtype=np.bool_)
-    raw = buffer.view(np.uint8)  # the kernels need only each mask's bytes, not its shape
     backends: dict[type, ArrayBackend | None] = {}  # one lookup per array kind, not per tensor
     masks = []
     start = 0
     for like, shape, size in zip(likes, shapes, sizes):
         end = start + size
-        # An empty view would share its address with the next mask, which the binding's borrow
-        # check takes for two writers of one buffer: empty masks get their own allocation.
+        # An empty view would share its address with the next mask: give it its own, so that no
+        # two masks look like one buffer to a later call's overlap checks.
         array = buffer[start:end].reshape(shape) if size else np.empty(shape, dtype=np.bool_)
         kind = type(like)
         if kind not in backends:
             backends[kind] = array_backend(like)
         backend = backends[kind]
-        masks.append(
-            (
-                backend.from_numpy(array) if backend is not None else array,
-                raw[start:end] if size else array.view(np.uint8),
-            )
-        )
+        masks.append(backend.from_numpy(array) if backend is not None else array)
         start = end
-    return masks
+    return buffer.view(np.uint8), masks
 
 
 def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[tuple[str, np.ndarray]]) -> None:

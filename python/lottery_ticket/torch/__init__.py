@@ -14,9 +14,9 @@ from torch import nn
 from ..adapters import register_model_adapter
 from ..backends import register_array_backend, register_device_kernels
 from ._arrays import TorchArrays
-from ._model import TorchModuleAdapter
+from ._model import TorchModuleAdapter, prunable_names
 from ._ops import TorchKernels
-from ._prune import global_unstructured
+from ._prune import PrunePatch, global_unstructured, patch_prune
 from .snip import Snip, snip_scores
 from .stability import Instability, instability
 
@@ -28,10 +28,13 @@ from . import supermask  # noqa: E402  (after registration: it builds tickets of
 
 __all__ = [
     "Instability",
+    "PrunePatch",
     "Snip",
     "TorchModuleAdapter",
     "global_unstructured",
     "instability",
+    "patch_prune",
+    "prunable_names",
     "snip_scores",
     "supermask",
 ]

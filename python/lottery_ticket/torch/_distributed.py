@@ -10,6 +10,7 @@ what one process computes on the unsharded tensors. gloo serves CPU tensors, NCC
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -233,12 +234,19 @@ class Group:
         return "weights: another rank's weights contain NaN among alive weights; NaN magnitudes cannot be ranked"
 
 
-def is_dtensor(x: object) -> bool:
+@functools.cache
+def _dtensor_class() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
-        return False
-    return isinstance(x, DTensor)
+        return None
+    return DTensor
+
+
+def is_dtensor(x: object) -> bool:
+    # Asked for every tensor of every call: the import machinery once, not per tensor.
+    cls = _dtensor_class()
+    return cls is not None and isinstance(x, cls)
 
 
 def mesh_group(mesh: Any) -> Any:

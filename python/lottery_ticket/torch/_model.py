@@ -16,22 +16,130 @@ import torch
 from torch import nn
 
 from ..adapters import check_state
-from ..config import NameFilter, select_names
+from ..config import NameFilter, check_name_filter, select_names
 from ._distributed import is_dtensor
 from ._hooks import StepWatcher
 from ._optim import unwrap_optimizer
 
 # Layers whose `weight` is pruned by default, as in open_lth: Linear and every Conv/ConvTranspose.
 PRUNED_BY_DEFAULT: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
+# Their matrices never are, also when a Linear head shares one (a tied language-model head).
+EMBEDDINGS: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+# nn.MultiheadAttention keeps its input projections as parameters of its own, not in Linears.
+_ATTENTION_MATRICES = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def _is_conv1d(layer: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2's attention and MLP): a Linear with a transposed
+    ``(in, out)`` weight outside torch's class tree, recognised by shape so that this package
+    never imports transformers."""
+    weight = layer._parameters.get("weight")
+    nf = getattr(layer, "nf", None)
+    return (
+        type(layer).__name__ == "Conv1D"
+        and isinstance(nf, int)
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+        and weight.shape[1] == nf
+    )
+
+
+def _stacked_experts(layer: nn.Module) -> tuple[str, ...]:
+    """The ``(experts, out, in)`` matrices of a mixture-of-experts block that keeps its experts in
+    3-D parameters rather than Linears (transformers' ``MixtralExperts`` and kin); not biases."""
+    experts = getattr(layer, "num_experts", None)
+    if not type(layer).__name__.endswith("Experts") or not isinstance(experts, int):
+        return ()
+    return tuple(
+        name for name, p in layer._parameters.items() if p is not None and p.dim() == 3 and p.shape[0] == experts
+    )
+
+
+def _matrix_attrs(layer: nn.Module) -> tuple[str, ...]:
+    if isinstance(layer, PRUNED_BY_DEFAULT) or _is_conv1d(layer):
+        return ("weight",)
+    if isinstance(layer, nn.MultiheadAttention):
+        return _ATTENTION_MATRICES
+    return _stacked_experts(layer)
+
+
+def _matrix(layer: nn.Module, attr: str) -> tuple[str, torch.Tensor] | None:
+    """``layer``'s parameter behind ``attr`` and its name under ``layer``: the attribute itself,
+    or under a parametrization (LoRA as a parametrization, weight norm) the original it is
+    computed from (the largest one where there are several, e.g. weight norm's direction)."""
+    parametrizations = layer._modules.get("parametrizations")
+    if isinstance(parametrizations, nn.ModuleDict) and attr in parametrizations:
+        originals = list(parametrizations[attr].named_parameters(recurse=False))
+        if not originals:
+            return None
+        name, original = max(originals, key=lambda item: item[1].numel())
+        return f"parametrizations.{attr}.{name}", original
+    param = layer._parameters.get(attr)
+    return None if param is None else (attr, param)
+
+
+def _memory(t: torch.Tensor) -> object:
+    """What identifies a tensor's memory: tied heads may hold the embedding's storage under
+    another Parameter object (``nn.Parameter(emb.weight.data)``)."""
+    try:
+        address = t.data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError):  # wrapper tensors (DTensor) have none
+        address = 0
+    return (t.device, address, tuple(t.shape), t.stride()) if address else id(t)
 
 
 def default_weight_names(module: nn.Module) -> set[str]:
-    """Names of the ``weight`` parameters of the Linear and Conv layers of ``module``."""
-    return {
-        f"{name}.weight" if name else "weight"
-        for name, layer in module.named_modules()
-        if isinstance(layer, PRUNED_BY_DEFAULT) and isinstance(getattr(layer, "weight", None), nn.Parameter)
-    }
+    """Names of the matrices pruned by default, in floating point: the weights of every Linear and
+    Conv layer, transformers' ``Conv1D``, ``nn.MultiheadAttention``'s input projections and the
+    stacked expert matrices of mixture-of-experts blocks.
+
+    Never an embedding (also not through a head tied to it), a bias or a norm. A wrapper with
+    a ``base_layer`` (peft's LoRA, IA3...) contributes its base layer's matrix and not its adapter
+    factors: a zero-initialised LoRA ``B`` would be pruned whole by a global magnitude ranking.
+    """
+    skipped: set[int] = set()
+    embedded: set[object] = set()
+    found: list[tuple[str, torch.Tensor]] = []
+    for path, layer in module.named_modules():
+        if id(layer) in skipped:
+            continue
+        parametrizations = layer._modules.get("parametrizations")
+        if isinstance(parametrizations, nn.ModuleDict):  # handled through the layer that owns them
+            skipped.update(id(m) for m in parametrizations.modules())
+        if isinstance(layer._modules.get("base_layer"), nn.Module):
+            for child_name, child in layer.named_children():
+                if child_name != "base_layer":
+                    skipped.update(id(m) for m in child.modules())
+        if isinstance(layer, EMBEDDINGS):
+            embedding = _matrix(layer, "weight")
+            if embedding is not None:
+                embedded.add(_memory(embedding[1]))
+            continue
+        for attr in _matrix_attrs(layer):
+            matrix = _matrix(layer, attr)
+            if matrix is not None and matrix[1].is_floating_point():
+                found.append((f"{path}.{matrix[0]}" if path else matrix[0], matrix[1]))
+    return {name for name, param in found if _memory(param) not in embedded}
+
+
+def prunable_names(model: nn.Module, *, include: NameFilter = None, exclude: NameFilter = None) -> list[str]:
+    """The parameters a pruner with these ``include``/``exclude`` would prune, in model order.
+
+    A dry run of the selection: nothing is modified. A name tied to an earlier parameter is
+    listed once, under the earlier name.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 10))
+        >>> prunable_names(net)
+        ['1.weight', '3.weight']
+        >>> prunable_names(net, exclude="3.*")
+        ['1.weight']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    adapter = TorchModuleAdapter(model, check_name_filter(include, "include"), check_name_filter(exclude, "exclude"))
+    return list(adapter.prunable)
 
 
 def _is_tensor(value: object) -> bool:

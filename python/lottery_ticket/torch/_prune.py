@@ -11,6 +11,7 @@ selection over the tensors in place (Rust on the host, torch ops on CUDA); the m
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,10 @@ from torch import nn
 from ..kernels import global_magnitude_masks
 
 Pair = tuple[nn.Module, str]
+
+# torch's own function, captured before any `patch_prune` can replace it: the methods this
+# drop-in does not accelerate are handed to it, also while the patch is on.
+_TORCH_GLOBAL_UNSTRUCTURED = prune.global_unstructured
 
 
 def _pairs(parameters: object) -> list[Pair]:
@@ -103,7 +108,8 @@ def global_unstructured(
     pruning_method: Any = prune.L1Unstructured,
     importance_scores: dict[Pair, torch.Tensor] | None = None,
     *,
-    amount: int | float,
+    amount: int | float | None = None,
+    **kwargs: Any,
 ) -> None:
     """``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``, without the big sort.
 
@@ -114,19 +120,24 @@ def global_unstructured(
     ranked magnitudes are distinct; among equal magnitudes the earlier weight (parameter order,
     then row-major index) is pruned first, where torch's ``topk`` order is unspecified.
 
-    Differences, all raised before any module is modified: ``pruning_method`` must be
-    ``prune.L1Unstructured`` (anything else is a ``TypeError``; call torch's function for it),
-    all tensors must be on one device (CUDA runs the torch-op kernels there), a bool ``amount`` and NaN among the ranked scores are rejected,
+    Any other ``pruning_method`` (``RandomUnstructured``, a subclass, your own
+    ``BasePruningMethod``) is handed to torch's function with the same arguments, after the
+    ``parameters`` checks below, so the result is torch's.
+
+    Differences for ``L1Unstructured``, all raised before any module is modified: all tensors
+    must be on one device (CUDA runs the torch-op kernels there), a bool ``amount`` and NaN among the ranked scores are rejected,
     and a ``(module, name)`` listed twice is a ``ValueError``. The hook's ``mask`` attribute holds
     a bool tensor where torch keeps a float view of its concatenated mask.
 
     Args:
         parameters: iterable of ``(module, name)`` tuples to prune together.
-        pruning_method: ``torch.nn.utils.prune.L1Unstructured`` (the default).
+        pruning_method: ``torch.nn.utils.prune.L1Unstructured`` (the default) or any other
+            unstructured ``BasePruningMethod`` (run by torch's function).
         importance_scores: optional dict ``(module, name) -> tensor`` (same number of elements as
             the parameter) ranked instead of the parameter itself.
         amount: float fraction in [0, 1] of the currently unpruned entries (rounded half to
             even, as torch does) or an int count of entries to prune.
+        kwargs: further arguments of another ``pruning_method``, passed on as torch does.
 
     Returns:
         None; the modules are pruned in place.
@@ -147,16 +158,80 @@ def global_unstructured(
     """
     pairs = _pairs(parameters)
     if pruning_method is not prune.L1Unstructured:
-        raise TypeError(
-            "pruning_method: only torch.nn.utils.prune.L1Unstructured is accelerated, got "
-            f"{getattr(pruning_method, '__name__', pruning_method)!r}; call "
-            "torch.nn.utils.prune.global_unstructured for other methods"
-        )
+        if amount is not None:
+            kwargs["amount"] = amount
+        _TORCH_GLOBAL_UNSTRUCTURED(pairs, pruning_method, importance_scores=importance_scores, **kwargs)
+        return
+    if kwargs:
+        raise TypeError(f"{next(iter(kwargs))}: not an argument of L1Unstructured (it takes amount)")
+    if amount is None:
+        raise TypeError("amount: required by L1Unstructured (a float fraction or an int count)")
     scores = _importances(pairs, importance_scores)
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     masks = global_magnitude_masks(scores, amount, masks=_current_masks(pairs))
     for i, (module, name) in enumerate(pairs):
         _install(module, name, masks[f"parameters[{i}]"])
+
+
+_patch_lock = threading.Lock()
+_patch_depth = 0
+_patched_over: Any = None  # what `prune.global_unstructured` was before the first active patch
+
+
+class PrunePatch:
+    """``torch.nn.utils.prune.global_unstructured`` is `global_unstructured` until `undo` (or
+    the end of the ``with`` block). Patches nest: torch's function returns when the last one is
+    undone, in any order; `undo` is idempotent."""
+
+    def __init__(self) -> None:
+        self._active = True
+
+    def undo(self) -> None:
+        """Put torch's function back unless another patch is still active."""
+        global _patch_depth
+        with _patch_lock:
+            if not self._active:
+                return
+            self._active = False
+            _patch_depth -= 1
+            # Someone who replaced it after us (a mock, another library) keeps their function.
+            if _patch_depth == 0 and prune.global_unstructured is global_unstructured:
+                prune.global_unstructured = _patched_over
+
+    def __enter__(self) -> PrunePatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.undo()
+
+
+def patch_prune() -> PrunePatch:
+    """Make ``torch.nn.utils.prune.global_unstructured`` this module's `global_unstructured`,
+    so code that calls torch's function (Lightning's ``ModelPruning``) runs the kernels.
+
+    Code that looks the function up at call time sees the patch (``prune.global_unstructured``,
+    as Lightning does); a name bound earlier by ``from torch.nn.utils.prune import
+    global_unstructured`` does not.
+
+    Returns:
+        A `PrunePatch`: a context manager, or call its ``undo()``.
+
+    Example:
+        >>> from torch.nn.utils import prune
+        >>> import lottery_ticket.torch as ltt
+        >>> with ltt.patch_prune():
+        ...     prune.global_unstructured is ltt.global_unstructured
+        True
+        >>> prune.global_unstructured is ltt.global_unstructured
+        False
+    """
+    global _patch_depth, _patched_over
+    with _patch_lock:
+        if _patch_depth == 0:
+            _patched_over = prune.global_unstructured
+            prune.global_unstructured = global_unstructured
+        _patch_depth += 1
+    return PrunePatch()
 
 
 def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:

@@ -92,7 +92,12 @@ def to_supermask(
         raise ValueError(f"init_std: expected a real number >= 0, got {init_std!r}")
     if any(isinstance(m, SupermaskLayer) for m in model.modules()):
         raise ValueError("model: already has supermask layers; call from_supermask first")
-    defaults = default_weight_names(model)
+    # Only the layers a SupermaskLayer can stand in for (not Conv1D, attention or expert matrices).
+    defaults = {
+        n
+        for n in default_weight_names(model)
+        if n.rpartition(".")[2] == "weight" and isinstance(model.get_submodule(n.rpartition(".")[0]), PRUNED_BY_DEFAULT)
+    }
     names = select_names(list(model.named_parameters()), lambda n, _: n in defaults, include, exclude)
     paths = []
     for name in names:
