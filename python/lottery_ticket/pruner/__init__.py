@@ -72,7 +72,8 @@ class LotteryTicketPruner:
             FSDP2 / DTensor parameters need none (their device mesh is used); DDP replicas none.
         snapshot_device: where the rewind snapshot is kept, e.g. ``"cpu"`` (pinned) for models
             that fill the GPU; default: beside the weights.
-        layer_rates, early_bird: see `LotteryTicketConfig` (per-tensor rates; `EarlyBird` rounds).
+        layer_rates: per-tensor rates per round, see `LotteryTicketConfig`.
+        early_bird: an `EarlyBird` that ends rounds once the mask settles.
     """
 
     def __init__(
