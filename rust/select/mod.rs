@@ -12,6 +12,7 @@
 
 pub(crate) mod fallback;
 pub(crate) mod fixup;
+pub(crate) mod in_place;
 pub(crate) mod sample;
 pub(crate) mod scan;
 pub(crate) mod simd;
@@ -19,6 +20,7 @@ pub(crate) mod simd;
 use rayon::prelude::*;
 
 use crate::chunk;
+pub use in_place::select_masks_in_place;
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{Key, Weights};
 // Small selections run on the caller's thread, as the streaming kernels do: each hand-off to
