@@ -37,8 +37,9 @@ SAMPLE_ALL = 1 << 16
 SAMPLES, MIN_SAMPLES, MAX_SAMPLES = 1 << 18, 1 << 14, 1 << 20
 # Half-width of the bracket in standard deviations of the sampled quantile.
 BRACKET_SIGMAS = 5.0
-# Candidates kept before falling back to the radix select over every weight.
-MIN_CANDIDATES = 1 << 22
+# Candidates kept before falling back to the radix select over every weight: this many, or one
+# in CANDIDATE_SHARE of the weights if more.
+MIN_CANDIDATES, CANDIDATE_SHARE = 1 << 22, 16
 # Classes of the counting pass (`torch.bucketize` against [0, lo, hi, nan]).
 DEAD, BELOW, INSIDE, ABOVE, NAN = range(5)
 
@@ -312,7 +313,7 @@ def select(
     lo, hi = run.bracket(amount)
     bounds = torch.tensor([0, lo, hi, run.nan_from], dtype=run.key_dtype, device=device)
     total = sum(p.weight.numel() for p in pieces)
-    counts, found, overflow = run.count(bounds, out if fresh else None, max(MIN_CANDIDATES, total // 16))
+    counts, found, overflow = run.count(bounds, out if fresh else None, max(MIN_CANDIDATES, total // CANDIDATE_SHARE))
     local_nan = counts[:, NAN] > 0
     dead, below, inside, above, nan, overflowed = run.reduced([*counts.sum(0).tolist(), int(overflow)])
     if nan:
