@@ -16,7 +16,7 @@ from pathlib import Path
 from ..._files import write_atomic
 from .hygiene import SPREAD_LIMIT, Machine, Rounds, cpu_model
 from .methods import BASELINE, ROW_ORDER
-from .workloads import AMOUNT, WorkloadSpec, human
+from .workloads import AMOUNT, WorkloadSpec
 
 MIB = 1 << 20
 
@@ -48,6 +48,7 @@ class Report:
         self._rows: dict[tuple[WorkloadSpec, str], Measurement] = {}
         self._specs: list[WorkloadSpec] = []
         self.machine = machine  # read before the first row; None: not recorded
+
     def record(self, m: Measurement) -> None:
         if m.spec not in self._specs:
             self._specs.append(m.spec)
@@ -150,7 +151,9 @@ def machine_summary(machine: Machine | None = None) -> str:
         torch_version = "torch not installed"
     from ... import __version__
 
-    where = machine.summary() if machine is not None else f"{cpu_model()} · machine load not recorded: every row is noisy"
+    where = (
+        machine.summary() if machine is not None else f"{cpu_model()} · machine load not recorded: every row is noisy"
+    )
     return (
         f"lottery-ticket {__version__} · {where} · {torch_version} · numpy {np.__version__} · "
         f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "

@@ -260,6 +260,9 @@ BERT_KEYS = (
     "ours",
     "ours_1thread",
     "ours_masked",
+    "ours_in_place",
+    "ours_torch",
+    "kthvalue",
     "drop_in",
     "ours_apply",
     "torch_mul",
@@ -268,7 +271,7 @@ BERT_KEYS = (
 )
 SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("bert", "f32"): BERT_KEYS,
-    ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked"),
+    ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
     ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked"),
     ("lenet", "f32"): (
         "floor",
