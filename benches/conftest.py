@@ -27,10 +27,9 @@ from lottery_ticket.cli.bench.methods import ONE_THREAD
 from lottery_ticket.cli.bench.table import Report, write_text
 from lottery_ticket.cli.bench.workloads import Workload, WorkloadSpec, materialize, suite, suite_keys
 
-
 # The targets module sits beside this file (pytest's importlib mode puts no test folder on the path).
 sys.path.insert(0, str(Path(__file__).parent))
-from targets import targets_table  # noqa: E402
+from targets import targets_table
 
 BIG_NEEDS_GIB = 12  # 2.2 B bf16: 4.4 GB of weights, 2.2 GB of masks, headroom for the reference
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from targets import targets_table
-
 from lottery_ticket.cli.bench.hygiene import Machine
 from lottery_ticket.cli.bench.table import Measurement, Report
 from lottery_ticket.cli.bench.workloads import WorkloadSpec
+from targets import targets_table
 
 
 def machine(load: float, busy: tuple[str, ...] = ()) -> Machine:

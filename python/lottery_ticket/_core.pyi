@@ -5,7 +5,16 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "alive_counts", "apply_masks", "rewind", "select_masks", "select_masks_in_place", "select_threshold", "write_pruned"]
+__all__ = [
+    "__version__",
+    "alive_counts",
+    "apply_masks",
+    "rewind",
+    "select_masks",
+    "select_masks_in_place",
+    "select_threshold",
+    "write_pruned",
+]
 __version__: str
 
 def select_masks(

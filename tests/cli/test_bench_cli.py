@@ -10,7 +10,7 @@ import torch
 from lottery_ticket import cli, global_magnitude_masks
 from lottery_ticket.cli.bench.hygiene import Machine, Rounds, busy_processes, read_machine, repeat_until_stable
 from lottery_ticket.cli.bench.measure import in_subprocess
-from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD, ONE_THREAD_LABEL, check_masks
+from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks
 from lottery_ticket.cli.bench.table import Measurement, Report
 from lottery_ticket.cli.bench.workloads import (
     AMOUNT,

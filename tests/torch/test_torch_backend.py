@@ -310,7 +310,7 @@ def test_a_selection_runs_at_most_eight_full_size_kernels(dtype: torch.dtype) ->
     w = [torch.randn(n, generator=gen).to(dtype)]
     m = [torch.rand(n, generator=gen) > 0.2]
     for masks in (None, m):
-        ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, masks, backend="torch"), n)
+        ops = full_size_kernels(lambda masks=masks: global_magnitude_masks(w, 0.5, masks, backend="torch"), n)
         assert len(ops) <= 8, ops
         assert "aten::sort" not in ops and "aten::cat" not in ops
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)

@@ -105,6 +105,7 @@ class LotteryTicketPruner:
             snapshot_device = str(snapshot_device)  # a torch.device
         self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
+        self._planned: dict[str, Any] | None = None  # the masks the last prune() produced
 
     @classmethod
     def with_config(
@@ -125,7 +126,8 @@ class LotteryTicketPruner:
 
     @property
     def masks(self) -> dict[str, Any]:
-        """Current masks (``torch.bool`` tensors for torch models, NumPy arrays otherwise)."""
+        """Current masks (``torch.bool`` tensors for torch models, NumPy arrays otherwise). A later
+        `prune` writes its masks over these same arrays (no fresh mask memory per round)."""
         return dict(self._started().masks)
 
     @property
@@ -217,7 +219,10 @@ class LotteryTicketPruner:
                 )
             run.save_schedule_if_pending()
         scores = self.importance.scores(self._model, run.adapter.prunable)
-        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
+        # Only masks a previous prune() produced are written over: others may be a ticket's arrays.
+        own = run.masks is self._planned
+        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group, in_place=own)
+        self._planned = run.masks
         run.round += 1
         run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         run.history.append(1.0 - run.alive / run.total)
@@ -337,7 +342,7 @@ class LotteryTicketPruner:
             total = sum(kernels.alive_counts(masks, process_group=self.process_group).values())
         history, scores = [], self.importance.scores(model, adapter.prunable)
         for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, scores, masks, r, self.process_group)
+            masks = plan_masks(self.config, scores, masks, r, self.process_group, in_place=True)
             history.append(1.0 - sum(kernels.alive_counts(masks, process_group=self.process_group).values()) / total)
         return Ticket(
             adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name

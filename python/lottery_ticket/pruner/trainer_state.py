@@ -11,6 +11,8 @@ state as a loadable ticket file (safetensors) for the Hugging Face ``Trainer``.
 
 from __future__ import annotations
 
+import copy
+
 import numbers
 import os
 from collections.abc import Mapping
@@ -42,7 +44,7 @@ def pruner_state(pruner: LotteryTicketPruner) -> dict[str, Any]:
     run = pruner._started()
     return {
         "config": run.config.to_dict(),
-        "masks": dict(run.masks),
+        "masks": {n: copy.deepcopy(m) for n, m in run.masks.items()},  # later rounds write over run.masks
         "snapshot": dict(run.snapshot) if run.snapshot is not None else None,
         "history": list(run.history),
         "metrics": [dict(m) for m in run.metrics],

@@ -182,7 +182,9 @@ class TorchKernels:
         for m, label, piece in zip(out, _mask_labels(labels, "out"), pieces):
             local = _local(m)
             if not isinstance(local, torch.Tensor) or local.dtype != torch.bool:
-                raise TypeError(f"{label}: expected a bool torch tensor, got {getattr(local, 'dtype', type(local).__name__)}")
+                raise TypeError(
+                    f"{label}: expected a bool torch tensor, got {getattr(local, 'dtype', type(local).__name__)}"
+                )
             if local.numel() != piece.weight.numel():
                 raise ValueError(f"{label}: {local.numel()} elements, but the weight has {piece.weight.numel()}")
             if local.device != piece.weight.device:
@@ -199,7 +201,9 @@ class TorchKernels:
             others = spans + [(u.data_ptr(), u.numel()) for j, u in enumerate(flat) if j != i]
             start, end = t.data_ptr(), t.data_ptr() + t.numel()
             if end > start and any(s < end and start < s + n for s, n in others if n):
-                raise ValueError(f"{label}: shares memory with another argument; pass the survivor masks themselves or separate memory")
+                raise ValueError(
+                    f"{label}: shares memory with another argument; pass the survivor masks themselves or separate memory"
+                )
         return flat
 
     def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> _Applier:

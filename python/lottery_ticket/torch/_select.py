@@ -166,10 +166,7 @@ class _Selection:
         m, probed = self.reduced([int((sample >= 0).sum()), mine])
         if m == 0:
             return 0, self.nan_from
-        if isinstance(amount, float):
-            q = amount
-        else:
-            q = min(1.0, amount / (total * m / probed))
+        q = amount if isinstance(amount, float) else min(1.0, amount / (total * m / probed))
         spread = BRACKET_SIGMAS * sqrt(m * q * (1 - q)) + 2.0
         lo_rank, hi_rank = floor(q * m - spread), ceil(q * m + spread)
         # 1-based rank r of the sample is the Rust kernels' 0-based index r - 1.
@@ -193,7 +190,9 @@ class _Selection:
                 lo, hi = (int(i) for i in torch.searchsorted(at, torch.tensor([start, start + n], device=self.device)))
                 if hi > lo:
                     idx = at[lo:hi] - start
-                    found.append(self.alive_keys(piece, piece.weight[idx], None if piece.alive is None else piece.alive[idx]))
+                    found.append(
+                        self.alive_keys(piece, piece.weight[idx], None if piece.alive is None else piece.alive[idx])
+                    )
                 start += n
         return torch.cat(found)
 
@@ -315,7 +314,7 @@ def select(
     total = sum(p.weight.numel() for p in pieces)
     counts, found, overflow = run.count(bounds, out if fresh else None, max(MIN_CANDIDATES, total // CANDIDATE_SHARE))
     local_nan = counts[:, NAN] > 0
-    dead, below, inside, above, nan, overflowed = run.reduced([*counts.sum(0).tolist(), int(overflow)])
+    _dead, below, inside, above, nan, overflowed = run.reduced([*counts.sum(0).tolist(), int(overflow)])
     if nan:
         bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
         if bad:
@@ -352,12 +351,12 @@ def select(
         threshold, ties, _ = kth_key(lambda: counted, k - below, wide, ranks, device)
     tied = [pos[ck == threshold] for pos, ck in joined]
     mine = torch.tensor([int(t.numel()) if p.counted else 0 for t, p in zip(tied, pieces)], device=device)
-    budgets = _budget_list(
+    shares = _budget_list(
         ranks.tie_budgets(torch.tensor(ties, device=device), mine.sum(), lambda: mine, lambda i: tied[i]), tied
     )
     if not fresh:
         run.write(out, threshold, None)
-    for (pos, ck), mask, t, budget in zip(joined, out, tied, budgets):
+    for (pos, ck), mask, t, budget in zip(joined, out, tied, shares):
         if fresh:
             mask[pos[ck < threshold]] = False
             mask[t[:budget]] = False
