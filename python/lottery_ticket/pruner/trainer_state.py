@@ -12,7 +12,6 @@ state as a loadable ticket file (safetensors) for the Hugging Face ``Trainer``.
 from __future__ import annotations
 
 import copy
-
 import numbers
 import os
 from collections.abc import Mapping
