@@ -256,7 +256,11 @@ mod tests {
             let w = keys(n, seed);
             let weights = [Weights::F32(&w)];
             let survivors: Vec<u8> = (0..n).map(|i| (i % 7 != 0) as u8).collect();
-            for amount in [Amount::Fraction(0.3), Amount::Count(10), Amount::Fraction(1.0)] {
+            for amount in [
+                Amount::Fraction(0.3),
+                Amount::Count(10),
+                Amount::Fraction(1.0),
+            ] {
                 let mut fresh = vec![0u8; n];
                 let expected = select_masks(
                     &weights,
@@ -267,9 +271,8 @@ mod tests {
                 )
                 .unwrap();
                 let mut mask = survivors.clone();
-                let got =
-                    select_masks_in_place(&weights, &mut [&mut mask], amount, Scope::Layer)
-                        .unwrap();
+                let got = select_masks_in_place(&weights, &mut [&mut mask], amount, Scope::Layer)
+                    .unwrap();
                 assert_eq!(mask, fresh);
                 assert_eq!((got.alive, got.pruned), (expected.alive, expected.pruned));
             }

@@ -20,9 +20,9 @@ pub(crate) mod simd;
 use rayon::prelude::*;
 
 use crate::chunk;
-pub use in_place::select_masks_in_place;
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{Key, Weights};
+pub use in_place::select_masks_in_place;
 // Small selections run on the caller's thread, as the streaming kernels do: each hand-off to
 // rayon's pool wakes a worker and blocks on it, and a selection makes several.
 use crate::mask::PARALLEL_MIN;

@@ -7,29 +7,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ... import kernels
+from .checks import check_masks
 from .workloads import Workload
 
 if TYPE_CHECKING:
     import torch
 
-    from .methods import Inputs
-
 
 @dataclass
 class LaterRound:
-    inputs: Inputs
+    weights: list[torch.Tensor]
+    amount: float
     survivors: list[torch.Tensor]  # the first round's masks
 
 
 def later_round(workload: Workload) -> LaterRound:
-    from .methods import Inputs
-
-    inputs = Inputs(workload.weights, workload.spec.amount)
-    return LaterRound(inputs, kernels.global_magnitude_masks(inputs.weights, inputs.amount))
+    weights, amount = workload.weights, workload.spec.amount
+    return LaterRound(weights, amount, kernels.global_magnitude_masks(weights, amount))
 
 
 def ours_masked(state: LaterRound) -> Any:
-    return kernels.global_magnitude_masks(state.inputs.weights, state.inputs.amount, masks=state.survivors)
+    return kernels.global_magnitude_masks(state.weights, state.amount, masks=state.survivors)
 
 
 @dataclass
@@ -54,7 +52,7 @@ def refill(state: InPlaceRound) -> InPlaceRound:
 
 def ours_in_place(state: InPlaceRound) -> Any:
     masks = state.masks
-    return kernels.global_magnitude_masks(state.round.inputs.weights, state.round.inputs.amount, masks, out=masks)
+    return kernels.global_magnitude_masks(state.round.weights, state.round.amount, masks, out=masks)
 
 
 def check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -> None:
@@ -62,8 +60,6 @@ def check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -
     import numpy as np
 
     import torch
-
-    from .methods import check_masks
 
     check_masks(workload, state.survivors)
     alive = [w.float().abs()[m] for w, m in zip(workload.weights, state.survivors)]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import kernels
+from .checks import check_masks
 from .later import check_later_round, in_place_round, later_round, ours_in_place, ours_masked, refill
 from .workloads import Workload
 
@@ -48,22 +49,6 @@ class Method:
 
 
 # ---- checks ---------------------------------------------------------------------------------
-
-
-def check_masks(workload: Workload, masks: list[Any]) -> None:
-    """Exactly ``k`` pruned; everything below the k-th smallest magnitude pruned, above it kept."""
-    import torch
-
-    assert len(masks) == len(workload.weights), "one mask per weight tensor"
-    thr, pruned = workload.threshold, 0
-    for w, mask in zip(workload.weights, masks):
-        m = torch.as_tensor(mask)
-        assert m.dtype == torch.bool and m.shape == w.shape, "bool mask shaped like its weight"
-        magnitude = w.abs()
-        assert not bool((m & (magnitude < thr)).any()), "a weight below the threshold was kept"
-        assert bool((m | (magnitude <= thr)).all()), "a weight above the threshold was pruned"
-        pruned += m.numel() - int(m.sum())
-    assert pruned == workload.k, f"pruned {pruned} weights, expected exactly {workload.k}"
 
 
 def _check_threshold(workload: Workload, result: tuple[float, list[Any]]) -> None:
