@@ -279,8 +279,11 @@ _VIEWS = {
     "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::slice", "aten::as_strided", "aten::alias",
     "aten::detach", "aten::expand", "aten::to", "aten::flatten", "aten::unsqueeze", "aten::squeeze",
     "aten::select", "aten::narrow", "aten::split", "aten::split_with_sizes", "aten::lift_fresh", "aten::empty",
-    "aten::empty_strided", "aten::resize_", "aten::detach_", "aten::contiguous",
+    "aten::empty_strided", "aten::resize_", "aten::detach_", "aten::contiguous", "detach",
 }  # fmt: skip
+# Gathers and scatters through a small index (the sample, the candidates): they touch only the
+# indexed elements of their full-size input.
+_INDEXED = {"aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_fill_"}
 
 
 def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
@@ -297,8 +300,8 @@ def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
     events = [e for e in prof.events() if big(e)]
     names = []
     for e in events:
-        busy_child = any(big(c) and c.name not in _VIEWS for c in e.cpu_children)
-        if e.name not in _VIEWS and not busy_child:
+        busy_child = any(big(c) and c.name not in _VIEWS | _INDEXED for c in e.cpu_children)
+        if e.name not in _VIEWS | _INDEXED and not busy_child:
             names.append(e.name)
     return names
 
@@ -309,9 +312,9 @@ def test_a_selection_runs_at_most_eight_full_size_kernels(dtype: torch.dtype) ->
     gen = torch.Generator().manual_seed(14)
     w = [torch.randn(n, generator=gen).to(dtype)]
     m = [torch.rand(n, generator=gen) > 0.2]
-    for masks in (None, m):
+    for masks, most in ((None, 6), (m, 7)):  # keys, [survivors,] classes, counts, mask, candidates (2)
         ops = full_size_kernels(lambda masks=masks: global_magnitude_masks(w, 0.5, masks, backend="torch"), n)
-        assert len(ops) <= 8, ops
+        assert len(ops) <= most + (dtype != torch.float32), ops  # bf16 widens to f32 keys first
         assert "aten::sort" not in ops and "aten::cat" not in ops
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
-    assert len(ops) <= 10, ops  # in place: counting, then one writing pass
+    assert len(ops) <= 9 + 2 * (dtype != torch.float32), ops  # in place: counting, then one writing pass
