@@ -1,4 +1,6 @@
-"""`make bench`: the issue's workloads, each method beside its peers, then one table (printed and saved).
+"""`make bench`: the suite's workloads, each method beside its peers, then one table (printed and
+saved) with the load average, CPU model and thread counts, and the targets (`targets`), whose
+verdicts are given only when the machine was idle before and after the run.
 
 Environment knobs (the code that measures is shared with `lottery-ticket bench`):
 
@@ -12,16 +14,22 @@ Environment knobs (the code that measures is shared with `lottery-ticket bench`)
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lottery_ticket.cli.bench.hygiene import Rounds, read_machine
 from lottery_ticket.cli.bench.measure import Timer, available_memory, time_rounds
 from lottery_ticket.cli.bench.methods import ONE_THREAD
 from lottery_ticket.cli.bench.table import Report, write_text
 from lottery_ticket.cli.bench.workloads import Workload, WorkloadSpec, materialize, suite, suite_keys
+
+# The targets module sits beside this file (pytest's importlib mode puts no test folder on the path).
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import targets_table
 
 BIG_NEEDS_GIB = 12  # 2.2 B bf16: 4.4 GB of weights, 2.2 GB of masks, headroom for the reference
 
@@ -36,7 +44,7 @@ def _big() -> bool:
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 SPECS = suite(SCALE, big=_big())
 MEASURE_MEMORY = os.environ.get("LT_BENCH_MEMORY", "1") != "0"
-REPORT = Report()
+REPORT = Report(read_machine())
 CASES = [(spec, key) for spec in SPECS for key in suite_keys(spec)]
 _CURRENT: dict[WorkloadSpec, Workload] = {}
 
@@ -76,15 +84,12 @@ def measure_memory() -> bool:
 
 @pytest.fixture
 def timer(benchmark: Any) -> Timer:
-    """Rounds through pytest-benchmark (its own table and `--benchmark-*` options apply)."""
+    """Our spread-driven rounds (`hygiene.repeat_until_stable`), run inside pytest-benchmark's
+    fixture so `--benchmark-*` options still select and report the cases."""
 
-    def run_rounds(run: Any, setup: Any, rounds: int) -> float:
-        if benchmark.disabled:  # plain `pytest benches`: timed by our own loop, run through the fixture
-            median_s: float = benchmark.pedantic(time_rounds, args=(run, setup, rounds))
-            return median_s
-        benchmark.pedantic(run, setup=lambda: ((setup(),), {}), rounds=rounds, iterations=1)
-        median: float = benchmark.stats.stats.median
-        return median
+    def run_rounds(run: Any, setup: Any) -> Rounds:
+        rounds: Rounds = benchmark.pedantic(time_rounds, args=(run, setup), rounds=1, iterations=1)
+        return rounds
 
     return run_rounds
 
@@ -93,7 +98,7 @@ def timer(benchmark: Any) -> Timer:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT.empty():
         return
-    table = REPORT.render()
+    table = REPORT.render() + "\n" + targets_table(REPORT, read_machine()) + "\n"
     if not _big():
         table += "\n(~2.2B bf16 point not run: LT_BENCH_BIG=1 forces it)\n"
     out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks/table.md"))

@@ -5,7 +5,16 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "alive_counts", "apply_masks", "rewind", "select_masks", "select_threshold", "write_pruned"]
+__all__ = [
+    "__version__",
+    "alive_counts",
+    "apply_masks",
+    "rewind",
+    "select_masks",
+    "select_masks_in_place",
+    "select_threshold",
+    "write_pruned",
+]
 __version__: str
 
 def select_masks(
@@ -13,6 +22,14 @@ def select_masks(
     dtypes: Sequence[str],
     masks: Sequence[npt.NDArray[np.uint8]] | None,
     out: npt.NDArray[np.uint8],
+    amount: int | float,
+    scope: str,
+    names: Sequence[str],
+) -> tuple[int, int]: ...
+def select_masks_in_place(
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    dtypes: Sequence[str],
+    masks: Sequence[npt.NDArray[np.uint8]],
     amount: int | float,
     scope: str,
     names: Sequence[str],

@@ -163,8 +163,9 @@ class DeviceKernels(Protocol):
         masks: list[Any] | None,
         scope: str,
         process_group: object,
+        out: list[Any] | None = None,
     ) -> list[Any]:
-        """`global_magnitude_masks` on these arrays."""
+        """`global_magnitude_masks` on these arrays; ``out``: the masks to write over (``masks``)."""
         ...
 
     def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> DeviceApplier:

@@ -160,6 +160,48 @@ fn select_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
+/// `select_masks` writing over the survivor masks themselves (a later IMP round): no fresh
+/// mask pages. On error the masks are left as they were. Returns `(alive_before, pruned)`.
+#[pyfunction(name = "select_masks_in_place")]
+#[pyo3(signature = (weights, dtypes, masks, amount, scope, names))]
+fn select_masks_in_place_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    dtypes: Vec<String>,
+    mut masks: Vec<PyReadwriteArrayDyn<'_, u8>>,
+    amount: AmountArg,
+    scope: &str,
+    names: Vec<String>,
+) -> PyResult<(u64, u64)> {
+    let scope = parse_scope(scope)?;
+    let amount = Amount::from(amount);
+    let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
+    let views = weight_views(&weights, &dtypes)?;
+    check_disjoint(&views, &names)?;
+    let mut outs: Vec<&mut [u8]> = masks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("masks", i)))
+        .collect::<PyResult<_>>()?;
+    let elements = views.iter().map(|w| w.len()).sum();
+    let result = run_kernel(py, elements, || {
+        select::select_masks_in_place(&views, &mut outs, amount, scope)
+    })?;
+    result
+        .map(|s| (s.alive, s.pruned))
+        .map_err(|e| to_py(e, &names))
+}
+
+fn parse_scope(scope: &str) -> PyResult<Scope> {
+    match scope {
+        "global" => Ok(Scope::Global),
+        "layer" => Ok(Scope::Layer),
+        other => Err(PyValueError::new_err(format!(
+            "scope: expected 'global' or 'layer', got {other:?}"
+        ))),
+    }
+}
+
 /// The exact global threshold pruning `amount` of the alive weights (see `crate::threshold`).
 /// Returns `(key, key_width_bits, ties_pruned, pruned, alive)`.
 #[pyfunction(name = "select_threshold")]
@@ -269,6 +311,7 @@ fn alive_counts_py(py: Python<'_>, masks: Vec<Bound<'_, PyAny>>) -> PyResult<Vec
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = IMPORT_PID.set(std::process::id());
     m.add_function(wrap_pyfunction!(select_masks_py, m)?)?;
+    m.add_function(wrap_pyfunction!(select_masks_in_place_py, m)?)?;
     m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(rewind_py, m)?)?;
     m.add_function(wrap_pyfunction!(alive_counts_py, m)?)?;

@@ -16,6 +16,7 @@
 pub(crate) mod engine;
 mod fallback;
 mod fixup;
+mod in_place;
 mod sample;
 mod scan;
 mod simd;
@@ -35,6 +36,8 @@ pub(crate) use sample::{sample_keys, SAMPLES};
 /// streaming this much memory (far more when the machine's cores are busy), and a selection
 /// makes several hand-offs. The streaming kernels (masks, rewinding) use the same bound.
 pub const PARALLEL_MIN: usize = 1 << 19;
+
+pub use in_place::select_masks_in_place;
 
 /// How much to prune, relative to the weights that are still alive.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -73,7 +73,7 @@ class Recorder(transformers.TrainerCallback):  # type: ignore[misc]
                     "round": pruner.round,
                     "kept": int(sum(int(m.sum()) for m in pruner.masks.values())),
                     "state": {k: v.clone() for k, v in model.state_dict().items()},
-                    "masks": pruner.masks,
+                    "masks": {n: m.clone() for n, m in pruner.masks.items()},  # later rounds write over them
                     "lr": lr_scheduler.get_last_lr()[0],
                     "opt_state": len(optimizer.state),
                 }

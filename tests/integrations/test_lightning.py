@@ -60,7 +60,7 @@ class Recorder(pl.Callback):  # type: ignore[misc]
                     "round": pruner.round,
                     "kept": int(sum(int(m.sum()) for m in pruner.masks.values())),
                     "state": {k: v.clone() for k, v in module.state_dict().items()},
-                    "masks": pruner.masks,
+                    "masks": {n: m.clone() for n, m in pruner.masks.items()},  # later rounds write over them
                     "lr": trainer.optimizers[0].param_groups[0]["lr"],
                     "opt_state": len(trainer.optimizers[0].state),
                 }

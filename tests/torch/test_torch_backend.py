@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -183,3 +187,134 @@ def test_cuda_tensors_run_the_torch_ops_in_place_and_match_the_cpu() -> None:
         global_magnitude_masks(w, 0.5, [m[0].cpu()])
     with pytest.raises(ValueError, match="backend: 'rust' runs on host memory"):
         global_magnitude_masks(w, 0.5, backend="rust")
+
+
+def spy_on_fallback(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record each digit level of a radix select over every weight (the fallback)."""
+    calls: list[int] = []
+    every_key = _select._Selection.every_key
+
+    def spied(self: _select._Selection) -> Any:
+        calls.append(1)
+        return every_key(self)
+
+    monkeypatch.setattr(_select._Selection, "every_key", spied)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sampled_bracket_matches_the_rust_kernels(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(_select, "SAMPLE_ALL", 0)  # sample even these small tensors
+    monkeypatch.setattr(_select, "CHUNK", 3000)
+    fallbacks = spy_on_fallback(monkeypatch)
+    gen = torch.Generator().manual_seed(11)
+    weights = [torch.randn(n, generator=gen, dtype=torch.float64).to(dtype) for n in (5000, 3, 7000)]
+    masks = [torch.rand(w.shape, generator=gen) > 0.25 for w in weights]
+    for current in (None, masks):
+        for amount in [0.01, 0.3, 0.5, 0.99, 1, 4000]:
+            assert_same(
+                global_magnitude_masks(weights, amount, current),
+                global_magnitude_masks(weights, amount, current, backend="torch"),
+            )
+    assert not fallbacks  # every bracket held the k-th key
+
+
+def test_bracket_misses_and_candidate_overflow_fall_back_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_select, "BRACKET_SIGMAS", 0.0)  # a bracket of +-2 sampled ranks: it misses
+    fallbacks = spy_on_fallback(monkeypatch)
+    gen = torch.Generator().manual_seed(12)
+    weights = [torch.randn(150_000, generator=gen), POOL[torch.randint(len(POOL), (50_000,), generator=gen)].float()]
+    masks = [torch.rand(w.shape, generator=gen) > 0.1 for w in weights]
+    for amount in [0.2, 0.45, 0.7, 99_999]:
+        assert_same(
+            global_magnitude_masks(weights, amount, masks),
+            global_magnitude_masks(weights, amount, masks, backend="torch"),
+        )
+    assert fallbacks
+    monkeypatch.setattr(_select, "BRACKET_SIGMAS", 5.0)
+    monkeypatch.setattr(_select, "MIN_CANDIDATES", 10)  # the candidates overflow their budget
+    monkeypatch.setattr(_select, "CANDIDATE_SHARE", 1 << 40)
+    before = len(fallbacks)
+    assert_same(global_magnitude_masks(weights, 0.5), global_magnitude_masks(weights, 0.5, backend="torch"))
+    assert len(fallbacks) > before
+
+
+@pytest.mark.parametrize("backend", ["rust", "torch"])
+def test_out_masks_are_written_in_place_and_equal_fresh_masks(backend: str) -> None:
+    gen = torch.Generator().manual_seed(13)
+    weights = {"a": torch.randn(300, 40, generator=gen), "b": torch.randn(77, generator=gen).bfloat16()}
+    masks = {k: torch.rand(w.shape, generator=gen) > 0.2 for k, w in weights.items()}
+    for amount in [0.3, 0.5, 10, 0.0]:
+        expected = global_magnitude_masks(weights, amount, masks)
+        addresses = {k: m.data_ptr() for k, m in masks.items()}
+        got = global_magnitude_masks(weights, amount, masks, backend=backend, out=masks)
+        assert got is masks and {k: m.data_ptr() for k, m in got.items()} == addresses
+        assert_same(list(expected.values()), list(got.values()))
+    layer = global_magnitude_masks(weights, 0.5, masks, "layer")
+    global_magnitude_masks(weights, 0.5, masks, "layer", backend=backend, out=masks)
+    assert_same(list(layer.values()), list(masks.values()))
+
+
+@pytest.mark.parametrize("backend", ["rust", "torch"])
+def test_out_errors_leave_the_masks_untouched(backend: str) -> None:
+    weights = [torch.randn(200_000), torch.tensor([1.0, float("nan"), 2.0])]
+    masks = [torch.rand(200_000) > 0.5, torch.tensor([True, True, False])]
+    before = [m.clone() for m in masks]
+    with pytest.raises(ValueError, match=r"weights\[1\]: contains NaN"):
+        global_magnitude_masks(weights, 0.5, masks, backend=backend, out=masks)
+    masks[1][1] = False
+    before[1][1] = False
+    with pytest.raises(ValueError, match="amount: cannot prune"):
+        global_magnitude_masks(weights, 10**6, masks, backend=backend, out=masks)
+    assert_same(before, masks)
+    with pytest.raises(ValueError, match=r"out\[0\]: must be the survivor mask itself"):
+        global_magnitude_masks(weights, 0.5, masks, backend=backend, out=[before[0], masks[1]])
+    with pytest.raises(ValueError, match="out: masks are written in place"):
+        global_magnitude_masks(weights, 0.5, backend=backend, out=masks)
+    assert_same(before, masks)
+
+
+# Operations that only make views or metadata: no pass over the elements.
+_VIEWS = {
+    "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::slice", "aten::as_strided", "aten::alias",
+    "aten::detach", "aten::expand", "aten::to", "aten::flatten", "aten::unsqueeze", "aten::squeeze",
+    "aten::select", "aten::narrow", "aten::split", "aten::split_with_sizes", "aten::lift_fresh", "aten::empty",
+    "aten::empty_strided", "aten::resize_", "aten::detach_", "aten::contiguous", "detach",
+}  # fmt: skip
+# Gathers and scatters through a small index (the sample, the candidates): they touch only the
+# indexed elements of their full-size input.
+_INDEXED = {"aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_fill_"}
+
+
+def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
+    """Operations that read or write a tensor of ``n`` or more elements and hand no such work
+    to a child operation (so a composite op counts once, by its kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+
+    def big(e: Any) -> bool:
+        return any(math.prod(s) >= n for s in e.input_shapes if isinstance(s, list) and s)
+
+    events = [e for e in prof.events() if big(e)]
+    names = []
+    for e in events:
+        busy_child = any(big(c) and c.name not in _VIEWS | _INDEXED for c in e.cpu_children)
+        if e.name not in _VIEWS | _INDEXED and not busy_child:
+            names.append(e.name)
+    return names
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_selection_runs_at_most_eight_full_size_kernels(dtype: torch.dtype) -> None:
+    n = 1 << 20  # sampled (above SAMPLE_ALL), one chunk
+    gen = torch.Generator().manual_seed(14)
+    w = [torch.randn(n, generator=gen).to(dtype)]
+    m = [torch.rand(n, generator=gen) > 0.2]
+    for masks, most in ((None, 6), (m, 7)):  # keys, [survivors,] classes, counts, mask, candidates (2)
+        ops = full_size_kernels(lambda masks=masks: global_magnitude_masks(w, 0.5, masks, backend="torch"), n)
+        assert len(ops) <= most + (dtype != torch.float32), ops  # bf16 widens to f32 keys first
+        assert "aten::sort" not in ops and "aten::cat" not in ops
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
+    assert len(ops) <= 9 + 2 * (dtype != torch.float32), ops  # in place: counting, then one writing pass

@@ -51,6 +51,7 @@ def global_magnitude_masks(
     *,
     backend: str = "auto",
     process_group: Any = None,
+    out: Any = None,
 ) -> Any:
     """Masks that prune ``amount`` of the alive weights by smallest magnitude.
 
@@ -64,10 +65,13 @@ def global_magnitude_masks(
         process_group: a ``torch.distributed`` group (or True: the default group): each rank
             passes its local tensors and gets its part of the one selection over all ranks'
             tensors in (rank, tensor, flat index) order; amounts are global. DTensors need none.
+        out: ``masks`` itself (``out=masks``): the new masks are written over the survivor
+            masks, so a later IMP round allocates and faults in no new mask memory. On error
+            they are left as they were.
 
     Returns:
         New bool masks (True = kept), in the same container and array kind as ``weights``:
-        C-contiguous, disjoint views into one freshly allocated buffer.
+        C-contiguous, disjoint views into one freshly allocated buffer; with ``out``, ``out``.
 
     Examples:
         >>> import numpy as np
@@ -85,20 +89,51 @@ def global_magnitude_masks(
         device = backends.device_kernels(
             [(labels, values), (_validation.labels("masks", names, len(values)), mask_values)], backend, process_group
         )
+        if out is not None:
+            _check_out_is_masks(out, mask_values if masks is not None else None, names, len(values))
     except (TypeError, ValueError) as err:
         backends.share_failure(err, process_group, values)
         raise
     if device is not None:
-        selected = device.select_masks(
-            values, labels, amount, mask_values if masks is not None else None, scope, process_group
-        )
+        mask_arg = mask_values if masks is not None else None
+        if out is not None:
+            device.select_masks(values, labels, amount, mask_arg, scope, process_group, out=mask_values)
+            return out
+        selected = device.select_masks(values, labels, amount, mask_arg, scope, process_group)
         return _arrays.shaped_like(names, selected)
     views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
-    out, fresh = _arrays.new_masks(values, [b.shape for b in views])
+    if out is not None and current is not None:
+        written = _arrays.write_notifiers(mask_values)
+        out_labels = _validation.labels("out", names, len(values))
+        for m, label in zip(mask_values, out_labels):
+            _arrays.require_in_place(_writable_mask(m, label), label)
+        _arrays.check_no_overlap(list(zip(out_labels, current)), [(b.label, b.bits) for b in views])
+        _core.select_masks_in_place(
+            [b.bits for b in views], [b.dtype for b in views], current, amount, scope, _validation.quoted(names)
+        )
+        for notify in written:
+            notify()
+        return out
+    buffer, fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
-        [b.bits for b in views], [b.dtype for b in views], current, out, amount, scope, _validation.quoted(names)
+        [b.bits for b in views], [b.dtype for b in views], current, buffer, amount, scope, _validation.quoted(names)
     )
     return _arrays.shaped_like(names, fresh)
+
+
+def _writable_mask(m: object, label: str) -> np.ndarray:
+    backend = backends.array_backend(m)
+    return backend.mask_array(m, label) if backend is not None else np.asarray(m)
+
+
+def _check_out_is_masks(out: Any, masks: list[Any] | None, names: list[Hashable] | None, count: int) -> None:
+    """``out=`` is the survivor masks themselves, entry for entry (the masks are written in place)."""
+    if masks is None:
+        raise ValueError("out: masks are written in place over the survivors: pass masks=... and out=masks")
+    for i, (o, m) in enumerate(zip(_arrays.matching_items(out, "out", names, count), masks)):
+        if o is not m:
+            label = _validation.labels("out", names, count)[i]
+            raise ValueError(f"{label}: must be the survivor mask itself (out=masks); masks are written in place")
 
 
 def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, list[_arrays.Bits], list[np.ndarray]]:

@@ -42,8 +42,8 @@ from ..ticket import Ticket, metrics_row
 from .builder import PrunerBuilder
 from .early_bird import EarlyBird, EarlyBirdWatch
 from .resume import resume_run, state_record, write_checkpoint
-from .rounds import check_layer_rates, plan_masks
-from .run import Run, capture_step, check_schedule_args, count_weights
+from .rounds import check_layer_rates, plan_masks, plan_schedule
+from .run import Run, capture_step, check_schedule_args
 from .run import RunState as RunState  # public: the run as plain values
 
 TrainFn = Callable[[Any, int], Mapping[str, float] | None]
@@ -117,6 +117,7 @@ class LotteryTicketPruner:
         self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
         self._bird: EarlyBirdWatch | None = None
+        self._planned: dict[str, Any] | None = None  # the masks the last prune() produced
 
     @classmethod
     def with_config(
@@ -137,7 +138,8 @@ class LotteryTicketPruner:
 
     @property
     def masks(self) -> dict[str, Any]:
-        """Current masks (``torch.bool`` tensors for torch models, NumPy arrays otherwise)."""
+        """Current masks (``torch.bool`` tensors for torch models, NumPy arrays otherwise). A later
+        `prune` writes its masks over these same arrays (no fresh mask memory per round)."""
         return dict(self._started().masks)
 
     @property
@@ -254,7 +256,10 @@ class LotteryTicketPruner:
                 )
             run.save_schedule_if_pending()
         scores = self.importance.scores(self._model, run.adapter.prunable)
-        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group)
+        # Only masks a previous prune() produced are written over: others may be a ticket's arrays.
+        own = run.masks is self._planned
+        run.masks = plan_masks(run.config, scores, run.masks, run.round + 1, self.process_group, in_place=own)
+        self._planned = run.masks
         run.round += 1
         run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
         run.history.append(1.0 - run.alive / run.total)
@@ -374,14 +379,8 @@ class LotteryTicketPruner:
         """
         adapter = adapter_for(model, self.include, self.exclude)
         check_layer_rates(self.config, adapter.prunable)
-        masks = adapter.full_masks()
-        total = count_weights(adapter.prunable)
-        if self.process_group is not None:
-            total = sum(kernels.alive_counts(masks, process_group=self.process_group).values())
-        history, scores = [], self.importance.scores(model, adapter.prunable)
-        for r in range(1, self.config.pruning_rounds + 1):
-            masks = plan_masks(self.config, scores, masks, r, self.process_group)
-            history.append(1.0 - sum(kernels.alive_counts(masks, process_group=self.process_group).values()) / total)
+        scores = self.importance.scores(model, adapter.prunable)
+        masks, history = plan_schedule(self.config, scores, adapter.full_masks(), self.process_group)
         return Ticket(
             adapter.masks_to_numpy(masks), adapter.state(), self.config, history, [], 0, None, self.importance.name
         )

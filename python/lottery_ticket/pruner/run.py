@@ -6,6 +6,7 @@ here, next to the configuration it was started with, so a run never mixes two co
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 from collections.abc import Mapping
@@ -276,7 +277,7 @@ class Run:
             config=self.config,
             importance=self.importance,
             seed=self.seed,
-            masks=dict(self.masks),
+            masks={n: copy.deepcopy(m) for n, m in self.masks.items()},  # later rounds write over self.masks
             snapshot=dict(self.snapshot) if self.snapshot is not None else None,
             history=list(self.history),
             metrics=[dict(m) for m in self.metrics],

@@ -180,26 +180,62 @@ class TorchKernels:
         masks: list[Any] | None,
         scope: str,
         process_group: object,
+        out: list[Any] | None = None,
     ) -> list[Any]:
         pieces, ranks, wide = self._agreed_pieces(weights, labels, amount, masks, scope, process_group)
+        dst = self._out(out, pieces, labels) if out is not None else None
         if scope == "global":
             if isinstance(ranks, _dist.Group):
                 ranks.pieces = pieces
-            flat = select(pieces, amount, ranks, wide)
+            flat = select(pieces, amount, ranks, wide, dst)
         else:
             flat = []
-            for piece in pieces:
+            for i, piece in enumerate(pieces):
                 if isinstance(ranks, _dist.Group):
                     ranks.pieces = [piece]
                 try:
-                    flat += select([piece], amount, ranks, wide)
+                    flat += select([piece], amount, ranks, wide, dst[i : i + 1] if dst is not None else None)
                 except AmountError as err:
                     raise err.located(piece.label) from None
-        out = []
+        if out is not None:
+            return out
+        result = []
         for w, m in zip(weights, flat):
             local = m.reshape(_local(w).shape)
-            out.append(_dist.like_dtensor(local, w) if _dist.is_dtensor(w) else local)
-        return out
+            result.append(_dist.like_dtensor(local, w) if _dist.is_dtensor(w) else local)
+        return result
+
+    @staticmethod
+    def _out(out: list[Any], pieces: list[Piece], labels: list[str]) -> list[torch.Tensor]:
+        """Flat views of the ``out=`` masks: bool, contiguous, on the weights' device; each is its
+        weight's survivor mask itself (written in place) or shares memory with no argument."""
+        flat, spans = [], []
+        for m, label, piece in zip(out, [relabel(label, "out") for label in labels], pieces):
+            local = _local(m)
+            if not isinstance(local, torch.Tensor) or local.dtype != torch.bool:
+                raise TypeError(
+                    f"{label}: expected a bool torch tensor, got {getattr(local, 'dtype', type(local).__name__)}"
+                )
+            if local.numel() != piece.weight.numel():
+                raise ValueError(f"{label}: {local.numel()} elements, but the weight has {piece.weight.numel()}")
+            if local.device != piece.weight.device:
+                raise ValueError(f"{label}: on {local.device}, but the weight is on {piece.weight.device}")
+            if not local.is_contiguous():
+                raise ValueError(f"{label}: tensor must be contiguous to be written in place")
+            flat.append(local.reshape(-1))
+            spans.append((piece.weight.data_ptr(), piece.weight.numel() * piece.weight.element_size()))
+            if piece.alive is not None:
+                spans.append((piece.alive.data_ptr(), piece.alive.numel()))
+        for i, (t, label, piece) in enumerate(zip(flat, [relabel(label, "out") for label in labels], pieces)):
+            if piece.alive is not None and t.data_ptr() == piece.alive.data_ptr():
+                continue  # in place: each chunk reads its survivors before writing them
+            others = spans + [(u.data_ptr(), u.numel()) for j, u in enumerate(flat) if j != i]
+            start, end = t.data_ptr(), t.data_ptr() + t.numel()
+            if end > start and any(s < end and start < s + n for s, n in others if n):
+                raise ValueError(
+                    f"{label}: shares memory with another argument; pass the survivor masks themselves or separate memory"
+                )
+        return flat
 
     def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> _Applier:
         mask_labels = [relabel(label, "masks") for label in labels]

@@ -168,7 +168,8 @@ def global_unstructured(
         raise TypeError("amount: required by L1Unstructured (a float fraction or an int count)")
     scores = _importances(pairs, importance_scores)
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
-    masks = global_magnitude_masks(scores, amount, masks=_current_masks(pairs))
+    current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
+    masks = global_magnitude_masks(scores, amount, masks=current, out=current)
     for i, (module, name) in enumerate(pairs):
         _install(module, name, masks[f"parameters[{i}]"])
 

@@ -1,38 +1,48 @@
 """Exact magnitude selection with torch ops, on the tensors' own device: the torch-op backend.
 
-It computes the same masks as the Rust kernels (``rust/select/``), bit for bit, with a radix
-select over integer magnitude keys (``rust/magnitude.rs``): the sign bit of each float's bit
-pattern is cleared, so integer order is magnitude order (``+0 == -0``, subnormals ordered, inf
-largest, NaN above inf). f16/bf16 widen exactly to f32 keys, and everything to f64 keys when an
-f64 tensor is present, so mixed dtypes compare exactly.
+The same design, and bit for bit the same masks, as the Rust kernels (``rust/select/mod.rs``):
 
-Passes, each one read of the weights in chunks of at most `CHUNK` elements (the only
-tensor-sized temporaries are one chunk's keys and flags): a 16-bit digit histogram per level,
-most significant digit first, summed over all tensors (and all-reduced over ranks by `ranks`),
-walked to the digit holding rank k; then one pass writing the masks, where weights whose key
-equals the threshold are pruned in (tensor, flat index) order up to the tie count. Counts are
-int64 throughout, so selections above 2^31 elements are exact. No concatenated copy, no sort.
+1. A strided sample of the alive keys (`_radix.keys`) brackets the k-th smallest key.
+2. One counting pass classifies every weight (dead, below the bracket, in it, above it, NaN)
+   with one ``bucketize``, counts the classes and compacts the in-bracket candidates (keys and
+   positions). Into a mask buffer of its own it also writes the provisional mask (kept at or
+   above the bracket), so a fresh selection needs no second pass over the weights.
+3. The exact k-th key among the candidates (`_radix.kth_key`) and its ties fix up only the
+   candidates; masks the caller passed (``out=``, possibly the survivor masks themselves) are
+   written by one pass after the counts are known, so bad input leaves them untouched.
+4. Only when the bracket misses or the candidates overflow their budget does the radix select
+   run over every weight, followed by one writing pass.
+
+Counts are int64 (selections above 2^31 elements are exact), every tensor-sized temporary is
+one chunk of at most `CHUNK` elements, and the counts, the sample and the candidates'
+histograms are all-reduced over ranks (`Ranks`), so every rank takes the same path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from math import ceil, floor, sqrt
 from typing import Protocol
 
 import torch
 
 from .._validation import AmountError
+from ._radix import INF32, INF64, histogram, keys, kth_key
 
-DIGIT_BITS = 16
-BINS = 1 << DIGIT_BITS
-DIGIT_MASK = BINS - 1
-# Elements per chunk: bounds the per-pass temporaries (keys, flags, digits) at a few hundred MiB.
+# Elements per chunk: bounds the per-pass temporaries (keys, classes, flags) at a few hundred MiB.
 CHUNK = 1 << 24
-_F32_ABS = 0x7FFF_FFFF
-_F64_ABS = 0x7FFF_FFFF_FFFF_FFFF
-_INF32 = 0x7F80_0000
-_INF64 = 0x7FF0_0000_0000_0000
+# Up to this many weights are not sampled: every alive weight is a candidate.
+SAMPLE_ALL = 1 << 16
+# Sample size at 100 M weights, and its bounds (the Rust kernels' `select::sample` figures).
+SAMPLES, MIN_SAMPLES, MAX_SAMPLES = 1 << 18, 1 << 14, 1 << 20
+# Half-width of the bracket in standard deviations of the sampled quantile.
+BRACKET_SIGMAS = 5.0
+# Candidates kept before falling back to the radix select over every weight: this many, or one
+# in CANDIDATE_SHARE of the weights if more.
+MIN_CANDIDATES, CANDIDATE_SHARE = 1 << 22, 16
+# Classes of the counting pass (`torch.bucketize` against [0, lo, hi, nan]).
+DEAD, BELOW, INSIDE, ABOVE, NAN = range(5)
 
 
 @dataclass
@@ -89,39 +99,6 @@ class OneProcess:
         return "weights: contain NaN among alive weights"
 
 
-def keys(w: torch.Tensor, wide: bool) -> torch.Tensor:
-    """Magnitude keys of ``w``: int32 (sign clear) in the f32 key space, int64 in the f64 one."""
-    if wide:
-        if w.dtype != torch.float64:
-            w = w.to(torch.float64)  # exact widening; NaN stays NaN
-        return w.view(torch.int64) & _F64_ABS
-    if w.dtype == torch.float32:
-        return w.view(torch.int32) & _F32_ABS
-    if w.dtype == torch.bfloat16:  # bf16 is the top half of an f32
-        return (w.view(torch.int16).to(torch.int32) & 0x7FFF) << 16
-    return w.to(torch.float32).view(torch.int32) & _F32_ABS  # f16: exact, subnormals included
-
-
-def histogram(digits: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[d] += count of d in digits``, into the running histogram. Not ``bincount``: it
-    allocates and clears all bins per call (costly for small tensors on the host) and on CUDA
-    reads the maximum digit back to the host to size its output."""
-    out.index_add_(0, digits, torch.ones((), dtype=out.dtype, device=out.device).expand(digits.numel()))
-
-
-def _chunks(piece: Piece) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    n = piece.weight.numel()
-    for start in range(0, n, CHUNK):
-        alive = piece.alive[start : start + CHUNK] if piece.alive is not None else None
-        yield piece.weight[start : start + CHUNK], alive
-
-
-def _shifts(wide: bool) -> list[int]:
-    significant = 63 if wide else 31
-    digits = -(-significant // DIGIT_BITS)
-    return [DIGIT_BITS * d for d in reversed(range(digits))]
-
-
 def resolve(amount: int | float, alive: int) -> int | None:
     """Weights to prune (None: an int count above the alive count). Mirrors `select::resolve`."""
     if isinstance(amount, float):
@@ -129,85 +106,163 @@ def resolve(amount: int | float, alive: int) -> int | None:
     return amount if amount <= alive else None
 
 
+def _chunks(piece: Piece) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    for start in range(0, piece.weight.numel(), CHUNK):
+        alive = piece.alive[start : start + CHUNK] if piece.alive is not None else None
+        yield start, piece.weight[start : start + CHUNK], alive
+
+
+def _class_counts(classes: torch.Tensor, out: torch.Tensor) -> None:
+    if classes.device.type == "cuda":  # atomics on five bins contend; a shared-memory bincount does not
+        out += torch.bincount(classes, minlength=NAN + 1)
+    else:
+        histogram(classes, out)
+
+
+@dataclass
+class _Candidates:
+    """One piece's in-bracket alive weights: local flat positions (ascending) and keys."""
+
+    positions: list[torch.Tensor] = field(default_factory=list)
+    keys: list[torch.Tensor] = field(default_factory=list)
+
+    def joined(self, device: torch.device, key_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.positions:
+            return torch.zeros(0, dtype=torch.int64, device=device), torch.zeros(0, dtype=key_dtype, device=device)
+        return torch.cat(self.positions), torch.cat(self.keys)
+
+
 class _Selection:
-    def __init__(self, pieces: Sequence[Piece], wide: bool, device: torch.device, ranks: Ranks) -> None:
-        self.pieces, self.wide, self.device, self.ranks = pieces, wide, device, ranks
+    def __init__(self, pieces: Sequence[Piece], wide: bool, ranks: Ranks) -> None:
+        self.pieces, self.wide, self.ranks = pieces, wide, ranks
+        self.device = pieces[0].weight.device
         self.key_dtype = torch.int64 if wide else torch.int32
+        self.nan_from = (INF64 if wide else INF32) + 1
 
-    @property
-    def inf(self) -> int:
-        return _INF64 if self.wide else _INF32
+    def alive_keys(self, piece: Piece, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+        k = keys(w, self.wide)
+        return k if alive is None else torch.where(alive, k, -1)
 
-    def digit_histogram(self, shift: int, prefix: torch.Tensor | None) -> torch.Tensor:
-        """Alive keys per digit at ``shift`` among keys whose higher digits equal ``prefix``'s
-        (all keys at the top level, ``prefix`` None); the last bin collects everything else."""
-        hist = torch.zeros(BINS + 1, dtype=torch.int64, device=self.device)
-        high = prefix >> (shift + DIGIT_BITS) if prefix is not None else None
+    def every_key(self) -> Iterator[torch.Tensor]:
         for piece in self.pieces:
             if piece.counted:
-                for w, alive in _chunks(piece):
-                    k = keys(w, self.wide)
-                    digit = k >> shift if shift else k
-                    if high is not None:  # below the top level (whose digit fits), keep one digit
-                        digit = digit & DIGIT_MASK
-                    select = alive
-                    if high is not None:
-                        same = (k >> (shift + DIGIT_BITS)) == high
-                        select = same if select is None else select & same
-                    if select is not None:
-                        digit = torch.where(select, digit, BINS)
-                    histogram(digit, hist)
-        return hist
+                for _, w, alive in _chunks(piece):
+                    yield self.alive_keys(piece, w, alive)
 
-    def nan_flags(self) -> torch.Tensor:
-        """Per piece: NaN among its alive weights. Run only when the top-level histogram shows
-        keys at or above inf's top digit, which is rare, so the common pass stays lean."""
-        flags = []
+    def reduced(self, values: list[int]) -> list[int]:
+        t = torch.tensor(values, dtype=torch.int64, device=self.device)
+        self.ranks.all_reduce(t)
+        return [int(v) for v in t.tolist()]
+
+    def bracket(self, amount: int | float) -> tuple[int, int]:
+        """[lo, hi): keys below lo are pruned, at or above hi kept, the rest are candidates."""
+        local_n = sum(p.weight.numel() for p in self.pieces if p.counted)
+        (total,) = self.reduced([local_n])
+        if total <= SAMPLE_ALL or amount == 0:
+            return 0, self.nan_from
+        ratio = total / 1e8
+        probes = int(min(max(SAMPLES * (ratio ** (2 / 3) if ratio < 1 else ratio), MIN_SAMPLES), MAX_SAMPLES))
+        mine = max(1, round(probes * local_n / total)) if local_n else 0
+        sample = self._sample(mine, local_n)
+        m, probed = self.reduced([int((sample >= 0).sum()), mine])
+        if m == 0:
+            return 0, self.nan_from
+        q = amount if isinstance(amount, float) else min(1.0, amount / (total * m / probed))
+        spread = BRACKET_SIGMAS * sqrt(m * q * (1 - q)) + 2.0
+        lo_rank, hi_rank = floor(q * m - spread), ceil(q * m + spread)
+        # 1-based rank r of the sample is the Rust kernels' 0-based index r - 1.
+        lo = kth_key(lambda: [sample], lo_rank + 1, self.wide, self.ranks, self.device)[0] if lo_rank > 0 else 0
+        hi = self.nan_from
+        if hi_rank < m:
+            hi = kth_key(lambda: [sample], hi_rank + 1, self.wide, self.ranks, self.device)[0] + 1
+        lo = min(lo, self.nan_from)  # a sampled NaN: the bounds stay sorted
+        return lo, min(max(lo, hi), self.nan_from)
+
+    def _sample(self, probes: int, local_n: int) -> torch.Tensor:
+        """Alive keys at ``probes`` evenly spaced positions of the concatenated counted pieces
+        (a fractional stride, so a periodic layout cannot pin every probe to one column)."""
+        if probes == 0:
+            return torch.zeros(0, dtype=self.key_dtype, device=self.device)
+        at = (torch.arange(probes, dtype=torch.int64, device=self.device) * local_n + local_n // 2) // probes
+        found, start = [], 0
         for piece in self.pieces:
-            found = torch.zeros((), dtype=torch.bool, device=self.device)
             if piece.counted:
-                for w, alive in _chunks(piece):
-                    bad = keys(w, self.wide) > self.inf
-                    found |= (bad if alive is None else bad & alive).any()
-            flags.append(found)
-        return torch.stack(flags)
+                n = piece.weight.numel()
+                lo, hi = (int(i) for i in torch.searchsorted(at, torch.tensor([start, start + n], device=self.device)))
+                if hi > lo:
+                    idx = at[lo:hi] - start
+                    found.append(
+                        self.alive_keys(piece, piece.weight[idx], None if piece.alive is None else piece.alive[idx])
+                    )
+                start += n
+        return torch.cat(found)
 
-    def count_equal(self, threshold: torch.Tensor) -> torch.Tensor:
+    def count(
+        self, bounds: torch.Tensor, out: list[torch.Tensor] | None, cap: int
+    ) -> tuple[torch.Tensor, list[_Candidates], bool]:
+        """The counting pass: per piece class counts (rows), candidates, whether they overflowed.
+        ``out``: masks to write provisionally (kept at or above the bracket)."""
+        counts = torch.zeros(len(self.pieces), NAN + 1, dtype=torch.int64, device=self.device)
+        found = [_Candidates() for _ in self.pieces]
+        collected, overflow = 0, False
+        for i, piece in enumerate(self.pieces):
+            for start, w, alive in _chunks(piece):
+                k = self.alive_keys(piece, w, alive)
+                classes = torch.bucketize(k, bounds, right=True, out_int32=True)
+                if piece.counted:
+                    _class_counts(classes, counts[i])
+                if out is not None:
+                    torch.ge(classes, INSIDE, out=out[i][start : start + w.numel()])
+                if not overflow:
+                    at = torch.nonzero(classes == INSIDE).reshape(-1)
+                    collected += at.numel()
+                    overflow = collected > cap
+                    found[i].positions.append(at + start)
+                    found[i].keys.append(k[at])
+                    if overflow:  # the radix select over every weight will run: free them now
+                        found = [_Candidates() for _ in self.pieces]
+        return counts, found, overflow
+
+    def count_equal(self, threshold: int) -> torch.Tensor:
         """Alive keys equal to ``threshold`` per piece (0 for uncounted replicas)."""
         counts = torch.zeros(len(self.pieces), dtype=torch.int64, device=self.device)
         for i, piece in enumerate(self.pieces):
             if piece.counted:
-                for w, alive in _chunks(piece):
-                    eq = keys(w, self.wide) == threshold
-                    counts[i] += (eq if alive is None else eq & alive).sum()
+                for _, w, alive in _chunks(piece):
+                    counts[i] += (self.alive_keys(piece, w, alive) == threshold).sum()
         return counts
 
-    def tied_at(self, i: int, threshold: torch.Tensor) -> torch.Tensor:
+    def tied_at(self, i: int, threshold: int) -> torch.Tensor:
         """Local flat positions of piece i's alive keys equal to ``threshold`` (replicas too:
         each writes its own mask), ascending; as large as the tie count only."""
-        piece, found, start = self.pieces[i], [], 0
-        for w, alive in _chunks(piece):
-            eq = keys(w, self.wide) == threshold
-            found.append(torch.nonzero(eq if alive is None else eq & alive).reshape(-1) + start)
-            start += w.numel()
+        piece = self.pieces[i]
+        found = [
+            torch.nonzero(self.alive_keys(piece, w, alive) == threshold).reshape(-1) + start
+            for start, w, alive in _chunks(piece)
+        ]
         return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=self.device)
 
-    def write(
-        self, out: list[torch.Tensor], threshold: torch.Tensor, budgets: list[torch.Tensor] | torch.Tensor
-    ) -> None:
+    def write(self, out: list[torch.Tensor], threshold: int, budgets: list[torch.Tensor] | torch.Tensor | None) -> None:
+        """Masks kept above ``threshold``; ties at it are kept after the first ``budgets`` of
+        them (None: every tie is kept; the caller places them). ``out`` may be the survivor
+        masks themselves: each chunk reads its survivors before writing them."""
         running = budgets if isinstance(budgets, torch.Tensor) else None
         for i, (piece, mask) in enumerate(zip(self.pieces, out)):
-            budget = running if running is not None else budgets[i]
-            start = 0
-            for w, alive in _chunks(piece):
+            budget = running if running is not None else (budgets[i] if budgets is not None else None)
+            for start, w, alive in _chunks(piece):
                 k = keys(w, self.wide)
-                keep = torch.gt(k, threshold, out=mask[start : start + w.numel()])
-                eq = k == threshold
-                if alive is not None:
-                    keep &= alive
-                    eq &= alive
-                budget = _keep_late_ties(keep, eq, budget)
-                start += w.numel()
+                dst = mask[start : start + w.numel()]
+                eq = None
+                if budget is not None:
+                    eq = k == threshold
+                    if alive is not None:
+                        eq &= alive
+                if alive is None:
+                    torch.gt(k, threshold, out=dst)
+                else:
+                    torch.logical_and(k > threshold, alive, out=dst)
+                if eq is not None and budget is not None:
+                    budget = _keep_late_ties(dst, eq, budget)
             if running is not None:
                 running = budget
 
@@ -228,60 +283,84 @@ def _keep_late_ties(keep: torch.Tensor, eq: torch.Tensor, budget: torch.Tensor) 
     return budget - take
 
 
-def select(pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: bool) -> list[torch.Tensor]:
+def _budget_list(budgets: list[torch.Tensor] | torch.Tensor, tied: list[torch.Tensor]) -> list[int]:
+    """Ties each piece prunes, from a per-piece list or one running budget in piece order."""
+    if not isinstance(budgets, torch.Tensor):
+        return [int(b) for b in budgets]
+    left, out = int(budgets), []
+    for t in tied:
+        out.append(min(left, t.numel()))
+        left -= out[-1]
+    return out
+
+
+def select(
+    pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: bool, out: list[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
     """Flat bool masks (True = kept) pruning ``amount`` of the alive weights of ``pieces``.
 
-    ``wide``: rank in the f64 key space (an f64 tensor is involved on some rank). Raises
-    ValueError for NaN among alive weights or a count above the alive count, before writing.
+    ``wide``: rank in the f64 key space (an f64 tensor is involved on some rank). ``out``: flat
+    bool tensors to write (they may be the pieces' survivor masks); default: a fresh buffer.
+    Raises ValueError for NaN among alive weights or a count above the alive count, before
+    writing anything the caller can see.
     """
-    device = pieces[0].weight.device
-    run = _Selection(pieces, wide, device, ranks)
-    shifts = _shifts(wide)
-    hist = run.digit_histogram(shifts[0], None)
-    ranks.all_reduce(hist)
-    alive, special = (
-        int(v) for v in torch.stack([hist[:BINS].sum(), hist[run.inf >> shifts[0] : BINS].sum()]).tolist()
-    )
-    if special:  # inf or NaN somewhere (every rank sees the same reduced histogram)
-        local_nan = run.nan_flags()
-        found = local_nan.sum()
-        ranks.all_reduce(found)
-        if int(found):
-            bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
-            if bad:
-                raise ValueError(f"{bad[0]}: contains NaN among alive weights; NaN magnitudes cannot be ranked")
-            raise ValueError(ranks.foreign_nan())
+    run = _Selection(pieces, wide, ranks)
+    device = run.device
+    fresh = out is None
+    if out is None:
+        sizes = [p.weight.numel() for p in pieces]
+        out = list(torch.split(torch.empty(sum(sizes), dtype=torch.bool, device=device), sizes))
+    lo, hi = run.bracket(amount)
+    bounds = torch.tensor([0, lo, hi, run.nan_from], dtype=run.key_dtype, device=device)
+    total = sum(p.weight.numel() for p in pieces)
+    counts, found, overflow = run.count(bounds, out if fresh else None, max(MIN_CANDIDATES, total // CANDIDATE_SHARE))
+    local_nan = counts[:, NAN] > 0
+    _dead, below, inside, above, nan, overflowed = run.reduced([*counts.sum(0).tolist(), int(overflow)])
+    if nan:
+        bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
+        if bad:
+            raise ValueError(f"{bad[0]}: contains NaN among alive weights; NaN magnitudes cannot be ranked")
+        raise ValueError(ranks.foreign_nan())
+    alive = below + inside + above
     k = resolve(amount, alive)
     if k is None:
         raise AmountError(amount, alive)
-    sizes = [p.weight.numel() for p in pieces]
-    buffer = torch.empty(sum(sizes), dtype=torch.bool, device=device)
-    out = list(torch.split(buffer, sizes))
     if k == 0 or k == alive:
         for piece, mask in zip(pieces, out):
             if k == alive:
                 mask.fill_(False)
             elif piece.alive is None:
                 mask.fill_(True)
-            else:
+            elif mask.data_ptr() != piece.alive.data_ptr():
                 mask.copy_(piece.alive)
         return out
-    rank = torch.tensor([k], dtype=torch.int64, device=device)
-    prefix = torch.zeros((), dtype=run.key_dtype, device=device)
-    local_ties = local = None
-    for level, shift in enumerate(shifts):
-        if level > 0:
-            hist = run.digit_histogram(shift, prefix)
-            local = hist.clone() if ranks.distributed and level == len(shifts) - 1 else None
-            ranks.all_reduce(hist)
-        counts = hist[:BINS].cumsum(0)
-        digit = torch.searchsorted(counts, rank)  # first bin whose running count reaches rank
-        before = torch.where(digit > 0, counts[(digit - 1).clamp(min=0)], 0)
-        rank = rank - before
-        prefix = prefix | (digit[0].to(run.key_dtype) << shift)
-        if local is not None:
-            local_ties = local[digit[0]]
-    ties = rank[0]
-    budgets = ranks.tie_budgets(ties, local_ties, lambda: run.count_equal(prefix), lambda i: run.tied_at(i, prefix))
-    run.write(out, prefix, budgets)
+    if overflowed or not below <= k <= below + inside:
+        threshold, ties, local_ties = kth_key(run.every_key, k, wide, ranks, device, keep_local=ranks.distributed)
+        budgets = ranks.tie_budgets(
+            torch.tensor(ties, device=device),
+            None if local_ties is None else torch.tensor(local_ties, device=device),
+            lambda: run.count_equal(threshold),
+            lambda i: run.tied_at(i, threshold),
+        )
+        run.write(out, threshold, budgets)
+        return out
+    joined = [c.joined(device, run.key_dtype) for c in found]
+    if k == below:  # the provisional mask is exact: keep every candidate
+        threshold, ties = lo, 0
+    else:
+        counted = [ck for (_, ck), p in zip(joined, pieces) if p.counted]
+        threshold, ties, _ = kth_key(lambda: counted, k - below, wide, ranks, device)
+    tied = [pos[ck == threshold] for pos, ck in joined]
+    mine = torch.tensor([int(t.numel()) if p.counted else 0 for t, p in zip(tied, pieces)], device=device)
+    shares = _budget_list(
+        ranks.tie_budgets(torch.tensor(ties, device=device), mine.sum(), lambda: mine, lambda i: tied[i]), tied
+    )
+    if not fresh:
+        run.write(out, threshold, None)
+    for (pos, ck), mask, t, budget in zip(joined, out, tied, shares):
+        if fresh:
+            mask[pos[ck < threshold]] = False
+            mask[t[:budget]] = False
+        else:
+            mask[t[budget:]] = True
     return out

@@ -1,14 +1,16 @@
 """``lottery-ticket bench``: global pruning steps against their peers, on this machine.
 
-Without ``--params``/``--mix``/``--dtype`` it runs the issue's suite, the same workloads and
-methods as ``make bench`` (110 M BERT-like f32 and bf16, ResNet-50's conv weights, LeNet-300-100,
+Without ``--params``/``--mix``/``--dtype`` it runs the suite, the same workloads and methods as
+``make bench`` (110 M BERT-like f32 and bf16, ResNet-50's conv weights, LeNet-300-100,
 the 20 M-slab cliff sweep, ``--big`` adds ~2.2 B bf16), scaled by ``--scale``. With any of them
 it builds one layer mix of ``--params`` weights and times every method on it. Each method is
 checked for a correct answer and timed beside its peers: the read floor (a sum over each
 tensor), NumPy partition, torch kthvalue, ``torch.nn.utils.prune.global_unstructured``, ours
 (fresh and with existing masks, the torch drop-in, on all threads and on one), and
 ``apply_masks`` / ``MaskApplier`` / ``rewind`` next to torch's in-place equivalents. Prints the
-same table as ``make bench`` (``benches/``): the code is shared.
+same table as ``make bench`` (``benches/``), measurements and comparisons only, with the load
+average, CPU model and thread counts it was measured under (``hygiene``); targets and their
+verdicts live in ``benches/``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--params",
         type=_weight_count,
         metavar="N",
-        help="one workload of this many weights (default: the issue's suite; 110e6 alone)",
+        help="one workload of this many weights (default: the suite; 110e6 alone)",
     )
     parser.add_argument("--dtype", choices=("f32", "bf16"), help="weight dtype of one workload (default f32)")
     parser.add_argument(
@@ -78,6 +80,7 @@ def check_memory(spec: WorkloadSpec, free: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
+    from .hygiene import read_machine
     from .measure import available_memory, measure_method, measure_one_thread, memory_measured
     from .methods import BY_KEY, ONE_THREAD, ROW_ORDER
     from .table import Report, write_text
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         cases = [(spec, tuple(ROW_ORDER))]
     for spec, _ in cases:
         check_memory(spec, available_memory())
-    report = Report()
+    report = Report(read_machine())
     steps = sum(len(keys) + 1 for _, keys in cases)
     with tqdm(total=steps, desc="generating weights", unit="step", file=sys.stderr) as progress:
         for spec, keys in cases:

@@ -1,8 +1,9 @@
 """How the benchmarks measure: time in this process, peak memory and 1 thread in a fresh one.
 
-* Time: one untimed call whose result is checked (also the warm-up), then as many timed rounds
-  as fit a small budget (at least one), each after the method's untimed ``setup``; the median is
-  reported. ``benches/`` passes a timer that runs the rounds through pytest-benchmark.
+* Time: one untimed call whose result is checked (also the warm-up), then timed rounds, each
+  after the method's untimed ``setup``, until their spread is small (`hygiene.repeat_until_stable`);
+  the median and the spread of the recent rounds are reported. ``benches/`` passes a timer that
+  runs them inside pytest-benchmark.
 * Peak extra memory: Rust allocations are invisible to tracemalloc, so a fresh subprocess
   rebuilds the workload, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), makes one
   call and reads ``VmHWM``; extra = peak - RSS before the call - bytes of the returned masks.
@@ -21,7 +22,6 @@ import functools
 import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -29,31 +29,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .hygiene import Rounds, repeat_until_stable
 from .methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method
 from .table import Measurement
 from .workloads import Workload, WorkloadSpec, materialize
 
-ROUND_BUDGET_S = 2.0  # timed rounds per method: as many as fit this budget...
-MAX_ROUNDS = 15  # ...up to this many (always at least one)
-
-# (run one round, make that round's argument, rounds) -> median seconds
-Timer = Callable[[Callable[[Any], Any], Callable[[], Any], int], float]
+# (run one round, make that round's argument) -> the timed rounds
+Timer = Callable[[Callable[[Any], Any], Callable[[], Any]], Rounds]
 
 
-def time_rounds(run: Callable[[Any], Any], setup: Callable[[], Any], rounds: int) -> float:
-    """Median wall time of ``run(setup())`` over ``rounds`` rounds (``setup`` untimed)."""
-    times = []
-    for _ in range(rounds):
-        arg = setup()
-        start = time.perf_counter()
-        run(arg)
-        times.append(time.perf_counter() - start)
-        del arg
-    return statistics.median(times)
-
-
-def plan_rounds(first_call_s: float) -> int:
-    return max(1, min(MAX_ROUNDS, int(ROUND_BUDGET_S / max(first_call_s, 1e-9))))
+def time_rounds(run: Callable[[Any], Any], setup: Callable[[], Any]) -> Rounds:
+    """Rounds of ``run(setup())`` (``setup`` untimed) until their spread is small."""
+    return repeat_until_stable(run, setup)
 
 
 def available_memory() -> int:
@@ -79,7 +66,7 @@ def skip_reason(method: Method, spec: WorkloadSpec, memory: bool = True) -> str 
 
 
 def memory_measured(spec: WorkloadSpec, key: str) -> bool:
-    """Peak memory is measured for ``ours`` on the BERT-like f32 mix (issue 5's bound): each
+    """Peak memory is measured for ``ours`` on the BERT-like f32 mix: each
     measurement rebuilds the workload in a fresh process, minutes at the suite's larger sizes."""
     return key == "ours" and spec.mix == "bert" and spec.dtype == "f32"
 
@@ -103,8 +90,8 @@ def measure_method(method: Method, workload: Workload, timer: Timer = time_round
         m.note = reason
         return m
     state = method.prepare(workload)
-    m.rounds = plan_rounds(checked_first_call(method, workload, state))
-    m.median_s = timer(method.run, functools.partial(method.setup, state), m.rounds)
+    checked_first_call(method, workload, state)
+    m.record(timer(method.run, functools.partial(method.setup, state)))
     del state
     gc.collect()
     if memory:
@@ -121,7 +108,8 @@ def measure_one_thread(spec: WorkloadSpec) -> Measurement:
         m.note = reason
         return m
     out = in_subprocess(method.key, spec, timed=True, threads=1)
-    m.median_s, m.rounds, m.peak_extra_bytes = out["median_s"], out["rounds"], out["peak_extra_bytes"]
+    m.median_s, m.rounds, m.spread = out["median_s"], out["rounds"], out["spread"]
+    m.peak_extra_bytes = out["peak_extra_bytes"]
     return m
 
 
@@ -180,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     method = BY_KEY[args.method]
     workload = materialize(WorkloadSpec.parse(args.workload))
     state = method.prepare(workload)
-    extra, first = peak_extra_bytes(method, workload, state)
-    answer: dict[str, Any] = {"peak_extra_bytes": extra, "median_s": None, "rounds": 0}
+    extra, _ = peak_extra_bytes(method, workload, state)
+    answer: dict[str, Any] = {"peak_extra_bytes": extra, "median_s": None, "rounds": 0, "spread": None}
     if args.time:
-        rounds = plan_rounds(first)
-        answer.update(median_s=time_rounds(method.run, lambda: method.setup(state), rounds), rounds=rounds)
+        rounds = time_rounds(method.run, lambda: method.setup(state))
+        answer.update(median_s=rounds.median_s, rounds=len(rounds.times), spread=rounds.spread)
     print(json.dumps(answer))
     return 0
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import kernels
+from .checks import check_masks
+from .later import check_later_round, in_place_round, later_round, ours_in_place, ours_masked, refill
 from .workloads import Workload
 
 if TYPE_CHECKING:
@@ -47,22 +49,6 @@ class Method:
 
 
 # ---- checks ---------------------------------------------------------------------------------
-
-
-def check_masks(workload: Workload, masks: list[Any]) -> None:
-    """Exactly ``k`` pruned; everything below the k-th smallest magnitude pruned, above it kept."""
-    import torch
-
-    assert len(masks) == len(workload.weights), "one mask per weight tensor"
-    thr, pruned = workload.threshold, 0
-    for w, mask in zip(workload.weights, masks):
-        m = torch.as_tensor(mask)
-        assert m.dtype == torch.bool and m.shape == w.shape, "bool mask shaped like its weight"
-        magnitude = w.abs()
-        assert not bool((m & (magnitude < thr)).any()), "a weight below the threshold was kept"
-        assert bool((m | (magnitude <= thr)).all()), "a weight above the threshold was pruned"
-        pruned += m.numel() - int(m.sum())
-    assert pruned == workload.k, f"pruned {pruned} weights, expected exactly {workload.k}"
 
 
 def _check_threshold(workload: Workload, result: tuple[float, list[Any]]) -> None:
@@ -177,6 +163,11 @@ def _ours(inputs: Inputs) -> Any:
     return kernels.global_magnitude_masks(inputs.weights, inputs.amount)
 
 
+def _ours_torch_ops(inputs: Inputs) -> Any:
+    # The torch-op backend (what CUDA tensors run), here on the host tensors.
+    return kernels.global_magnitude_masks(inputs.weights, inputs.amount, backend="torch")
+
+
 def _ours_drop_in(modules: Modules) -> list[nn.Module]:
     from torch.nn.utils import prune
 
@@ -184,46 +175,6 @@ def _ours_drop_in(modules: Modules) -> list[nn.Module]:
 
     global_unstructured([(h, "weight") for h in modules.holders], prune.L1Unstructured, amount=modules.amount)
     return modules.holders
-
-
-# ---- a later IMP round: the same step again, over the survivors of the first -------------------
-
-
-@dataclass
-class LaterRound:
-    inputs: Inputs
-    survivors: list[torch.Tensor]  # the first round's masks
-
-
-def _later_round(workload: Workload) -> LaterRound:
-    inputs = _weights(workload)
-    return LaterRound(inputs, kernels.global_magnitude_masks(inputs.weights, inputs.amount))
-
-
-def _ours_masked(state: LaterRound) -> Any:
-    return kernels.global_magnitude_masks(state.inputs.weights, state.inputs.amount, masks=state.survivors)
-
-
-def _check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -> None:
-    """Survivors stay a superset; exactly round(amount * alive) more pruned, by magnitude."""
-    import numpy as np
-
-    import torch
-
-    check_masks(workload, state.survivors)
-    alive = [w.float().abs()[m] for w, m in zip(workload.weights, state.survivors)]
-    flat = torch.cat(alive).numpy()
-    k = round(workload.spec.amount * flat.size)
-    thr = np.partition(flat, k - 1)[k - 1]
-    newly = 0
-    for w, before, after in zip(workload.weights, state.survivors, masks):
-        after = torch.as_tensor(after)
-        assert not bool((after & ~before).any()), "a pruned weight came back"
-        magnitude = w.float().abs()
-        assert not bool((after & (magnitude < thr)).any()), "a survivor below the threshold was kept"
-        assert bool((after | ~before | (magnitude <= thr)).all()), "a survivor above it was pruned"
-        newly += int(before.sum()) - int(after.sum())
-    assert newly == k, f"pruned {newly} survivors, expected exactly {k}"
 
 
 # ---- apply / rewind: ours against torch's in-place equivalent ---------------------------------
@@ -342,11 +293,31 @@ METHODS: tuple[Method, ...] = (
         "ours_masked",
         "ours: global_magnitude_masks, a later round (existing masks)",
         "mask",
-        _later_round,
-        _ours_masked,
-        _check_later_round,
+        later_round,
+        ours_masked,
+        check_later_round,
         _masks_bytes,
         bytes_per_weight=3,
+    ),
+    Method(
+        "ours_in_place",
+        "ours: a later round written over the survivors (out=masks)",
+        "mask",
+        in_place_round,
+        ours_in_place,
+        lambda wl, st, r: check_later_round(wl, st.round, r),
+        setup=refill,
+        bytes_per_weight=4,
+    ),
+    Method(
+        "ours_torch",
+        "ours: torch-op backend on host tensors (backend='torch')",
+        "mask",
+        _weights,
+        _ours_torch_ops,
+        lambda wl, st, r: check_masks(wl, r),
+        _masks_bytes,
+        bytes_per_weight=8,
     ),
     Method(
         "drop_in",

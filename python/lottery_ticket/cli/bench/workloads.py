@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # The pruning step every benchmark performs unless a workload says otherwise: 20% of the
 # weights, one Lottery Ticket round.
 AMOUNT = 0.2
-SLAB = 20_000_000  # elements per tensor of the "slabs" mix (the issue's cliff case)
+SLAB = 20_000_000  # elements per tensor of the "slabs" mix (the cliff case)
 # Above this many weights the reference threshold comes from bit histograms instead of a
 # concatenated copy (2.2 B bf16 would need 8.8 GB as f32).
 HISTOGRAM_ABOVE = 200_000_000
@@ -251,7 +251,7 @@ def materialize(spec: WorkloadSpec) -> Workload:
     return Workload(spec, weights, k)
 
 
-# What each workload of the suite measures (method keys, see `methods`): the issue's table rows,
+# What each workload of the suite measures (method keys, see `methods`): the table rows,
 # each with its peers, and no peer where it would only cost time (torch.prune at 560 M).
 BERT_KEYS = (
     "floor",
@@ -260,6 +260,9 @@ BERT_KEYS = (
     "ours",
     "ours_1thread",
     "ours_masked",
+    "ours_in_place",
+    "ours_torch",
+    "kthvalue",
     "drop_in",
     "ours_apply",
     "torch_mul",
@@ -268,7 +271,7 @@ BERT_KEYS = (
 )
 SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("bert", "f32"): BERT_KEYS,
-    ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked"),
+    ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
     ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked"),
     ("lenet", "f32"): (
         "floor",
@@ -287,7 +290,7 @@ SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 def suite(scale: float = 1.0, big: bool = False) -> list[WorkloadSpec]:
-    """The issue's workloads, scaled: 110 M BERT f32 and bf16, ResNet-50's 25 M conv weights,
+    """The suite's workloads, scaled: 110 M BERT f32 and bf16, ResNet-50's 25 M conv weights,
     LeNet-300-100, and the cliff sweep (20 M-element slabs at amount 0.5: 110 M and 560 M f32,
     110 M and, with ``big``, 2.2 B bf16, more than 2^31 weights in one call)."""
 

@@ -1,0 +1,58 @@
+"""The targets' verdicts: given from the measured ratios on an idle machine, withheld otherwise."""
+
+from __future__ import annotations
+
+from lottery_ticket.cli.bench.hygiene import Machine
+from lottery_ticket.cli.bench.table import Measurement, Report
+from lottery_ticket.cli.bench.workloads import WorkloadSpec
+from targets import targets_table
+
+
+def machine(load: float, busy: tuple[str, ...] = ()) -> Machine:
+    return Machine(load, busy, "test CPU", 2, 2, 2)
+
+
+def report_of(times: dict[tuple[WorkloadSpec, str], float], at: Machine) -> Report:
+    report = Report(at)
+    for (spec, key), seconds in times.items():
+        m = Measurement(spec, key, key, "mask")
+        m.median_s, m.rounds, m.spread = seconds, 5, 0.01
+        report.record(m)
+    return report
+
+
+def verdicts(table: str) -> dict[str, str]:
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "target" not in line]
+    return {row[1].strip(): row[4].strip() for row in rows}
+
+
+def test_verdicts_on_an_idle_machine_and_withheld_on_a_busy_one() -> None:
+    bert, lenet = WorkloadSpec("bert", 110_000_000), WorkloadSpec("lenet", 266_200)
+    times = {
+        (bert, "floor"): 0.10,
+        (bert, "ours"): 0.18,  # 1.8x the floor: pass
+        (bert, "ours_in_place"): 0.16,  # 1.6x: FAIL (<= 1.5x)
+        (bert, "ours_torch"): 1.5,  # 15x: pass
+        (lenet, "numpy"): 0.9e-3,
+        (lenet, "ours"): 0.1e-3,  # 9x: FAIL (>= 10x)
+    }
+    idle = verdicts(targets_table(report_of(times, machine(0.1)), machine(0.2)))
+    assert idle["110M f32, fresh masks ≤ 2x read floor"] == "pass"
+    assert idle["110M f32, a later round in place ≤ 1.5x floor"] == "FAIL"
+    assert idle["torch-op backend on host tensors ≤ 20x floor"] == "pass"
+    assert idle["LeNet-300-100 size ≥ 10x NumPy"] == "FAIL"
+    assert idle["110M bf16 ≤ 3x its read floor"] == "n/a"
+    for before, after in [(machine(0.9), machine(0.1)), (machine(0.1), machine(0.1, ("cc1 (42) 95%",)))]:
+        table = targets_table(report_of(times, before), after)
+        assert set(verdicts(table).values()) <= {"withheld (noisy)", "n/a"}
+        assert "verdicts withheld: the machine was not idle" in table
+
+
+def test_cliff_is_time_per_weight_between_slab_sizes() -> None:
+    small, big = WorkloadSpec("slabs", 110_000_000, amount=0.5), WorkloadSpec("slabs", 560_000_000, amount=0.5)
+    one = report_of({(small, "ours"): 0.05}, machine(0.0))
+    line = next(line for line in targets_table(one).splitlines() if "no cliff: f32" in line)
+    assert line.rstrip(" |").endswith("n/a")  # one size only
+    two = report_of({(small, "ours"): 0.05, (big, "ours"): 0.05 / small.numel * big.numel * 1.3}, machine(0.0))
+    line = next(line for line in targets_table(two).splitlines() if "no cliff: f32" in line)
+    assert "×1.30" in line and line.rstrip(" |").endswith("FAIL")

@@ -1,0 +1,23 @@
+"""The check every mask-producing benchmark row passes on its first result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .workloads import Workload
+
+
+def check_masks(workload: Workload, masks: list[Any]) -> None:
+    """Exactly ``k`` pruned; everything below the k-th smallest magnitude pruned, above it kept."""
+    import torch
+
+    assert len(masks) == len(workload.weights), "one mask per weight tensor"
+    thr, pruned = workload.threshold, 0
+    for w, mask in zip(workload.weights, masks):
+        m = torch.as_tensor(mask)
+        assert m.dtype == torch.bool and m.shape == w.shape, "bool mask shaped like its weight"
+        magnitude = w.abs()
+        assert not bool((m & (magnitude < thr)).any()), "a weight below the threshold was kept"
+        assert bool((m | (magnitude <= thr)).all()), "a weight above the threshold was pruned"
+        pruned += m.numel() - int(m.sum())
+    assert pruned == workload.k, f"pruned {pruned} weights, expected exactly {workload.k}"

@@ -1,0 +1,171 @@
+"""Whether this machine can be timed: load average, other busy processes, and rounds repeated
+until their spread is small.
+
+A timing taken while another process competes for the cores measures the competition. So the
+benchmarks record the load average, the CPU model and the thread counts beside every table,
+mark every row "noisy" when the machine was not idle, and repeat each row until the spread of
+its recent rounds is below `SPREAD_LIMIT` (saying so when a row's budget ran out first).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOAD_LIMIT = 0.5  # 1-minute load average above which a machine is not idle
+BUSY_SHARE = 0.1  # another process using this share of one CPU makes the machine busy
+SPREAD_LIMIT = 0.05  # (max - min) / median of a row's recent rounds
+WINDOW = 5  # recent rounds the spread is taken over
+MIN_ROUNDS, MAX_ROUNDS = 3, 30
+ROUND_BUDGET_S = 4.0  # timed seconds per row, beyond which it stops repeating
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a table's numbers were measured on, and whether it was idle."""
+
+    load_average: float
+    busy: tuple[str, ...]  # other processes using the CPU: "name (pid) 35%"
+    cpu_model: str
+    logical_cpus: int
+    rayon_threads: int
+    torch_threads: int | None
+
+    @property
+    def idle(self) -> bool:
+        return self.load_average <= LOAD_LIMIT and not self.busy
+
+    def why_not_idle(self) -> str:
+        reasons = []
+        if self.load_average > LOAD_LIMIT:
+            reasons.append(f"load average {self.load_average:.2f} > {LOAD_LIMIT}")
+        if self.busy:
+            reasons.append("busy: " + ", ".join(self.busy[:5]))
+        return "; ".join(reasons)
+
+    def summary(self) -> str:
+        state = "idle" if self.idle else f"NOT idle ({self.why_not_idle()}): every row is noisy"
+        torch_threads = "—" if self.torch_threads is None else str(self.torch_threads)
+        return (
+            f"{self.cpu_model} · {self.logical_cpus} logical CPUs · ours on {self.rayon_threads} threads · "
+            f"torch on {torch_threads} threads · load average {self.load_average:.2f} · {state}"
+        )
+
+
+def rayon_threads() -> int:
+    # rayon's default pool: RAYON_NUM_THREADS if set, else one thread per logical CPU.
+    configured = os.environ.get("RAYON_NUM_THREADS", "")
+    return int(configured) if configured.isdigit() and int(configured) > 0 else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU time (user + system) of every process we may read, by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone, or not ours to read
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def busy_processes(interval_s: float = 0.5) -> tuple[str, ...]:
+    """Other processes that used more than `BUSY_SHARE` of a CPU over ``interval_s``."""
+    if not Path("/proc/self/stat").exists():
+        return ()
+    mine = os.getpid()
+    before = _cpu_seconds()
+    time.sleep(interval_s)
+    after = _cpu_seconds()
+    busy = []
+    for pid, (name, spent) in after.items():
+        if pid == mine or pid not in before:
+            continue
+        share = (spent - before[pid][1]) / interval_s
+        if share > BUSY_SHARE:
+            busy.append((share, f"{name} ({pid}) {share:.0%}"))
+    return tuple(text for _, text in sorted(busy, reverse=True))
+
+
+def read_machine(
+    load: Callable[[], float] = lambda: os.getloadavg()[0],
+    busy: Callable[[], tuple[str, ...]] = busy_processes,
+) -> Machine:
+    """The machine now (``load`` and ``busy`` are the readers, replaced in tests)."""
+    try:
+        import torch
+
+        torch_threads: int | None = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - the benchmarks need torch; the summary does not
+        torch_threads = None
+    return Machine(load(), busy(), cpu_model(), os.cpu_count() or 1, rayon_threads(), torch_threads)
+
+
+@dataclass
+class Rounds:
+    """Timed rounds of one row: their median, and the spread of the last `WINDOW`."""
+
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times[-WINDOW:])
+
+    @property
+    def spread(self) -> float | None:
+        recent = self.times[-WINDOW:]
+        if len(recent) < MIN_ROUNDS:
+            return None
+        return (max(recent) - min(recent)) / max(statistics.median(recent), 1e-12)
+
+    @property
+    def stable(self) -> bool:
+        spread = self.spread
+        return spread is not None and spread < SPREAD_LIMIT
+
+
+def repeat_until_stable(
+    run: Callable[[Any], Any],
+    setup: Callable[[], Any],
+    *,
+    budget_s: float = ROUND_BUDGET_S,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Rounds:
+    """Time ``run(setup())`` (``setup`` untimed) until the recent rounds agree within
+    `SPREAD_LIMIT`, or `MAX_ROUNDS`, or ``budget_s`` of timed work; at least one round, and
+    `MIN_ROUNDS` unless a single round overruns the budget."""
+    rounds = Rounds()
+    spent = 0.0
+    while len(rounds.times) < MAX_ROUNDS:
+        arg = setup()
+        start = clock()
+        run(arg)
+        elapsed = clock() - start
+        del arg
+        rounds.times.append(elapsed)
+        spent += elapsed
+        if rounds.stable or (spent >= budget_s and (len(rounds.times) >= MIN_ROUNDS or elapsed >= budget_s)):
+            break
+    return rounds

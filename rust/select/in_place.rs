@@ -1,0 +1,359 @@
+//! Selection written into the survivor masks themselves (a later IMP round), so no fresh pages
+//! are faulted in: the same sample, fused pass and fix-up as [`super::select_masks`].
+//!
+//! The fused pass copies each chunk's survivors into a small per-thread scratch before writing
+//! the provisional mask over them, and keeps one bit per weight it provisionally prunes while
+//! alive (below the bracket). Survivors are then `provisional | those bits`, which restores the
+//! masks exactly on an error (NaN, a count above the alive weights) and before the rare exact
+//! fallback, which ranks from a copy of them.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::scan::{scan_weights, ChunkScan, FusedScan, ScanTotals};
+use super::PARALLEL_MIN;
+use super::{
+    candidate_bytes, fallback, fixup, resolve, sample, simd, validate_amount, wide_keys, Amount,
+    Bracket, Path, Paths, Scope, Selection,
+};
+use crate::chunk::{self, Chunk, CHUNK};
+use crate::error::{check_lengths, Error, Result};
+use crate::magnitude::{Key, Weights};
+
+/// `select_masks(weights, Some(masks), masks, ...)`: prune `amount` of the alive weights,
+/// writing the surviving masks over `masks`. On error `masks` is left as it was.
+pub fn select_masks_in_place(
+    weights: &[Weights<'_>],
+    masks: &mut [&mut [u8]],
+    amount: Amount,
+    scope: Scope,
+) -> Result<Selection> {
+    validate_amount(weights, amount)?;
+    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+    check_lengths("masks", &sizes, masks.iter().map(|m| m.len()))?;
+    let wide = wide_keys(weights);
+    match scope {
+        Scope::Global if wide => global::<u64>(weights, masks, amount, 0),
+        Scope::Global => global::<u32>(weights, masks, amount, 0),
+        Scope::Layer => {
+            let mut total = Selection::default();
+            for (t, mask) in masks.iter_mut().enumerate() {
+                let w = &weights[t..t + 1];
+                let m = std::slice::from_mut(mask);
+                let s = if wide {
+                    global::<u64>(w, m, amount, t)
+                } else {
+                    global::<u32>(w, m, amount, t)
+                };
+                let s = s.map_err(|e| match e {
+                    Error::Amount { message, .. } => Error::Amount {
+                        message,
+                        tensor: Some(t),
+                    },
+                    other => other,
+                })?;
+                total.alive += s.alive;
+                total.pruned += s.pruned;
+                total.paths.add(s.paths);
+            }
+            Ok(total)
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
+}
+
+/// Per chunk, bit `i` of word `i / 32`: alive before the pass, provisionally pruned by it
+/// (empty when there are none).
+type Lost = Vec<u32>;
+
+fn global<K: Key>(
+    weights: &[Weights<'_>],
+    masks: &mut [&mut [u8]],
+    amount: Amount,
+    first_tensor: usize,
+) -> Result<Selection> {
+    let total: usize = weights.iter().map(|w| w.len()).sum();
+    let parallel = total >= PARALLEL_MIN;
+    let bracket = {
+        let alive: Vec<&[u8]> = masks.iter().map(|m| &**m).collect();
+        sample::estimate_bracket::<K>(weights, Some(&alive), amount, sample::MAX_SAMPLES, parallel)?
+    };
+    let mut chunks = chunk::split(weights, None, masks);
+    let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
+    let (scan, lost) = fused_pass(&mut chunks, bracket, cap.min(total), parallel);
+    let fail = |chunks: &mut [Chunk<'_>], e: Error| {
+        restore(chunks, &lost, parallel);
+        Err(e)
+    };
+    if let Some(t) = scan.nan_tensor {
+        return fail(
+            &mut chunks,
+            Error::Nan {
+                index: first_tensor + t,
+            },
+        );
+    }
+    let k = match resolve(amount, scan.alive) {
+        Ok(k) => k,
+        Err(e) => return fail(&mut chunks, e),
+    };
+    let path = if scan.overflow {
+        Path::CandidateOverflow
+    } else if k < scan.below || k > scan.below + scan.candidates {
+        Path::BracketMiss
+    } else if k == scan.below {
+        Path::Exact
+    } else {
+        Path::FixUp
+    };
+    match path {
+        Path::Exact => {}
+        Path::FixUp => {
+            // fix_up checks the candidates before touching any mask.
+            if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel) {
+                return fail(&mut chunks, e);
+            }
+        }
+        Path::BracketMiss | Path::CandidateOverflow => {
+            restore(&mut chunks, &lost, parallel);
+            drop(chunks);
+            let alive: Vec<Vec<u8>> = masks.iter().map(|m| m.to_vec()).collect();
+            let views: Vec<&[u8]> = alive.iter().map(|a| a.as_slice()).collect();
+            let mut chunks = chunk::split(weights, Some(&views), masks);
+            let rewritten = fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive);
+            drop(chunks);
+            if let Err(e) = rewritten {
+                masks
+                    .iter_mut()
+                    .zip(&alive)
+                    .for_each(|(m, a)| m.copy_from_slice(a));
+                return Err(e);
+            }
+        }
+    }
+    Ok(Selection {
+        alive: scan.alive,
+        pruned: k,
+        paths: Paths::of(path),
+    })
+}
+
+/// The fused pass of [`super::scan::fused_pass`] over masks that hold the survivors.
+fn fused_pass<K: Key>(
+    chunks: &mut [Chunk<'_>],
+    bracket: Bracket<K>,
+    cap: usize,
+    parallel: bool,
+) -> (FusedScan<K>, Vec<Lost>) {
+    let collected = AtomicU64::new(0);
+    let overflow = AtomicBool::new(false);
+    let fast = K::BITS == 31 && simd::available();
+    let per_chunk: Vec<(ChunkScan<K>, Lost)> = chunk::map(chunks, parallel, |c| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let alive = &mut scratch[..c.out.len()];
+            alive.copy_from_slice(c.out);
+            let collect = !overflow.load(Ordering::Relaxed);
+            let mut candidates = Vec::new();
+            let out = Some(&mut *c.out);
+            let sink = collect.then_some(&mut candidates);
+            let counts = scan_weights(c.weights, Some(&*alive), out, bracket, sink, fast);
+            if collect {
+                let n = candidates.len() as u64;
+                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                    overflow.store(true, Ordering::Relaxed);
+                }
+            }
+            if overflow.load(Ordering::Relaxed) {
+                candidates = Vec::new();
+            }
+            let scan = ChunkScan {
+                tensor: c.tensor,
+                alive: counts.alive,
+                below: counts.below,
+                nan: counts.nan,
+                candidates,
+            };
+            (scan, lost_bits(alive, c.out))
+        })
+    });
+    let mut totals = ScanTotals {
+        overflow: overflow.into_inner(),
+        ..ScanTotals::default()
+    };
+    let (per_chunk, lost): (Vec<_>, Vec<_>) = per_chunk.into_iter().unzip();
+    for s in &per_chunk {
+        totals.alive += s.alive;
+        totals.below += s.below;
+        totals.candidates += s.candidates.len() as u64;
+        if s.nan && totals.nan_tensor.is_none() {
+            totals.nan_tensor = Some(s.tensor);
+        }
+    }
+    (FusedScan { totals, per_chunk }, lost)
+}
+
+/// Bits of the weights alive before the pass (`alive`) and pruned by it (`out`, bytes 0 or 1).
+/// Eight bytes at a time: a per-byte loop cost twice the fused pass itself.
+fn lost_bits(alive: &[u8], out: &[u8]) -> Lost {
+    let mut any = 0;
+    let words: Lost = alive
+        .chunks(32)
+        .zip(out.chunks(32))
+        .map(|(a, o)| {
+            let word = if a.len() == 32 {
+                a.chunks_exact(8).zip(o.chunks_exact(8)).enumerate().fold(
+                    0u32,
+                    |word, (q, (a, o))| {
+                        let a = u64::from_le_bytes(a.try_into().expect("8 bytes"));
+                        let o = u64::from_le_bytes(o.try_into().expect("8 bytes"));
+                        word | pack(nonzero_bytes(a) & !o & ONES) << (8 * q)
+                    },
+                )
+            } else {
+                a.iter()
+                    .zip(o)
+                    .enumerate()
+                    .fold(0u32, |word, (i, (&a, &o))| {
+                        word | (((a != 0) & (o == 0)) as u32) << i
+                    })
+            };
+            any |= word;
+            word
+        })
+        .collect();
+    if any == 0 {
+        Vec::new()
+    } else {
+        words
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// 1 in each byte of `x` that is nonzero, else 0.
+#[inline(always)]
+fn nonzero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    ((((x & LOW7) + LOW7) | x) >> 7) & ONES
+}
+
+/// Bytes of 0 or 1 packed to bits: byte `i` to bit `i` (one multiply gathers them in the top byte).
+#[inline(always)]
+fn pack(x: u64) -> u32 {
+    (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+}
+
+/// Masks back to the survivors they held before the fused pass.
+fn restore(chunks: &mut [Chunk<'_>], lost: &[Lost], parallel: bool) {
+    let mut work: Vec<_> = chunks.iter_mut().zip(lost).collect();
+    chunk::map(&mut work, parallel, |(c, lost)| {
+        for (w, &word) in lost.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                c.out[w * 32 + bits.trailing_zeros() as usize] = 1;
+                bits &= bits - 1;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::select::select_masks;
+
+    fn keys(n: usize, seed: u64) -> Vec<u32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Few distinct magnitudes: heavy ties exercise the fallback too.
+                ((x % 50) as f32 * if x & 64 == 0 { 1.0 } else { -0.5 }).to_bits()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lost_bits_match_a_per_byte_reference() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for n in [0usize, 5, 32, 33, 64, 100] {
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            // Survivors with bytes other than 0 and 1 (any nonzero byte is alive).
+            let alive: Vec<u8> = (0..n)
+                .map(|_| [0u8, 1, 2, 255][(next() % 4) as usize])
+                .collect();
+            let out: Vec<u8> = alive
+                .iter()
+                .map(|&a| (a != 0 && next() % 2 == 0) as u8)
+                .collect();
+            let words = lost_bits(&alive, &out);
+            for i in 0..n {
+                let expected = alive[i] != 0 && out[i] == 0;
+                let got = words.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1);
+                assert_eq!(got, expected, "n {n}, element {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn equals_the_fresh_masks_and_restores_on_error() {
+        for (n, seed) in [(100usize, 1u64), (70_000, 2), (600_000, 3)] {
+            let w = keys(n, seed);
+            let weights = [Weights::F32(&w)];
+            let survivors: Vec<u8> = (0..n).map(|i| (i % 7 != 0) as u8).collect();
+            for amount in [
+                Amount::Fraction(0.3),
+                Amount::Count(10),
+                Amount::Fraction(1.0),
+            ] {
+                let mut fresh = vec![0u8; n];
+                let expected = select_masks(
+                    &weights,
+                    Some(&[&survivors]),
+                    &mut [&mut fresh],
+                    amount,
+                    Scope::Global,
+                )
+                .unwrap();
+                let mut mask = survivors.clone();
+                let got = select_masks_in_place(&weights, &mut [&mut mask], amount, Scope::Layer)
+                    .unwrap();
+                assert_eq!(mask, fresh);
+                assert_eq!((got.alive, got.pruned), (expected.alive, expected.pruned));
+            }
+            let mut mask = survivors.clone();
+            let err = select_masks_in_place(
+                &weights,
+                &mut [&mut mask],
+                Amount::Count(n as u64),
+                Scope::Global,
+            );
+            assert!(matches!(err, Err(Error::Amount { .. })));
+            assert_eq!(mask, survivors);
+            let mut nan = w.clone();
+            nan[n - 1] = f32::NAN.to_bits();
+            let mut mask = survivors.clone();
+            mask[n - 1] = 1;
+            let before = mask.clone();
+            let err = select_masks_in_place(
+                &[Weights::F32(&nan)],
+                &mut [&mut mask],
+                Amount::Fraction(0.5),
+                Scope::Global,
+            );
+            assert!(matches!(err, Err(Error::Nan { index: 0 })));
+            assert_eq!(mask, before);
+        }
+    }
+}
