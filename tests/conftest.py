@@ -54,3 +54,17 @@ def reference_masks(
 def reference() -> Reference:
     """The reference selection (see `reference_masks`)."""
     return reference_masks
+
+
+@pytest.fixture(autouse=True)
+def _torch_global_modes_restored() -> Any:
+    """Lightning's ``Trainer(deterministic=True)`` switches torch's deterministic algorithms on for
+    the whole process (and with them the filling of every new tensor); later tests must not run
+    under a mode an earlier fit left behind."""
+    torch = sys.modules.get("torch")
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and saved is not None:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.set_num_threads(saved[1])
