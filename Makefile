@@ -43,10 +43,11 @@ demo: $(BUILD_STAMP) ## Reproduce the Lottery Ticket result on MNIST-1D (table +
 
 test: lint test-rust test-python docs ## Everything CI checks: lint, cargo test, stubs, mypy, pytest, the wheel, the docs
 
-lint: $(DEPS_STAMP) ## ruff, cargo fmt, clippy with and without the binding, the workflows' schema
+lint: $(DEPS_STAMP) ## ruff, cargo fmt, clippy with and without the binding, actionlint and the workflows' schema
 	$(BIN)/ruff check python tests benches docs/hooks.py
 	$(BIN)/ruff format --check python tests benches docs/hooks.py
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/actionlint .github/workflows/*.yml
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings
