@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::scan::{scan_weights, ChunkScan, FusedScan, ScanTotals};
 use super::PARALLEL_MIN;
 use super::{
-    candidate_bytes, fallback, fixup, resolve, sample, simd, validate_amount, wide_keys, Amount,
-    Bracket, Path, Paths, Scope, Selection,
+    candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
+    wide_keys, Amount, Bracket, Path, Paths, Scope, Selection,
 };
 use crate::chunk::{self, Chunk, CHUNK};
 use crate::error::{check_lengths, Error, Result};
@@ -35,29 +35,15 @@ pub fn select_masks_in_place(
     match scope {
         Scope::Global if wide => global::<u64>(weights, masks, amount, 0),
         Scope::Global => global::<u32>(weights, masks, amount, 0),
-        Scope::Layer => {
-            let mut total = Selection::default();
-            for (t, mask) in masks.iter_mut().enumerate() {
-                let w = &weights[t..t + 1];
-                let m = std::slice::from_mut(mask);
-                let s = if wide {
-                    global::<u64>(w, m, amount, t)
-                } else {
-                    global::<u32>(w, m, amount, t)
-                };
-                let s = s.map_err(|e| match e {
-                    Error::Amount { message, .. } => Error::Amount {
-                        message,
-                        tensor: Some(t),
-                    },
-                    other => other,
-                })?;
-                total.alive += s.alive;
-                total.pruned += s.pruned;
-                total.paths.add(s.paths);
+        Scope::Layer => each_tensor(masks, |t, mask| {
+            let w = &weights[t..t + 1];
+            let m = std::slice::from_mut(mask);
+            if wide {
+                global::<u64>(w, m, amount, t)
+            } else {
+                global::<u32>(w, m, amount, t)
             }
-            Ok(total)
-        }
+        }),
     }
 }
 

@@ -144,31 +144,39 @@ pub fn select_masks(
     match scope {
         Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0),
         Scope::Global => select_global::<u32>(weights, alive, out, amount, 0),
-        Scope::Layer => {
-            let mut total = Selection::default();
-            for (t, out_t) in out.iter_mut().enumerate() {
-                let w = &weights[t..t + 1];
-                let a = alive.map(|a| &a[t..t + 1]);
-                let o = std::slice::from_mut(out_t);
-                let s = if wide {
-                    select_global::<u64>(w, a, o, amount, t)
-                } else {
-                    select_global::<u32>(w, a, o, amount, t)
-                };
-                let s = s.map_err(|e| match e {
-                    Error::Amount { message, .. } => Error::Amount {
-                        message,
-                        tensor: Some(t),
-                    },
-                    other => other,
-                })?;
-                total.alive += s.alive;
-                total.pruned += s.pruned;
-                total.paths.add(s.paths);
+        Scope::Layer => each_tensor(out, |t, out_t| {
+            let w = &weights[t..t + 1];
+            let a = alive.map(|a| &a[t..t + 1]);
+            let o = std::slice::from_mut(out_t);
+            if wide {
+                select_global::<u64>(w, a, o, amount, t)
+            } else {
+                select_global::<u32>(w, a, o, amount, t)
             }
-            Ok(total)
-        }
+        }),
     }
+}
+
+/// Layer scope: tensor `t` selected alone by `one(t, out[t])`, its amount error located at `t`,
+/// the totals summed.
+pub(crate) fn each_tensor<'a, 'b>(
+    out: &'a mut [&'b mut [u8]],
+    mut one: impl FnMut(usize, &'a mut &'b mut [u8]) -> Result<Selection>,
+) -> Result<Selection> {
+    let mut total = Selection::default();
+    for (t, out_t) in out.iter_mut().enumerate() {
+        let s = one(t, out_t).map_err(|e| match e {
+            Error::Amount { message, .. } => Error::Amount {
+                message,
+                tensor: Some(t),
+            },
+            other => other,
+        })?;
+        total.alive += s.alive;
+        total.pruned += s.pruned;
+        total.paths.add(s.paths);
+    }
+    Ok(total)
 }
 
 /// Whether the selection ranks in the u64 key space: f64 keys do not fit in u32, and every
