@@ -91,20 +91,22 @@ def test_every_named_path_exists() -> None:
 
 
 def test_a_stale_path_is_reported_where_it_is_named(tmp_path: Path) -> None:
+    # The made-up paths are assembled here so that this file itself names none of them.
+    r, t, b = "rust", "tests", "benches"
     (tmp_path / "rust").mkdir()
-    (tmp_path / "rust" / "lib.rs").write_text('// see rust/lib.rs and rust/gone.rs\nlet s = "rust/in_code.rs";\n')
+    (tmp_path / "rust" / "lib.rs").write_text(f'// see {r}/lib.rs and {r}/gone.rs\nlet s = "{r}/in_code.rs";\n')
     module = tmp_path / "m.py"
     module.write_text(
-        '"""Module doc.\n\nNames tests/missing.py."""\n'
-        "x = 'tests/not_prose.py'  # but benches/absent.py is a comment\n"
+        f'"""Module doc.\n\nNames {t}/missing.py."""\n'
+        f"x = '{t}/not_prose.py'  # but {b}/absent.py is a comment\n"
         "def f():\n    '''python/nowhere/ and tests/*.py (a glob)'''\n"
     )
     page = tmp_path / "page.md"
-    page.write_text("See [the kernels](https://example.org/rust/x.rs), `rust/lib.rs`, `rust/old.rs`.\n")
+    page.write_text(f"See [the kernels](https://example.org/{r}/x.rs), `{r}/lib.rs`, `{r}/old.rs`.\n")
     assert sorted(stale_paths(tmp_path, [tmp_path / "rust" / "lib.rs", module, page])) == [
-        "m.py:3: tests/missing.py",
-        "m.py:4: benches/absent.py",
+        f"m.py:3: {t}/missing.py",
+        f"m.py:4: {b}/absent.py",
         "m.py:6: python/nowhere/",
-        "page.md:1: rust/old.rs",
-        "rust/lib.rs:1: rust/gone.rs",
+        f"page.md:1: {r}/old.rs",
+        f"rust/lib.rs:1: {r}/gone.rs",
     ]
