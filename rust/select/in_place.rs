@@ -86,15 +86,7 @@ fn global<K: Key>(
         Ok(k) => k,
         Err(e) => return fail(&mut chunks, e),
     };
-    let path = if scan.overflow {
-        Path::CandidateOverflow
-    } else if k < scan.below || k > scan.below + scan.candidates {
-        Path::BracketMiss
-    } else if k == scan.below {
-        Path::Exact
-    } else {
-        Path::FixUp
-    };
+    let path = Path::after_scan(&scan, k);
     match path {
         Path::Exact => {}
         Path::FixUp => {

@@ -69,6 +69,21 @@ pub enum Path {
     CandidateOverflow,
 }
 
+impl Path {
+    /// The branch a selection of `k` takes once the fused pass has counted `scan`.
+    fn after_scan(scan: &scan::ScanTotals, k: u64) -> Path {
+        if scan.overflow {
+            Path::CandidateOverflow
+        } else if k < scan.below || k > scan.below + scan.candidates {
+            Path::BracketMiss
+        } else if k == scan.below {
+            Path::Exact
+        } else {
+            Path::FixUp
+        }
+    }
+}
+
 /// How many rankings took each [`Path`] (one for global scope, one per tensor for layer scope),
 /// so tests can assert the branch they claim to cover.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,15 +286,7 @@ fn select_global<K: Key>(
         });
     }
     let k = resolve(amount, scan.alive)?;
-    let path = if scan.overflow {
-        Path::CandidateOverflow
-    } else if k < scan.below || k > scan.below + scan.candidates {
-        Path::BracketMiss
-    } else if k == scan.below {
-        Path::Exact
-    } else {
-        Path::FixUp
-    };
+    let path = Path::after_scan(&scan, k);
     match path {
         Path::Exact => {}
         Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?,
