@@ -68,3 +68,61 @@ def _torch_global_modes_restored() -> Any:
     if torch is not None and saved is not None:
         torch.use_deterministic_algorithms(saved[0])
         torch.set_num_threads(saved[1])
+
+
+class ExtensionCalls:
+    """The extension's calls seen by a spy: each as its name and its list-of-arrays arguments
+    (the arrays kept alive, so that their buffer objects' ids stay unique)."""
+
+    ENTRY_POINTS = (
+        "alive_counts",
+        "apply_masks",
+        "rewind",
+        "select_masks",
+        "select_masks_in_place",
+        "select_threshold",
+        "write_pruned",
+    )
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[list[np.ndarray]]]] = []
+
+    def record(self, name: str, args: tuple[Any, ...]) -> None:
+        self.seen.append((name, [list(a) for a in args if isinstance(a, list) and a and isinstance(a[0], np.ndarray)]))
+
+    def assert_own_buffers(self, name: str) -> None:
+        """Every array list passed to ``name`` holds arrays of pairwise distinct buffer objects.
+
+        rust-numpy files each borrow under the array's first non-array ``base`` and checks it
+        against every other borrow of that buffer: N views of one buffer in one call cost N^2.
+        """
+        matching = [lists for called, lists in self.seen if called == name]
+        assert matching, f"{name} was not called"
+        for lists in matching:
+            for i, arrays in enumerate(lists):
+                owners = {buffer_owner(a) for a in arrays}
+                assert len(owners) == len(arrays), f"{name}: argument {i}: {len(arrays)} arrays, {len(owners)} buffers"
+
+
+def buffer_owner(a: np.ndarray) -> int:
+    """The key rust-numpy files a borrow of ``a`` under (its ``base_address``)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return id(a.base) if a.base is not None else id(a)
+
+
+@pytest.fixture
+def extension_calls(monkeypatch: pytest.MonkeyPatch) -> ExtensionCalls:
+    """Spy on every entry point of the extension for the test's duration."""
+    from lottery_ticket import _core
+
+    calls = ExtensionCalls()
+    for name in ExtensionCalls.ENTRY_POINTS:
+        real = getattr(_core, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.record(_name, args)
+            return _real(*args)
+
+        monkeypatch.setattr(_core, name, spy)
+    return calls

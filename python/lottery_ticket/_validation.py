@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -129,24 +129,67 @@ class Label(str):
     ``masks['fc.weight']``. It keeps its parts, so the entry of another argument at the same
     position is named without parsing the text."""
 
-    arg: str
-    key: str  # the index, or the repr of the dict key
+    __slots__ = ()  # a label per tensor per call: no instance dict (the parts are parsed on use)
 
     def __new__(cls, arg: str, key: str) -> Label:
-        label = super().__new__(cls, f"{arg}[{key}]")
-        label.arg, label.key = arg, key
-        return label
+        return super().__new__(cls, f"{arg}[{key}]")
+
+    @property
+    def arg(self) -> str:
+        """The argument's name (names hold no ``[``)."""
+        return self[: self.index("[")]
+
+    @property
+    def key(self) -> str:
+        """The index, or the repr of the dict key."""
+        return self[self.index("[") + 1 : -1]
 
     def of(self, arg: str) -> Label:
         """The label of the entry of ``arg`` at this position."""
         return Label(arg, self.key)
 
 
-def labels(arg: str, names: list[Hashable] | None, count: int) -> list[str]:
+def labels(arg: str, names: list[Hashable] | None, count: int) -> Labels:
     """Labels (`Label`) of the ``count`` entries of ``arg``: indices for a list, key reprs for a dict."""
-    if names is None:
-        return [Label(arg, str(i)) for i in range(count)]
-    return [Label(arg, repr(n)) for n in names]
+    return Labels(arg, names, count)
+
+
+class Labels(Sequence[str]):
+    """The labels of one argument's entries, each made when asked for: a call over many tensors
+    names only the one that fails."""
+
+    __slots__ = ("arg", "names", "size")
+
+    def __init__(self, arg: str, names: list[Hashable] | None, count: int) -> None:
+        self.arg, self.names, self.size = arg, names, count
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, i: int) -> Label: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Label]: ...
+    def __getitem__(self, i: int | slice) -> Label | list[Label]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.size))]
+        if not -self.size <= i < self.size:
+            raise IndexError(i)
+        i %= self.size
+        return Label(self.arg, str(i) if self.names is None else repr(self.names[i]))
+
+    def __iter__(self) -> Iterator[Label]:
+        if self.names is None:
+            return (Label(self.arg, str(i)) for i in range(self.size))
+        return (Label(self.arg, repr(n)) for n in self.names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and len(other) == self.size and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are unhashable
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def relabel(label: str, arg: str) -> Label:

@@ -158,7 +158,7 @@ class DeviceKernels(Protocol):
     def select_masks(
         self,
         weights: list[Any],
-        labels: list[str],
+        labels: Sequence[str],
         amount: int | float,
         masks: list[Any] | None,
         scope: str,
@@ -168,13 +168,13 @@ class DeviceKernels(Protocol):
         """`global_magnitude_masks` on these arrays; ``out``: the masks to write over (``masks``)."""
         ...
 
-    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> DeviceApplier:
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: Sequence[str]) -> DeviceApplier:
         """Validated now; each call zeroes the pruned weights in place."""
         ...
 
-    def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None: ...
+    def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: Sequence[str]) -> None: ...
 
-    def alive_counts(self, masks: list[Any], labels: list[str], process_group: object) -> list[int]: ...
+    def alive_counts(self, masks: list[Any], labels: Sequence[str], process_group: object) -> list[int]: ...
 
 
 _DEVICE_KERNELS: dict[str, DeviceKernels] = {}

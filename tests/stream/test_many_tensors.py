@@ -1,12 +1,11 @@
-"""A checkpoint of many small tensors: the dry run's cost is linear in the tensor count (the
-promise: a few microseconds per tensor), and it counts exactly what a real run prunes."""
+"""A checkpoint of many small tensors: each read through its own buffer (the cost stays linear in
+the tensor count), few kernel calls, and the dry run counts exactly what a real run prunes."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytest
@@ -29,23 +28,18 @@ def many(path: Path, count: int, seed: int = 0) -> Path:
     return path
 
 
-def cpu_seconds(path: Path) -> float:
-    best = float("inf")
-    for _ in range(2):
-        start = time.process_time()
-        prune_checkpoint(path, None, 0.5, dry_run=True, progress=False)
-        best = min(best, time.process_time() - start)
-    return best
+class ExtensionCalls(Protocol):  # the `extension_calls` fixture of conftest.py
+    def assert_own_buffers(self, name: str) -> None: ...
 
 
-def test_dry_run_cost_grows_linearly_with_the_tensor_count(tmp_path: Path) -> None:
-    # Views sharing one buffer made every tensor's borrow check scan all the others: 10x the
-    # tensors cost ~50x here (~100x at 200,000). Linear is 10-14x (fixed costs, the collector);
-    # the bound leaves room for a loaded machine.
-    small, large = many(tmp_path / "small.safetensors", 5_000), many(tmp_path / "large.safetensors", 50_000)
-    cpu_seconds(small)  # warm-up: imports, first calls
-    ratio = cpu_seconds(large) / cpu_seconds(small)
-    assert ratio < 22, f"10x the tensors took {ratio:.1f}x the CPU time"
+def test_each_tensor_is_read_through_its_own_buffer(tmp_path: Path, extension_calls: ExtensionCalls) -> None:
+    # Views of one map sharing one buffer object made every tensor's borrow check scan all the
+    # others (quadratic in the tensor count; the cost is measured in benches/test_many_tensors.py).
+    path = many(tmp_path / "m.safetensors", 2_000)
+    dry = prune_checkpoint(path, None, 0.5, dry_run=True, progress=False)
+    real = prune_checkpoint(path, tmp_path / "o.safetensors", 0.5, progress=False)
+    assert dry.pruned == real.pruned == round(0.5 * 8_000)
+    extension_calls.assert_own_buffers("select_threshold")
 
 
 def test_small_neighbours_are_counted_in_few_kernel_calls_with_the_exact_counts(

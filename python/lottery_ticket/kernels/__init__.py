@@ -101,7 +101,7 @@ def global_magnitude_masks(
             return out
         selected = device.select_masks(values, labels, amount, mask_arg, scope, process_group)
         return _arrays.shaped_like(names, selected)
-    views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
+    views, current = _arrays.ranking_views(names, values, masks, _plan.read_views, masks_written=out is not None)
     if out is not None and current is not None:
         written = _arrays.write_notifiers(mask_values)
         out_labels = _validation.labels("out", names, len(values))
@@ -142,7 +142,11 @@ def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, li
     views = [_arrays.float_bits(v, label, writable=True) for v, label in zip(values, labels)]
     mask_values = _arrays.matching_items(masks, "masks", names, len(values))
     mask_labels = _validation.labels("masks", names, len(values))
-    mask_views = [_arrays.mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
+    # Read only; both callers check them against the written weights for overlap.
+    mask_views = [
+        _arrays.own_buffer(_arrays.mask_bytes(m, label, v.shape))
+        for m, label, v in zip(mask_values, mask_labels, views)
+    ]
     return names, views, mask_views
 
 
@@ -268,5 +272,5 @@ def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
     views = []
     for m, label in zip(values, labels):
         shape = tuple(m.shape) if hasattr(m, "shape") else ()
-        views.append(_arrays.mask_bytes(m, label, shape))
+        views.append(_arrays.own_buffer(_arrays.mask_bytes(m, label, shape)))
     return _arrays.shaped_like(names, _core.alive_counts(views))

@@ -23,6 +23,9 @@ BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
     "float32": np.uint32,
     "float64": np.uint64,
 }
+# The NumPy dtypes the kernels read in place, by name: ``dtype.name`` is computed in Python on
+# every access, a cost per tensor per call.
+_NATIVE_NAMES = {np.dtype(name): name for name in ("float16", "float32", "float64")}
 __all__ = ["BITS_DTYPES", "SUPPORTED", "Bits"]
 
 
@@ -64,16 +67,19 @@ def ranking_views(
     names: list[Hashable] | None,
     values: list[Any],
     masks: Any,
-    read: Callable[[list[Any], list[str]], list[Bits]],
+    read: Callable[[list[Any], Sequence[str]], list[Bits]],
+    *,
+    masks_written: bool = False,
 ) -> tuple[list[Bits], list[np.ndarray] | None]:
     """Bit views of the weights to rank (``read`` makes them from the values and their labels)
-    and uint8 views of their survivor masks (or None)."""
+    and uint8 views of their survivor masks (or None), which the call writes if ``masks_written``."""
     views = read(values, labels("weights", names, len(values)))
     if masks is None:
         return views, None
     mask_values = matching_items(masks, "masks", names, len(values))
     mask_labels = labels("masks", names, len(values))
-    return views, [mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
+    current = [mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
+    return views, current if masks_written else [own_buffer(m) for m in current]
 
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:
@@ -83,7 +89,7 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
         return backend.float_bits(x, label, writable=writable)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{label}: expected a NumPy array or torch tensor, got {type(x).__name__}")
-    name = x.dtype.name
+    name = _NATIVE_NAMES.get(x.dtype) or x.dtype.name
     if name not in BITS_DTYPES or name == "bfloat16":
         raise unsupported_dtype(label, x.dtype)
     if not x.dtype.isnative:
@@ -97,7 +103,7 @@ def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     if writable:
         require_in_place(x, label)
     else:
-        x = contiguous(x)  # a copy only for strided or unaligned inputs, which are read once
+        x = own_buffer(contiguous(x))  # a copy only for strided or unaligned inputs, which are read once
     return Bits(label, x.view(BITS_DTYPES[name]), name, tuple(x.shape))
 
 
@@ -107,6 +113,19 @@ def contiguous(x: np.ndarray) -> np.ndarray:
     if x.flags.c_contiguous and x.flags.aligned:
         return x
     return np.array(x, order="C", copy=True)
+
+
+def own_buffer(x: np.ndarray) -> np.ndarray:
+    """A zero-copy view of C-contiguous ``x`` that no other array shares its buffer object with.
+
+    The extension checks each array it borrows against every other borrowed array of the same
+    buffer object, so N views of one buffer (rows of a matrix, one flat parameter vector, masks
+    of one allocation) cost N^2 checks. Only for arrays the call reads: the checks are what
+    stops a written array from overlapping a read one.
+    """
+    if x.base is None:  # owns its memory: nothing else can share the buffer object
+        return x
+    return np.frombuffer(x.data, dtype=x.dtype).reshape(x.shape)
 
 
 def storage_address(x: object) -> int:
@@ -156,14 +175,18 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
     """
     sizes = [math.prod(shape) for shape in shapes]
     buffer = np.empty(sum(sizes), dtype=np.bool_)
+    whole = buffer.data
     backends: dict[type, ArrayBackend | None] = {}  # one lookup per array kind, not per tensor
     masks = []
     start = 0
     for like, shape, size in zip(likes, shapes, sizes):
         end = start + size
         # An empty view would share its address with the next mask: give it its own, so that no
-        # two masks look like one buffer to a later call's overlap checks.
-        array = buffer[start:end].reshape(shape) if size else np.empty(shape, dtype=np.bool_)
+        # two masks look like one buffer to a later call's overlap checks. Each mask is a view of
+        # its own buffer object, or passing them back as ``masks=`` would cost N^2 borrow checks.
+        array = (
+            np.frombuffer(whole[start:end], dtype=np.bool_).reshape(shape) if size else np.empty(shape, dtype=np.bool_)
+        )
         kind = type(like)
         if kind not in backends:
             backends[kind] = array_backend(like)

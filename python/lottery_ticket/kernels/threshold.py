@@ -25,6 +25,7 @@ arrives: bf16 has no NumPy dtype.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -71,7 +72,7 @@ def _bits(value: object, label: str, *, writable: bool) -> _arrays.Bits:
     return _arrays.Bits(label, bits, dtype, tuple(bits.shape))
 
 
-def _read_views(values: list[Any], labels: list[str]) -> list[_arrays.Bits]:
+def _read_views(values: list[Any], labels: Sequence[str]) -> list[_arrays.Bits]:
     return [_bits(v, label, writable=False) for v, label in zip(values, labels)]
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import Labels
 from ..backends import Bits, array_backend
 from . import arrays as _arrays
 
 MAX_ELEMENTS = 1 << 22  # 16 MiB of f32: the models whose per-call set-up matters
 
 Signature = tuple[Any, ...]
-_last: tuple[list[Any], list[str], list[Signature], list[Bits]] | None = None
+_last: tuple[list[Any], Sequence[str], list[Signature], list[Bits]] | None = None
 
 
 def _signature(x: object) -> Signature | None:
@@ -35,6 +36,13 @@ def _signature(x: object) -> Signature | None:
     return (_arrays.storage_address(x), getattr(x, "dtype", None), shape, stride() if callable(stride) else None)
 
 
+def _same_labels(cached: Sequence[str], labels: Sequence[str]) -> bool:
+    """Whether the views were made under these labels (lazy ones compare by what makes them)."""
+    if isinstance(cached, Labels) and isinstance(labels, Labels):
+        return cached.arg == labels.arg and cached.size == labels.size and cached.names == labels.names
+    return list(cached) == list(labels)
+
+
 def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
     """``[_arrays.float_bits(v, label, writable=False) ...]``, from the cache when still valid."""
     global _last
@@ -42,7 +50,7 @@ def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
         cached_values, cached_labels, signatures, views = _last
         if (
             len(cached_values) == len(values)
-            and cached_labels == list(labels)
+            and _same_labels(cached_labels, labels)
             and all(a is b for a, b in zip(cached_values, values))
             and all(_signature(v) == s for v, s in zip(values, signatures))
         ):
@@ -55,5 +63,5 @@ def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
             b.bits.__array_interface__["data"][0] == s[0] for b, s in zip(views, signatures)
         )
         if zero_copy:
-            _last = (list(values), list(labels), signatures, views)
+            _last = (list(values), labels if isinstance(labels, Labels) else list(labels), signatures, views)
     return views

@@ -69,7 +69,7 @@ class _Applier:
     def __init__(
         self,
         weights: list[Any],
-        labels: list[str],
+        labels: Sequence[str],
         addresses: list[int],
         groups: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
     ) -> None:
@@ -114,7 +114,7 @@ class TorchKernels:
         return claimed
 
     def _pieces(
-        self, weights: list[Any], labels: list[str], masks: list[Any] | None, process_group: object, scope: str
+        self, weights: list[Any], labels: Sequence[str], masks: list[Any] | None, process_group: object, scope: str
     ) -> list[Piece]:
         sharded = [_dist.is_dtensor(w) for w in weights]
         if any(sharded) and not all(sharded):
@@ -139,7 +139,7 @@ class TorchKernels:
     def _agreed_pieces(
         self,
         weights: list[Any],
-        labels: list[str],
+        labels: Sequence[str],
         amount: int | float,
         masks: list[Any] | None,
         scope: str,
@@ -175,7 +175,7 @@ class TorchKernels:
     def select_masks(
         self,
         weights: list[Any],
-        labels: list[str],
+        labels: Sequence[str],
         amount: int | float,
         masks: list[Any] | None,
         scope: str,
@@ -206,7 +206,7 @@ class TorchKernels:
         return result
 
     @staticmethod
-    def _out(out: list[Any], pieces: list[Piece], labels: list[str]) -> list[torch.Tensor]:
+    def _out(out: list[Any], pieces: list[Piece], labels: Sequence[str]) -> list[torch.Tensor]:
         """Flat views of the ``out=`` masks: bool, contiguous, on the weights' device; each is its
         weight's survivor mask itself (written in place) or shares memory with no argument."""
         flat, spans = [], []
@@ -237,7 +237,7 @@ class TorchKernels:
                 )
         return flat
 
-    def mask_applier(self, weights: list[Any], masks: list[Any], labels: list[str]) -> _Applier:
+    def mask_applier(self, weights: list[Any], masks: list[Any], labels: Sequence[str]) -> _Applier:
         mask_labels = [relabel(label, "masks") for label in labels]
         locals_ = [_local(_check_float(w, label)) for w, label in zip(weights, labels)]
         views = [_in_place(w, label) for w, label in zip(locals_, labels)]
@@ -251,7 +251,7 @@ class TorchKernels:
 
         return _Applier(weights, labels, addresses, list(groups.values()))
 
-    def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: list[str]) -> None:
+    def rewind(self, weights: list[Any], snapshots: list[Any], masks: list[Any], labels: Sequence[str]) -> None:
         snap_labels = [relabel(label, "snapshots") for label in labels]
         locals_ = [_local(_check_float(w, label)) for w, label in zip(weights, labels)]
         snaps = []
@@ -269,7 +269,7 @@ class TorchKernels:
                 view.copy_(snap, non_blocking=snap.is_pinned())
         apply()
 
-    def alive_counts(self, masks: list[Any], labels: list[str], process_group: object) -> list[int]:
+    def alive_counts(self, masks: list[Any], labels: Sequence[str], process_group: object) -> list[int]:
         group = _group_of(process_group, masks)
         try:
             total, error = self._local_counts(masks, labels), None
@@ -282,7 +282,7 @@ class TorchKernels:
             torch.distributed.all_reduce(total, group=group)
         return [int(c) for c in total.tolist()]
 
-    def _local_counts(self, masks: list[Any], labels: list[str]) -> torch.Tensor:
+    def _local_counts(self, masks: list[Any], labels: Sequence[str]) -> torch.Tensor:
         counts = []
         for m, label in zip(masks, labels):
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
