@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lottery_ticket.cli.bench.hygiene import Rounds, read_machine
+from lottery_ticket.cli.bench.hygiene import Rounds, busy_processes, read_machine
 from lottery_ticket.cli.bench.measure import Timer, available_memory, time_rounds
 from lottery_ticket.cli.bench.methods import ONE_THREAD
 from lottery_ticket.cli.bench.table import Report, write_text
@@ -98,7 +98,12 @@ def timer(benchmark: Any) -> Timer:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT.empty():
         return
-    table = REPORT.render() + "\n" + targets_table(REPORT, read_machine()) + "\n"
+    table = (
+        REPORT.render()
+        + "\n"
+        + targets_table(REPORT, read_machine(busy=lambda: busy_processes(2.0), after_own_run=True))
+        + "\n"
+    )
     if not _big():
         table += "\n(~2.2B bf16 point not run: LT_BENCH_BIG=1 forces it)\n"
     out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks/table.md"))

@@ -174,6 +174,14 @@ def test_machine_is_idle_only_below_the_load_limit_with_no_busy_process() -> Non
     assert not busy.idle and "cc1 (7) 90%" in busy.why_not_idle()
 
 
+def test_after_our_own_run_only_other_processes_make_the_machine_busy() -> None:
+    # The load average right after a run still counts the run's own threads.
+    after = read_machine(load=lambda: 1.9, busy=lambda: (), after_own_run=True)
+    assert after.idle and "load average 1.90" in after.summary()
+    shared = read_machine(load=lambda: 1.9, busy=lambda: ("cc1 (7) 90%",), after_own_run=True)
+    assert not shared.idle and shared.why_not_idle() == "busy: cc1 (7) 90%"
+
+
 def test_busy_processes_sees_another_process_using_the_cpu() -> None:
     import subprocess
     import sys
