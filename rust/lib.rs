@@ -1,9 +1,12 @@
 //! lottery-ticket's Rust core: exact global magnitude selection (as masks, or as a threshold to
-//! stream a checkpoint through), mask application and rewinding over raw float bits. Everything but `python` (feature "python") is pure Rust, tested by
+//! stream a checkpoint through), mask application and rewinding over raw float bits, and watched
+//! file maps that read zeros instead of dying by SIGBUS when their file is cut short (`fault`).
+//! Everything but `python` (feature "python") is pure Rust, tested by
 //! `cargo test --no-default-features` without libpython.
 
 pub mod chunk;
 pub mod error;
+pub mod fault;
 pub mod magnitude;
 pub mod mask;
 pub mod radix;

@@ -9,10 +9,13 @@ __all__ = [
     "__version__",
     "alive_counts",
     "apply_masks",
+    "mapping_faulted",
     "rewind",
     "select_masks",
     "select_masks_in_place",
     "select_threshold",
+    "unwatch_mapping",
+    "watch_mapping",
     "write_pruned",
 ]
 __version__: str
@@ -63,3 +66,6 @@ def write_pruned(
     mask: npt.NDArray[np.uint8] | None = None,
     name: str | None = None,
 ) -> tuple[int, int]: ...
+def watch_mapping(map: npt.NDArray[np.uint8]) -> int: ...
+def mapping_faulted(token: int) -> bool: ...
+def unwatch_mapping(token: int) -> bool: ...

@@ -14,12 +14,14 @@ mod arrays;
 mod run;
 
 use numpy::{
-    PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArray1, PyReadwriteArrayDyn,
+    PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArray1,
+    PyReadwriteArrayDyn,
 };
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::{Error, Kind};
+use crate::fault;
 use crate::magnitude::Weights;
 use crate::mask::{self, Bits};
 use crate::rewind;
@@ -310,6 +312,33 @@ fn alive_counts_py(py: Python<'_>, masks: Vec<Bound<'_, PyAny>>) -> PyResult<Vec
     run_kernel(py, elements, || mask::alive_counts(&masks))
 }
 
+/// Watch a read-only file map (all of it, as uint8) until `unwatch_mapping`: a read past the end
+/// of its file, cut short meanwhile, gives zeros and sets the flag `mapping_faulted` returns,
+/// instead of killing the process with SIGBUS (`crate::fault`). The map must stay open until
+/// then. Returns the watch's token.
+#[pyfunction(name = "watch_mapping")]
+fn watch_mapping_py(map: PyReadonlyArray1<'_, u8>) -> PyResult<u64> {
+    let bytes = map.as_slice().map_err(|_| not_contiguous("map", 0))?;
+    // SAFETY: the contract above, passed on to the caller: one read-only file map, kept open.
+    Ok(unsafe { fault::watch(bytes.as_ptr(), bytes.len()) }?)
+}
+
+fn unknown_token(token: u64) -> PyErr {
+    PyValueError::new_err(format!("token: {token} names no watched mapping"))
+}
+
+/// Whether a read of the watched map faulted (and read zeros).
+#[pyfunction(name = "mapping_faulted")]
+fn mapping_faulted_py(token: u64) -> PyResult<bool> {
+    fault::faulted(token).ok_or_else(|| unknown_token(token))
+}
+
+/// End the watch (before the map is closed); returns `mapping_faulted`.
+#[pyfunction(name = "unwatch_mapping")]
+fn unwatch_mapping_py(token: u64) -> PyResult<bool> {
+    fault::unwatch(token).ok_or_else(|| unknown_token(token))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = IMPORT_PID.set(std::process::id());
     m.add_function(wrap_pyfunction!(select_masks_py, m)?)?;
@@ -319,6 +348,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(alive_counts_py, m)?)?;
     m.add_function(wrap_pyfunction!(select_threshold_py, m)?)?;
     m.add_function(wrap_pyfunction!(write_pruned_py, m)?)?;
+    m.add_function(wrap_pyfunction!(watch_mapping_py, m)?)?;
+    m.add_function(wrap_pyfunction!(mapping_faulted_py, m)?)?;
+    m.add_function(wrap_pyfunction!(unwatch_mapping_py, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -4,6 +4,7 @@ wrong count or a SIGBUS, and the run leaves nothing behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,77 @@ def test_the_cli_reports_a_cut_input_instead_of_dying_by_sigbus(tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert "m.safetensors: the input changed while pruning" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# Cut inside a kernel call, after every check the pass makes before it: only the kernel's own
+# reads (one call over all tensors for the threshold pass, one per slice for the write pass)
+# meet the missing pages. A regression is SIGBUS, hence the subprocess.
+CUT_IN_KERNEL = """
+import os, resource, sys
+from lottery_ticket.cli import main
+from lottery_ticket.safetensors_stream import _write
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+kernel, src = sys.argv[1], sys.argv[2]
+real = getattr(_write, kernel)
+def cut_then_run(*args):
+    os.truncate(src, 100)
+    return real(*args)
+setattr(_write, kernel, cut_then_run)
+sys.exit(main(["prune", src, "-s", "0.5", "--no-progress", *sys.argv[3:]]))
+"""
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows refuses to cut a mapped file short")
+@pytest.mark.parametrize("kernel", ["select_threshold", "write_pruned_counted"])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_an_input_cut_short_during_a_kernel_call_is_an_error_not_sigbus(
+    tmp_path: Path, kernel: str, dry_run: bool
+) -> None:
+    src = tmp_path / "m.safetensors"
+    rng = np.random.default_rng(0)
+    save_file({"w.weight": rng.standard_normal((256, 256)).astype(np.float32)}, src)
+    out = ["--dry-run"] if dry_run else ["-o", str(tmp_path / "o.safetensors"), "--ticket", str(tmp_path / "t")]
+    done = run_script(CUT_IN_KERNEL, kernel, str(src), *out)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert (
+        done.stderr
+        == f"lottery-ticket prune: {src}: the input changed while pruning (cut short while being read); nothing written\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# Watches one map, then reads a cut one that nobody watches: that SIGBUS must still kill.
+FOREIGN_FAULT = """
+import mmap, os, resource, sys
+import numpy as np
+from lottery_ticket import _core
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def mapped(path):
+    with open(path, "wb") as f:
+        f.write(b"\\1" * (1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    return np.frombuffer(mmap.mmap(fd, 1 << 20, access=mmap.ACCESS_READ), dtype=np.uint8)
+watched, other = mapped(sys.argv[1]), mapped(sys.argv[2])
+token = _core.watch_mapping(watched)
+os.truncate(sys.argv[1], 100)
+print(int(watched.sum()), _core.mapping_faulted(token), flush=True)
+os.truncate(sys.argv[2], 100)
+print(int(other.sum()), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows refuses to cut a mapped file short")
+def test_a_sigbus_outside_the_watched_maps_still_kills_the_process(tmp_path: Path) -> None:
+    done = run_script(FOREIGN_FAULT, str(tmp_path / "watched"), str(tmp_path / "other"))
+    assert done.stdout == "100 True\n", done.stderr
+    assert done.returncode == -signal.SIGBUS, (done.returncode, done.stderr)

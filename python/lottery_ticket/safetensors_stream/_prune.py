@@ -181,16 +181,16 @@ def prune_checkpoint(
         selected_bytes = sum(v.nbytes for v in views)
         with _progress_bar(progress, selected_bytes + (selected_bytes if dry_run else nbytes), "prune") as advance:
             guard.check()
-            cursors = select(views, chosen, sparsity, scope)
-            guard.check()
+            with guard.checked():
+                cursors = select(views, chosen, sparsity, scope)
             advance(selected_bytes)
             by_name = {t.name: c for t, c in zip(chosen, cursors)}
-            if plan is None:
-                counts = count_pruned(chosen, guard.maps, by_name, guard.before_read, advance)
-            else:
-                counts = _write_all(checkpoint, plan, guard, by_name, chosen, sparsity, scope, advance)
+            with guard.checked():
+                if plan is None:
+                    counts = count_pruned(chosen, guard.maps, by_name, guard.before_read, advance)
+                else:
+                    counts = _write_all(checkpoint, plan, guard, by_name, chosen, sparsity, scope, advance)
             del views
-            guard.check()
             _check_counts(chosen, cursors, counts)
             if plan is not None:
                 commit(plan, sync)
