@@ -156,15 +156,17 @@ def train_adam(
     masks: dict[str, torch.Tensor] | None = None,
 ) -> Outcome:
     """Greydanus's recipe: Adam for ``total`` steps; the best test accuracy over training too.
-    ``masks`` are re-applied after every step (for networks no pruner watches)."""
+    ``masks`` are re-applied after every step (for networks no pruner watches). The Adam is
+    `BufferedAdam`: torch's arithmetic without its per-step temporaries."""
     import torch
 
     from ...kernels import MaskApplier
+    from .buffered_adam import BufferedAdam
 
     params = dict(model.named_parameters())
     # Validated once here rather than at every step.
     reapply_masks = MaskApplier({n: params[n] for n in masks}, masks) if masks is not None else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=GREYDANUS_LEARNING_RATE)
+    optimizer = BufferedAdam(model.parameters(), lr=GREYDANUS_LEARNING_RATE)
     batches = _batches(data.train_x, data.train_y, batch_seed, BATCH_SIZE)
     best = 0.0
     for step in range(1, total + 1):
