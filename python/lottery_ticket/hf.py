@@ -17,6 +17,13 @@ late). The Trainer hands callbacks accelerate's ``AcceleratedOptimizer``; the pr
 torch optimizer inside it, so pruned weights are exactly zero after every step. Training stops
 after round ``pruning_rounds`` (``max_steps`` must allow ``(pruning_rounds + 1) * S``).
 
+With ``LotteryTicketConfig(..., early_bird=EarlyBird(...))`` a round ends at the next step once
+the mask the next pruning would give has settled (checked every ``every_steps`` optimizer steps
+of ``global_step``, counted from the round's start); the last round trains in full, so training
+may stop before ``max_steps``, and each ``ticket.metrics`` row records ``early_bird_step`` and
+``early_bird_stopped``. A checkpoint keeps the round's early-bird candidates, so resuming ends the
+same rounds at the same steps.
+
 Every Trainer log line gets ``lottery_ticket/sparsity`` (in ``trainer.state.log_history`` and in
 the callbacks after this one, e.g. the progress printer); each finished round adds a
 ``lottery_ticket/round`` entry to the log history. Each Trainer checkpoint gets
@@ -80,7 +87,7 @@ class LotteryTicketTrainerCallback(TrainerCallback):
         self.ticket_path = check_path(ticket_path, "ticket_path")
         self.pruner = pruner
         self.ticket: Ticket | None = None
-        self._driver = RoundDriver(pruner, fixed)
+        self._driver = RoundDriver(pruner, fixed, per_round=self.per_round or 1)
 
     @property
     def _needed(self) -> int:
@@ -109,7 +116,7 @@ class LotteryTicketTrainerCallback(TrainerCallback):
             extra = found.extra
             if not {"rows", "pending"} <= set(extra):
                 raise ValueError(f"resume_from_checkpoint: {path} holds no lottery-ticket callback state")
-            saved = {"pruner": found.state.to_dict(), "rows": extra["rows"], "pending": extra["pending"]}
+            saved = {**extra, "pruner": found.state.to_dict()}
         optimizer = unwrap_optimizer(kwargs.get("optimizer"), "optimizer")
         self._driver.start(
             kwargs["model"],
@@ -125,12 +132,12 @@ class LotteryTicketTrainerCallback(TrainerCallback):
     ) -> None:
         if self.per_round is None:
             return
-        finished = self._driver.advance_to(state.global_step // self.per_round, _gather, state.global_step)
+        finished = self._driver.advance(_gather, state.global_step)
         for row in finished:
             state.log_history.append({**{f"lottery_ticket/{k}": v for k, v in row.items()}, "step": state.global_step})
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self.per_round is not None and state.global_step >= self._needed:
+        if self._driver.fit_done(state.global_step):
             control.should_training_stop = True
 
     def on_log(
@@ -153,15 +160,16 @@ class LotteryTicketTrainerCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.is_world_process_zero and self._driver.started:
             folder = Path(str(args.output_dir)) / f"{_CHECKPOINT_PREFIX}-{state.global_step}"
-            extra = {"rows": self._driver.rows, "pending": self._driver.pending}
-            write_state_file(folder / TICKET_NAME, self.pruner.ticket(), self.pruner.run_state(), extra)
+            write_state_file(
+                folder / TICKET_NAME, self.pruner.ticket(), self.pruner.run_state(), self._driver.progress()
+            )
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if not self._driver.started:
             return
-        self.ticket, last = self._driver.finish()
+        self.ticket, last = self._driver.finish(state.global_step)
         if last is not None:
             state.log_history.append({**{f"lottery_ticket/{k}": v for k, v in last.items()}, "step": state.global_step})
         if state.is_world_process_zero:

@@ -17,6 +17,14 @@ optimizer step the pruned weights are set back to exactly zero. Training stops a
 ``pruning_rounds``; the ticket is saved to ``ticket_path`` (default: the trainer's
 ``default_root_dir``/lottery-ticket.safetensors) and kept as ``callback.ticket``.
 
+With ``LotteryTicketConfig(..., early_bird=EarlyBird(...))`` a round ends as soon as the mask
+the next pruning would give has settled (checked every ``every_steps`` optimizer steps of the
+trainer's ``global_step``, counted from the round's start): with ``steps_per_round`` at the next
+step, with ``epochs_per_round`` at the end of that epoch. The last round trains in full, so the
+fit may stop before ``max_epochs`` / ``max_steps``; each ``ticket.metrics`` row records
+``early_bird_step`` (the step the mask settled at) and ``early_bird_stopped``. Checkpoints keep
+the round's early-bird candidates, so ``ckpt_path=`` ends the same rounds at the same steps.
+
 Each finished round is logged through the trainer's loggers as ``lottery_ticket/<column>``
 (round, density, sparsity, remaining, and the round's last value of every scalar metric the
 module logged). The run state is part of Lightning checkpoints (``state_dict``), so
@@ -79,7 +87,7 @@ class LotteryTicketCallback(Callback):
         self.ticket_path = check_path(ticket_path, "ticket_path")
         self.pruner = pruner
         self.ticket: Ticket | None = None
-        self._driver = RoundDriver(pruner, fixed)
+        self._driver = RoundDriver(pruner, fixed, unit=self.unit, per_round=self.per_round)
         self._loaded: dict[str, Any] | None = None
 
     @property
@@ -130,32 +138,34 @@ class LotteryTicketCallback(Callback):
             global_step=trainer.global_step,
         )
 
-    def _advance(self, trainer: pl.Trainer, counter: int) -> None:
-        finished = self._driver.advance_to(
-            counter // self.per_round, lambda d: _gather(trainer, d), global_step=trainer.global_step
-        )
+    def _advance(self, trainer: pl.Trainer) -> None:
+        finished = self._driver.advance(lambda d: _gather(trainer, d), trainer.global_step, trainer.current_epoch)
         for row in finished:
             _log(trainer, row)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.unit == "epochs":
-            self._advance(trainer, trainer.current_epoch)
+            self._advance(trainer)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.unit == "steps":
-            self._advance(trainer, trainer.global_step)
+            self._advance(trainer)
         else:
             self._driver.sync(trainer.global_step)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.unit == "steps" and trainer.global_step % self.per_round == 0:
+        if self.unit != "steps":
+            return
+        step = trainer.global_step
+        self._driver.sync(step)  # a skipped step's early-bird check, before its round's metrics
+        if self._driver.round_over(step) or self._driver.fit_done(step):
             self._driver.observe(trainer.callback_metrics)
-            if trainer.global_step >= self._needed:
-                trainer.should_stop = True
+        if self._driver.fit_done(step):
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._driver.started and not trainer.sanity_checking:
@@ -163,11 +173,11 @@ class LotteryTicketCallback(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._driver.observe(trainer.callback_metrics)
-        if self.unit == "epochs" and trainer.current_epoch + 1 >= self._needed:
+        if self.unit == "epochs" and self._driver.fit_done(trainer.global_step, trainer.current_epoch + 1):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.ticket, last = self._driver.finish()
+        self.ticket, last = self._driver.finish(trainer.global_step)
         if last is not None:
             _log(trainer, last)
         if trainer.is_global_zero:

@@ -113,3 +113,10 @@ def test_a_study_is_bit_identical_when_run_twice(tiny: None, tmp_path: Path) -> 
 def test_studies_refuse_another_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--study", "rewind", "--data", "digits", "--out", str(tmp_path)]) != 0
     assert "--study: the studies run on MNIST-1D only" in capsys.readouterr().err
+
+
+def test_a_study_on_two_processes_gives_the_results_of_one(tiny: None, mnist1d: DemoData) -> None:
+    ticks: list[int] = []
+    one = studies.run_study("stability", "quick", mnist1d, lambda: ticks.append(1), jobs=1)
+    two = studies.run_study("stability", "quick", mnist1d, lambda: ticks.append(2), jobs=2)
+    assert one == two and ticks == [1, 1, 2, 2]  # one tick per run (seed 0 at k = 0 and 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 
 import torch
 from lottery_ticket import EarlyBird, LotteryTicketConfig, LotteryTicketPruner
+from lottery_ticket.pruner import RunState
 from lottery_ticket.pruner.early_bird import EarlyBirdWatch
+from lottery_ticket.pruner.resume import candidates_from_arrays
 from torch import nn
 
 STEPS = 200
@@ -118,3 +121,80 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], error: type, match: st
 def test_config_refuses_something_else_as_early_bird() -> None:
     with pytest.raises(TypeError, match="early_bird: expected an EarlyBird"):
         LotteryTicketConfig(0.5, 2, early_bird=5)  # type: ignore[arg-type]
+
+
+def test_a_step_reported_twice_is_checked_once() -> None:
+    watch = EarlyBirdWatch(EarlyBird(every_steps=2, window=1, tolerance=0.3), total=4)
+    calls = []
+
+    def candidate() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return _masks("1100")
+
+    for step in (1, 2, 2, 3, 3):  # a trainer callback reports its count before and after each step
+        watch.on_step(step, candidate)
+    assert len(calls) == 1 and len(watch.masks) == 1 and watch.checked == 2
+
+
+def _stepped(pruner: LotteryTicketPruner, model: nn.Module, steps: range) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    pruner.attach(opt)
+    for _ in steps:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        opt.step()
+
+
+def test_the_run_state_carries_the_rounds_candidates() -> None:
+    bird = EarlyBird(every_steps=5, window=3, tolerance=0.05)
+    model = _net()
+    pruner = LotteryTicketPruner(0.8, 3, early_bird=bird)
+    pruner.start(model)
+    _stepped(pruner, model, range(12))  # candidates after steps 5 and 10
+    state = pruner.run_state()
+    assert state.early_bird is not None and len(state.early_bird["candidates"]) == 2
+    restored = RunState.from_dict(state.to_dict(), "state")
+    other = LotteryTicketPruner(0.8, 3, early_bird=bird)
+    other.start(model)
+    other.restore(restored)
+    again = other.run_state().early_bird
+    assert again is not None and again["checked"] == 10 and again["distances"] == state.early_bird["distances"]
+    assert len(again["candidates"]) == 2
+    for a, b in zip(state.early_bird["candidates"], again["candidates"]):
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"candidates": "masks"}, r"state\['early_bird'\]\['candidates'\]: expected a list of masks"),
+        ({"distances": ["far"]}, r"\['distances'\]: expected a list of numbers"),
+        ({"stopped_at": 0}, r"\['stopped_at'\]: expected an int >= 1, got 0"),
+        ({"checked": 2.5}, r"\['checked'\]: expected an int >= 1, got float"),
+        ({"masks": []}, r"state\['early_bird'\]: expected the early-bird state"),
+    ],
+)
+def test_a_damaged_early_bird_state_is_refused(change: dict[str, Any], match: str) -> None:
+    pruner = LotteryTicketPruner(0.8, 3, early_bird=EarlyBird(every_steps=5))
+    pruner.start(_net())
+    values = pruner.run_state().to_dict()
+    with pytest.raises(ValueError, match=match):
+        RunState.from_dict({**values, "early_bird": {**values["early_bird"], **change}}, "state")
+
+
+def test_candidates_of_another_shape_are_refused() -> None:
+    pruner = LotteryTicketPruner(0.8, 3, early_bird=EarlyBird(every_steps=5))
+    model = _net()
+    pruner.start(model)
+    state = pruner.run_state()
+    wrong = {n: torch.ones(3, dtype=torch.bool) for n in state.masks}
+    damaged = dataclasses.replace(state, early_bird={**state.early_bird, "candidates": [wrong]})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="state: early-bird candidate: mask '0.weight' is not a bool array"):
+        pruner.restore(damaged)
+
+
+def test_a_state_file_missing_a_candidate_is_refused() -> None:
+    with pytest.raises(ValueError, match="f: early-bird candidate 'early_bird/1/w' is missing"):
+        candidates_from_arrays(2, ["w"], {"early_bird/0/w": np.ones(2, bool)}, "f")
+    with pytest.raises(ValueError, match="f: the early-bird record counts -1 candidates"):
+        candidates_from_arrays(-1, ["w"], None, "f")

@@ -116,7 +116,6 @@ class LotteryTicketPruner:
             snapshot_device = str(snapshot_device)  # a torch.device
         self.process_group, self.snapshot_device = process_group, snapshot_device
         self._run: Run | None = None
-        self._bird: EarlyBirdWatch | None = None
         self._planned: dict[str, Any] | None = None  # the masks the last prune() produced
 
     @classmethod
@@ -166,7 +165,13 @@ class LotteryTicketPruner:
     @property
     def should_stop(self) -> bool:
         """True once this round's mask has settled (`EarlyBird`): ``train`` may end the round now."""
-        return self._bird is not None and self._bird.stopped_at is not None
+        return self._run is not None and self._run.bird is not None and self._run.bird.stopped_at is not None
+
+    def early_bird_columns(self) -> dict[str, float]:
+        """This round's ``early_bird_step`` (the step its mask settled at, or the steps it trained)
+        and ``early_bird_stopped`` (1.0 or 0.0) for ``ticket.metrics``; none without `EarlyBird`."""
+        run = self._started()
+        return run.bird.columns(run.step) if run.bird is not None else {}
 
     def _started(self) -> Run:
         if self._run is None:
@@ -202,9 +207,9 @@ class LotteryTicketPruner:
         )
         if self.process_group is not None:
             run.total = run.alive = sum(kernels.alive_counts(run.masks, process_group=self.process_group).values())
-        self._run, self._model = run, model
         bird = self.config.early_bird
-        self._bird = EarlyBirdWatch(bird, run.total, self.process_group) if bird is not None else None
+        run.bird = EarlyBirdWatch(bird, run.total, self.process_group) if bird is not None else None
+        self._run, self._model = run, model
 
     def on_step(self, iteration: int | None = None) -> None:
         """Count one optimizer step (or set the count to ``iteration``); captures W_k in round 0."""
@@ -221,8 +226,8 @@ class LotteryTicketPruner:
             run.snapshot = run.take_snapshot()
             run.schedule_pending = True
         # Never in the final round, nor before the rewind point exists (round 0 of early/late).
-        if self._bird is not None and run.round < run.config.pruning_rounds and run.snapshot is not None:
-            self._bird.on_step(run.step, self._next_masks)
+        if run.bird is not None and run.round < run.config.pruning_rounds and run.snapshot is not None:
+            run.bird.on_step(run.step, self._next_masks)
 
     def _next_masks(self) -> Any:
         """The masks the next `prune` would give, the model untouched."""
@@ -272,8 +277,6 @@ class LotteryTicketPruner:
         optimizer = run.adapter.unwrap_optimizer(optimizer)
         check_schedule_args(optimizer, scheduler)
         run.rewind(optimizer, scheduler)
-        if self._bird is not None:
-            self._bird.reset()
 
     def ticket(self) -> Ticket:
         """The ticket as of now: masks, rewind snapshot, history, metrics."""
@@ -297,7 +300,8 @@ class LotteryTicketPruner:
         """Continue the run ``state`` (from `run_state`) on the model `start` was given.
 
         Checked before anything changes (errors name ``arg``): the configuration, importance,
-        seed and pruned tensors must be this pruner's, the masks and snapshot must fit the model.
+        seed and pruned tensors must be this pruner's; the masks, snapshot and early-bird
+        candidates must fit the model.
         The model, optimizer and scheduler are the caller's to restore (a trainer does).
         """
         if not isinstance(state, RunState):
@@ -352,10 +356,7 @@ class LotteryTicketPruner:
                     run.adapter.check_live("during train_fn")
                     kernels.apply_masks(run.adapter.prunable, run.masks)
                     run.metrics.append(metrics_row(r, self.density, run.alive, returned))
-                    if self._bird is not None:  # the step the round stopped at, and whether early
-                        stop = self._bird.stopped_at
-                        run.metrics[-1].update(early_bird_step=float(run.step if stop is None else stop))
-                        run.metrics[-1].update(early_bird_stopped=float(stop is not None))
+                    run.metrics[-1].update(self.early_bird_columns())
                     if r < rounds:
                         self.prune()
                         self.rewind()

@@ -3,7 +3,9 @@ trainer callbacks.
 
 A file holds the ticket as of now (masks, rewind snapshot, history, metrics: ``Ticket.load``
 reads it) and a JSON resume record with the rest of the `RunState` (round, step, capture step,
-schedule states, seed) plus what the writer adds (``extra``). ``run(checkpoint_dir=)`` also stores
+schedule states, seed, the early-bird check's distances and steps) plus what the writer adds
+(``extra``). A trainer callback's file keeps the round's early-bird candidate masks where an
+IMP checkpoint keeps the live model state (``state/early_bird/<i>/<name>``). ``run(checkpoint_dir=)`` also stores
 the live model state and the RNG states (`write_checkpoint`), since nobody else saves them; under
 a trainer, the trainer does.
 
@@ -27,6 +29,8 @@ from ..config import LotteryTicketConfig
 from ..ticket import Ticket, read_file, write_file
 from .run import Run, RunState
 
+# Where a trainer callback's state file keeps the early-bird candidates (in its `state` group).
+_CANDIDATE = "early_bird"
 _RECORD = ("round", "step", "capture_step", "steps_round0", "schedule_start", "schedule_at_capture", "schedule_pending")
 
 
@@ -34,11 +38,34 @@ def state_record(state: RunState) -> dict[str, Any]:
     """The JSON part of ``state`` (the ticket file holds the arrays, history and metrics)."""
     record = {k: v for k, v in state.to_dict().items() if k in _RECORD}
     record.update(seed=state.seed, snapshot_taken=state.snapshot is not None)
+    if state.early_bird is not None:
+        record["early_bird"] = {**state.early_bird, "candidates": len(state.early_bird["candidates"])}
     return record
 
 
-def state_from_file(ticket: Ticket, record: Mapping[str, Any], arg: str) -> RunState:
-    """The `RunState` a ticket file and its resume record hold (checked, naming ``arg``)."""
+def candidate_arrays(state: RunState) -> dict[str, Any]:
+    """The early-bird candidate masks of ``state`` by file name (`candidates_from_arrays` reads them)."""
+    found = state.early_bird["candidates"] if state.early_bird is not None else []
+    return {f"{_CANDIDATE}/{i}/{name}": mask for i, masks in enumerate(found) for name, mask in masks.items()}
+
+
+def candidates_from_arrays(count: object, names: list[str], arrays: Mapping[str, Any] | None, arg: str) -> list[Any]:
+    """The ``count`` candidate masks `candidate_arrays` stored; ValueError naming ``arg`` if any is missing."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"{arg}: the early-bird record counts {count!r} candidates")
+    stored = arrays or {}
+    keys = [[f"{_CANDIDATE}/{i}/{name}" for name in names] for i in range(count)]
+    missing = [k for row in keys for k in row if k not in stored]
+    if missing:
+        raise ValueError(f"{arg}: early-bird candidate {missing[0]!r} is missing")
+    return [{name: stored[k] for name, k in zip(names, row)} for row in keys]
+
+
+def state_from_file(
+    ticket: Ticket, record: Mapping[str, Any], arg: str, arrays: Mapping[str, Any] | None = None
+) -> RunState:
+    """The `RunState` a ticket file and its resume record hold (checked, naming ``arg``); ``arrays``:
+    the file's other arrays, where a trainer callback's file keeps the early-bird candidates."""
     values: dict[str, Any] = {"schedule_start": [None, None], "schedule_at_capture": [None, None]}
     values.update(schedule_pending=False, steps_round0=ticket.iterations_per_round)
     values.update({k: record[k] for k in _RECORD if k in record})
@@ -51,6 +78,12 @@ def state_from_file(ticket: Ticket, record: Mapping[str, Any], arg: str) -> RunS
         history=ticket.sparsity_history,
         metrics=ticket.metrics,
     )
+    bird = record.get("early_bird")
+    if isinstance(bird, Mapping):
+        candidates = candidates_from_arrays(bird.get("candidates"), list(ticket.masks), arrays, arg)
+        values["early_bird"] = {**bird, "candidates": candidates}
+    elif bird is not None:
+        raise ValueError(f"{arg}: the early-bird record is not an object")
     return RunState.from_dict(values, arg)
 
 
@@ -66,15 +99,16 @@ class StateFile:
 def write_state_file(path: str | os.PathLike[str], ticket: Ticket, state: RunState, extra: Mapping[str, Any]) -> None:
     """Save ``state`` as a ticket file (``ticket``: the run's, `LotteryTicketPruner.ticket`);
     ``extra`` (JSON values) comes back from `read_state_file`."""
-    write_file(path, ticket, resume={**state_record(state), "extra": dict(extra)})
+    candidates = candidate_arrays(state)
+    write_file(path, ticket, state=candidates or None, resume={**state_record(state), "extra": dict(extra)})
 
 
 def read_state_file(path: str | os.PathLike[str]) -> StateFile:
     """Read a `write_state_file` file; ``ValueError`` naming ``path`` unless it holds a run state."""
-    ticket, _, _, record = read_file(path)
+    ticket, arrays, _, record = read_file(path)
     if record is None or "extra" not in record or not isinstance(record["extra"], dict):
         raise ValueError(f"{path}: a ticket without a run state (not written by a trainer callback)")
-    return StateFile(state_from_file(ticket, record, str(path)), ticket, dict(record["extra"]))
+    return StateFile(state_from_file(ticket, record, str(path), arrays), ticket, dict(record["extra"]))
 
 
 def write_checkpoint(path: Path, ticket: Ticket, adapter: ModelAdapter, resume: Mapping[str, Any]) -> None:

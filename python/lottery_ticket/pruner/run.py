@@ -19,6 +19,7 @@ from .. import kernels
 from ..adapters import ModelAdapter, StepWatcher, adapter_for
 from ..config import LotteryTicketConfig, RewindStrategy
 from ..ticket import Ticket
+from .early_bird import EarlyBirdWatch, check_watch_state
 
 # (scheduler.state_dict() or None, [lr of each optimizer param group] or None)
 ScheduleState = tuple[Any, Any]
@@ -102,13 +103,14 @@ def _schedule(value: object, arg: str) -> ScheduleState:
 @dataclass(frozen=True)
 class RunState:
     """A run as plain values: what defines it (configuration, importance, seed), where it is
-    (round, step), and what it carries (masks, rewind snapshot, schedule states, history, metrics).
+    (round, step), and what it carries (masks, rewind snapshot, schedule states, history, metrics,
+    and with `EarlyBird` the round's candidate masks: ``early_bird``, `EarlyBirdWatch.state`).
 
     The one serialisation of a run: `Run.to_state` makes it, `Run.restore` continues from it;
     `to_dict` is the form kept in a trainer's checkpoint (tensors of the model's framework and
     Python scalars, so a Lightning checkpoint loads with ``weights_only=True``) and
     ``pruner.resume`` stores it as a ticket file. ``importance`` and ``seed`` are None for states
-    written before they were recorded.
+    written before they were recorded, ``early_bird`` for states written before it was.
     """
 
     config: LotteryTicketConfig
@@ -125,6 +127,7 @@ class RunState:
     schedule_start: ScheduleState = (None, None)
     schedule_at_capture: ScheduleState = (None, None)
     schedule_pending: bool = False
+    early_bird: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -138,7 +141,7 @@ class RunState:
         raises naming ``arg`` for anything malformed."""
         if not isinstance(state, Mapping):
             raise TypeError(f"{arg}: expected a mapping from RunState.to_dict(), got {type(state).__name__}")
-        optional = {"importance", "seed"}
+        optional = {"importance", "seed", "early_bird"}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in state and f.name not in optional]
         if missing:
             raise ValueError(f"{arg}: not a run state (no {missing[0]!r})")
@@ -170,6 +173,7 @@ class RunState:
             schedule_start=_schedule(state["schedule_start"], f"{arg}['schedule_start']"),
             schedule_at_capture=_schedule(state["schedule_at_capture"], f"{arg}['schedule_at_capture']"),
             schedule_pending=bool(state["schedule_pending"]),
+            early_bird=check_watch_state(state.get("early_bird"), f"{arg}['early_bird']"),
         )
 
 
@@ -204,6 +208,7 @@ class Run:
     snapshot_device: str | None = None  # where rewind snapshots are kept (None: beside the weights)
     importance: str = "magnitude"  # what pruning ranks, and the seed of random scores
     seed: int = 0
+    bird: EarlyBirdWatch | None = None  # the round's early-bird check (config.early_bird)
 
     @classmethod
     def start(
@@ -288,12 +293,14 @@ class Run:
             schedule_start=self.schedule_start,
             schedule_at_capture=self.schedule_at_capture,
             schedule_pending=self.schedule_pending,
+            early_bird=self.bird.state() if self.bird is not None else None,
         )
 
-    def check_state(self, state: RunState, arg: str) -> dict[str, np.ndarray]:
+    def check_state(self, state: RunState, arg: str) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
         """Raise unless ``state`` continues this run: what defines the run (configuration,
-        importance, seed, pruned tensors) is the same and the masks and snapshot fit the model.
-        Returns the masks as NumPy arrays; nothing is modified."""
+        importance, seed, pruned tensors) is the same and the masks, early-bird candidates and
+        snapshot fit the model. Returns the masks and the candidates as NumPy arrays; nothing is
+        modified."""
         if state.config != self.config:
             raise ValueError(
                 f"{arg}: written by a different configuration ({state.config}, this run has {self.config})"
@@ -301,24 +308,29 @@ class Run:
         for what, saved, ours in (("importance", state.importance, self.importance), ("seed", state.seed, self.seed)):
             if saved is not None and saved != ours:  # None: a state written before it was recorded
                 raise ValueError(f"{arg}: written by a run with {what}={saved!r}, this run has {what}={ours!r}")
-        adapter = self.adapter
-        if list(state.masks) != list(adapter.prunable):
-            raise ValueError(f"{arg}: prunes other tensors than this model ({list(state.masks)[:3]}...)")
-        masks = {
-            n: m if isinstance(m, np.ndarray) else adapter.masks_to_numpy({n: m})[n] for n, m in state.masks.items()
-        }
-        for name, mask in masks.items():
-            if mask.dtype != np.bool_ or tuple(mask.shape) != tuple(adapter.prunable[name].shape):
-                raise ValueError(f"{arg}: mask {name!r} is not a bool array of the weight's shape")
+        masks = self._host_masks(state.masks, arg)
+        candidates = state.early_bird["candidates"] if state.early_bird is not None else []
+        host_candidates = [self._host_masks(c, f"{arg}: early-bird candidate") for c in candidates]
         if state.snapshot is not None:
-            adapter.check_state(state.snapshot, f"{arg}: snapshot")
+            self.adapter.check_state(state.snapshot, f"{arg}: snapshot")
         if state.round > self.config.pruning_rounds:
             raise ValueError(f"{arg}: round {state.round} exceeds pruning_rounds={self.config.pruning_rounds}")
-        return masks
+        return masks, host_candidates
+
+    def _host_masks(self, masks: Mapping[str, Any], arg: str) -> dict[str, np.ndarray]:
+        """``masks`` as NumPy arrays, checked: one bool mask of its weight's shape per pruned tensor."""
+        adapter = self.adapter
+        if list(masks) != list(adapter.prunable):
+            raise ValueError(f"{arg}: prunes other tensors than this model ({list(masks)[:3]}...)")
+        host = {n: m if isinstance(m, np.ndarray) else adapter.masks_to_numpy({n: m})[n] for n, m in masks.items()}
+        for name, mask in host.items():
+            if mask.dtype != np.bool_ or tuple(mask.shape) != tuple(adapter.prunable[name].shape):
+                raise ValueError(f"{arg}: mask {name!r} is not a bool array of the weight's shape")
+        return host
 
     def restore(self, state: RunState, arg: str) -> None:
         """Continue from ``state`` (`to_state` of an earlier run on this model); checked first."""
-        masks = self.check_state(state, arg)
+        masks, candidates = self.check_state(state, arg)
         self.masks = self.adapter.masks_from_numpy(masks)
         self.alive = sum(int(np.count_nonzero(m)) for m in masks.values())
         self.snapshot = dict(state.snapshot) if state.snapshot is not None else None
@@ -327,6 +339,8 @@ class Run:
         self.steps_round0 = state.steps_round0
         self.schedule_start, self.schedule_at_capture = state.schedule_start, state.schedule_at_capture
         self.schedule_pending = state.schedule_pending
+        if self.bird is not None:
+            self.bird.restore(state.early_bird, [self.adapter.masks_from_numpy(c) for c in candidates])
 
     def take_snapshot(self) -> dict[str, Any]:
         """The whole model state now, kept on ``snapshot_device``."""
@@ -374,3 +388,5 @@ class Run:
             saved = self.schedule_at_capture if strategy.kind in ("early", "late") else self.schedule_start
             restore_schedule(saved, optimizer or self.optimizer, scheduler or self.scheduler)
         self.step = 0
+        if self.bird is not None:
+            self.bird.reset()

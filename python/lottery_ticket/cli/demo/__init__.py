@@ -122,8 +122,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=_positive_int,
         default=None,
-        help="seeds trained in parallel, one process each (default: 2 where there are 2+ cores, "
-        "1 with --quick; results do not depend on it)",
+        help="seeds (--study: independent runs) trained in parallel, one process each (default: 2 "
+        "where there are 2+ cores, 1 with --quick; results do not depend on it)",
     )
     parser.add_argument(
         "--quick",
@@ -357,16 +357,13 @@ def run_study(args: argparse.Namespace) -> int:
     steps = (
         len(sizes.seeds) * {"rewind": 5, "stability": len(sizes.rewind_ks), "early-bird": 2, "greydanus": 1}[args.study]
     )
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-identical runs need a fixed thread count
+    jobs = args.jobs if args.jobs is not None else 1 if args.quick else min(2, os.cpu_count() or 1)
     started = time.perf_counter()
-    try:
-        with tqdm(total=steps, unit="run", disable=args.no_progress, file=sys.stderr) as bar:
-            results = run_named(args.study, preset, load("mnist1d"), lambda: bar.update(1))
-    finally:
-        torch.set_num_threads(previous_threads)
+    with tqdm(total=steps, unit="run", disable=args.no_progress, file=sys.stderr) as bar:
+        results = run_named(args.study, preset, load("mnist1d"), lambda: bar.update(1), jobs)
     results["elapsed_seconds"] = time.perf_counter() - started
-    results["environment"] = {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}
+    environment = {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": 1}
+    results["environment"] = {**environment, "jobs": jobs}
     summary = study_report.summarize(results)
     results["summary"] = summary
     name = f"study-{args.study}"

@@ -95,18 +95,22 @@ def error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Classification error of ``model`` on ``(x, y)``, in [0, 1]."""
     import torch
 
-    with torch.no_grad():
+    with torch.inference_mode():
         return float((model(x).argmax(dim=1) != y).float().mean())
 
 
-def _batches(n: int, batch_seed: int, batch_size: int) -> Any:
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_seed: int, batch_size: int) -> Any:
+    """Minibatches ``(x, y)`` in an order reshuffled every epoch (the ragged tail dropped); each
+    epoch gathers the shuffled data once, and its batches are slices of it."""
     import torch
 
     generator = torch.Generator().manual_seed(batch_seed)
+    n = x.shape[0]
     while True:
         order = torch.randperm(n, generator=generator)
+        shuffled_x, shuffled_y = x[order], y[order]
         for i in range(0, n - batch_size + 1, batch_size):
-            yield order[i : i + batch_size]
+            yield shuffled_x[i : i + batch_size], shuffled_y[i : i + batch_size]
 
 
 def train_sgd(
@@ -124,7 +128,7 @@ def train_sgd(
     import torch
 
     optimizer = torch.optim.SGD(model.parameters(), lr=SGD_LEARNING_RATE, momentum=SGD_MOMENTUM)
-    batches = _batches(data.train_x.shape[0], batch_seed, BATCH_SIZE)
+    batches = _batches(data.train_x, data.train_y, batch_seed, BATCH_SIZE)
     model.train()
     steps = 0
     for step in range(0 if fine_tune else start, total):
@@ -133,9 +137,9 @@ def train_sgd(
         dropped = fine_tune or step >= DROP_AT * total
         for group in optimizer.param_groups:
             group["lr"] = SGD_LEARNING_RATE * (0.1 if dropped else 1.0)
-        batch = next(batches)
+        x, y = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(data.train_x[batch]), data.train_y[batch]).backward()  # type: ignore[no-untyped-call, unused-ignore]
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call, unused-ignore]
         optimizer.step()
         steps += 1
     model.eval()
@@ -152,23 +156,26 @@ def train_adam(
     masks: dict[str, torch.Tensor] | None = None,
 ) -> Outcome:
     """Greydanus's recipe: Adam for ``total`` steps; the best test accuracy over training too.
-    ``masks`` are re-applied after every step (for networks no pruner watches)."""
+    ``masks`` are re-applied after every step (for networks no pruner watches). The Adam is
+    `BufferedAdam`: torch's arithmetic without its per-step temporaries."""
     import torch
 
-    from ...kernels import apply_masks
+    from ...kernels import MaskApplier
+    from .buffered_adam import BufferedAdam
 
     params = dict(model.named_parameters())
-    watched = {n: params[n] for n in masks} if masks is not None else {}
-    optimizer = torch.optim.Adam(model.parameters(), lr=GREYDANUS_LEARNING_RATE)
-    batches = _batches(data.train_x.shape[0], batch_seed, BATCH_SIZE)
+    # Validated once here rather than at every step.
+    reapply_masks = MaskApplier({n: params[n] for n in masks}, masks) if masks is not None else None
+    optimizer = BufferedAdam(model.parameters(), lr=GREYDANUS_LEARNING_RATE)
+    batches = _batches(data.train_x, data.train_y, batch_seed, BATCH_SIZE)
     best = 0.0
     for step in range(1, total + 1):
-        batch = next(batches)
+        x, y = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(data.train_x[batch]), data.train_y[batch]).backward()  # type: ignore[no-untyped-call, unused-ignore]
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call, unused-ignore]
         optimizer.step()
-        if masks is not None:
-            apply_masks(watched, masks)
+        if reapply_masks is not None:
+            reapply_masks()
         if step % EVAL_EVERY == 0 or step == total:
             accuracy = 1.0 - error(model, data.test_x, data.test_y)
             best = max(best, accuracy)

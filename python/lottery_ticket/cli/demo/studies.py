@@ -9,8 +9,9 @@
 * ``greydanus``: the MNIST-1D paper's lottery experiment (layer-wise pruning, rewinding to W0)
   with our pruner, beside a random-pruning control and the paper's numbers.
 
-Every run is deterministic on one thread (`torch.use_deterministic_algorithms`); each study
-writes ``study-NAME.json`` and ``study-NAME.png``.
+Every run is deterministic on one thread (`torch.use_deterministic_algorithms`); a study's runs
+are independent, so ``jobs`` worker processes share them out (`parallel`) with the same results;
+each study writes ``study-NAME.json`` and ``study-NAME.png``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from .data import DemoData
 from .experiment import derived_seed, random_masks_like
+from .parallel import Call, run_calls
 from .science import conv_net, error, greydanus_mlp, train_adam, train_sgd
 
 STUDIES = ("rewind", "stability", "early-bird", "greydanus")
@@ -96,57 +98,70 @@ def _imp(
     return rows, pruner, model
 
 
-def study_rewind(data: DemoData, config: StudyConfig, tick: Callable[[], None]) -> dict[str, Any]:
+def _imp_rows(seed: int, data: DemoData, config: StudyConfig, strategy: str, early_bird: Any = None) -> Any:
+    """`_imp`'s rows alone (what a worker process sends back)."""
+    return _imp(seed, data, config, strategy, early_bird)[0]
+
+
+Tick = Callable[[], None]
+
+
+def study_rewind(data: DemoData, config: StudyConfig, tick: Tick, jobs: int = 1) -> dict[str, Any]:
     strategies = ("init", f"early:{config.rewind_k}", "late:0.1", "lr", "none")
+    pairs = [(strategy, seed) for strategy in strategies for seed in config.seeds]
+    found = run_calls([(_imp_rows, (seed, data, config, strategy)) for strategy, seed in pairs], jobs, tick)
     runs: dict[str, list[Any]] = {s: [] for s in strategies}
-    for strategy in strategies:
-        for seed in config.seeds:
-            tick()
-            runs[strategy].append(_imp(seed, data, config, strategy)[0])
+    for (strategy, _), rows in zip(pairs, found):
+        runs[strategy].append(rows)
     return {"strategies": list(strategies), "runs": runs}
 
 
-def study_stability(data: DemoData, config: StudyConfig, tick: Callable[[], None]) -> dict[str, Any]:
+def _stability_point(seed: int, k: int, data: DemoData, config: StudyConfig) -> dict[str, Any]:
+    """IMP rewound to W_k for ``seed``, then the instability of the dense and the sparse network at W_k."""
     from ...torch import instability
 
-    points = []
-    for seed in config.seeds:
-        for k in config.rewind_ks:
-            tick()
-            measured: dict[str, Any] = {"seed": seed, "k": k}
+    measured: dict[str, Any] = {"seed": seed, "k": k}
 
-            def rest(net: Any, copy_seed: int, k: int = k, seed: int = seed) -> None:
-                train_sgd(net, data, total=config.iterations, batch_seed=derived_seed(seed, 99, copy_seed), start=k)
+    def rest(net: Any, copy_seed: int) -> None:
+        train_sgd(net, data, total=config.iterations, batch_seed=derived_seed(seed, 99, copy_seed), start=k)
 
-            def evaluate(net: Any) -> float:
-                return error(net, data.test_x, data.test_y)
+    def evaluate(net: Any) -> float:
+        return error(net, data.test_x, data.test_y)
 
-            rows, pruner, _ = _imp(seed, data, config, f"early:{k}")
-            ticket = pruner.ticket()
-            dense = conv_net(seed)
-            dense.load_state_dict(ticket.snapshot)  # the whole state at W_k, unpruned
-            sparse = conv_net(seed)
-            pruner.apply_ticket(sparse, ticket)  # W_k under the final masks
-            for name, net, masks in (("dense", dense, None), ("sparse", sparse, ticket.masks)):
-                result = instability(net, rest, evaluate, seeds=(1, 2), points=config.points, masks=masks)
-                measured[name] = {"barrier": result.barrier, "errors": list(result.errors)}
-            measured["dense_accuracy"] = rows[0]["accuracy"]
-            measured["sparse_accuracy"] = rows[-1]["accuracy"]
-            measured["remaining_percent"] = rows[-1]["remaining_percent"]
-            points.append(measured)
-    return {"points": points}
+    rows, pruner, _ = _imp(seed, data, config, f"early:{k}")
+    ticket = pruner.ticket()
+    dense = conv_net(seed)
+    dense.load_state_dict(ticket.snapshot)  # the whole state at W_k, unpruned
+    sparse = conv_net(seed)
+    pruner.apply_ticket(sparse, ticket)  # W_k under the final masks
+    for name, net, masks in (("dense", dense, None), ("sparse", sparse, ticket.masks)):
+        result = instability(net, rest, evaluate, seeds=(1, 2), points=config.points, masks=masks)
+        measured[name] = {"barrier": result.barrier, "errors": list(result.errors)}
+    measured["dense_accuracy"] = rows[0]["accuracy"]
+    measured["sparse_accuracy"] = rows[-1]["accuracy"]
+    measured["remaining_percent"] = rows[-1]["remaining_percent"]
+    return measured
 
 
-def study_early_bird(data: DemoData, config: StudyConfig, tick: Callable[[], None]) -> dict[str, Any]:
+def study_stability(data: DemoData, config: StudyConfig, tick: Tick, jobs: int = 1) -> dict[str, Any]:
+    calls: list[Call] = [(_stability_point, (seed, k, data, config)) for seed in config.seeds for k in config.rewind_ks]
+    return {"points": run_calls(calls, jobs, tick)}
+
+
+def study_early_bird(data: DemoData, config: StudyConfig, tick: Tick, jobs: int = 1) -> dict[str, Any]:
     from ... import EarlyBird
 
     bird = EarlyBird(every_steps=config.every_steps, window=5, tolerance=0.1)
     strategy = f"early:{config.rewind_k}"
+    options = (("full", None), ("early-bird", bird))
+    calls: list[Call] = [
+        (_imp_rows, (seed, data, config, strategy, option)) for seed in config.seeds for _, option in options
+    ]
+    found = iter(run_calls(calls, jobs, tick))
     runs: dict[str, list[Any]] = {"full": [], "early-bird": []}
-    for seed in config.seeds:
-        for name, option in (("full", None), ("early-bird", bird)):
-            tick()
-            runs[name].append(_imp(seed, data, config, strategy, early_bird=option)[0])
+    for _ in config.seeds:
+        for name, _ in options:
+            runs[name].append(next(found))
     return {"strategy": strategy, "early_bird": bird.to_dict(), "runs": runs}
 
 
@@ -192,14 +207,10 @@ def _greydanus_seed(seed: int, data: DemoData, config: StudyConfig) -> tuple[lis
     return rows, controls
 
 
-def study_greydanus(data: DemoData, config: StudyConfig, tick: Callable[[], None]) -> dict[str, Any]:
+def study_greydanus(data: DemoData, config: StudyConfig, tick: Tick, jobs: int = 1) -> dict[str, Any]:
     data = _greydanus_data(data)
-    runs: dict[str, list[Any]] = {"ticket": [], "random": []}
-    for seed in config.seeds:
-        tick()
-        rows, controls = _greydanus_seed(seed, data, config)
-        runs["ticket"].append(rows)
-        runs["random"].append(controls)
+    found = run_calls([(_greydanus_seed, (seed, data, config)) for seed in config.seeds], jobs, tick)
+    runs: dict[str, list[Any]] = {"ticket": [rows for rows, _ in found], "random": [controls for _, controls in found]}
     return {"paper": GREYDANUS_PAPER, "runs": runs}
 
 
@@ -211,15 +222,17 @@ RUNNERS = {
 }
 
 
-def run_study(name: str, preset: str, data: DemoData, tick: Callable[[], None]) -> dict[str, Any]:
-    """Run study ``name`` at ``preset`` size ("quick" or "full"); JSON-ready results."""
+def run_study(name: str, preset: str, data: DemoData, tick: Tick, jobs: int = 1) -> dict[str, Any]:
+    """Run study ``name`` at ``preset`` size ("quick" or "full") on ``jobs`` processes; JSON-ready results."""
     import torch
 
     config = PRESETS[preset][name]
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)  # bit-identical runs need a fixed thread count
     torch.use_deterministic_algorithms(True)
     try:
-        found = RUNNERS[name](data, config, tick)
+        found = RUNNERS[name](data, config, tick, jobs)
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     return {"study": name, "preset": preset, "config": asdict(config), **found}
