@@ -121,10 +121,11 @@ class RoundDriver:
         iterations_per_round: int | None,
         state: Mapping[str, Any] | None,
         global_step: int,
+        epoch: int = 0,
     ) -> None:
         """Track ``model`` (its state now is W0) and keep its pruned weights at zero after every step of
         the (unwrapped) optimizers that update them; ``state`` (from `state_dict`) resumes a run
-        whose trainer is at ``global_step``."""
+        whose trainer is at ``global_step`` and ``epoch``; without it, round 0 begins there."""
         optimizers = [o for o in optimizers if o is not None]
         if not optimizers:
             raise ValueError("optimizer: the trainer has no optimizer to keep the pruned weights at zero")
@@ -136,7 +137,7 @@ class RoundDriver:
         else:
             pruner.start(model, optimizer=optimizers[0], scheduler=scheduler, iterations_per_round=iterations_per_round)
         self.rows, self.pending = [], {}  # a callback used for a second fit starts afresh
-        self.round_start, self.round_start_epoch = 0, 0
+        self.round_start, self.round_start_epoch = global_step, epoch
         if saved is not None:
             assert state is not None
             pruner.restore(saved, arg="checkpoint callback state")

@@ -136,6 +136,7 @@ class LotteryTicketCallback(Callback):
             iterations_per_round=steps,
             state=state,
             global_step=trainer.global_step,
+            epoch=trainer.current_epoch,
         )
 
     def _advance(self, trainer: pl.Trainer) -> None:

@@ -9,9 +9,10 @@
 * ``greydanus``: the MNIST-1D paper's lottery experiment (layer-wise pruning, rewinding to W0)
   with our pruner, beside a random-pruning control and the paper's numbers.
 
-Every run is deterministic on one thread (`torch.use_deterministic_algorithms`); a study's runs
-are independent, so ``jobs`` worker processes share them out (`parallel`) with the same results;
-each study writes ``study-NAME.json`` and ``study-NAME.png``.
+Every run is deterministic on one thread (`torch.use_deterministic_algorithms`, denormals flushed:
+`parallel.study_arithmetic`); a study's runs are independent, so ``jobs`` worker processes share
+them out (`parallel`) with the same results; each study writes ``study-NAME.json`` and
+``study-NAME.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from .data import DemoData
 from .experiment import derived_seed, random_masks_like
-from .parallel import Call, run_calls
+from .parallel import Call, run_calls, study_arithmetic
 from .science import conv_net, error, greydanus_mlp, train_adam, train_sgd
 
 STUDIES = ("rewind", "stability", "early-bird", "greydanus")
@@ -224,15 +225,10 @@ RUNNERS = {
 
 def run_study(name: str, preset: str, data: DemoData, tick: Tick, jobs: int = 1) -> dict[str, Any]:
     """Run study ``name`` at ``preset`` size ("quick" or "full") on ``jobs`` processes; JSON-ready results."""
-    import torch
-
     config = PRESETS[preset][name]
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)  # bit-identical runs need a fixed thread count
-    torch.use_deterministic_algorithms(True)
+    restore = study_arithmetic()
     try:
         found = RUNNERS[name](data, config, tick, jobs)
     finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        restore()
     return {"study": name, "preset": preset, "config": asdict(config), **found}
