@@ -4,8 +4,6 @@ sparsity stays exact, and resuming from a checkpoint taken mid-round ends the sa
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,12 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+import test_hf as HF  # noqa: E402
+
 from lottery_ticket import EarlyBird, LotteryTicketConfig, Ticket  # noqa: E402
 from lottery_ticket.hf import LotteryTicketTrainerCallback  # noqa: E402
 from lottery_ticket.pruner.resume import read_state_file  # noqa: E402
 
-
-def _test_hf() -> Any:
-    """``test_hf`` (its model, data and recorder), loaded once under another name."""
-    key = "_test_hf_for_early_bird"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name("test_hf.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-HF = _test_hf()
 ROUNDS, STEPS = 2, 6
 # Candidates after steps 1, 2 and 3 of a round; Adam at lr 1e-3 moves the weights too little in
 # a step to change half of the mask, so every round but the last ends at its step 3.

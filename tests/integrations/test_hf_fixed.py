@@ -3,8 +3,6 @@ with a fixed ticket (gradient accumulation, checkpoints, resume)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +12,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+import test_hf as T  # noqa: E402
+
 from lottery_ticket import LotteryTicketPruner, Ticket  # noqa: E402
 from lottery_ticket.hf import LotteryTicketTrainerCallback  # noqa: E402
-
-
-def _sibling(name: str) -> Any:
-    """``test_hf`` (its model, data and arguments), loaded once under another name."""
-    key = f"_{name}_for_fixed"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-T = _sibling("test_hf")
 
 
 def fine_tune(out: Path, ticket: Ticket, *, seed: int = 7, resume: str | None = None) -> tuple[Any, Any]:

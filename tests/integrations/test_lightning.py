@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +12,10 @@ import torch
 
 pl = pytest.importorskip("lightning.pytorch")
 
+import _lightning_module as H  # noqa: E402
+
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, RewindStrategy, Ticket  # noqa: E402
 from lottery_ticket.lightning import LotteryTicketCallback  # noqa: E402
-
-
-def _helper() -> Any:
-    if "_lightning_module" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_lightning_module", Path(__file__).with_name("_lightning_module.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_lightning_module"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["_lightning_module"]
-
-
-H = _helper()
 
 pytestmark = [
     # Lightning's advice for real runs, not errors in a 4-batch CPU test.

@@ -4,8 +4,6 @@ from a checkpoint taken mid-round ends the same rounds at the same steps."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +13,11 @@ import torch
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from test_lightning import H, Recorder  # noqa: E402
+from test_lightning_fixed import Overflowing  # noqa: E402
+
 from lottery_ticket import EarlyBird, LotteryTicketConfig, Ticket  # noqa: E402
 from lottery_ticket.lightning import LotteryTicketCallback  # noqa: E402
-
-
-def _sibling(name: str) -> Any:
-    """A test module of this folder (its module helper and recorders), loaded once under another name."""
-    key = f"_{name}_for_early_bird"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-LIGHTNING = _sibling("test_lightning")
-H, Recorder = LIGHTNING.H, LIGHTNING.Recorder
-Overflowing = _sibling("test_lightning_fixed").Overflowing
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The '(train|val)_dataloader' does not have many workers"),

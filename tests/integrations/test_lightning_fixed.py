@@ -4,8 +4,6 @@ fine-tuning with a fixed `Ticket` (real Lightning fits on CPU)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +13,10 @@ import torch
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from test_lightning import H, Recorder  # noqa: E402
+
 from lottery_ticket import LotteryTicketConfig, LotteryTicketPruner, Ticket  # noqa: E402
 from lottery_ticket.lightning import LotteryTicketCallback  # noqa: E402
-
-
-def _sibling(name: str) -> Any:
-    """``test_lightning`` (its module helper and step recorder), loaded once under another name."""
-    key = f"_{name}_for_fixed"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[key] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-H, Recorder = _sibling("test_lightning").H, _sibling("test_lightning").Recorder
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The '(train|val)_dataloader' does not have many workers"),
