@@ -10,7 +10,7 @@ import pytest
 
 from lottery_ticket.cli import main
 from lottery_ticket.cli.demo import data as demo_data
-from lottery_ticket.cli.demo import studies
+from lottery_ticket.cli.demo import studies, study_report
 from lottery_ticket.cli.demo.data import DemoData, load_mnist1d
 
 TINY = {
@@ -100,6 +100,30 @@ def test_greydanus_study_compares_tickets_with_random_pruning_per_layer(tiny: No
         assert row["remaining_percent"] == pytest.approx(100 * kept / sum(layers))
     assert [r["remaining_percent"] for r in random] == [r["remaining_percent"] for r in ticket[1:]]
     assert all(r["best_accuracy"] >= r["accuracy"] for r in ticket + random)
+
+
+def test_greydanus_figure_sets_each_seed_beside_the_paper_at_the_nearest_sparsity() -> None:
+    def rows(kind: str, accuracies: list[float]) -> list[dict[str, float]]:
+        remaining = [100.0, 9.5, 8.6, 4.9, 4.4][: len(accuracies)] if kind == "ticket" else [9.5, 8.6, 4.9, 4.4]
+        return [{"remaining_percent": r, "best_accuracy": a} for r, a in zip(remaining, accuracies)]
+
+    results = {
+        "paper": {
+            "dense": [64.8, 66.4],
+            "ticket": {"91": [75.0, 72.9], "96": [70.4, 71.5]},
+            "random": {"91": [62.3, 62.1], "96": [51.5, 50.3]},
+        },
+        "runs": {
+            "ticket": [rows("ticket", [0.70, 0.71, 0.75, 0.72, 0.76]), rows("ticket", [0.69, 0.70, 0.74, 0.73, 0.77])],
+            "random": [rows("random", [0.69, 0.68, 0.62, 0.60]), rows("random", [0.67, 0.66, 0.63, 0.61])],
+        },
+    }
+    got = {label: (ours, theirs) for label, ours, theirs in study_report._paper_rows(results)}
+    assert list(got) == ["dense", "ticket 91%", "random 91%", "ticket 96%", "random 96%"]
+    # 8.6% remaining is nearest 9% (91% sparse), 4.4% nearest 4%: one value per seed.
+    assert got["dense"] == (pytest.approx([70.0, 69.0]), [64.8, 66.4])
+    assert got["ticket 91%"] == (pytest.approx([75.0, 74.0]), [75.0, 72.9])
+    assert got["random 96%"] == (pytest.approx([60.0, 61.0]), [51.5, 50.3])
 
 
 def test_a_study_is_bit_identical_when_run_twice(tiny: None, tmp_path: Path) -> None:

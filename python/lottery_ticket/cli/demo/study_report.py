@@ -92,6 +92,35 @@ def format_table(results: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paper_rows(results: dict[str, Any]) -> list[tuple[str, list[float], list[float]]]:
+    """(label, our best accuracy per seed, the paper's two runs) for the dense network and for
+    tickets and random pruning at the rounds nearest the paper's 91% and 96% sparsity."""
+    paper, runs = results["paper"], results["runs"]
+
+    def ours(kind: str, remaining: float) -> list[float]:
+        picked = []
+        for seed_rows in runs[kind]:
+            row = min(seed_rows, key=lambda r: abs(r["remaining_percent"] - remaining))
+            picked.append(100 * row["best_accuracy"])
+        return picked
+
+    rows = [("dense", ours("ticket", 100.0), list(paper["dense"]))]
+    for sparsity in ("91", "96"):
+        for kind in ("ticket", "random"):
+            rows.append((f"{kind} {sparsity}%", ours(kind, 100.0 - int(sparsity)), list(paper[kind][sparsity])))
+    return rows
+
+
+def _against_paper(ax: Any, results: dict[str, Any]) -> None:
+    """Our runs beside Greydanus (2020)'s, one column per row of the paper's table."""
+    rows = _paper_rows(results)
+    for x, (_, ours, theirs) in enumerate(rows):
+        ax.plot([x - 0.12] * len(ours), ours, "o", color="C0", label="ours (each seed)" if x == 0 else None)
+        ax.plot([x + 0.12] * len(theirs), theirs, "x", color="C3", label="Greydanus 2020" if x == 0 else None)
+    ax.set_xticks(range(len(rows)), [label for label, _, _ in rows], fontsize=8)
+    ax.set(ylabel="best test accuracy (%)", xlim=(-0.5, len(rows) - 0.5))
+
+
 def render_figure(results: dict[str, Any], summary: dict[str, Any], title: str) -> bytes:
     """The study's figure as PNG bytes."""
     import matplotlib
@@ -115,9 +144,12 @@ def render_figure(results: dict[str, Any], summary: dict[str, Any], title: str) 
         key = "best_accuracy" if study == "greydanus" else "accuracy"
         for name, rows in summary.items():
             axes[0].plot([r["remaining_percent"] for r in rows], [r[key] for r in rows], "o-", label=name)
-        axes[0].set(xscale="log", xlabel="weights remaining (%)", ylabel="test accuracy (%)")
+        accuracy = "best test accuracy (%), mean of seeds" if study == "greydanus" else "test accuracy (%)"
+        axes[0].set(xscale="log", xlabel="weights remaining (%)", ylabel=accuracy)
         axes[0].invert_xaxis()
-        if study == "early-bird":
+        if study == "greydanus":
+            _against_paper(axes[1], results)
+        elif study == "early-bird":
             for name, rows in summary.items():
                 axes[1].plot([r["total_steps"] for r in rows], [r[key] for r in rows], "o-", label=name)
             axes[1].set(xlabel="total training steps so far", ylabel="test accuracy (%)")
