@@ -49,13 +49,12 @@ pub(crate) fn fix_up<K: Key>(
         .zip(budgets)
         .collect();
     chunk::map(&mut work, parallel, |((c, s), ties)| {
+        // Branch-free: whether a candidate goes is a coin flip near the threshold, and every
+        // candidate was provisionally kept, so each is simply rewritten.
         for &(k, i) in &s.candidates {
-            if k < threshold {
-                c.out[i as usize] = 0;
-            } else if k == threshold && *ties > 0 {
-                c.out[i as usize] = 0;
-                *ties -= 1;
-            }
+            let tie = (k == threshold) & (*ties > 0);
+            c.out[i as usize] = !((k < threshold) | tie) as u8;
+            *ties -= tie as u64;
         }
     });
     Ok(())

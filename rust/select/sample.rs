@@ -9,9 +9,13 @@ use crate::magnitude::{Key, KeyVisitor, Weights};
 /// Positions sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
 /// ~0.1% of the alive weights around the target rank.
 pub(crate) const SAMPLES: usize = 1 << 18;
-/// Inputs of at most this many weights are sampled whole (an exact bracket); larger ones get at
-/// least this many probes. Sampling a LeNet-sized model whole cost more than its fused pass.
+/// Inputs of at most this many weights are sampled whole (an exact bracket). Sampling a
+/// LeNet-sized model whole cost more than its fused pass.
 const MIN_SAMPLES: usize = 1 << 14;
+/// Fewest probes of a larger input. Below ~0.5 M weights the total^(2/3) law asks for fewer;
+/// the old floor of 16 K probes made a LeNet-sized selection spend about a third of its time
+/// sampling and selecting probes.
+const MIN_PROBES: usize = 1 << 13;
 /// Most probes of a selection (32 MiB of u32 keys, reached at ~3 G weights).
 pub(crate) const MAX_SAMPLES: usize = 1 << 23;
 /// Half-width of the bracket in standard deviations of the sampled quantile: a miss (and the
@@ -102,7 +106,8 @@ pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64)
     Bracket { lo, hi }
 }
 
-/// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, SAMPLES at 100 M scaled
+/// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least [`MIN_PROBES`]:
+/// SAMPLES at 100 M scaled
 /// as total^(2/3) below 100 M, which balances the sampling cost (one miss per probe) against
 /// the candidate cost (∝ total / √probes), so small models do not pay a large model's fixed
 /// cost; in proportion to the total above 100 M, so the candidates (∝ √total there) stay within
@@ -122,7 +127,7 @@ pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
             ratio
         };
     let mut probes = (scaled as usize)
-        .clamp(MIN_SAMPLES, max_probes.max(MIN_SAMPLES))
+        .clamp(MIN_PROBES, max_probes.max(MIN_PROBES))
         .min(total - 1);
     while total % probes == 0 {
         probes -= 1;
@@ -155,28 +160,30 @@ pub(crate) fn sample_keys<K: Key>(
         let first = run * RUN;
         // u64 is exact here: probes <= 2^23 and no in-memory model reaches 2^40 weights.
         let numerator = first as u64 * total as u64 + total as u64 / 2;
-        let (mut pos, mut rem) = (
-            (numerator / probes as u64) as usize,
-            (numerator % probes as u64) as usize,
-        );
-        let mut t = ends.partition_point(|&end| end <= pos);
-        let mut keys = Vec::with_capacity(RUN);
-        for _ in first..(first + RUN).min(probes) {
-            while pos >= ends[t] {
+        let mut probe = Probe {
+            pos: (numerator / probes as u64) as usize,
+            rem: (numerator % probes as u64) as usize,
+            left: RUN.min(probes - first),
+            stride,
+            step,
+            probes,
+            keys: Vec::with_capacity(RUN),
+        };
+        let mut t = ends.partition_point(|&end| end <= probe.pos);
+        while probe.left > 0 {
+            while probe.pos >= ends[t] {
                 t += 1;
             }
-            let i = pos - (ends[t] - weights[t].len());
-            if alive.is_none_or(|a| a[t][i] != 0) {
-                keys.push(key_at::<K>(weights[t], i));
-            }
-            pos += stride;
-            rem += step;
-            if rem >= probes {
-                pos += 1;
-                rem -= probes;
-            }
+            // One dtype dispatch per tensor the run crosses, not one per probe.
+            let start = ends[t] - weights[t].len();
+            let alive_t = alive.map(|a| a[t]);
+            probe = weights[t].visit_keys(InTensor {
+                probe,
+                start,
+                alive: alive_t,
+            });
         }
-        keys
+        probe.keys
     };
     let runs: Vec<Vec<K>> = if parallel {
         (0..probes.div_ceil(RUN))
@@ -187,6 +194,54 @@ pub(crate) fn sample_keys<K: Key>(
         (0..probes.div_ceil(RUN)).map(walk).collect()
     };
     runs.concat()
+}
+
+/// A run's walk through the strided positions: the next position, the fractional stride's
+/// remainder, the probes still to take and the keys taken so far.
+struct Probe<K> {
+    pos: usize,
+    rem: usize,
+    left: usize,
+    stride: usize,
+    step: usize,
+    probes: usize,
+    keys: Vec<K>,
+}
+
+/// Take a run's probes while they lie in one tensor, whose first element is at `start` of the
+/// concatenated input.
+struct InTensor<'a, K> {
+    probe: Probe<K>,
+    start: usize,
+    alive: Option<&'a [u8]>,
+}
+
+impl<K: Key> KeyVisitor<K> for InTensor<'_, K> {
+    type Output = Probe<K>;
+
+    #[inline(always)]
+    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> Probe<K> {
+        let InTensor {
+            mut probe,
+            start,
+            alive,
+        } = self;
+        let end = start + bits.len();
+        while probe.left > 0 && probe.pos < end {
+            let i = probe.pos - start;
+            if alive.is_none_or(|a| a[i] != 0) {
+                probe.keys.push(key(bits[i]));
+            }
+            probe.pos += probe.stride;
+            probe.rem += probe.step;
+            if probe.rem >= probe.probes {
+                probe.pos += 1;
+                probe.rem -= probe.probes;
+            }
+            probe.left -= 1;
+        }
+        probe
+    }
 }
 
 pub(crate) fn key_at<K: Key>(w: Weights<'_>, i: usize) -> K {
