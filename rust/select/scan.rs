@@ -10,7 +10,7 @@ use crate::chunk::{self, Alive, AliveVisitor, Chunk};
 use crate::magnitude::{Key, Weights};
 
 /// Elements per block of the fused pass: one bit each in the block's candidate bitmask.
-const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 
 #[derive(Default)]
 pub(crate) struct ScanTotals {
@@ -135,12 +135,42 @@ pub(crate) struct ChunkScan<K> {
 /// Where the in-bracket candidates of a scan go.
 pub(crate) trait Sink<K> {
     fn push(&mut self, key: K, index: u32);
+
+    /// Room for [`BLOCK`] more candidates, written as (u32 key, u32 index) pairs by the AVX2
+    /// scanner, or `None` for a sink that takes pushes only.
+    #[inline(always)]
+    fn pair_room(&mut self) -> Option<*mut u32> {
+        None
+    }
+
+    /// Adopt `n` pairs written at the last [`Sink::pair_room`].
+    ///
+    /// # Safety
+    /// `n` pairs must have been written there, and `n <= BLOCK`.
+    #[inline(always)]
+    unsafe fn pairs_written(&mut self, _n: usize) {}
 }
 
 impl<K> Sink<K> for Vec<(K, u32)> {
     #[inline(always)]
     fn push(&mut self, key: K, index: u32) {
         Vec::push(self, (key, index));
+    }
+
+    #[inline(always)]
+    fn pair_room(&mut self) -> Option<*mut u32> {
+        // Only u32 keys laid out as (key, index) take the scanner's pairs.
+        if std::mem::size_of::<(K, u32)>() != 8 || std::mem::offset_of!((K, u32), 0) != 0 {
+            return None;
+        }
+        self.reserve(BLOCK);
+        Some(self.spare_capacity_mut().as_mut_ptr() as *mut u32)
+    }
+
+    #[inline(always)]
+    unsafe fn pairs_written(&mut self, n: usize) {
+        // SAFETY: the caller wrote `n` initialised pairs into the reserved spare capacity.
+        unsafe { self.set_len(self.len() + n) };
     }
 }
 
