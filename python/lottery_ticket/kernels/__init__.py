@@ -39,10 +39,12 @@ import numpy as np
 from .. import _core, _validation, backends
 from . import arrays as _arrays
 from . import view_cache as _plan
+from .gc_pause import gc_paused
 
 Scope = Literal["global", "layer"]
 
 
+@gc_paused
 def global_magnitude_masks(
     weights: Any,
     amount: int | float,
@@ -150,6 +152,7 @@ def _in_place_views(weights: Any, masks: Any) -> tuple[list[Hashable] | None, li
     return names, views, mask_views
 
 
+@gc_paused
 def apply_masks(weights: Any, masks: Any) -> None:
     """Zero, in place, every weight whose mask entry is False (idempotent).
 
@@ -173,6 +176,7 @@ class MaskApplier:
         [1.0, 0.0, 3.0]
     """
 
+    @gc_paused
     def __init__(self, weights: Any, masks: Any) -> None:
         self.weights, self.masks = weights, masks
         self._device = _device_applier(weights, masks)
@@ -221,6 +225,7 @@ def _device_applier(weights: Any, masks: Any) -> Any:
     return device.mask_applier(values, mask_values, labels)
 
 
+@gc_paused
 def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     """In place: survivors take their snapshot value, pruned weights become exactly zero.
 
@@ -254,6 +259,7 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
         notify()
 
 
+@gc_paused
 def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
     """Number of True entries of each mask (a list, or a dict for a dict input).
 
