@@ -106,15 +106,14 @@ pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64)
     Bracket { lo, hi }
 }
 
-/// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least [`MIN_PROBES`]:
-/// SAMPLES at 100 M scaled
-/// as total^(2/3) below 100 M, which balances the sampling cost (one miss per probe) against
-/// the candidate cost (∝ total / √probes), so small models do not pay a large model's fixed
-/// cost; in proportion to the total above 100 M, so the candidates (∝ √total there) stay within
-/// their budget at any size instead of overflowing into the exact fallback (a cliff in time
-/// per weight). The count is nudged until it does not divide `total`: a fractional stride
-/// drifts in phase, so a periodic weight layout (rows, channels) cannot pin every probe to the
-/// same column. At most `max_probes`.
+/// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least
+/// [`MIN_PROBES`] and otherwise SAMPLES at 100 M scaled as total^(2/3) below 100 M, which
+/// balances the sampling cost (one miss per probe) against the candidate cost (∝ total /
+/// √probes), so small models do not pay a large model's fixed cost; in proportion to the total
+/// above 100 M, so the candidates (∝ √total there) stay within their budget at any size instead
+/// of overflowing into the exact fallback (a cliff in time per weight). The count is nudged
+/// until it does not divide `total`: a fractional stride drifts in phase, so a periodic weight
+/// layout (rows, channels) cannot pin every probe to the same column. At most `max_probes`.
 pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
     if total <= MIN_SAMPLES {
         return total;

@@ -188,6 +188,7 @@ unsafe fn store_bits(o: *mut u8, keep: u32) {
 }
 
 /// For each 8-bit mask, the lanes whose bits are set, in order (the rest are never read).
+#[cfg(target_arch = "x86_64")]
 const PACK: [[u32; 8]; 256] = {
     let mut table = [[0u32; 8]; 256];
     let mut m = 0;
