@@ -5,7 +5,7 @@
 //! One ranking, in the order the selection itself runs it:
 //! 1. check the arguments: [`validate_amount`], [`check_alive`];
 //! 2. bracket the k-th smallest key: [`estimate_bracket`] from a strided sample, or a caller's
-//!    own sample (of [`sample_size`] probes, read with [`key_at`]) turned into a bracket of
+//!    own sample (of [`sample_size`] probes, read by a [`Walk`]) turned into a bracket of
 //!    [`BRACKET_SIGMAS`] by [`bracket_around`];
 //! 3. [`scan_keys`] every run of weights: alive and below-bracket counts, and the in-bracket
 //!    candidates pushed into a [`Sink`] (at most [`CANDIDATE_BYTES`] of them before the caller
@@ -18,7 +18,7 @@ use crate::magnitude::{Key, Weights};
 
 pub(crate) use super::fixup::{kth_candidate, CandidateKeys};
 pub(crate) use super::sample::{
-    bracket_around, estimate_bracket, key_at, sample_size, BRACKET_SIGMAS,
+    bracket_around, estimate_bracket, sample_size, Walk, BRACKET_SIGMAS,
 };
 pub(crate) use super::scan::{Counts, Sink};
 pub(crate) use super::{check_alive, resolve, validate_amount, CANDIDATE_BYTES};

@@ -155,11 +155,11 @@ pub(crate) fn sample_keys<K: Key>(
         ends.push(total);
     }
     let (stride, step) = (total / probes, total % probes); // pos advances by total / probes
-    let walk = |run: usize| {
+    let run_keys = |run: usize| {
         let first = run * RUN;
         // u64 is exact here: probes <= 2^23 and no in-memory model reaches 2^40 weights.
         let numerator = first as u64 * total as u64 + total as u64 / 2;
-        let mut probe = Probe {
+        let walk = Walk {
             pos: (numerator / probes as u64) as usize,
             rem: (numerator % probes as u64) as usize,
             left: RUN.min(probes - first),
@@ -168,36 +168,23 @@ pub(crate) fn sample_keys<K: Key>(
             probes,
             keys: Vec::with_capacity(RUN),
         };
-        let mut t = ends.partition_point(|&end| end <= probe.pos);
-        while probe.left > 0 {
-            while probe.pos >= ends[t] {
-                t += 1;
-            }
-            // One dtype dispatch per tensor the run crosses, not one per probe.
-            let start = ends[t] - weights[t].len();
-            let alive_t = alive.map(|a| a[t]);
-            probe = weights[t].visit_keys(InTensor {
-                probe,
-                start,
-                alive: alive_t,
-            });
-        }
-        probe.keys
+        walk.keys_in(weights, alive, &ends)
     };
     let runs: Vec<Vec<K>> = if parallel {
         (0..probes.div_ceil(RUN))
             .into_par_iter()
-            .map(walk)
+            .map(run_keys)
             .collect()
     } else {
-        (0..probes.div_ceil(RUN)).map(walk).collect()
+        (0..probes.div_ceil(RUN)).map(run_keys).collect()
     };
     runs.concat()
 }
 
-/// A run's walk through the strided positions: the next position, the fractional stride's
-/// remainder, the probes still to take and the keys taken so far.
-struct Probe<K> {
+/// A walk through evenly spaced positions of the concatenated input (`stride + step / probes`
+/// apart): the next position, the fractional stride's remainder, the positions still to visit
+/// and the keys of the alive weights visited so far.
+pub(crate) struct Walk<K> {
     pos: usize,
     rem: usize,
     left: usize,
@@ -207,49 +194,75 @@ struct Probe<K> {
     keys: Vec<K>,
 }
 
-/// Take a run's probes while they lie in one tensor, whose first element is at `start` of the
-/// concatenated input.
+impl<K: Key> Walk<K> {
+    /// `len` consecutive positions from `first` (a run of the streaming threshold's sample).
+    pub(crate) fn contiguous(first: usize, len: usize) -> Walk<K> {
+        Walk {
+            pos: first,
+            rem: 0,
+            left: len,
+            stride: 1,
+            step: 0,
+            probes: 1,
+            keys: Vec::with_capacity(len),
+        }
+    }
+
+    /// The keys of the alive weights the walk visits; `ends[t]` is where tensor `t` ends in the
+    /// concatenated input. One dtype dispatch per tensor the walk crosses, not one per position.
+    pub(crate) fn keys_in(
+        mut self,
+        weights: &[Weights<'_>],
+        alive: Option<&[&[u8]]>,
+        ends: &[usize],
+    ) -> Vec<K> {
+        let mut t = ends.partition_point(|&end| end <= self.pos);
+        while self.left > 0 {
+            while self.pos >= ends[t] {
+                t += 1;
+            }
+            self = weights[t].visit_keys(InTensor {
+                walk: self,
+                start: ends[t] - weights[t].len(),
+                alive: alive.map(|a| a[t]),
+            });
+        }
+        self.keys
+    }
+}
+
+/// Visit a walk's positions while they lie in one tensor, whose first element is at `start` of
+/// the concatenated input.
 struct InTensor<'a, K> {
-    probe: Probe<K>,
+    walk: Walk<K>,
     start: usize,
     alive: Option<&'a [u8]>,
 }
 
 impl<K: Key> KeyVisitor<K> for InTensor<'_, K> {
-    type Output = Probe<K>;
+    type Output = Walk<K>;
 
     #[inline(always)]
-    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> Probe<K> {
+    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> Walk<K> {
         let InTensor {
-            mut probe,
+            mut walk,
             start,
             alive,
         } = self;
         let end = start + bits.len();
-        while probe.left > 0 && probe.pos < end {
-            let i = probe.pos - start;
+        while walk.left > 0 && walk.pos < end {
+            let i = walk.pos - start;
             if alive.is_none_or(|a| a[i] != 0) {
-                probe.keys.push(key(bits[i]));
+                walk.keys.push(key(bits[i]));
             }
-            probe.pos += probe.stride;
-            probe.rem += probe.step;
-            if probe.rem >= probe.probes {
-                probe.pos += 1;
-                probe.rem -= probe.probes;
+            walk.pos += walk.stride;
+            walk.rem += walk.step;
+            if walk.rem >= walk.probes {
+                walk.pos += 1;
+                walk.rem -= walk.probes;
             }
-            probe.left -= 1;
+            walk.left -= 1;
         }
-        probe
+        walk
     }
-}
-
-pub(crate) fn key_at<K: Key>(w: Weights<'_>, i: usize) -> K {
-    struct At(usize);
-    impl<K> KeyVisitor<K> for At {
-        type Output = K;
-        fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> K {
-            key(bits[self.0])
-        }
-    }
-    w.visit_keys(At(i))
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::magnitude::{Key, Weights};
-use crate::select::engine::{self, key_at, BRACKET_SIGMAS};
+use crate::select::engine::{self, Walk, BRACKET_SIGMAS};
 use crate::select::{Amount, Bracket};
 
 /// Weights per sampled run: 2 to 8 KiB, a page or two of any dtype.
@@ -99,21 +99,7 @@ fn sample_runs<K: Key>(
     }
     (0..runs)
         .into_par_iter()
-        .map(|r| {
-            let first = run_start(r, total, runs);
-            let mut t = ends.partition_point(|&e| e <= first);
-            let mut keys = Vec::with_capacity(RUN);
-            for pos in first..first + RUN {
-                while pos >= ends[t] {
-                    t += 1;
-                }
-                let i = pos - (ends[t] - weights[t].len());
-                if alive.is_none_or(|a| a[t][i] != 0) {
-                    keys.push(key_at::<K>(weights[t], i));
-                }
-            }
-            keys
-        })
+        .map(|r| Walk::contiguous(run_start(r, total, runs), RUN).keys_in(weights, alive, &ends))
         .collect()
 }
 
