@@ -30,15 +30,20 @@ class Reduce(Protocol):
     def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None: ...
 
 
-def keys(w: torch.Tensor, wide: bool) -> torch.Tensor:
-    """Magnitude keys of ``w``: int32 (sign clear) in the f32 key space, int64 in the f64 one."""
-    if wide:
-        if w.dtype != torch.float64:
-            w = w.to(torch.float64)  # exact widening; NaN stays NaN
-        return w.view(torch.int64) & F64_ABS
-    if w.dtype != torch.float32:
-        w = w.to(torch.float32)  # f16 and bf16 widen exactly, subnormals included
-    return w.view(torch.int32) & F32_ABS
+def keys(w: torch.Tensor, wide: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Magnitude keys of ``w``: int32 (sign clear) in the f32 key space, int64 in the f64 one.
+    ``out``: a key buffer of ``w``'s length to write (and return) instead of a new tensor."""
+    key_dtype, float_dtype, sign_clear = (
+        (torch.int64, torch.float64, F64_ABS) if wide else (torch.int32, torch.float32, F32_ABS)
+    )
+    if out is None:
+        if w.dtype != float_dtype:
+            w = w.to(float_dtype)  # exact widening (f16 and bf16 subnormals included); NaN stays NaN
+        return w.view(key_dtype) & sign_clear
+    if w.dtype != float_dtype:
+        out.view(float_dtype).copy_(w)
+        w = out.view(float_dtype)
+    return torch.bitwise_and(w.view(key_dtype), sign_clear, out=out)
 
 
 def histogram(digits: torch.Tensor, out: torch.Tensor) -> None:

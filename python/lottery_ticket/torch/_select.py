@@ -3,10 +3,10 @@
 The same design, and bit for bit the same masks, as the Rust kernels (``rust/select/mod.rs``):
 
 1. A strided sample of the alive keys (`_radix.keys`) brackets the k-th smallest key.
-2. One counting pass classifies every weight (dead, below the bracket, in it, above it, NaN)
-   with one ``bucketize``, counts the classes and compacts the in-bracket candidates (keys and
-   positions). Into a mask buffer of its own it also writes the provisional mask (kept at or
-   above the bracket), so a fresh selection needs no second pass over the weights.
+2. One counting pass compares every key with the bracket's two ends, counts the alive and the
+   kept-at-or-above-the-bracket weights and compacts the in-bracket candidates (keys and
+   positions). Into a mask buffer of its own it writes the provisional mask (kept at or above
+   the bracket), so a fresh selection needs no second pass over the weights.
 3. The exact k-th key among the candidates (`_radix.kth_key`) and its ties fix up only the
    candidates; masks the caller passed (``out=``, possibly the survivor masks themselves) are
    written by one pass after the counts are known, so bad input leaves them untouched.
@@ -22,15 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from math import ceil, floor, sqrt
 from typing import Protocol
 
 import torch
 
 from .._validation import AmountError
-from ._radix import INF32, INF64, histogram, keys, kth_key
+from ._buffers import Buffers, empty, positions_of
+from ._radix import INF32, INF64, keys, kth_key
 
-# Elements per chunk: bounds the per-pass temporaries (keys, classes, flags) at a few hundred MiB.
+# Elements per chunk: bounds the per-pass temporaries (keys, flags) at a few hundred MiB.
 CHUNK = 1 << 24
 # Up to this many weights are not sampled: every alive weight is a candidate.
 SAMPLE_ALL = 1 << 16
@@ -41,8 +43,6 @@ BRACKET_SIGMAS = 5.0
 # Candidates kept before falling back to the radix select over every weight: this many, or one
 # in CANDIDATE_SHARE of the weights if more.
 MIN_CANDIDATES, CANDIDATE_SHARE = 1 << 22, 16
-# Classes of the counting pass (`torch.bucketize` against [0, lo, hi, nan]).
-DEAD, BELOW, INSIDE, ABOVE, NAN = range(5)
 
 
 @dataclass
@@ -112,24 +112,12 @@ def _chunks(piece: Piece) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | No
         yield start, piece.weight[start : start + CHUNK], alive
 
 
-def _class_counts(classes: torch.Tensor, out: torch.Tensor) -> None:
-    if classes.device.type == "cuda":  # atomics on five bins contend; a shared-memory bincount does not
-        out += torch.bincount(classes, minlength=NAN + 1)
-    else:
-        histogram(classes, out)
-
-
 @dataclass
 class _Candidates:
     """One piece's in-bracket alive weights: local flat positions (ascending) and keys."""
 
     positions: list[torch.Tensor] = field(default_factory=list)
     keys: list[torch.Tensor] = field(default_factory=list)
-
-    def joined(self, device: torch.device, key_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.positions:
-            return torch.zeros(0, dtype=torch.int64, device=device), torch.zeros(0, dtype=key_dtype, device=device)
-        return torch.cat(self.positions), torch.cat(self.keys)
 
 
 class _Selection:
@@ -138,6 +126,10 @@ class _Selection:
         self.device = pieces[0].weight.device
         self.key_dtype = torch.int64 if wide else torch.int32
         self.nan_from = (INF64 if wide else INF32) + 1
+
+    def buffers(self) -> Buffers:
+        """Temporaries for one chunk of the largest piece."""
+        return Buffers(min(CHUNK, max(p.weight.numel() for p in self.pieces)), self.key_dtype, self.device)
 
     def alive_keys(self, piece: Piece, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
         k = keys(w, self.wide)
@@ -188,7 +180,9 @@ class _Selection:
         for piece in self.pieces:
             if piece.counted:
                 n = piece.weight.numel()
-                lo, hi = (int(i) for i in torch.searchsorted(at, torch.tensor([start, start + n], device=self.device)))
+                # Probe j sits at (j * local_n + local_n // 2) // probes: the first at or after a position, on the host.
+                lo, hi = (max(0, -((local_n // 2 - p * probes) // local_n)) for p in (start, start + n))
+                hi = min(hi, probes)
                 if hi > lo:
                     idx = at[lo:hi] - start
                     found.append(
@@ -198,30 +192,57 @@ class _Selection:
         return torch.cat(found)
 
     def count(
-        self, bounds: torch.Tensor, out: list[torch.Tensor] | None, cap: int
-    ) -> tuple[torch.Tensor, list[_Candidates], bool]:
-        """The counting pass: per piece class counts (rows), candidates, whether they overflowed.
-        ``out``: masks to write provisionally (kept at or above the bracket)."""
-        counts = torch.zeros(len(self.pieces), NAN + 1, dtype=torch.int64, device=self.device)
+        self, lo: int, hi: int, out: list[torch.Tensor] | None, cap: int
+    ) -> tuple[list[int], list[bool], list[_Candidates], bool]:
+        """The counting pass over the bracket [lo, hi): [alive, kept at or above lo, in the
+        bracket] counts of the counted pieces, whether each piece holds NaN among its alive
+        weights, the candidates, and whether they overflowed ``cap``. ``out``: masks to write
+        provisionally (kept at or above the bracket)."""
+        buffers = self.buffers()
         found = [_Candidates() for _ in self.pieces]
-        collected, overflow = 0, False
+        # Per-chunk device values, read back once at the end (a read per chunk would sync a GPU).
+        alive_n, kept_n, max_keys, owners = [], [], [], []
+        unmasked, inside_n, collected, overflow = 0, 0, 0, False
         for i, piece in enumerate(self.pieces):
             for start, w, alive in _chunks(piece):
-                k = self.alive_keys(piece, w, alive)
-                classes = torch.bucketize(k, bounds, right=True, out_int32=True)
+                n = w.numel()
+                k = keys(w, self.wide, out=buffers.keys[:n])
+                keep = out[i][start : start + n] if out is not None else buffers.spare(n)
+                torch.ge(k, lo, out=keep)
+                if alive is not None:
+                    keep &= alive
+                inside = buffers.flags[:n]
+                torch.ge(k, hi, out=inside)
+                torch.gt(keep, inside, out=inside)  # kept and below hi
                 if piece.counted:
-                    _class_counts(classes, counts[i])
-                if out is not None:
-                    torch.ge(classes, INSIDE, out=out[i][start : start + w.numel()])
+                    if alive is None:
+                        unmasked += n
+                    else:
+                        alive_n.append(torch.count_nonzero(alive))
+                    kept_n.append(torch.count_nonzero(keep))
+                    max_keys.append(k.max())
+                    owners.append(i)
                 if not overflow:
-                    at = torch.nonzero(classes == INSIDE).reshape(-1)
+                    at = positions_of(buffers.flags, n)
+                    inside_n += at.numel() if piece.counted else 0
                     collected += at.numel()
                     overflow = collected > cap
                     found[i].positions.append(at + start)
-                    found[i].keys.append(k[at])
+                    found[i].keys.append(torch.index_select(k, 0, at))
                     if overflow:  # the radix select over every weight will run: free them now
                         found = [_Candidates() for _ in self.pieces]
-        return counts, found, overflow
+        zero = torch.zeros(1, dtype=torch.int64, device=self.device)
+        totals = [torch.stack(t).sum().view(1) if t else zero for t in (alive_n, kept_n)]
+        read = torch.cat([*totals, torch.stack(max_keys).to(torch.int64) if max_keys else zero[:0]]).tolist()
+        suspects = {i for i, top in zip(owners, read[2:]) if top >= self.nan_from}
+        nan = [i in suspects and self.alive_nan(p) for i, p in enumerate(self.pieces)]
+        return [unmasked + read[0], read[1], inside_n], nan, found, overflow
+
+    def alive_nan(self, piece: Piece) -> bool:
+        """Whether the piece's NaN keys (its largest key is one) include an alive weight."""
+        if piece.alive is None:
+            return True
+        return any(bool(((self.alive_keys(piece, w, alive)) >= self.nan_from).any()) for _, w, alive in _chunks(piece))
 
     def count_equal(self, threshold: int) -> torch.Tensor:
         """Alive keys equal to ``threshold`` per piece (0 for uncounted replicas)."""
@@ -247,20 +268,22 @@ class _Selection:
         them (None: every tie is kept; the caller places them). ``out`` may be the survivor
         masks themselves: each chunk reads its survivors before writing them."""
         running = budgets if isinstance(budgets, torch.Tensor) else None
+        buffers = self.buffers()
         for i, (piece, mask) in enumerate(zip(self.pieces, out)):
             budget = running if running is not None else (budgets[i] if budgets is not None else None)
             for start, w, alive in _chunks(piece):
-                k = keys(w, self.wide)
-                dst = mask[start : start + w.numel()]
+                n = w.numel()
+                k = keys(w, self.wide, out=buffers.keys[:n])
+                dst = mask[start : start + n]
                 eq = None
                 if budget is not None:
-                    eq = k == threshold
+                    eq = torch.eq(k, threshold, out=buffers.flags[:n])
                     if alive is not None:
                         eq &= alive
                 if alive is None:
                     torch.gt(k, threshold, out=dst)
-                else:
-                    torch.logical_and(k > threshold, alive, out=dst)
+                else:  # dst may be alive itself: read it before writing
+                    torch.logical_and(torch.gt(k, threshold, out=buffers.spare(n)), alive, out=dst)
                 if eq is not None and budget is not None:
                     budget = _keep_late_ties(dst, eq, budget)
             if running is not None:
@@ -306,22 +329,21 @@ def select(
     """
     run = _Selection(pieces, wide, ranks)
     device = run.device
-    fresh = out is None
+    sizes = [p.weight.numel() for p in pieces]
+    fresh, flat = out is None, None
     if out is None:
-        sizes = [p.weight.numel() for p in pieces]
-        out = list(torch.split(torch.empty(sum(sizes), dtype=torch.bool, device=device), sizes))
+        flat = empty(sum(sizes), torch.bool, device)
+        out = list(torch.split(flat, sizes))
     lo, hi = run.bracket(amount)
-    bounds = torch.tensor([0, lo, hi, run.nan_from], dtype=run.key_dtype, device=device)
-    total = sum(p.weight.numel() for p in pieces)
-    counts, found, overflow = run.count(bounds, out if fresh else None, max(MIN_CANDIDATES, total // CANDIDATE_SHARE))
-    local_nan = counts[:, NAN] > 0
-    _dead, below, inside, above, nan, overflowed = run.reduced([*counts.sum(0).tolist(), int(overflow)])
+    cap = max(MIN_CANDIDATES, sum(sizes) // CANDIDATE_SHARE)
+    counts, local_nan, found, overflow = run.count(lo, hi, out if fresh else None, cap)
+    alive, kept, inside, nan, overflowed = run.reduced([*counts, int(any(local_nan)), int(overflow)])
     if nan:
-        bad = [p.label for p, flag in zip(pieces, local_nan.tolist()) if flag]
+        bad = [p.label for p, flag in zip(pieces, local_nan) if flag]
         if bad:
             raise ValueError(f"{bad[0]}: contains NaN among alive weights; NaN magnitudes cannot be ranked")
         raise ValueError(ranks.foreign_nan())
-    alive = below + inside + above
+    below = alive - kept
     k = resolve(amount, alive)
     if k is None:
         raise AmountError(amount, alive)
@@ -344,23 +366,35 @@ def select(
         )
         run.write(out, threshold, budgets)
         return out
-    joined = [c.joined(device, run.key_dtype) for c in found]
+    found_n = [sum(t.numel() for t in c.positions) for c in found]
+    positions = torch.cat([t for c in found for t in c.positions] or [torch.zeros(0, dtype=torch.int64, device=device)])
+    candidates = torch.cat([t for c in found for t in c.keys] or [torch.zeros(0, dtype=run.key_dtype, device=device)])
+    # The piece of each candidate: one set of ops over all candidates, not a set per piece.
+    owner = torch.repeat_interleave(
+        torch.arange(len(pieces), device=device), torch.tensor(found_n, device=device), output_size=len(positions)
+    )
     if k == below:  # the provisional mask is exact: keep every candidate
         threshold, ties = lo, 0
     else:
-        counted = [ck for (_, ck), p in zip(joined, pieces) if p.counted]
-        threshold, ties, _ = kth_key(lambda: counted, k - below, wide, ranks, device)
-    tied = [pos[ck == threshold] for pos, ck in joined]
-    mine = torch.tensor([int(t.numel()) if p.counted else 0 for t, p in zip(tied, pieces)], device=device)
+        counted = torch.tensor([p.counted for p in pieces], device=device)
+        ranked = candidates if all(p.counted for p in pieces) else candidates[counted[owner]]
+        threshold, ties, _ = kth_key(lambda: [ranked], k - below, wide, ranks, device)
+    is_tie = candidates == threshold
+    tie_counts = torch.bincount(owner[is_tie], minlength=len(pieces)).tolist()
+    tied = list(torch.split(positions[is_tie], tie_counts))
+    mine = torch.tensor([c if p.counted else 0 for c, p in zip(tie_counts, pieces)], device=device)
     shares = _budget_list(
         ranks.tie_budgets(torch.tensor(ties, device=device), mine.sum(), lambda: mine, lambda i: tied[i]), tied
     )
-    if not fresh:
+    if flat is not None:
+        bases = torch.tensor([0, *accumulate(sizes)][:-1], device=device)
+        flat[(positions + bases[owner])[candidates < threshold]] = False
+        for mask, t, budget in zip(out, tied, shares):
+            if budget:
+                mask[t[:budget]] = False
+    else:
         run.write(out, threshold, None)
-    for (pos, ck), mask, t, budget in zip(joined, out, tied, shares):
-        if fresh:
-            mask[pos[ck < threshold]] = False
-            mask[t[:budget]] = False
-        else:
-            mask[t[budget:]] = True
+        for mask, t, budget in zip(out, tied, shares):
+            if budget < len(t):
+                mask[t[budget:]] = True
     return out

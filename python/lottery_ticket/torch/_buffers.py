@@ -1,0 +1,53 @@
+"""Temporaries and compaction for the chunked passes of the torch-op selection (`_select`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import torch
+
+# From this many elements on, candidates are compacted a word (8 flags) at a time.
+WORD_COMPACTION_ABOVE = 1 << 16
+
+
+def positions_of(flags: torch.Tensor, n: int) -> torch.Tensor:
+    """Ascending positions of the True entries among the first ``n`` of ``flags`` (a buffer from
+    `Buffers`: 8-byte aligned, room to pad to whole words). One nonzero over 8-byte words, then
+    one over the bytes of the few words holding any: a nonzero over every byte is the slowest
+    op of the counting pass on the host. Small pieces take the plain nonzero (fewer ops)."""
+    if n < WORD_COMPACTION_ABOVE:
+        return torch.nonzero(flags[:n]).reshape(-1)
+    padded = -(-n // 8) * 8
+    flags[n:padded] = False
+    words = flags[:padded].view(torch.int64)
+    hit = torch.nonzero(words).reshape(-1)
+    rows, cols = torch.nonzero(torch.index_select(words, 0, hit).view(torch.bool).view(-1, 8)).unbind(1)
+    return torch.index_select(hit, 0, rows) * 8 + cols
+
+
+_NUMPY = {torch.bool: np.bool_, torch.int32: np.int32, torch.int64: np.int64}
+
+
+def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised 1-D tensor. On the host from NumPy, which asks the kernel for transparent
+    huge pages on large arrays (torch's CPU allocator does not): first-touching it then takes
+    far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.empty(n, dtype=_NUMPY[dtype]))
+    return torch.empty(n, dtype=dtype, device=device)
+
+
+class Buffers:
+    """Chunk-sized temporaries shared by every chunk of one selection: a buffer per chunk would
+    fault its pages in again on the host (freed blocks this size go back to the system)."""
+
+    def __init__(self, size: int, key_dtype: torch.dtype, device: torch.device) -> None:
+        self.keys = empty(size, key_dtype, device)
+        self.flags = empty(-(-size // 8) * 8, torch.bool, device)
+        self._spare: torch.Tensor | None = None
+
+    def spare(self, n: int) -> torch.Tensor:
+        """A second bool buffer (only some passes need one)."""
+        if self._spare is None:
+            self._spare = empty(len(self.flags), torch.bool, self.flags.device)
+        return self._spare[:n]
