@@ -257,3 +257,25 @@ def test_ties_prune_earlier_entries_first() -> None:
         net.weight.copy_(torch.tensor([[0.5, -0.5, 0.5, 2.0]]))
     ltt.global_unstructured([(net, "weight")], amount=2)
     assert net.weight_mask.tolist() == [[0.0, 0.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_pruned_attribute_matches_torch_with_and_without_autograd(requires_grad: bool) -> None:
+    theirs, ours = distinct_model(5), distinct_model(5)
+    for net in (theirs, ours):
+        for p in net.parameters():
+            p.requires_grad_(requires_grad)
+    prune.global_unstructured(targets(theirs), prune.L1Unstructured, amount=0.4)
+    ltt.global_unstructured(targets(ours), prune.L1Unstructured, amount=0.4)
+    assert_same_state(theirs, ours)
+    for their_module, our_module in zip(theirs, ours):
+        if hasattr(their_module, "weight_mask"):
+            # The attribute set at pruning time (before any forward) carries autograd as torch's does.
+            assert (our_module.weight.grad_fn is None) == (their_module.weight.grad_fn is None)
+            assert our_module.weight.requires_grad == requires_grad
+            assert our_module.weight_mask.is_contiguous() and our_module.weight.is_contiguous()
+    if requires_grad:
+        x = torch.linspace(-1, 1, 2 * 6 * 6).view(1, 2, 6, 6)
+        ours(x).sum().backward()
+        grad = ours[0].weight_orig.grad
+        assert grad is not None and bool((grad[ours[0].weight_mask == 0] == 0).all()) and bool(grad.any())

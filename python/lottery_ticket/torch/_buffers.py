@@ -1,4 +1,5 @@
-"""Temporaries and compaction for the chunked passes of the torch-op selection (`_select`)."""
+"""Host buffers with huge pages, and the temporaries and compaction of the torch-op selection's chunked
+passes (`_select`)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,22 @@ def positions_of(flags: torch.Tensor, n: int) -> torch.Tensor:
     return torch.index_select(hit, 0, rows) * 8 + cols
 
 
-_NUMPY = {torch.bool: np.bool_, torch.int32: np.int32, torch.int64: np.int64}
-
-
 def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised 1-D tensor. On the host from NumPy, which asks the kernel for transparent
     huge pages on large arrays (torch's CPU allocator does not): first-touching it then takes
     far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels)."""
-    if device.type == "cpu":
-        return torch.from_numpy(np.empty(n, dtype=_NUMPY[dtype]))
-    return torch.empty(n, dtype=dtype, device=device)
+    if device.type != "cpu":
+        return torch.empty(n, dtype=dtype, device=device)
+    size = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.empty(n * size, dtype=np.uint8)).view(dtype)
+
+
+def empty_like(t: torch.Tensor) -> torch.Tensor:
+    """`empty` in ``t``'s shape, dtype and device (``torch.empty_like`` where ``t`` is not
+    contiguous, to keep its memory format)."""
+    if not t.is_contiguous():
+        return torch.empty_like(t)
+    return empty(t.numel(), t.dtype, t.device).view(t.shape)
 
 
 class Buffers:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..kernels import global_magnitude_masks
+from ._buffers import empty_like
 
 Pair = tuple[nn.Module, str]
 
@@ -255,7 +256,7 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
         assert orig is not None  # _pairs refused anything but a parameter
         module.register_parameter(name + "_orig", orig)
         del module._parameters[name]
-        mask = keep.to(dtype=orig.dtype)  # torch: ones_like(orig) * keep
+        mask = empty_like(orig).copy_(keep)  # torch: ones_like(orig) * keep
     else:
         # torch: the old hook moves into a PruningContainer (or the container gains the new
         # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
@@ -273,5 +274,14 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
         mask = (default * keep.to(dtype=default.dtype)).to(dtype=pruned.dtype)
         hook_to_register = container
     module.register_buffer(name + "_mask", mask)
-    setattr(module, name, mask.to(dtype=orig.dtype) * orig)
+    setattr(module, name, _masked(orig, mask))
     module.register_forward_pre_hook(hook_to_register)
+
+
+def _masked(orig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * orig`` as torch's hook computes it; outside autograd into a buffer of ours (on
+    the host with huge pages: at BERT scale faulting in torch's fresh pages costs more than the
+    product)."""
+    if orig.requires_grad and torch.is_grad_enabled():
+        return mask.to(dtype=orig.dtype) * orig
+    return torch.mul(mask.to(dtype=orig.dtype), orig, out=empty_like(orig))
