@@ -1,16 +1,16 @@
 //! Selection written into the survivor masks themselves (a later IMP round), so no fresh pages
 //! are faulted in: the same sample, fused pass and fix-up as [`super::select_masks`].
 //!
-//! The fused pass copies each chunk's survivors into a small per-thread scratch before writing
-//! the provisional mask over them, and keeps one bit per weight it provisionally prunes while
-//! alive (below the bracket). Survivors are then `provisional | those bits`, which restores the
+//! The fused pass reads each block's survivors before writing the provisional mask over them
+//! (with AVX2; the portable path copies a chunk's survivors into a per-thread scratch first),
+//! and keeps one bit per weight it provisionally prunes while alive (below the bracket). Survivors are then `provisional | those bits`, which restores the
 //! masks exactly on an error (NaN, a count above the alive weights) and before the rare exact
 //! fallback, which ranks from a copy of them.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::scan::{scan_weights, ChunkScan, FusedScan, ScanTotals};
+use super::scan::{scan_weights, ChunkScan, Counts, FusedScan, ScanTotals};
 use super::PARALLEL_MIN;
 use super::{
     candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
@@ -130,33 +130,26 @@ fn fused_pass<K: Key>(
     let overflow = AtomicBool::new(false);
     let fast = K::BITS == 31 && simd::available();
     let per_chunk: Vec<(ChunkScan<K>, Lost)> = chunk::map(chunks, parallel, |c| {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let alive = &mut scratch[..c.out.len()];
-            alive.copy_from_slice(c.out);
-            let collect = !overflow.load(Ordering::Relaxed);
-            let mut candidates = Vec::new();
-            let out = Some(&mut *c.out);
-            let sink = collect.then_some(&mut candidates);
-            let counts = scan_weights(c.weights, Some(&*alive), out, bracket, sink, fast);
-            if collect {
-                let n = candidates.len() as u64;
-                if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
-                    overflow.store(true, Ordering::Relaxed);
-                }
+        let collect = !overflow.load(Ordering::Relaxed);
+        let mut candidates = Vec::new();
+        let (counts, lost) = scan_chunk(c, bracket, collect.then_some(&mut candidates), fast);
+        if collect {
+            let n = candidates.len() as u64;
+            if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
+                overflow.store(true, Ordering::Relaxed);
             }
-            if overflow.load(Ordering::Relaxed) {
-                candidates = Vec::new();
-            }
-            let scan = ChunkScan {
-                tensor: c.tensor,
-                alive: counts.alive,
-                below: counts.below,
-                nan: counts.nan,
-                candidates,
-            };
-            (scan, lost_bits(alive, c.out))
-        })
+        }
+        if overflow.load(Ordering::Relaxed) {
+            candidates = Vec::new();
+        }
+        let scan = ChunkScan {
+            tensor: c.tensor,
+            alive: counts.alive,
+            below: counts.below,
+            nan: counts.nan,
+            candidates,
+        };
+        (scan, lost)
     });
     let mut totals = ScanTotals {
         overflow: overflow.into_inner(),
@@ -172,6 +165,59 @@ fn fused_pass<K: Key>(
         }
     }
     (FusedScan { totals, per_chunk }, lost)
+}
+
+/// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16) the scanner reads
+/// each block's survivors before writing its mask bytes and reports the lost bits itself;
+/// otherwise the survivors are copied to a per-thread scratch first and compared after.
+fn scan_chunk<K: Key>(
+    c: &mut Chunk<'_>,
+    bracket: Bracket<K>,
+    mut sink: Option<&mut Vec<(K, u32)>>,
+    fast: bool,
+) -> (Counts, Lost) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        let mut lost = Vec::new();
+        // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
+        let counts = unsafe {
+            match c.weights {
+                Weights::F32(w) => Some(simd::scan_in_place(
+                    w,
+                    c.out,
+                    bracket,
+                    sink.as_deref_mut(),
+                    &mut lost,
+                )),
+                Weights::Bf16(w) => Some(simd::scan_in_place(
+                    w,
+                    c.out,
+                    bracket,
+                    sink.as_deref_mut(),
+                    &mut lost,
+                )),
+                _ => None,
+            }
+        };
+        if let Some(counts) = counts {
+            let none_lost = lost.iter().all(|&w| w == 0);
+            return (counts, if none_lost { Vec::new() } else { lost });
+        }
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let alive = &mut scratch[..c.out.len()];
+        alive.copy_from_slice(c.out);
+        let counts = scan_weights(
+            c.weights,
+            Some(&*alive),
+            Some(&mut *c.out),
+            bracket,
+            sink,
+            fast,
+        );
+        (counts, lost_bits(alive, c.out))
+    })
 }
 
 /// Bits of the weights alive before the pass (`alive`) and pruned by it (`out`, bytes 0 or 1).

@@ -249,26 +249,82 @@ unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32
 pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     bits: &[L],
     alive: Option<&[u8]>,
-    mut out: Option<&mut [u8]>,
+    out: Option<&mut [u8]>,
+    bracket: Bracket<K>,
+    sink: Option<&mut S>,
+) -> Counts {
+    if let Some(o) = out.as_deref() {
+        assert!(o.len() >= bits.len(), "mask shorter than its weights");
+    }
+    if let Some(a) = alive {
+        assert!(
+            a.len() >= bits.len(),
+            "survivors shorter than their weights"
+        );
+    }
+    let alive = alive.map(|a| a.as_ptr());
+    let out = out.map(|o| o.as_mut_ptr());
+    scan_raw(bits, alive, out, bracket, sink, None)
+}
+
+/// [`scan`] over masks that hold the survivors and receive the provisional mask: each block's
+/// survivors are read before its mask bytes are written, so no copy of them is needed. Pushes
+/// one word per 32 weights to `lost`: the bits of those alive before and provisionally pruned.
+///
+/// # Safety
+/// AVX2 and POPCNT must be available ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+pub(crate) unsafe fn scan_in_place<L: Lanes, K: Key, S: Sink<K>>(
+    bits: &[L],
+    masks: &mut [u8],
+    bracket: Bracket<K>,
+    sink: Option<&mut S>,
+    lost: &mut Vec<u32>,
+) -> Counts {
+    assert!(masks.len() >= bits.len(), "mask shorter than its weights");
+    let at = masks.as_mut_ptr();
+    scan_raw(
+        bits,
+        Some(at as *const u8),
+        Some(at),
+        bracket,
+        sink,
+        Some(lost),
+    )
+}
+
+/// # Safety
+/// AVX2 and POPCNT must be available; `alive` and `out` must each point to `bits.len()` bytes
+/// (they may be the same bytes: a block is read before it is written).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn scan_raw<L: Lanes, K: Key, S: Sink<K>>(
+    bits: &[L],
+    alive: Option<*const u8>,
+    out: Option<*mut u8>,
     bracket: Bracket<K>,
     mut sink: Option<&mut S>,
+    mut lost: Option<&mut Vec<u32>>,
 ) -> Counts {
     debug_assert_eq!(K::BITS, 31, "u32 keys only");
     let top = (0x7fff_ffffu32 >> L::SHIFT) as i64;
     let lo = minus_one(bracket.lo.to_u64(), L::SHIFT, top);
     let hi = minus_one(bracket.hi.to_u64(), L::SHIFT, top);
-    if let Some(o) = out.as_deref() {
-        assert!(o.len() >= bits.len(), "mask shorter than its weights");
-    }
-    let alive = alive.map(|a| &a[..bits.len()]);
     let (mut n_alive, mut n_below, mut nan) = (0u32, 0u32, 0u32);
     let full = bits.len() / 32 * 32;
+    if let Some(lost) = lost.as_deref_mut() {
+        lost.reserve(bits.len().div_ceil(32));
+    }
     let mut start = 0;
     while start < full {
         let (below, under_hi, nan_bits) = L::block(bits.as_ptr().add(start), lo, hi);
-        let alive_bits = alive.map_or(u32::MAX, |a| alive_bits(a.as_ptr().add(start)));
-        if let Some(o) = out.as_deref_mut() {
-            store_bits(o.as_mut_ptr().add(start), !below & alive_bits);
+        let alive_bits = alive.map_or(u32::MAX, |a| alive_bits(a.add(start)));
+        if let Some(o) = out {
+            store_bits(o.add(start), !below & alive_bits);
+        }
+        if let Some(lost) = lost.as_deref_mut() {
+            lost.push(below & alive_bits);
         }
         n_alive += alive_bits.count_ones();
         n_below += (below & alive_bits).count_ones();
@@ -289,21 +345,26 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
         start += 32;
     }
     let (lo_key, hi_key) = (bracket.lo.to_u64(), bracket.hi.to_u64());
-    for i in full..bits.len() {
-        let k = bits[i].key() as u64;
-        let is_alive = alive.is_none_or(|a| a[i] != 0);
+    let mut tail_lost = 0u32;
+    for (i, w) in bits.iter().enumerate().skip(full) {
+        let k = w.key() as u64;
+        let is_alive = alive.is_none_or(|a| *a.add(i) != 0);
         let below = k < lo_key;
-        if let Some(o) = out.as_deref_mut() {
-            o[i] = (is_alive && !below) as u8;
+        if let Some(o) = out {
+            *o.add(i) = (is_alive && !below) as u8;
         }
         if is_alive {
             n_alive += 1;
             n_below += below as u32;
+            tail_lost |= (below as u32) << (i - full);
             nan |= (k > 0x7f80_0000) as u32;
             if let (Some(sink), false, true) = (sink.as_deref_mut(), below, k < hi_key) {
                 sink.push(K::from_u64(k), i as u32);
             }
         }
+    }
+    if let (Some(lost), true) = (lost, full < bits.len()) {
+        lost.push(tail_lost);
     }
     Counts {
         alive: n_alive as u64,

@@ -30,7 +30,7 @@ def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised 1-D tensor. On the host from NumPy, which asks the kernel for transparent
     huge pages on large arrays (torch's CPU allocator does not): first-touching it then takes
     far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels)."""
-    if device.type != "cpu":
+    if device.type != "cpu" or n == 0:
         return torch.empty(n, dtype=dtype, device=device)
     size = torch.empty((), dtype=dtype).element_size()
     return torch.from_numpy(np.empty(n * size, dtype=np.uint8)).view(dtype)

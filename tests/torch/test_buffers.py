@@ -1,0 +1,36 @@
+"""Host buffers of the torch-op path and the drop-in (`lottery_ticket.torch._buffers`)."""
+
+from __future__ import annotations
+
+import pytest
+
+import torch
+from lottery_ticket.torch._buffers import Buffers, empty, empty_like, positions_of
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.int64, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 1 << 20])
+def test_empty_has_the_length_dtype_and_device_asked_for(dtype: torch.dtype, n: int) -> None:
+    t = empty(n, dtype, torch.device("cpu"))
+    assert t.shape == (n,) and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous()
+    t.fill_(1)  # writable, and its own memory
+    assert int(t.to(torch.int64).sum()) == n
+
+
+def test_empty_like_keeps_shape_and_the_memory_format_of_strided_tensors() -> None:
+    w = torch.randn(4, 3, 5, 5).bfloat16()
+    like = empty_like(w)
+    assert like.shape == w.shape and like.dtype == w.dtype and like.is_contiguous()
+    channels_last = w.to(memory_format=torch.channels_last)
+    assert empty_like(channels_last).stride() == channels_last.stride()
+
+
+@pytest.mark.parametrize("n", [0, 5, 8, 1000, (1 << 16) + 3, 1 << 18])
+def test_positions_of_equals_nonzero_at_every_size_and_density(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    buffers = Buffers(max(n, 1), torch.int32, torch.device("cpu"))
+    for density in (0.0, 0.003, 0.5, 1.0):
+        flags = torch.rand(n, generator=gen) < density
+        buffers.flags[:n] = flags
+        buffers.flags[n:] = True  # stale padding must not leak into the result
+        assert torch.equal(positions_of(buffers.flags, n), torch.nonzero(flags).reshape(-1))
