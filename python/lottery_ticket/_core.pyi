@@ -11,6 +11,7 @@ __all__ = [
     "apply_masks",
     "mapping_faulted",
     "rewind",
+    "scanner",
     "select_masks",
     "select_masks_in_place",
     "select_threshold",
@@ -20,6 +21,7 @@ __all__ = [
 ]
 __version__: str
 
+def scanner() -> str: ...
 def select_masks(
     weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     dtypes: Sequence[str],

@@ -339,8 +339,18 @@ fn unwatch_mapping_py(token: u64) -> PyResult<bool> {
     fault::unwatch(token).ok_or_else(|| unknown_token(token))
 }
 
+/// The vector instruction set of the selection's block scanner: `avx512`, `avx2` or
+/// `portable` (the best the CPU has, capped by `LOTTERY_TICKET_SIMD`).
+#[pyfunction(name = "scanner")]
+fn scanner_py() -> PyResult<&'static str> {
+    select::scanner().map_err(PyValueError::new_err)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = IMPORT_PID.set(std::process::id());
+    // A misspelt cap would otherwise be ignored silently: refuse it at import.
+    scanner_py()?;
+    m.add_function(wrap_pyfunction!(scanner_py, m)?)?;
     m.add_function(wrap_pyfunction!(select_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(select_masks_in_place_py, m)?)?;
     m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;

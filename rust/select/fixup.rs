@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
 
-/// Prune the `r` smallest candidates in (key, position) order; they were provisionally kept.
+/// Prune the `r` smallest candidates in (key, position) order and keep the rest; the fused pass
+/// provisionally pruned those below the bracket's `mid`, so only candidates between `mid` and
+/// the exact threshold are written.
 ///
 /// A candidate's key is re-read after its bracket test; one outside the bracket means a racing
 /// writer changed the weight in between ([`Error::WeightsChanged`], before any mask is touched).
@@ -20,7 +22,6 @@ pub(crate) fn fix_up<K: Key>(
     r: u64,
     parallel: bool,
 ) -> Result<()> {
-    debug_assert!(r > 0, "an exact provisional mask needs no fix-up");
     let outside = |s: &ChunkScan<K>| {
         s.candidates
             .iter()
@@ -34,7 +35,11 @@ pub(crate) fn fix_up<K: Key>(
     if changed {
         return Err(Error::WeightsChanged);
     }
-    let (threshold, strictly_below) = kth_candidate(&scan.per_chunk, bracket, r, parallel);
+    // r = 0 keeps every candidate: no key lies below ZERO, and no tie may go.
+    let (threshold, strictly_below) = match r {
+        0 => (K::ZERO, 0),
+        _ => kth_candidate(&scan.per_chunk, bracket, r, parallel),
+    };
     let ties_of =
         |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
     let tie_counts: Vec<u64> = if parallel {
@@ -48,13 +53,17 @@ pub(crate) fn fix_up<K: Key>(
         .zip(&scan.per_chunk)
         .zip(budgets)
         .collect();
+    let mid = bracket.mid;
     chunk::map(&mut work, parallel, |((c, s), ties)| {
-        // Branch-free: whether a candidate goes is a coin flip near the threshold, and every
-        // candidate was provisionally kept, so each is simply rewritten.
         for &(k, i) in &s.candidates {
             let tie = (k == threshold) & (*ties > 0);
-            c.out[i as usize] = !((k < threshold) | tie) as u8;
+            let keep = !((k < threshold) | tie);
             *ties -= tie as u64;
+            // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
+            // touched a random cache line of the masks per candidate.
+            if keep != (k >= mid) {
+                c.out[i as usize] = keep as u8;
+            }
         }
     });
     Ok(())

@@ -3,7 +3,7 @@
 //!
 //! The fused pass reads each block's survivors before writing the provisional mask over them
 //! (with AVX2; the portable path copies a chunk's survivors into a per-thread scratch first),
-//! and keeps one bit per weight it provisionally prunes while alive (below the bracket). Survivors are then `provisional | those bits`, which restores the
+//! and keeps one bit per weight it provisionally prunes while alive (below the bracket's `mid`). Survivors are then `provisional | those bits`, which restores the
 //! masks exactly on an error (NaN, a count above the alive weights) and before the rare exact
 //! fallback, which ranks from a copy of them.
 
@@ -88,11 +88,14 @@ fn global<K: Key>(
     };
     let path = Path::after_scan(&scan, k);
     match path {
-        Path::Exact => {}
-        Path::FixUp => {
+        Path::Exact | Path::FixUp => {
             // fix_up checks the candidates before touching any mask.
-            if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel) {
-                return fail(&mut chunks, e);
+            let needed = path == Path::FixUp || bracket.mid > bracket.lo;
+            if needed {
+                if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)
+                {
+                    return fail(&mut chunks, e);
+                }
             }
         }
         Path::BracketMiss | Path::CandidateOverflow => {

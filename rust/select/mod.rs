@@ -38,6 +38,7 @@ pub(crate) use sample::{sample_keys, SAMPLES};
 pub const PARALLEL_MIN: usize = 1 << 19;
 
 pub use in_place::select_masks_in_place;
+pub use simd::{scanner, SIMD_ENV};
 
 /// How much to prune, relative to the weights that are still alive.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,7 +60,8 @@ pub enum Scope {
 /// The branch one ranking took after the fused pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// The provisional mask was already exact (nothing in the bracket to prune).
+    /// Nothing in the bracket to prune: the provisional mask is exact once the candidates
+    /// below the bracket's `mid` are kept again.
     Exact,
     /// The k-th key lay among the in-bracket candidates: only they were rewritten.
     FixUp,
@@ -137,11 +139,22 @@ pub(crate) fn candidate_bytes(total: usize) -> usize {
     CANDIDATE_BYTES.max((total as f64 * CANDIDATE_BYTES_PER_WEIGHT) as usize)
 }
 
-/// Keys below `lo` are pruned, keys at or above `hi` kept, the rest are candidates.
+/// Keys below `lo` are pruned, keys at or above `hi` kept, the rest are candidates. The fused
+/// pass provisionally prunes the candidates below `mid` (the sample's estimate of the
+/// threshold), so the fix-up rewrites only those between `mid` and the exact threshold: a few
+/// percent of the candidates instead of all of them, each a random write into the masks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bracket<K> {
     pub lo: K,
+    pub mid: K,
     pub hi: K,
+}
+
+impl<K: Key> Bracket<K> {
+    /// A bracket whose candidates are all provisionally kept.
+    pub(crate) fn new(lo: K, hi: K) -> Self {
+        Bracket { lo, mid: lo, hi }
+    }
 }
 
 /// Write into `out[t]` the mask that survives pruning `amount` of the alive weights.
@@ -288,8 +301,11 @@ fn select_global<K: Key>(
     let k = resolve(amount, scan.alive)?;
     let path = Path::after_scan(&scan, k);
     match path {
-        Path::Exact => {}
-        Path::FixUp => fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?,
+        Path::Exact | Path::FixUp => {
+            if path == Path::FixUp || bracket.mid > bracket.lo {
+                fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?
+            }
+        }
         Path::BracketMiss | Path::CandidateOverflow => {
             fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?
         }

@@ -31,23 +31,10 @@ pub(crate) fn estimate_bracket<K: Key>(
     max_probes: usize,
     parallel: bool,
 ) -> Result<Bracket<K>> {
-    let everything = Bracket {
-        lo: K::ZERO,
-        hi: K::MAX,
-    };
+    let everything = Bracket::new(K::ZERO, K::MAX);
     match amount {
-        Amount::Fraction(0.0) | Amount::Count(0) => {
-            return Ok(Bracket {
-                lo: K::ZERO,
-                hi: K::ZERO,
-            })
-        }
-        Amount::Fraction(f) if f >= 1.0 => {
-            return Ok(Bracket {
-                lo: K::MAX,
-                hi: K::MAX,
-            })
-        }
+        Amount::Fraction(0.0) | Amount::Count(0) => return Ok(Bracket::new(K::ZERO, K::ZERO)),
+        Amount::Fraction(f) if f >= 1.0 => return Ok(Bracket::new(K::MAX, K::MAX)),
         _ => {}
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
@@ -64,16 +51,10 @@ pub(crate) fn estimate_bracket<K: Key>(
             return Ok(everything);
         };
         if k == 0 {
-            return Ok(Bracket {
-                lo: K::ZERO,
-                hi: K::ZERO,
-            });
+            return Ok(Bracket::new(K::ZERO, K::ZERO));
         }
         let (_, &mut t, _) = sample.select_nth_unstable(k as usize - 1);
-        return Ok(Bracket {
-            lo: t,
-            hi: K::from_u64(t.to_u64() + 1),
-        });
+        return Ok(Bracket::new(t, K::from_u64(t.to_u64() + 1)));
     }
     let q = match amount {
         Amount::Fraction(f) => f,
@@ -84,7 +65,7 @@ pub(crate) fn estimate_bracket<K: Key>(
 }
 
 /// The sample keys at ranks `centre - spread` and `centre + spread` as a bracket (`hi` one past
-/// its key; an end beyond the sample is open).
+/// its key; an end beyond the sample is open), and the key at rank `centre` as its `mid`.
 pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64) -> Bracket<K> {
     let m = sample.len();
     let lo_rank = (centre - spread).floor();
@@ -95,15 +76,25 @@ pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64)
         let (_, &mut lo, above) = sample.select_nth_unstable(lo_rank as usize);
         (lo, above)
     };
-    // The second select only needs the part above `lo`, already split off by the first.
+    // Each later select only needs the part above the previous key, already split off.
+    let first_above = m - above.len();
+    let mid_rank = (centre.max(0.0) as usize).clamp(first_above, m - 1);
+    let (mid, above) = if above.is_empty() {
+        (lo, above)
+    } else {
+        let (_, &mut mid, above) = above.select_nth_unstable(mid_rank - first_above);
+        (mid.max(lo), above)
+    };
     let first_above = m - above.len();
     let hi = if hi_rank >= m as f64 {
         K::MAX
+    } else if (hi_rank as usize) < first_above {
+        K::from_u64(mid.to_u64() + 1)
     } else {
         let (_, &mut hi, _) = above.select_nth_unstable(hi_rank as usize - first_above);
         K::from_u64(hi.to_u64() + 1)
     };
-    Bracket { lo, hi }
+    Bracket { lo, mid, hi }
 }
 
 /// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least
@@ -128,7 +119,7 @@ pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
     let mut probes = (scaled as usize)
         .clamp(MIN_PROBES, max_probes.max(MIN_PROBES))
         .min(total - 1);
-    while total % probes == 0 {
+    while total.is_multiple_of(probes) {
         probes -= 1;
     }
     probes

@@ -253,7 +253,7 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
         key: F,
         alive: A,
     ) -> Counts {
-        let Bracket { lo, hi } = self.bracket;
+        let Bracket { lo, mid, hi } = self.bracket;
         // u32 counters cannot overflow: a chunk holds at most CHUNK (2^16) elements.
         let (mut n_alive, mut n_below) = (0u32, 0u32);
         let mut nan = false;
@@ -269,7 +269,7 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             for (i, (&b, o)) in wb.iter().zip(ob.iter_mut()).enumerate() {
                 let k = key(b);
                 let below = k < lo;
-                *o = !below as u8;
+                *o = (k >= mid) as u8;
                 below_bits |= (below as u32) << i;
                 bracket_bits |= ((!below & (k < hi)) as u32) << i;
                 nan_bits |= (k.is_nan() as u32) << i;

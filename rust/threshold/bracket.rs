@@ -40,10 +40,7 @@ pub(crate) fn estimate_bracket<K: Key>(
     let keys: Vec<K> = per_run.concat();
     let m = keys.len();
     if m == 0 {
-        return Ok(Bracket {
-            lo: K::ZERO,
-            hi: K::MAX,
-        });
+        return Ok(Bracket::new(K::ZERO, K::MAX));
     }
     let q = match amount {
         Amount::Fraction(f) => f,

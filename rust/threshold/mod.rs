@@ -98,10 +98,7 @@ fn threshold_in<K: Key>(
     // An open-ended bracket ("up to every key") ends after +inf: keys above are NaN, an error
     // anyway, and the narrower span can still be counted per key.
     let end = K::from_u64(K::INF.to_u64() + 1);
-    let bracket = Bracket {
-        lo: bracket.lo,
-        hi: bracket.hi.min(end).max(bracket.lo),
-    };
+    let bracket = Bracket::new(bracket.lo, bracket.hi.min(end).max(bracket.lo));
     let chunks = chunk::split_read(weights, alive);
     let shift = granularity::<K>(weights);
     let (lo, hi) = (bracket.lo.to_u64(), bracket.hi.to_u64());

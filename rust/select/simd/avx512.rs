@@ -1,0 +1,144 @@
+//! The block scanner's operations with AVX-512 (F, BW, VL): compares write mask registers
+//! directly, mask bytes are one masked move, candidates one `compress` per 16 lanes. With AVX2
+//! the `movemask` and bit-to-byte steps cost more instructions than the compares themselves, and
+//! the pass stayed compute-bound on two cores.
+
+use std::arch::x86_64::*;
+
+use super::{Block, Bounds, Isa, Lanes};
+
+pub(crate) struct Avx512;
+
+/// The CPU features [`Avx512`] needs.
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("popcnt")
+}
+
+impl Isa for Avx512 {
+    #[inline(always)]
+    unsafe fn block<L: Lanes>(w: *const L, b: Bounds) -> Block {
+        L::block_avx512(w, b)
+    }
+
+    #[inline(always)]
+    unsafe fn alive_bits(m: *const u8) -> u32 {
+        alive_bits(m)
+    }
+
+    #[inline(always)]
+    unsafe fn store_bits(o: *mut u8, keep: u32) {
+        store_bits(o, keep)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32) -> usize {
+        pack_pairs(w, start, bits, dst)
+    }
+}
+
+#[inline(always)]
+fn join(low: u16, high: u16) -> u32 {
+    low as u32 | (high as u32) << 16
+}
+
+/// The [`Block`] of 32 f32 weights.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn block_u32(w: *const u32, b: Bounds) -> Block {
+    let abs = _mm512_set1_epi32(0x7fff_ffff);
+    let x = _mm512_and_si512(_mm512_loadu_si512(w as *const __m512i), abs);
+    let y = _mm512_and_si512(_mm512_loadu_si512(w.add(16) as *const __m512i), abs);
+    let at_most = |t: i64| {
+        let t = _mm512_set1_epi32(t as i32);
+        join(_mm512_cmple_epi32_mask(x, t), _mm512_cmple_epi32_mask(y, t))
+    };
+    let inf = _mm512_set1_epi32(0x7f80_0000);
+    Block {
+        below: at_most(b.lo),
+        below_mid: at_most(b.mid),
+        under_hi: at_most(b.hi),
+        nan: join(
+            _mm512_cmpgt_epi32_mask(x, inf),
+            _mm512_cmpgt_epi32_mask(y, inf),
+        ),
+    }
+}
+
+/// [`block_u32`] for 32 bf16 weights, compared in their own 16-bit space.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(super) unsafe fn block_u16(w: *const u16, b: Bounds) -> Block {
+    let k = _mm512_and_si512(
+        _mm512_loadu_si512(w as *const __m512i),
+        _mm512_set1_epi16(0x7fff),
+    );
+    let at_most = |t: i64| _mm512_cmple_epi16_mask(k, _mm512_set1_epi16(t as i16));
+    Block {
+        below: at_most(b.lo),
+        below_mid: at_most(b.mid),
+        under_hi: at_most(b.hi),
+        nan: _mm512_cmpgt_epi16_mask(k, _mm512_set1_epi16(0x7f80)),
+    }
+}
+
+/// The u32 keys of the 16 f32 weights at `w`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn keys16_u32(w: *const u32) -> __m512i {
+    _mm512_and_si512(
+        _mm512_loadu_si512(w as *const __m512i),
+        _mm512_set1_epi32(0x7fff_ffff),
+    )
+}
+
+/// The u32 keys of the 16 bf16 weights at `w`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn keys16_u16(w: *const u16) -> __m512i {
+    let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(w as *const __m256i));
+    _mm512_slli_epi32::<16>(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fff)))
+}
+
+/// Survivor bits of 32 mask bytes (nonzero = alive).
+#[target_feature(enable = "avx512bw,avx512vl")]
+#[inline]
+unsafe fn alive_bits(m: *const u8) -> u32 {
+    let v = _mm256_loadu_si256(m as *const __m256i);
+    _mm256_test_epi8_mask(v, v)
+}
+
+/// Write byte `i` of `o` = bit `i` of `keep` (0 or 1), 32 bytes.
+#[target_feature(enable = "avx512bw,avx512vl")]
+#[inline]
+unsafe fn store_bits(o: *mut u8, keep: u32) {
+    _mm256_storeu_si256(
+        o as *mut __m256i,
+        _mm256_maskz_mov_epi8(keep, _mm256_set1_epi8(1)),
+    );
+}
+
+/// See [`Isa::pack_pairs`]: sixteen lanes at a time, keys and indices compressed, then
+/// interleaved.
+#[target_feature(enable = "avx512f,popcnt")]
+#[inline]
+unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32) -> usize {
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Lane i of the pairs: key i/2 (from the first operand) or index i/2 (from the second).
+    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let mut n = 0;
+    for half in 0..2 {
+        let m = (bits >> (16 * half)) as u16;
+        let keys = _mm512_maskz_compress_epi32(m, L::keys16(w.add(16 * half)));
+        let at = _mm512_set1_epi32((start + 16 * half as u32) as i32);
+        let index = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(at, lanes));
+        let out = dst.add(2 * n) as *mut __m512i;
+        _mm512_storeu_si512(out, _mm512_permutex2var_epi32(keys, first, index));
+        _mm512_storeu_si512(out.add(1), _mm512_permutex2var_epi32(keys, second, index));
+        n += m.count_ones() as usize;
+    }
+    n
+}
