@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import torch
-from lottery_ticket import cli, global_magnitude_masks
+from lottery_ticket import _core, cli, global_magnitude_masks
 from lottery_ticket.cli.bench.hygiene import Machine, Rounds, busy_processes, read_machine, repeat_until_stable
 from lottery_ticket.cli.bench.measure import in_subprocess
 from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks
@@ -35,6 +35,7 @@ def test_bench_prints_every_method_checked(capsys: pytest.CaptureFixture[str], t
     # Measurements and comparisons only, with what they were measured under; targets are benches/'.
     assert "target" not in printed.out and "issue" not in printed.out and "verdict" not in printed.out
     assert "load average" in printed.out and "ours on" in printed.out and "torch on" in printed.out
+    assert f"({_core.scanner()} scanner)" in printed.out
     assert "BERT-like" in printed.out
     assert out.read_text() == printed.out
     assert "ours on 1 thread" in printed.err  # the progress bar

@@ -45,7 +45,7 @@ def test_the_scanner_is_named() -> None:
 def test_every_scanner_gives_the_same_masks() -> None:
     runs = {simd: _run(_DIGEST, simd) for simd in ("avx512", "avx2", "portable")}
     for simd, run in runs.items():
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 0, (simd, run.stderr)
     names = {simd: run.stdout.split()[0] for simd, run in runs.items()}
     digests = {run.stdout.split()[1] for run in runs.values()}
     assert names["portable"] == "portable"

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ... import _core
+
 LOAD_LIMIT = 0.5  # 1-minute load average above which a machine is not idle
 BUSY_SHARE = 0.1  # another process using this share of one CPU makes the machine busy
 SPREAD_LIMIT = 0.05  # (max - min) / median of a row's recent rounds
@@ -39,6 +41,7 @@ class Machine:
     # Read right after our own run: the load average still counts its threads, so only the
     # other processes' CPU use says whether the machine was shared.
     load_is_ours: bool = False
+    scanner: str = "?"  # the selection's block scanner: avx512, avx2 or portable (`_core.scanner`)
 
     @property
     def idle(self) -> bool:
@@ -56,7 +59,8 @@ class Machine:
         state = "idle" if self.idle else f"NOT idle ({self.why_not_idle()}): every row is noisy"
         torch_threads = "—" if self.torch_threads is None else str(self.torch_threads)
         return (
-            f"{self.cpu_model} · {self.logical_cpus} logical CPUs · ours on {self.rayon_threads} threads · "
+            f"{self.cpu_model} · {self.logical_cpus} logical CPUs · ours on {self.rayon_threads} threads "
+            f"({self.scanner} scanner) · "
             f"torch on {torch_threads} threads · load average {self.load_average:.2f} · {state}"
         )
 
@@ -127,7 +131,16 @@ def read_machine(
         torch_threads: int | None = torch.get_num_threads()
     except ImportError:  # pragma: no cover - the benchmarks need torch; the summary does not
         torch_threads = None
-    return Machine(load(), busy(), cpu_model(), os.cpu_count() or 1, rayon_threads(), torch_threads, after_own_run)
+    return Machine(
+        load(),
+        busy(),
+        cpu_model(),
+        os.cpu_count() or 1,
+        rayon_threads(),
+        torch_threads,
+        after_own_run,
+        scanner=_core.scanner(),
+    )
 
 
 @dataclass
