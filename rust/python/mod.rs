@@ -15,7 +15,7 @@ mod run;
 
 use numpy::{
     PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArray1,
-    PyReadwriteArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -49,40 +49,63 @@ fn label(arg: &str, index: usize, names: &[String]) -> String {
     }
 }
 
+fn span<T>(x: &[T]) -> (usize, usize) {
+    let start = x.as_ptr() as usize;
+    (start, start + std::mem::size_of_val(x))
+}
+
+fn weight_span(w: &Weights<'_>) -> (usize, usize) {
+    match w {
+        Weights::F16(x) | Weights::Bf16(x) => span(x),
+        Weights::F32(x) => span(x),
+        Weights::F64(x) => span(x),
+    }
+}
+
 /// Refuse weights whose memory overlaps (tied weights: one storage under two names), which would
 /// be ranked twice and could get two different masks. Here rather than in the facade: comparing
 /// pointers costs nanoseconds, NumPy's address lookups microseconds per tensor.
 fn check_disjoint(weights: &[Weights<'_>], names: &[String]) -> PyResult<()> {
-    fn span<T>(x: &[T]) -> (usize, usize) {
-        (x.as_ptr() as usize, std::mem::size_of_val(x))
-    }
-    let mut spans: Vec<(usize, usize, usize)> = weights
+    let spans: Vec<_> = weights
         .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let (start, bytes) = match w {
-                Weights::F16(x) | Weights::Bf16(x) => span(x),
-                Weights::F32(x) => span(x),
-                Weights::F64(x) => span(x),
-            };
-            (start, i, start + bytes)
-        })
-        .filter(|&(start, _, end)| end > start)
+        .map(|w| (weight_span(w), "weights", false))
         .collect();
-    spans.sort_unstable(); // by address, then argument order: the later of two is named
-    let mut reach: Option<(usize, usize)> = None; // (furthest end so far, its tensor)
-    for (start, i, end) in spans {
-        if let Some((far, owner)) = reach {
+    check_spans(&spans, names)
+}
+
+/// Refuse any two of `spans` ((start, end), argument, written) that overlap. Each argument's
+/// entries are numbered in order; an overlap with a written span is named as an in-place one.
+fn check_spans(spans: &[((usize, usize), &str, bool)], names: &[String]) -> PyResult<()> {
+    let mut index = std::collections::HashMap::<&str, usize>::new();
+    let mut order: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(spans.len());
+    for (position, &((start, end), arg, _)) in spans.iter().enumerate() {
+        let i = index.entry(arg).or_insert(0);
+        if end > start {
+            order.push((start, position, end, *i));
+        }
+        *i += 1;
+    }
+    order.sort_unstable(); // by address, then argument order: the later of two is named
+    let name = |position: usize, i: usize| label(spans[position].1, i, names);
+    let mut reach: Option<(usize, usize, usize)> = None; // (furthest end so far, its position, index)
+    for (start, position, end, i) in order {
+        if let Some((far, owner, owner_i)) = reach {
             if start < far {
+                let in_place = spans[position].2 || spans[owner].2;
                 return Err(PyValueError::new_err(format!(
-                    "{}: shares memory with {}; pass each tensor once (tied weights are one tensor)",
-                    label("weights", i, names),
-                    label("weights", owner, names)
+                    "{}: shares memory with {}; pass each tensor once (tied weights are one tensor){}",
+                    name(position, i),
+                    name(owner, owner_i),
+                    if in_place {
+                        " and distinct buffers to in-place operations"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
-        if reach.is_none_or(|(far, _)| end > far) {
-            reach = Some((end, i));
+        if reach.is_none_or(|(far, _, _)| end > far) {
+            reach = Some((end, position, i));
         }
     }
     Ok(())
@@ -172,7 +195,7 @@ fn select_masks_in_place_py(
     py: Python<'_>,
     weights: Vec<Bound<'_, PyAny>>,
     dtypes: Vec<String>,
-    mut masks: Vec<PyReadwriteArrayDyn<'_, u8>>,
+    masks: Vec<Bound<'_, PyArrayDyn<u8>>>,
     amount: AmountArg,
     scope: &str,
     names: Vec<String>,
@@ -181,11 +204,28 @@ fn select_masks_in_place_py(
     let amount = Amount::from(amount);
     let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
     let views = weight_views(&weights, &dtypes)?;
-    check_disjoint(&views, &names)?;
+    // The masks are written: none may overlap another mask or a weight. Checked before they
+    // are borrowed, which would refuse two views of one NumPy base without naming either.
+    // Listed first, so a weight equal to its mask is the one named.
+    let mut spans = Vec::with_capacity(masks.len() + views.len());
+    for (i, m) in masks.iter().enumerate() {
+        if !m.is_c_contiguous() {
+            return Err(not_contiguous("out", i));
+        }
+        let start = m.data() as usize;
+        spans.push(((start, start + PyUntypedArrayMethods::len(m)), "out", true));
+    }
+    spans.extend(views.iter().map(|w| (weight_span(w), "weights", false)));
+    check_spans(&spans, &names)?;
+    let mut masks: Vec<PyReadwriteArrayDyn<'_, u8>> = masks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.try_readwrite().map_err(|_| busy("out", i, &names)))
+        .collect::<PyResult<_>>()?;
     let mut outs: Vec<&mut [u8]> = masks
         .iter_mut()
         .enumerate()
-        .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("masks", i)))
+        .map(|(i, a)| a.as_slice_mut().map_err(|_| not_contiguous("out", i)))
         .collect::<PyResult<_>>()?;
     let elements = views.iter().map(|w| w.len()).sum();
     let result = run_kernel(py, elements, || {

@@ -47,6 +47,16 @@ def weight_and_its_mask() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return weights, [as_bool, m()[1]]
 
 
+def in_place(weights: list[np.ndarray], masks: list[np.ndarray]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A later round written over ``masks`` (``out=masks``)."""
+    return call(weights, 1, masks=masks, out=masks)
+
+
+def overlapping_masks() -> list[np.ndarray]:
+    both = np.ones(4, np.bool_)
+    return [both[:3], both[1:3].reshape(1, 2)]
+
+
 def same_weight_as_snapshot() -> tuple[list[Any], ...]:
     weights = w()
     return weights, [weights[0], weights[1].copy()], m()
@@ -176,6 +186,13 @@ CASES: list[tuple[str, Callable[..., Any], Build, type[Exception], str]] = [
         ValueError,
         "snapshots[0]",
     ),
+    # a later round written in place (out=masks): the masks are checked as out
+    ("in-place-mask-inside-a-weight", S, lambda: in_place(*weight_and_its_mask()), ValueError, "weights[0]: shares"),
+    ("in-place-masks-overlap", S, lambda: in_place(w(), overlapping_masks()), ValueError, "out[1]: shares memory"),
+    ("in-place-read-only-mask", S, lambda: in_place(w(), [read_only(m()[0]), m()[1]]), ValueError, "out[0]"),
+    ("in-place-strided-mask", S, lambda: in_place(w(), [m()[0], np.ones((2, 2), bool)[:, :1].T]), ValueError, "out[1]"),
+    ("in-place-mask-dtype", S, lambda: in_place(w(), [np.ones(3, np.uint8), m()[1]]), TypeError, "masks[0]"),
+    ("in-place-mask-shape", S, lambda: in_place(w(), [m()[0], np.ones(2, bool)]), ValueError, "masks[1]"),
     # alive_counts
     ("counts-dtype", alive_counts, lambda: call([np.ones(3)]), TypeError, "masks[0]"),
     ("counts-empty", alive_counts, lambda: call([]), ValueError, "masks"),

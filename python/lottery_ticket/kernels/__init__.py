@@ -103,29 +103,21 @@ def global_magnitude_masks(
             return out
         selected = device.select_masks(values, labels, amount, mask_arg, scope, process_group)
         return _arrays.shaped_like(names, selected)
-    views, current = _arrays.ranking_views(names, values, masks, _plan.read_views, masks_written=out is not None)
-    if out is not None and current is not None:
-        written = _arrays.write_notifiers(mask_values)
-        out_labels = _validation.labels("out", names, len(values))
-        for m, label in zip(mask_values, out_labels):
-            _arrays.require_in_place(_writable_mask(m, label), label)
-        _arrays.check_no_overlap(list(zip(out_labels, current)), [(b.label, b.bits) for b in views])
+    if out is not None:
+        views = _plan.read_views(values, labels)
+        current, written = _arrays.written_masks(mask_values, names, views)
         _core.select_masks_in_place(
             [b.bits for b in views], [b.dtype for b in views], current, amount, scope, _validation.quoted(names)
         )
         for notify in written:
             notify()
         return out
+    views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
     buffer, fresh = _arrays.new_masks(values, [b.shape for b in views])
     _core.select_masks(
         [b.bits for b in views], [b.dtype for b in views], current, buffer, amount, scope, _validation.quoted(names)
     )
     return _arrays.shaped_like(names, fresh)
-
-
-def _writable_mask(m: object, label: str) -> np.ndarray:
-    backend = backends.array_backend(m)
-    return backend.mask_array(m, label) if backend is not None else np.asarray(m)
 
 
 def _check_out_is_masks(out: Any, masks: list[Any] | None, names: list[Hashable] | None, count: int) -> None:

@@ -68,18 +68,48 @@ def ranking_views(
     values: list[Any],
     masks: Any,
     read: Callable[[list[Any], Sequence[str]], list[Bits]],
-    *,
-    masks_written: bool = False,
 ) -> tuple[list[Bits], list[np.ndarray] | None]:
     """Bit views of the weights to rank (``read`` makes them from the values and their labels)
-    and uint8 views of their survivor masks (or None), which the call writes if ``masks_written``."""
+    and uint8 views of their survivor masks (or None), which the call reads."""
     views = read(values, labels("weights", names, len(values)))
     if masks is None:
         return views, None
     mask_values = matching_items(masks, "masks", names, len(values))
     mask_labels = labels("masks", names, len(values))
     current = [mask_bytes(m, label, v.shape) for m, label, v in zip(mask_values, mask_labels, views)]
-    return views, current if masks_written else [own_buffer(m) for m in current]
+    return views, [own_buffer(m) for m in current]
+
+
+def written_masks(
+    mask_values: Sequence[object], names: list[Hashable] | None, views: Sequence[Bits]
+) -> tuple[list[np.ndarray], list[Callable[[], None]]]:
+    """uint8 views of survivor masks that the call writes in place (checked as `mask_bytes`
+    checks them, and writable, C-contiguous and aligned as ``out``), and what to call once they
+    are written (`write_notifiers`). One pass, one backend lookup per array kind: on a model of
+    many tensors the per-tensor set-up of a later round cost more than the kernel. The
+    extension checks that no mask overlaps another mask or a weight."""
+    mask_labels, out_labels = labels("masks", names, len(views)), labels("out", names, len(views))
+    backends: dict[type, ArrayBackend | None] = {}
+    arrays, notifiers = [], []
+    for i, (m, view) in enumerate(zip(mask_values, views)):
+        kind = type(m)
+        if kind not in backends:
+            backends[kind] = array_backend(m)
+        backend, label = backends[kind], mask_labels[i]
+        if backend is not None:
+            arr = backend.mask_array(m, label)
+            mark = getattr(backend, "mark_written", None)
+            if mark is not None:
+                notifiers.append(_bind(mark, m))
+        elif isinstance(m, np.ndarray):
+            arr = m
+        else:
+            raise TypeError(f"{label}: expected a bool NumPy array or torch tensor, got {type(m).__name__}")
+        mask_dtype(label, arr.dtype, is_bool=arr.dtype == np.bool_)
+        same_shape(label, arr.shape, view.shape)
+        require_in_place(arr, out_labels[i])
+        arrays.append(arr.view(np.uint8))
+    return arrays, notifiers
 
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:

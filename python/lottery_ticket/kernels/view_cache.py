@@ -29,11 +29,12 @@ def _signature(x: object) -> Signature | None:
     """What must not change for a cached view of ``x`` to stay valid; None: never cache."""
     if isinstance(x, np.ndarray):
         return (x.__array_interface__["data"][0], x.dtype, x.shape, x.strides)
-    if array_backend(x) is None:
+    backend = array_backend(x)
+    if backend is None:
         return None
     stride = getattr(x, "stride", None)
     shape = tuple(getattr(x, "shape", ()))
-    return (_arrays.storage_address(x), getattr(x, "dtype", None), shape, stride() if callable(stride) else None)
+    return (backend.storage_address(x), getattr(x, "dtype", None), shape, stride() if callable(stride) else None)
 
 
 def _same_labels(cached: Sequence[str], labels: Sequence[str]) -> bool:

@@ -93,23 +93,27 @@ class TorchKernels:
     name = "torch"
 
     def claims(self, arrays: Sequence[tuple[Sequence[str], Sequence[object]]], process_group: object) -> bool:
-        devices: dict[str, str] = {}
         grouped = process_group is not None and process_group is not False
-        claimed = False
+        claimed = False  # any torch tensor with a group, a device tensor or a DTensor claims the call
+        first: tuple[str, str] | None = None  # the first array's device, and its label
         for labels, values in arrays:
-            for label, v in zip(labels, values):
+            for i, v in enumerate(values):  # labels are made only for a message: a call may hold thousands
                 if isinstance(v, torch.Tensor):
-                    if v.device.type == "meta":
-                        raise ValueError(f"{label}: tensor is on the meta device and holds no values")
-                    device = str(v.device)
-                    claimed = claimed or grouped or v.device.type != "cpu" or _dist.is_dtensor(v)
+                    if v.is_cpu:  # the common case, without building a torch.device
+                        device = "cpu"
+                        claimed = claimed or grouped or _dist.is_dtensor(v)
+                    else:
+                        if v.device.type == "meta":
+                            raise ValueError(f"{labels[i]}: tensor is on the meta device and holds no values")
+                        device = str(v.device)
+                        claimed = True
                 else:
                     device = "cpu"  # NumPy and other host arrays
-                devices.setdefault(device, label)
-                if len(devices) > 1:
-                    (device0, label0), _ = list(devices.items())[:2]
+                if first is None:
+                    first = (device, labels[i])
+                elif device != first[0]:
                     raise ValueError(
-                        f"{label}: on {device}, but {label0} is on {device0}; pass the arrays of one call on one device"
+                        f"{labels[i]}: on {device}, but {first[1]} is on {first[0]}; pass the arrays of one call on one device"
                     )
         return claimed
 
