@@ -104,10 +104,15 @@ def global_magnitude_masks(
         selected = device.select_masks(values, labels, amount, mask_arg, scope, process_group)
         return _arrays.shaped_like(names, selected)
     if out is not None:
-        views = _plan.read_views(values, labels)
-        current, written = _arrays.written_masks(mask_values, names, views)
+        in_place = _plan.read_views(values, labels)
+        written_masks, written = _arrays.written_masks(mask_values, names, in_place)
         _core.select_masks_in_place(
-            [b.bits for b in views], [b.dtype for b in views], current, amount, scope, _validation.quoted(names)
+            [b.bits for b in in_place],
+            [b.dtype for b in in_place],
+            written_masks,
+            amount,
+            scope,
+            _validation.quoted(names),
         )
         for notify in written:
             notify()
