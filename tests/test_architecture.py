@@ -43,6 +43,8 @@ def test_a_tensor_loads_the_torch_adapter_through_its_entry_point() -> None:
         "m = lt.global_magnitude_masks([torch.tensor([3.0, -1.0, 2.0])], 1)\n"
         "assert m[0].tolist() == [True, False, True], m\n"
         "assert 'lottery_ticket.torch' in sys.modules\n"
+        # DTensors are recognised without importing their module (sympy & co: seconds).
+        "assert 'torch.distributed.tensor' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -10,8 +10,8 @@ what one process computes on the unsharded tensors. gloo serves CPU tensors, NCC
 
 from __future__ import annotations
 
-import functools
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import prod
@@ -234,18 +234,12 @@ class Group:
         return "weights: another rank's weights contain NaN among alive weights; NaN magnitudes cannot be ranked"
 
 
-@functools.cache
-def _dtensor_class() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - torch without distributed
-        return None
-    return DTensor
-
-
 def is_dtensor(x: object) -> bool:
-    # Asked for every tensor of every call: the import machinery once, not per tensor.
-    cls = _dtensor_class()
+    # A DTensor exists only once its module has been imported, so it is looked up, never
+    # imported: importing it (sympy and the symbolic-shape machinery) made the first call of
+    # every process take seconds.
+    module = sys.modules.get("torch.distributed.tensor")
+    cls = getattr(module, "DTensor", None)
     return cls is not None and isinstance(x, cls)
 
 
