@@ -22,24 +22,54 @@ pub(crate) fn fix_up<K: Key>(
     r: u64,
     parallel: bool,
 ) -> Result<()> {
-    let outside = |s: &ChunkScan<K>| {
-        s.candidates
-            .iter()
-            .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
-    };
-    let changed = if parallel {
-        scan.per_chunk.par_iter().any(outside)
-    } else {
-        scan.per_chunk.iter().any(outside)
-    };
-    if changed {
-        return Err(Error::WeightsChanged);
-    }
     // r = 0 keeps every candidate: no key lies below ZERO, and no tie may go.
-    let (threshold, strictly_below) = match r {
-        0 => (K::ZERO, 0),
-        _ => kth_candidate(&scan.per_chunk, bracket, r, parallel),
+    let kth = match r {
+        0 => {
+            let outside = |s: &ChunkScan<K>| {
+                s.candidates
+                    .iter()
+                    .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
+            };
+            let changed = if parallel {
+                scan.per_chunk.par_iter().any(outside)
+            } else {
+                scan.per_chunk.iter().any(outside)
+            };
+            if changed {
+                return Err(Error::WeightsChanged);
+            }
+            Kth {
+                key: K::ZERO,
+                strictly_below: 0,
+                ties: 0,
+            }
+        }
+        _ => kth_candidate(&scan.per_chunk, bracket, r, parallel)?,
     };
+    let threshold = kth.key;
+    let ties = r - kth.strictly_below;
+    let mid = bracket.mid;
+    if ties == 0 || ties == kth.ties {
+        // No tie or every tie goes: a candidate is kept iff its key reaches `cut`.
+        let cut = if ties == 0 {
+            threshold.to_u64()
+        } else {
+            threshold.to_u64() + 1
+        };
+        let mut work: Vec<_> = chunks.iter_mut().zip(&scan.per_chunk).collect();
+        chunk::map(&mut work, parallel, |(c, s)| {
+            for &(k, i) in &s.candidates {
+                let keep = k.to_u64() >= cut;
+                // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
+                // touched a random cache line of the masks per candidate.
+                if keep != (k >= mid) {
+                    c.out[i as usize] = keep as u8;
+                }
+            }
+        });
+        return Ok(());
+    }
+    // Some ties at the threshold stay: the earliest go, so each chunk learns its share.
     let ties_of =
         |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
     let tie_counts: Vec<u64> = if parallel {
@@ -47,20 +77,17 @@ pub(crate) fn fix_up<K: Key>(
     } else {
         scan.per_chunk.iter().map(ties_of).collect()
     };
-    let budgets = share_ties(&tie_counts, r - strictly_below);
+    let budgets = share_ties(&tie_counts, ties);
     let mut work: Vec<_> = chunks
         .iter_mut()
         .zip(&scan.per_chunk)
         .zip(budgets)
         .collect();
-    let mid = bracket.mid;
     chunk::map(&mut work, parallel, |((c, s), ties)| {
         for &(k, i) in &s.candidates {
             let tie = (k == threshold) & (*ties > 0);
             let keep = !((k < threshold) | tie);
             *ties -= tie as u64;
-            // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
-            // touched a random cache line of the masks per candidate.
             if keep != (k >= mid) {
                 c.out[i as usize] = keep as u8;
             }
@@ -69,16 +96,27 @@ pub(crate) fn fix_up<K: Key>(
     Ok(())
 }
 
-/// The `r`-th smallest candidate key (1-based) and how many candidates are strictly smaller.
-/// A parallel 2^16-bin histogram of the keys' offsets in the bracket finds the right bin; only
-/// that bin's keys are then selected exactly (a serial select over all candidates would not
-/// use the other cores).
+/// The `r`-th smallest candidate key and where it stands among the candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kth<K> {
+    pub key: K,
+    /// Candidates with a smaller key.
+    pub strictly_below: u64,
+    /// Candidates with this key.
+    pub ties: u64,
+}
+
+/// The `r`-th smallest candidate key (1-based). A 2^8-2^16-bin histogram of the keys' offsets
+/// in the bracket finds the right bin (in parallel: a serial select over all candidates would
+/// not use the other cores); only that bin's keys are then selected exactly. A key outside the
+/// bracket (a racing writer changed a weight after its bracket test) is
+/// [`Error::WeightsChanged`]; the histogram pass finds it.
 pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     scans: &[C],
     bracket: Bracket<K>,
     r: u64,
     parallel: bool,
-) -> (K, u64) {
+) -> Result<Kth<K>> {
     let candidates: usize = scans.iter().map(|s| s.count()).sum();
     // About 16 candidates a bin: a histogram much larger than the candidates (2^16 bins were
     // zeroed for every call) costs more than the select it saves.
@@ -87,21 +125,34 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     let span = bracket.hi.to_u64().saturating_sub(base).max(1);
     let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bins.trailing_zeros());
     let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
-    let add = |mut h: Vec<u32>, s: &C| {
-        s.keys().for_each(|k| h[bin(k)] += 1);
-        h
+    let add = |(mut h, mut outside): (Vec<u32>, bool), s: &C| {
+        for k in s.keys() {
+            let offset = k.to_u64().wrapping_sub(base);
+            if offset < span {
+                h[(offset >> shift) as usize] += 1;
+            } else {
+                outside = true;
+            }
+        }
+        (h, outside)
     };
-    let counts = if parallel {
-        scans.par_iter().fold(|| vec![0u32; bins], add).reduce(
-            || vec![0u32; bins],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+    let (counts, outside) = if parallel {
+        scans
+            .par_iter()
+            .fold(|| (vec![0u32; bins], false), add)
+            .reduce(
+                || (vec![0u32; bins], false),
+                |(mut a, x), (b, y)| {
+                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+                    (a, x | y)
+                },
+            )
     } else {
-        scans.iter().fold(vec![0u32; bins], add)
+        scans.iter().fold((vec![0u32; bins], false), add)
     };
+    if outside {
+        return Err(Error::WeightsChanged);
+    }
     let (target, before) = radix::bin_of_rank(&counts, r);
     let in_target = |s: &C| -> Vec<K> { s.keys().filter(|&k| bin(k) == target).collect() };
     let mut in_bin: Vec<K> = if parallel {
@@ -109,9 +160,19 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     } else {
         scans.iter().flat_map(in_target).collect()
     };
-    let (smaller, &mut threshold, _) = in_bin.select_nth_unstable((r - before) as usize - 1);
-    let below_in_bin = smaller.iter().filter(|&&k| k < threshold).count() as u64;
-    (threshold, before + below_in_bin)
+    let (smaller, &mut key, larger) = in_bin.select_nth_unstable((r - before) as usize - 1);
+    let below_in_bin = smaller.iter().filter(|&&k| k < key).count() as u64;
+    // Every key equal to `key` lies in its bin: the ties are counted there.
+    let ties = 1 + smaller
+        .iter()
+        .chain(larger.iter())
+        .filter(|&&k| k == key)
+        .count() as u64;
+    Ok(Kth {
+        key,
+        strictly_below: before + below_in_bin,
+        ties,
+    })
 }
 
 /// A group of candidates whose keys can be listed (positions, if any, are not needed here).

@@ -70,31 +70,62 @@ pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64)
     let m = sample.len();
     let lo_rank = (centre - spread).floor();
     let hi_rank = (centre + spread).ceil();
-    let (lo, above) = if lo_rank <= 0.0 {
-        (K::ZERO, &mut sample[..])
+    // `mid` lies above `lo` and `hi` at or above `mid`, each a rank of the sorted sample.
+    let first_above = if lo_rank <= 0.0 {
+        0
     } else {
-        let (_, &mut lo, above) = sample.select_nth_unstable(lo_rank as usize);
-        (lo, above)
+        lo_rank as usize + 1
     };
-    // Each later select only needs the part above the previous key, already split off.
-    let first_above = m - above.len();
     let mid_rank = (centre.max(0.0) as usize).clamp(first_above, m - 1);
-    let (mid, above) = if above.is_empty() {
-        (lo, above)
+    let top_rank = if hi_rank >= m as f64 {
+        mid_rank
     } else {
-        let (_, &mut mid, above) = above.select_nth_unstable(mid_rank - first_above);
-        (mid.max(lo), above)
+        (hi_rank as usize).max(mid_rank)
     };
-    let first_above = m - above.len();
-    let hi = if hi_rank >= m as f64 {
-        K::MAX
-    } else if (hi_rank as usize) < first_above {
-        K::from_u64(mid.to_u64() + 1)
+    let [lo, mid, top] = ranked(sample, [first_above.saturating_sub(1), mid_rank, top_rank]);
+    Bracket {
+        lo: if lo_rank <= 0.0 { K::ZERO } else { lo },
+        mid,
+        hi: if hi_rank >= m as f64 {
+            K::MAX
+        } else {
+            K::from_u64(top.to_u64() + 1)
+        },
+    }
+}
+
+/// The keys at three ascending ranks of the sorted `sample`, by selects of which the later run
+/// on the smaller side of the first: the ranks lie close together, so selecting first the
+/// outer one nearer an end leaves a small part for the others (about 1.2 sample lengths of
+/// work instead of 2.6 at a 20% amount).
+fn ranked<K: Key>(sample: &mut [K], [a, b, c]: [usize; 3]) -> [K; 3] {
+    debug_assert!(a <= b && b <= c && c < sample.len());
+    let (at_a, between, at_c) = if c < sample.len() - a {
+        let (below, &mut at_c, _) = sample.select_nth_unstable(c);
+        if a == c {
+            (at_c, &mut [][..], at_c)
+        } else {
+            let (_, &mut at_a, between) = below.select_nth_unstable(a);
+            (at_a, between, at_c)
+        }
     } else {
-        let (_, &mut hi, _) = above.select_nth_unstable(hi_rank as usize - first_above);
-        K::from_u64(hi.to_u64() + 1)
+        let (_, &mut at_a, above) = sample.select_nth_unstable(a);
+        if a == c {
+            (at_a, &mut [][..], at_a)
+        } else {
+            let (between, &mut at_c, _) = above.select_nth_unstable(c - a - 1);
+            (at_a, between, at_c)
+        }
     };
-    Bracket { lo, mid, hi }
+    // `between` holds ranks a + 1 .. c.
+    let at_b = if b == a {
+        at_a
+    } else if b == c {
+        at_c
+    } else {
+        *between.select_nth_unstable(b - a - 1).1
+    };
+    [at_a, at_b, at_c]
 }
 
 /// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least
@@ -255,5 +286,58 @@ impl<K: Key> KeyVisitor<K> for InTensor<'_, K> {
             walk.left -= 1;
         }
         walk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What `bracket_around` promises, read off a sorted copy of the sample.
+    fn sorted_bracket(sample: &[u32], centre: f64, spread: f64) -> (u32, u32, u32) {
+        let mut sorted = sample.to_vec();
+        sorted.sort_unstable();
+        let m = sorted.len();
+        let lo_rank = (centre - spread).floor();
+        let hi_rank = (centre + spread).ceil();
+        let lo = if lo_rank <= 0.0 {
+            0
+        } else {
+            sorted[lo_rank as usize]
+        };
+        let first_above = if lo_rank <= 0.0 {
+            0
+        } else {
+            lo_rank as usize + 1
+        };
+        let mid_rank = (centre.max(0.0) as usize).clamp(first_above, m - 1);
+        let hi = if hi_rank >= m as f64 {
+            u32::MAX
+        } else {
+            sorted[(hi_rank as usize).max(mid_rank)] + 1
+        };
+        (lo, sorted[mid_rank], hi)
+    }
+
+    proptest! {
+        #[test]
+        fn bracket_is_read_at_the_sorted_ranks(
+            sample in prop::collection::vec(0u32..64, 1..400),
+            q in 0.0f64..=1.0,
+            sigmas in 0.0f64..40.0,
+        ) {
+            let m = sample.len() as f64;
+            let spread = sigmas + 2.0;
+            prop_assume!(q * m - spread < m - 1.0); // the callers' spread keeps lo inside
+            let mut work = sample.clone();
+            let b = bracket_around(&mut work, q * m, spread);
+            prop_assert_eq!((b.lo, b.mid, b.hi), sorted_bracket(&sample, q * m, spread));
+            let (mut a, mut w) = (sample.clone(), work);
+            a.sort_unstable();
+            w.sort_unstable();
+            prop_assert_eq!(a, w, "the sample is only permuted");
+        }
     }
 }

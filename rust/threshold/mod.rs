@@ -127,7 +127,7 @@ fn threshold_in<K: Key>(
     };
     let (key, ties) = match path {
         Path::Exact => (bracket.lo, 0),
-        Path::FixUp => kth_in_bracket(&pass.groups, bracket, k - pass.below),
+        Path::FixUp => kth_in_bracket(&pass.groups, bracket, k - pass.below)?,
         Path::BracketMiss | Path::CandidateOverflow => match k {
             0 => (K::ZERO, 0),
             k if k == pass.alive => (K::MAX, 0),
@@ -146,7 +146,11 @@ fn threshold_in<K: Key>(
 
 /// The `r`-th smallest candidate key (1-based) and how many candidates with that key are among
 /// the `r` smallest.
-fn kth_in_bracket<K: Key>(groups: &[Candidates<K>], bracket: Bracket<K>, r: u64) -> (K, u64) {
+fn kth_in_bracket<K: Key>(
+    groups: &[Candidates<K>],
+    bracket: Bracket<K>,
+    r: u64,
+) -> Result<(K, u64)> {
     match groups.first() {
         Some(Candidates::ByKey { base, shift, .. }) => {
             let mut counts = vec![0u64; KEY_BINS];
@@ -156,11 +160,11 @@ fn kth_in_bracket<K: Key>(groups: &[Candidates<K>], bracket: Bracket<K>, r: u64)
                 }
             }
             let (bin, before) = radix::bin_of_rank(&counts, r);
-            (K::from_u64(base + ((bin as u64) << shift)), r - before)
+            Ok((K::from_u64(base + ((bin as u64) << shift)), r - before))
         }
         _ => {
-            let (key, smaller) = kth_candidate(groups, bracket, r, true);
-            (key, r - smaller)
+            let kth = kth_candidate(groups, bracket, r, true)?;
+            Ok((kth.key, r - kth.strictly_below))
         }
     }
 }
