@@ -15,8 +15,8 @@ page cache (``copyfile``) pays a host fault for every fresh page it fills, so it
 several-fold from run to run; the fastest round is the fair floor.
 
 Knobs: ``LT_BENCH_SCALE`` multiplies the checkpoint sizes (e.g. ``0.01`` for a quick dry run);
-``LT_BENCH_ROUNDS`` the rounds per method; ``LT_BENCH_OUT`` names the Markdown table's folder
-(default ``.benchmarks``).
+``LT_BENCH_ROUNDS`` the rounds per method; this table is written beside the side-by-side one
+(``LT_BENCH_OUT``, default ``.benchmarks/table.md``), as ``prune_checkpoint.md``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import pytest
 
 from lottery_ticket import Ticket, global_magnitude_masks
 from lottery_ticket._files import fsync_path
+from lottery_ticket.cli.bench.table import write_text
 
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 ROUNDS = max(1, int(os.environ.get("LT_BENCH_ROUNDS", "3")))
@@ -559,9 +560,9 @@ def table(request: pytest.FixtureRequest) -> Iterator[None]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines.append(f"\n(load average {load:.1f} on {os.cpu_count()} CPUs when the table was written)")
     text = "\n".join(lines) + "\n"
-    out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks")) / "prune_checkpoint.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    # Beside the side-by-side table: one knob for both (a file there, so not a folder here).
+    out = Path(os.environ.get("LT_BENCH_OUT", ".benchmarks/table.md")).parent / "prune_checkpoint.md"
+    write_text(out, text)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("\nlottery-ticket prune, side by side:\n" + text)

@@ -56,3 +56,14 @@ def test_cliff_is_time_per_weight_between_slab_sizes() -> None:
     two = report_of({(small, "ours"): 0.05, (big, "ours"): 0.05 / small.numel * big.numel * 1.3}, machine(0.0))
     line = next(line for line in targets_table(two).splitlines() if "no cliff: f32" in line)
     assert "×1.30" in line and line.rstrip(" |").endswith("FAIL")
+
+
+def test_floor_targets_read_the_paired_ratio() -> None:
+    bert = WorkloadSpec("bert", 110_000_000)
+    report = report_of({(bert, "floor"): 0.010, (bert, "ours"): 0.025}, machine(0.1))  # medians: 2.5x
+    assert verdicts(targets_table(report))["110M f32, fresh masks ≤ 2x read floor"] == "FAIL"
+    paired = report.get(bert, "ours")
+    assert paired is not None
+    paired.floor_ratio = 1.9  # timed beside the floor, round by round
+    table = targets_table(report)
+    assert verdicts(table)["110M f32, fresh masks ≤ 2x read floor"] == "pass" and "1.90x the floor" in table

@@ -214,3 +214,50 @@ def test_rounds_repeat_until_their_spread_is_small() -> None:
     assert not noisy.stable and len(noisy.times) == 8 and noisy.spread == pytest.approx(1 / 3)
     slow = timed([12.0, 12.0])  # one round over the whole budget: one round, spread unknown
     assert len(slow.times) == 1 and slow.spread is None and not slow.stable
+
+
+def test_paired_rounds_time_the_reference_before_each_round() -> None:
+    now, calls = [0.0], []
+
+    def clock() -> float:
+        return now[0]
+
+    def step(name: str, seconds: list[float]) -> object:
+        durations = iter(seconds)
+
+        def run(_: object) -> None:
+            calls.append(name)
+            now[0] += next(durations)
+
+        return run
+
+    # The machine slows down mid-run: each round's own ratio stays 2.5, the medians' would not.
+    floor = step("floor", [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    ours = step("ours", [2.5, 2.5, 5.0, 5.0, 5.0, 5.0, 5.0])
+    rounds = repeat_until_stable(ours, lambda: None, reference=(floor, lambda: None), budget_s=100.0, clock=clock)
+    assert calls[:4] == ["floor", "ours", "floor", "ours"]
+    # Stable once the slow-down has left the recent window: 7 rounds, each with its reference.
+    assert rounds.reference == [1.0, 1.0] + [2.0] * 5 and rounds.times == [2.5, 2.5] + [5.0] * 5
+    assert rounds.ratio == pytest.approx(2.5)
+    assert repeat_until_stable(step("x", [1.0] * 5), lambda: None, clock=clock).ratio is None  # unpaired
+    # Paired rounds spend the budget on both calls.
+    slow = repeat_until_stable(
+        step("y", [1.0] * 9), lambda: None, reference=(step("z", [3.0] * 9), lambda: None), budget_s=8.0, clock=clock
+    )
+    assert len(slow.times) == 3 and len(slow.reference) == 3
+
+
+def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:
+    bert = WorkloadSpec("bert", 110_000_000)
+    report = Report(Machine(0.1, (), "cpu", 2, 2, 2))
+    for key, seconds in {"floor": 0.020, "ours": 0.050, "numpy": 0.5}.items():
+        report.record(_measured(bert, key, seconds))
+    assert report.floor_ratio(bert, "ours") == pytest.approx(2.5)  # unpaired: the medians' ratio
+    paired = _measured(bert, "ours", 0.050)
+    paired.floor_ratio = 1.9  # the floor ran slower beside it than in its own row
+    report.record(paired)
+    assert report.floor_ratio(bert, "ours") == 1.9
+    rows = {line.split("|")[2].strip(): line for line in report.render().splitlines() if line.startswith("| BERT")}
+    assert "1.90x ‡" in rows["ours"] and "25.0x" in rows["numpy"] and "‡" not in rows["numpy"]
+    assert "‡ = paired" in report.render()
+    assert report.floor_ratio(bert, "drop_in") is None

@@ -5,6 +5,11 @@ A timing taken while another process competes for the cores measures the competi
 benchmarks record the load average, the CPU model and the thread counts beside every table,
 mark every row "noisy" when the machine was not idle, and repeat each row until the spread of
 its recent rounds is below `SPREAD_LIMIT` (saying so when a row's budget ran out first).
+
+A ratio to the read floor taken from two rows timed minutes apart also measures how the
+machine's memory traffic changed in between (two idle runs of the same build put the floor at
+31 ms and 22 ms). Our rows with a floor target are therefore timed *paired*: each round times
+the floor, then the row, and the row's ratio is the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -145,9 +150,19 @@ def read_machine(
 
 @dataclass
 class Rounds:
-    """Timed rounds of one row: their median, and the spread of the last `WINDOW`."""
+    """Timed rounds of one row: their median, and the spread of the last `WINDOW`; paired
+    rounds also hold the reference's time of each round (timed just before it)."""
 
     times: list[float] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        """Median over the last `WINDOW` rounds of time / the reference's time (None: unpaired)."""
+        if not self.reference:
+            return None
+        pairs = list(zip(self.times, self.reference))[-WINDOW:]
+        return statistics.median(t / max(r, 1e-12) for t, r in pairs)
 
     @property
     def median_s(self) -> float:
@@ -166,19 +181,33 @@ class Rounds:
         return spread is not None and spread < SPREAD_LIMIT
 
 
+Call = tuple[Callable[[Any], Any], Callable[[], Any]]  # (run, setup): one round is run(setup())
+
+
 def repeat_until_stable(
     run: Callable[[Any], Any],
     setup: Callable[[], Any],
     *,
+    reference: Call | None = None,
     budget_s: float = ROUND_BUDGET_S,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Rounds:
     """Time ``run(setup())`` (``setup`` untimed) until the recent rounds agree within
     `SPREAD_LIMIT`, or `MAX_ROUNDS`, or ``budget_s`` of timed work; at least one round, and
-    `MIN_ROUNDS` unless a single round overruns the budget."""
+    `MIN_ROUNDS` unless a single round overruns the budget. With ``reference`` each round first
+    times one call of the reference the same way (`Rounds.ratio`)."""
     rounds = Rounds()
     spent = 0.0
     while len(rounds.times) < MAX_ROUNDS:
+        if reference is not None:
+            ref_run, ref_setup = reference
+            ref_arg = ref_setup()
+            start = clock()
+            ref_run(ref_arg)
+            ref_elapsed = clock() - start
+            del ref_arg
+            rounds.reference.append(ref_elapsed)
+            spent += ref_elapsed
         arg = setup()
         start = clock()
         run(arg)

@@ -2,7 +2,8 @@
 
 * Time: one untimed call whose result is checked (also the warm-up), then timed rounds, each
   after the method's untimed ``setup``, until their spread is small (`hygiene.repeat_until_stable`);
-  the median and the spread of the recent rounds are reported. ``benches/`` passes a timer that
+  the median and the spread of the recent rounds are reported. Our rows with a floor target
+  (`methods.PAIRED_WITH_FLOOR`) also time the floor before each round, for a paired ratio. ``benches/`` passes a timer that
   runs them inside pytest-benchmark.
 * Peak extra memory: Rust allocations are invisible to tracemalloc, so a fresh subprocess
   rebuilds the workload, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), makes one
@@ -29,18 +30,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .hygiene import Rounds, repeat_until_stable
-from .methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method
+from .hygiene import Call, Rounds, repeat_until_stable
+from .methods import BY_KEY, FLOOR, ONE_THREAD, ONE_THREAD_LABEL, PAIRED_WITH_FLOOR, Method
 from .table import Measurement
 from .workloads import Workload, WorkloadSpec, materialize
 
-# (run one round, make that round's argument) -> the timed rounds
-Timer = Callable[[Callable[[Any], Any], Callable[[], Any]], Rounds]
+# (run one round, make that round's argument, the reference timed before each round) -> rounds
+Timer = Callable[[Callable[[Any], Any], Callable[[], Any], Call | None], Rounds]
 
 
-def time_rounds(run: Callable[[Any], Any], setup: Callable[[], Any]) -> Rounds:
-    """Rounds of ``run(setup())`` (``setup`` untimed) until their spread is small."""
-    return repeat_until_stable(run, setup)
+def time_rounds(run: Callable[[Any], Any], setup: Callable[[], Any], reference: Call | None = None) -> Rounds:
+    """Rounds of ``run(setup())`` (``setup`` untimed) until their spread is small, each after
+    one timed call of ``reference`` when given."""
+    return repeat_until_stable(run, setup, reference=reference)
 
 
 def available_memory() -> int:
@@ -91,8 +93,12 @@ def measure_method(method: Method, workload: Workload, timer: Timer = time_round
         return m
     state = method.prepare(workload)
     checked_first_call(method, workload, state)
-    m.record(timer(method.run, functools.partial(method.setup, state)))
-    del state
+    reference = None
+    if method.key in PAIRED_WITH_FLOOR:
+        floor = BY_KEY[FLOOR]
+        reference = (floor.run, functools.partial(floor.setup, floor.prepare(workload)))
+    m.record(timer(method.run, functools.partial(method.setup, state), reference))
+    del state, reference
     gc.collect()
     if memory:
         m.peak_extra_bytes = in_subprocess(method.key, spec)["peak_extra_bytes"]

@@ -358,5 +358,10 @@ BY_KEY = {m.key: m for m in METHODS}
 ONE_THREAD = "ours_1thread"
 ONE_THREAD_LABEL = "ours: global_magnitude_masks, 1 thread"
 ROW_ORDER = [k for m in METHODS for k in ((m.key, ONE_THREAD) if m.key == "ours" else (m.key,))]
+# The read floor's row, and our rows whose targets are ratios to it: those are timed paired
+# with the floor, round by round (`hygiene`), so a change in the machine's memory traffic
+# between rows cannot move their ratios.
+FLOOR = "floor"
+PAIRED_WITH_FLOOR = frozenset({"ours", "ours_in_place", "ours_torch"})
 # The row each task's ratios are taken against.
 BASELINE = {"read": "ours", "mask": "ours", "apply": "ours_apply", "rewind": "ours_rewind"}

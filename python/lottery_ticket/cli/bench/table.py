@@ -32,9 +32,11 @@ class Measurement:
     peak_extra_bytes: int | None = None  # peak RSS growth during one call, minus the result
     note: str = ""  # why a number is missing
     spread: float | None = None  # (max - min) / median of the recent rounds (None: too few)
+    floor_ratio: float | None = None  # paired with the floor round by round (`hygiene`), or None
 
     def record(self, rounds: Rounds) -> None:
         self.median_s, self.rounds, self.spread = rounds.median_s, len(rounds.times), rounds.spread
+        self.floor_ratio = rounds.ratio
 
     @property
     def stable(self) -> bool:
@@ -64,6 +66,15 @@ class Report:
         m = self.get(spec, key)
         return None if m is None else m.median_s
 
+    def floor_ratio(self, spec: WorkloadSpec, key: str) -> float | None:
+        """``key``'s time over the read floor's: paired round by round where it was timed so,
+        else the ratio of the two rows' medians."""
+        m = self.get(spec, key)
+        if m is not None and m.floor_ratio is not None:
+            return m.floor_ratio
+        top, floor = self.seconds(spec, key), self.seconds(spec, "floor")
+        return None if top is None or floor is None or floor <= 0 else top / floor
+
     @property
     def idle(self) -> bool:
         return self.machine is not None and self.machine.idle
@@ -87,7 +98,7 @@ class Report:
                         m.label,
                         _duration(m.median_s) if m.median_s is not None else m.note or "—",
                         _ratio(m.median_s, base),
-                        _ratio(m.median_s, floor),
+                        _floor_ratio(m, floor),
                         "—" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / MIB:,.0f}",
                         str(m.rounds) if m.rounds else "—",
                         self._spread(m),
@@ -121,6 +132,12 @@ def _duration(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.0f} µs"
+
+
+def _floor_ratio(m: Measurement, floor: float | None) -> str:
+    if m.floor_ratio is None:
+        return _ratio(m.median_s, floor)
+    return _ratio(m.floor_ratio, 1.0) + " ‡"
 
 
 def _ratio(t: float | None, base: float | None) -> str:
@@ -157,7 +174,8 @@ def machine_summary(machine: Machine | None = None) -> str:
     return (
         f"lottery-ticket {__version__} · {where} · {torch_version} · numpy {np.__version__} · "
         f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "
-        "× = time relative to that row (ours: the same task's row) · peak extra = peak RSS growth "
+        "× = time relative to that row (ours: the same task's row) · ‡ = paired: the median of "
+        "per-round ratios, the floor timed right before each round · peak extra = peak RSS growth "
         "during one call in a fresh process, minus the masks it returns"
     )
 
