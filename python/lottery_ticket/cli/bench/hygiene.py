@@ -200,21 +200,21 @@ def repeat_until_stable(
     spent = 0.0
     while len(rounds.times) < MAX_ROUNDS:
         if reference is not None:
-            ref_run, ref_setup = reference
-            ref_arg = ref_setup()
-            start = clock()
-            ref_run(ref_arg)
-            ref_elapsed = clock() - start
-            del ref_arg
-            rounds.reference.append(ref_elapsed)
-            spent += ref_elapsed
-        arg = setup()
-        start = clock()
-        run(arg)
-        elapsed = clock() - start
-        del arg
+            rounds.reference.append(_timed(*reference, clock))
+            spent += rounds.reference[-1]
+        elapsed = _timed(run, setup, clock)
         rounds.times.append(elapsed)
         spent += elapsed
         if rounds.stable or (spent >= budget_s and (len(rounds.times) >= MIN_ROUNDS or elapsed >= budget_s)):
             break
     return rounds
+
+
+def _timed(run: Callable[[Any], Any], setup: Callable[[], Any], clock: Callable[[], float]) -> float:
+    """Seconds of one ``run(setup())``, ``setup`` untimed; its argument is freed after."""
+    arg = setup()
+    start = clock()
+    run(arg)
+    elapsed = clock() - start
+    del arg
+    return elapsed
