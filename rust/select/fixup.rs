@@ -49,20 +49,35 @@ pub(crate) fn fix_up<K: Key>(
     let threshold = kth.key;
     let ties = r - kth.strictly_below;
     let mid = bracket.mid;
-    let budgets = if ties == 0 || ties == kth.ties {
-        // No tie or every tie goes: no chunk needs its own count of them.
-        vec![if ties == 0 { 0 } else { u64::MAX }; scan.per_chunk.len()]
-    } else {
-        // Some ties stay: the earliest go, so each chunk learns its share.
-        let ties_of =
-            |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
-        let tie_counts: Vec<u64> = if parallel {
-            scan.per_chunk.par_iter().map(ties_of).collect()
+    if ties == 0 || ties == kth.ties {
+        // No tie or every tie goes: a candidate is kept iff its key reaches `cut`.
+        let cut = if ties == 0 {
+            threshold.to_u64()
         } else {
-            scan.per_chunk.iter().map(ties_of).collect()
+            threshold.to_u64() + 1
         };
-        share_ties(&tie_counts, ties)
+        let mut work: Vec<_> = chunks.iter_mut().zip(&scan.per_chunk).collect();
+        chunk::map(&mut work, parallel, |(c, s)| {
+            for &(k, i) in &s.candidates {
+                let keep = k.to_u64() >= cut;
+                // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
+                // touched a random cache line of the masks per candidate.
+                if keep != (k >= mid) {
+                    c.out[i as usize] = keep as u8;
+                }
+            }
+        });
+        return Ok(());
+    }
+    // Some ties at the threshold stay: the earliest go, so each chunk learns its share.
+    let ties_of =
+        |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
+    let tie_counts: Vec<u64> = if parallel {
+        scan.per_chunk.par_iter().map(ties_of).collect()
+    } else {
+        scan.per_chunk.iter().map(ties_of).collect()
     };
+    let budgets = share_ties(&tie_counts, ties);
     let mut work: Vec<_> = chunks
         .iter_mut()
         .zip(&scan.per_chunk)
@@ -73,8 +88,6 @@ pub(crate) fn fix_up<K: Key>(
             let tie = (k == threshold) & (*ties > 0);
             let keep = !((k < threshold) | tie);
             *ties -= tie as u64;
-            // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
-            // touched a random cache line of the masks per candidate.
             if keep != (k >= mid) {
                 c.out[i as usize] = keep as u8;
             }
