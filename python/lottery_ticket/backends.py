@@ -34,8 +34,9 @@ class Bits:
 class ArrayBackend(Protocol):
     """What the library needs of a framework's arrays (host memory, zero-copy where possible).
 
-    Optionally a backend defines ``mark_written(x)``, called after the kernels wrote ``x`` in
-    place (torch bumps the autograd version counter there).
+    Optionally a backend defines ``write_notifier(xs) -> Callable[[], None]``: built once for a
+    list of its arrays, called after every kernel call that wrote them in place (torch bumps the
+    autograd version counters there).
     """
 
     name: str  # the framework, as stored in ticket files: "torch"

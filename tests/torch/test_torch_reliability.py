@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 import torch
-from lottery_ticket import LotteryTicketPruner, RewindStrategy, apply_masks, global_magnitude_masks, rewind
+from lottery_ticket import (
+    LotteryTicketPruner,
+    MaskApplier,
+    RewindStrategy,
+    apply_masks,
+    global_magnitude_masks,
+    rewind,
+)
+from lottery_ticket.torch import _arrays as torch_arrays
 from torch import nn
 
 
@@ -121,6 +129,27 @@ def test_in_place_write_bumps_the_version_counter_like_torch() -> None:
     snapshot = lin.weight.detach().clone()
     rewind([lin.weight], [snapshot], [torch.ones(3, 4, dtype=torch.bool)])
     assert lin.weight._version == version + 2
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-call", "per-tensor"])
+def test_every_written_tensor_gets_its_version_bump(monkeypatch: pytest.MonkeyPatch, batched: bool) -> None:
+    # torch < 2.5 bumps one counter per call: both ways must reach every written tensor, once.
+    monkeypatch.setattr(torch_arrays, "_BATCHED_VERSIONS", batched)
+    weights = [torch.randn(6, 5), torch.randn(7)]
+    with torch.inference_mode():
+        frozen = torch.randn(3)  # no version counter: skipped, not an error
+    masks = global_magnitude_masks(weights, 0.5)
+    applier = MaskApplier(weights, masks)
+    before = [w._version for w in weights]
+    applier()
+    applier()
+    assert [w._version for w in weights] == [v + 2 for v in before]
+    mask_versions = [m._version for m in masks]
+    global_magnitude_masks(weights, 0.2, masks=masks, out=masks)
+    assert [m._version for m in masks] == [v + 1 for v in mask_versions]
+    with torch.inference_mode():
+        apply_masks(weights + [frozen], masks + [torch.ones(3, dtype=torch.bool)])
+    assert [w._version for w in weights] == [v + 3 for v in before]
 
 
 def test_inference_tensors_are_refused_outside_inference_mode_and_written_inside() -> None:

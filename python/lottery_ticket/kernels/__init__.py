@@ -185,7 +185,8 @@ class MaskApplier:
             list(zip(_validation.labels("masks", names, len(views)), mask_views)),
         )
         self._values = _arrays.items(weights, "weights")[1]
-        self._addresses = [_arrays.storage_address(v) for v in self._values]
+        self._address_readers = _arrays.address_readers(self._values)
+        self._addresses = [read() for read in self._address_readers]
         self._bits = [b.bits for b in views]
         self._mask_views = mask_views
         self._names = _validation.quoted(names)
@@ -196,7 +197,7 @@ class MaskApplier:
         """Whether every weight still has the storage it had when this applier was built."""
         if self._device is not None:
             return bool(self._device.is_current())
-        return all(_arrays.storage_address(v) == a for v, a in zip(self._values, self._addresses))
+        return all(read() == a for read, a in zip(self._address_readers, self._addresses))
 
     def __call__(self) -> None:
         if self._device is not None:
@@ -204,8 +205,8 @@ class MaskApplier:
             return
         # A tensor whose storage was swapped (`p.data = ...`) would leave the cached views
         # pointing at the old memory: refuse rather than mask the wrong buffer.
-        for value, address, label in zip(self._values, self._addresses, self._labels):
-            if _arrays.storage_address(value) != address:
+        for read, address, label in zip(self._address_readers, self._addresses, self._labels):
+            if read() != address:
                 raise _validation.storage_replaced(label)
         _core.apply_masks(self._bits, self._mask_views, self._names)
         for notify in self._written:

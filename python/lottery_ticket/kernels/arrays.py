@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -90,7 +91,7 @@ def written_masks(
     extension checks that no mask overlaps another mask or a weight."""
     mask_labels, out_labels = labels("masks", names, len(views)), labels("out", names, len(views))
     backends: dict[type, ArrayBackend | None] = {}
-    arrays, notifiers = [], []
+    arrays = []
     for i, (m, view) in enumerate(zip(mask_values, views)):
         kind = type(m)
         if kind not in backends:
@@ -98,9 +99,6 @@ def written_masks(
         backend, label = backends[kind], mask_labels[i]
         if backend is not None:
             arr = backend.mask_array(m, label)
-            mark = getattr(backend, "mark_written", None)
-            if mark is not None:
-                notifiers.append(_bind(mark, m))
         elif isinstance(m, np.ndarray):
             arr = m
         else:
@@ -109,7 +107,7 @@ def written_masks(
         same_shape(label, arr.shape, view.shape)
         require_in_place(arr, out_labels[i])
         arrays.append(arr.view(np.uint8))
-    return arrays, notifiers
+    return arrays, write_notifiers(mask_values)
 
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:
@@ -253,18 +251,28 @@ def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[t
 
 def write_notifiers(values: Sequence[object]) -> list[Callable[[], None]]:
     """What to call after the kernels wrote ``values`` in place, so each framework sees the
-    write as its own in-place op would (torch: the autograd version counter)."""
-    notifiers = []
+    write as its own in-place op would (torch: the autograd version counters): one call per
+    framework, built once."""
+    backends: dict[type, ArrayBackend | None] = {}
+    by_backend: dict[int, tuple[ArrayBackend, list[object]]] = {}
     for value in values:
-        backend = array_backend(value)
-        mark = getattr(backend, "mark_written", None) if backend is not None else None
-        if mark is not None:
-            notifiers.append(_bind(mark, value))
-    return notifiers
+        kind = type(value)
+        if kind not in backends:
+            backends[kind] = array_backend(value)
+        backend = backends[kind]
+        if backend is not None and hasattr(backend, "write_notifier"):
+            by_backend.setdefault(id(backend), (backend, []))[1].append(value)
+    return [backend.write_notifier(xs) for backend, xs in by_backend.values()]  # type: ignore[attr-defined]
 
 
-def _bind(mark: Callable[[Any], None], value: object) -> Callable[[], None]:
-    return lambda: mark(value)
+def address_readers(values: Sequence[object]) -> list[Callable[[], int]]:
+    """Per array, a call returning its storage address now (`storage_address` with the backend
+    looked up once), for a check repeated on every call of a `MaskApplier`."""
+    readers: list[Callable[[], int]] = []
+    for x in values:
+        backend = array_backend(x)
+        readers.append(partial(backend.storage_address, x) if backend is not None else partial(storage_address, x))
+    return readers
 
 
 def shaped_like(names: list[Hashable] | None, values: list[Any]) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,12 +14,20 @@ from .._validation import mask_dtype, unsupported_dtype
 from ..backends import Bits
 from ..kernels.arrays import BITS_DTYPES, require_in_place
 
+# torch 2.5 (pytorch#132652) bumps a list of version counters in one call.
+_BATCHED_VERSIONS = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
+
 _NAMES = {
     torch.float16: "float16",
     torch.bfloat16: "bfloat16",
     torch.float32: "float32",
     torch.float64: "float64",
 }
+
+
+def _increment_each(xs: list[torch.Tensor]) -> None:
+    for x in xs:
+        torch.autograd.graph.increment_version(x)
 
 
 def _require_cpu(t: torch.Tensor, label: str) -> None:
@@ -78,11 +88,14 @@ class TorchArrays:
     def from_numpy(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array)
 
-    def mark_written(self, x: Any) -> None:
-        """Bump the autograd version counter, as torch's in-place ops do, so that a graph that
-        saved ``x`` before the write raises at ``backward()`` instead of using stale values."""
-        if not x.is_inference():  # inference tensors have no version counter
-            torch.autograd.graph.increment_version(x)
+    def write_notifier(self, xs: list[Any]) -> Callable[[], None]:
+        """Bump the autograd version counters, as torch's in-place ops do, so that a graph that
+        saved one of ``xs`` before the write raises at ``backward()`` instead of using stale
+        values. One call for the list where torch takes one (a MaskApplier runs every step)."""
+        versioned = [x for x in xs if not x.is_inference()]  # inference tensors have no counter
+        if _BATCHED_VERSIONS:
+            return partial(torch.autograd.graph.increment_version, versioned)
+        return partial(_increment_each, versioned)
 
     def storage_address(self, x: Any) -> int:
         return int(x.data_ptr())
