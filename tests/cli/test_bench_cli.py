@@ -240,11 +240,17 @@ def test_paired_rounds_time_the_reference_before_each_round() -> None:
     assert rounds.reference == [1.0, 1.0] + [2.0] * 5 and rounds.times == [2.5, 2.5] + [5.0] * 5
     assert rounds.ratio == pytest.approx(2.5)
     assert repeat_until_stable(step("x", [1.0] * 5), lambda: None, clock=clock).ratio is None  # unpaired
-    # Paired rounds spend the budget on both calls.
+    # A paired ratio is a median of WINDOW pairs: steady rounds settle at 5 where unpaired ones stop at 3.
+    steady = repeat_until_stable(
+        step("a", [1.0] * 9), lambda: None, reference=(step("b", [1.0] * 9), lambda: None), clock=clock
+    )
+    assert steady.stable and len(steady.times) == 5
+    assert len(repeat_until_stable(step("c", [1.0] * 9), lambda: None, clock=clock).times) == 3
+    # Paired rounds spend the budget on both calls, and still run WINDOW of them.
     slow = repeat_until_stable(
         step("y", [1.0] * 9), lambda: None, reference=(step("z", [3.0] * 9), lambda: None), budget_s=8.0, clock=clock
     )
-    assert len(slow.times) == 3 and len(slow.reference) == 3
+    assert len(slow.times) == 5 and len(slow.reference) == 5
 
 
 def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:

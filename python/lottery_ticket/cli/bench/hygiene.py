@@ -176,9 +176,15 @@ class Rounds:
         return (max(recent) - min(recent)) / max(statistics.median(recent), 1e-12)
 
     @property
+    def min_rounds(self) -> int:
+        """Rounds before this row may stop: a paired ratio is a median over `WINDOW` pairs (three
+        rounds once settled a ratio that the same run's medians contradicted)."""
+        return WINDOW if self.reference else MIN_ROUNDS
+
+    @property
     def stable(self) -> bool:
         spread = self.spread
-        return spread is not None and spread < SPREAD_LIMIT
+        return len(self.times) >= self.min_rounds and spread is not None and spread < SPREAD_LIMIT
 
 
 Call = tuple[Callable[[Any], Any], Callable[[], Any]]  # (run, setup): one round is run(setup())
@@ -195,7 +201,8 @@ def repeat_until_stable(
     """Time ``run(setup())`` (``setup`` untimed) until the recent rounds agree within
     `SPREAD_LIMIT`, or `MAX_ROUNDS`, or ``budget_s`` of timed work; at least one round, and
     `MIN_ROUNDS` unless a single round overruns the budget. With ``reference`` each round first
-    times one call of the reference the same way (`Rounds.ratio`)."""
+    times one call of the reference the same way (`Rounds.ratio`), and at least `WINDOW` rounds
+    run (`Rounds.min_rounds`)."""
     rounds = Rounds()
     spent = 0.0
     while len(rounds.times) < MAX_ROUNDS:
@@ -205,7 +212,7 @@ def repeat_until_stable(
         elapsed = _timed(run, setup, clock)
         rounds.times.append(elapsed)
         spent += elapsed
-        if rounds.stable or (spent >= budget_s and (len(rounds.times) >= MIN_ROUNDS or elapsed >= budget_s)):
+        if rounds.stable or (spent >= budget_s and (len(rounds.times) >= rounds.min_rounds or elapsed >= budget_s)):
             break
     return rounds
 
