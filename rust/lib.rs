@@ -9,6 +9,7 @@ pub mod error;
 pub mod fault;
 pub mod magnitude;
 pub mod mask;
+pub mod pruned_state;
 pub mod radix;
 pub mod rewind;
 pub mod select;

@@ -44,6 +44,13 @@ def apply_masks(
     masks: Sequence[npt.NDArray[np.uint8]],
     names: Sequence[str],
 ) -> None: ...
+def mask_products(
+    weights: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    keep: Sequence[npt.NDArray[np.uint8]],
+    masks: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    products: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
+    names: Sequence[str],
+) -> None: ...
 def rewind(
     weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     snapshots: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],

@@ -23,7 +23,8 @@ use pyo3::prelude::*;
 use crate::error::{Error, Kind};
 use crate::fault;
 use crate::magnitude::Weights;
-use crate::mask::{self, Bits};
+use crate::mask::{self, Bits, BitsMut};
+use crate::pruned_state;
 use crate::rewind;
 use crate::select::{self, Amount, Scope};
 use crate::threshold;
@@ -320,6 +321,57 @@ fn apply_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
+/// Per tensor, the float mask (1 kept, 0 pruned) and, unless `products` is None, `mask * w`,
+/// into fresh buffers.
+#[pyfunction(name = "mask_products")]
+#[pyo3(signature = (weights, keep, masks, products, names))]
+fn mask_products_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    keep: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    products: Option<Vec<Bound<'_, PyAny>>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
+    let keep = borrow_bytes(&keep, "keep", &names)?;
+    let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
+    let mut products = products
+        .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
+        .transpose()?;
+    let weights: Vec<Bits<'_>> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w.bits("weights", i))
+        .collect::<PyResult<_>>()?;
+    let keep = byte_slices(&keep, "keep")?;
+    let mut mask_views: Vec<BitsMut<'_>> = masks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, m)| m.bits_mut("masks", i))
+        .collect::<PyResult<_>>()?;
+    let mut product_views: Option<Vec<BitsMut<'_>>> = products
+        .as_mut()
+        .map(|products| {
+            products
+                .iter_mut()
+                .enumerate()
+                .map(|(i, p)| p.bits_mut("products", i))
+                .collect::<PyResult<_>>()
+        })
+        .transpose()?;
+    let elements = weights.iter().map(|w| w.len()).sum();
+    run_kernel(py, elements, || {
+        pruned_state::mask_products(
+            &weights,
+            &keep,
+            &mut mask_views,
+            product_views.as_deref_mut(),
+        )
+    })?
+    .map_err(|e| to_py(e, &names))
+}
+
 /// `w[i] = snapshot[i]` where `mask[i]` is nonzero, else 0, in place.
 #[pyfunction(name = "rewind")]
 #[pyo3(signature = (weights, snapshots, masks, names))]
@@ -395,6 +447,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select_masks_in_place_py, m)?)?;
     m.add_function(wrap_pyfunction!(apply_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(rewind_py, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_products_py, m)?)?;
     m.add_function(wrap_pyfunction!(alive_counts_py, m)?)?;
     m.add_function(wrap_pyfunction!(select_threshold_py, m)?)?;
     m.add_function(wrap_pyfunction!(write_pruned_py, m)?)?;

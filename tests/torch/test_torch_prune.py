@@ -279,3 +279,47 @@ def test_pruned_attribute_matches_torch_with_and_without_autograd(requires_grad:
         ours(x).sum().backward()
         grad = ours[0].weight_orig.grad
         assert grad is not None and bool((grad[ours[0].weight_mask == 0] == 0).all()) and bool(grad.any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_first_mask_and_product_are_torchs_bit_for_bit(dtype: torch.dtype, grad: bool) -> None:
+    # The one-pass host state (`kernels.mask_products`): pruned negatives are -0.0 and a pruned
+    # infinity is NaN in torch's `mask * orig`; scores rank the weights so infinities can be pruned.
+    torch.manual_seed(3)
+    theirs = nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 5)).to(dtype)
+    with torch.no_grad():
+        theirs[0].weight[0, :3] = torch.tensor([float("inf"), -float("inf"), -1e-30], dtype=dtype)
+    ours = copy.deepcopy(theirs)
+    scores = {(m, "weight"): m.weight.detach().abs().nan_to_num(posinf=0.0) for m in ours}
+    their_scores = {(t, "weight"): scores[(o, "weight")] for t, o in zip(theirs, ours)}
+    with torch.set_grad_enabled(grad):
+        prune.global_unstructured(
+            [(m, "weight") for m in theirs], prune.L1Unstructured, importance_scores=their_scores, amount=0.5
+        )
+        ltt.global_unstructured(
+            [(m, "weight") for m in ours], prune.L1Unstructured, importance_scores=scores, amount=0.5
+        )
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for t, o in zip(theirs, ours):
+        assert o.weight_mask.dtype == dtype and torch.equal(o.weight_mask, t.weight_mask)
+        # NaN != NaN: compare the bits (torch's product of 0 and inf is the default NaN).
+        assert torch.equal(o.weight.detach().view(bits), t.weight.detach().view(bits))
+        assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
+        # Each module owns its buffers (a view of one shared buffer would save all of it).
+        assert o.weight_mask.untyped_storage().nbytes() == o.weight_mask.numel() * o.weight_mask.element_size()
+        assert o.weight.untyped_storage().nbytes() == o.weight.numel() * o.weight.element_size()
+    assert bool(torch.isnan(ours[0].weight[0, :2]).all()) and str(ours[0].weight[0, 2].item()) == "-0.0"
+
+
+def test_channels_last_parameter_keeps_its_memory_format() -> None:
+    # torch's own global_unstructured cannot flatten it (a view error); its hook's product would
+    # keep the parameter's strides, and so does ours (torch ops, not the one-pass kernel).
+    conv = nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    orig = conv.weight.detach().clone()
+    ltt.global_unstructured([(conv, "weight")], prune.L1Unstructured, amount=0.3)
+    expected = conv.weight_mask * conv.weight_orig
+    assert torch.equal(conv.weight, expected) and conv.weight.stride() == expected.stride() == orig.stride()
+    assert conv.weight_mask.stride() == orig.stride() and int((conv.weight_mask == 0).sum()) == round(
+        0.3 * orig.numel()
+    )

@@ -258,6 +258,53 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
 
 
 @gc_paused
+def mask_products(weights: Any, keep: Any, *, products: bool = True) -> tuple[Any, Any]:
+    """``torch.nn.utils.prune``'s state for bool masks, in one pass over the weights: per weight,
+    its mask in the weight's dtype (1.0 kept, 0.0 pruned) and the product ``mask * weight`` (a
+    float multiply, so a pruned negative weight gives -0.0 and an infinite one NaN, as torch's
+    product does). Two conversions by array ops would each write fresh pages.
+
+    ``weights``: float32 or float64 host arrays; ``keep``: bool masks of their shapes, in the
+    same container. Returns ``(masks, products)``: new arrays of the weights' framework, in
+    that container (list or dict); ``products`` is None when not asked for (``products=False``:
+    a product that autograd must record is the caller's to compute).
+
+    Example:
+        >>> import numpy as np
+        >>> masks, products = mask_products([np.array([2.0, -3.0])], [np.array([True, False])])
+        >>> masks[0].tolist(), products[0].tolist()
+        ([1.0, 0.0], [2.0, -0.0])
+    """
+    names, values = _arrays.items(weights, "weights")
+    keep_values = _arrays.matching_items(keep, "keep", names, len(values))
+    labels = _validation.labels("weights", names, len(values))
+    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
+    for view in views:
+        if view.dtype not in ("float32", "float64"):
+            raise TypeError(f"{view.label}: dtype {view.dtype}; mask_products takes float32 or float64 weights")
+    keep_labels = _validation.labels("keep", names, len(values))
+    keep_views = [
+        _arrays.own_buffer(_arrays.mask_bytes(k, label, v.shape))
+        for k, label, v in zip(keep_values, keep_labels, views)
+    ]
+    # One array per tensor (never views of one buffer): each becomes a module's own buffer.
+    masks = [np.empty(v.shape, dtype=v.dtype) for v in views]
+    made = [np.empty(v.shape, dtype=v.dtype) for v in views] if products else None
+    _core.mask_products(
+        [v.bits for v in views],
+        keep_views,
+        [m.view(v.bits.dtype) for m, v in zip(masks, views)],
+        None if made is None else [p.view(v.bits.dtype) for p, v in zip(made, views)],
+        _validation.quoted(names),
+    )
+    wrap = _arrays.wrappers(values)
+    return (
+        _arrays.shaped_like(names, [w(m) for w, m in zip(wrap, masks)]),
+        None if made is None else _arrays.shaped_like(names, [w(p) for w, p in zip(wrap, made)]),
+    )
+
+
+@gc_paused
 def alive_counts(masks: Any, *, process_group: Any = None) -> Any:
     """Number of True entries of each mask (a list, or a dict for a dict input).
 

@@ -275,6 +275,23 @@ def address_readers(values: Sequence[object]) -> list[Callable[[], int]]:
     return readers
 
 
+def wrappers(values: Sequence[object]) -> list[Callable[[np.ndarray], Any]]:
+    """Per array, what turns a NumPy result into an array of its framework (sharing memory)."""
+    backends: dict[type, ArrayBackend | None] = {}
+    result: list[Callable[[np.ndarray], Any]] = []
+    for x in values:
+        kind = type(x)
+        if kind not in backends:
+            backends[kind] = array_backend(x)
+        backend = backends[kind]
+        result.append(backend.from_numpy if backend is not None else _unchanged)
+    return result
+
+
+def _unchanged(array: np.ndarray) -> np.ndarray:
+    return array
+
+
 def shaped_like(names: list[Hashable] | None, values: list[Any]) -> Any:
     """Return `values` as a dict keyed like the input when the input was a dict, else a list."""
     return dict(zip(names, values)) if names is not None else values

@@ -20,7 +20,7 @@ from torch.nn.utils import prune
 import torch
 from torch import nn
 
-from ..kernels import global_magnitude_masks
+from ..kernels import global_magnitude_masks, mask_products
 from ._buffers import empty_like
 
 Pair = tuple[nn.Module, str]
@@ -171,8 +171,9 @@ def global_unstructured(
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
     masks = global_magnitude_masks(scores, amount, masks=current, out=current)
+    made = _first_states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
     for i, (module, name) in enumerate(pairs):
-        _install(module, name, masks[f"parameters[{i}]"])
+        _install(module, name, masks[f"parameters[{i}]"], made.get(i))
 
 
 _patch_lock = threading.Lock()
@@ -236,13 +237,52 @@ def patch_prune() -> PrunePatch:
     return PrunePatch()
 
 
-def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
-    """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly.
+State = tuple[torch.Tensor, torch.Tensor | None]  # a float mask, and `mask * orig` unless autograd makes it
+
+# Plain tensors only: a subclass (DTensor, a quantised or user type) keeps torch's own ops.
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
+def _first_states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
+    """The float mask and masked weight of each first-time pruned host float32/float64 parameter,
+    from one pass of the kernels (`kernels.mask_products`) where torch's ops would convert the
+    mask and multiply in two passes over fresh pages. A product autograd records (a parameter
+    that requires grad, with grad enabled) stays torch's ``mask * orig``: only its mask is made."""
+    groups: dict[bool, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {True: {}, False: {}}
+    for i, ((module, name), keep) in enumerate(zip(pairs, keeps)):
+        orig = module._parameters.get(name)
+        if (
+            orig is None
+            or type(orig) not in _PLAIN
+            or orig.device.type != "cpu"
+            or orig.dtype not in (torch.float32, torch.float64)
+            or not orig.is_contiguous()
+            or _is_pruned(module, name)
+        ):
+            continue
+        recorded = orig.requires_grad and torch.is_grad_enabled()
+        groups[not recorded][i] = (orig.detach(), keep)
+    states: dict[int, State] = {}
+    for with_products, group in groups.items():
+        if not group:
+            continue
+        masks, products = mask_products(
+            [w for w, _ in group.values()], [k for _, k in group.values()], products=with_products
+        )
+        for j, i in enumerate(group):
+            states[i] = (masks[j], None if products is None else products[j])
+    return states
+
+
+def _install(module: nn.Module, name: str, keep: torch.Tensor, made: State | None = None) -> None:
+    """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly
+    (``made``: a first mask and product from `_first_states`).
 
     torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
     keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
     more than the selection itself. Every attribute, buffer, hook and value is as torch makes it.
     """
+    product = None
     method = prune.CustomFromMask(keep)
     method._tensor_name = name
     previous = [
@@ -256,7 +296,10 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
         assert orig is not None  # _pairs refused anything but a parameter
         module.register_parameter(name + "_orig", orig)
         del module._parameters[name]
-        mask = empty_like(orig).copy_(keep)  # torch: ones_like(orig) * keep
+        if made is not None:
+            mask, product = made
+        else:
+            mask = empty_like(orig).copy_(keep)  # torch: ones_like(orig) * keep
     else:
         # torch: the old hook moves into a PruningContainer (or the container gains the new
         # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
@@ -274,7 +317,7 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor) -> None:
         mask = (default * keep.to(dtype=default.dtype)).to(dtype=pruned.dtype)
         hook_to_register = container
     module.register_buffer(name + "_mask", mask)
-    setattr(module, name, _masked(orig, mask))
+    setattr(module, name, product if product is not None else _masked(orig, mask))
     module.register_forward_pre_hook(hook_to_register)
 
 

@@ -1,0 +1,57 @@
+"""kernels.mask_products: torch.nn.utils.prune's float mask and masked weight in one pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lottery_ticket.kernels import mask_products
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_masks_and_products_are_float_products(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((70, 33)).astype(dtype)
+    w[0, :2] = [np.inf, -5.0]
+    keep = rng.random(w.shape) < 0.6
+    keep[0, :2] = False
+    masks, products = mask_products({"a": w}, {"a": keep})
+    assert masks["a"].dtype == dtype and products["a"].dtype == dtype
+    np.testing.assert_array_equal(masks["a"], keep.astype(dtype))
+    with np.errstate(invalid="ignore"):
+        expected = keep.astype(dtype) * w
+    # Bits, not values: the pruned -5.0 gives -0.0 and the pruned infinity NaN, as torch's product.
+    assert products["a"].tobytes() == expected.tobytes()
+    assert np.signbit(products["a"][0, 1]) and np.isnan(products["a"][0, 0])
+    assert mask_products([w], [keep], products=False)[1] is None
+
+
+def test_torch_tensors_come_back_as_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    w = [torch.randn(5, 4), torch.randn(3, dtype=torch.float64)]
+    keep = [w[0] > 0, w[1] > 0]
+    masks, products = mask_products(w, keep)
+    for m, p, x, k in zip(masks, products, w, keep):
+        assert isinstance(m, torch.Tensor) and m.dtype == x.dtype and m.shape == x.shape
+        assert torch.equal(m, k.to(x.dtype)) and torch.equal(p, m * x)
+
+
+@pytest.mark.parametrize(
+    ("weights", "keep", "error", "match"),
+    [
+        ([np.ones(3, np.float16)], [np.ones(3, bool)], TypeError, r"weights\[0\]: dtype float16; mask_products"),
+        ([np.ones(3, np.float32)], [np.ones(4, bool)], ValueError, r"keep\[0\]"),
+        ([np.ones(3, np.float32)], [np.ones(3, np.float32)], TypeError, r"keep\[0\]"),
+        ([np.ones(3, np.float32)], [], ValueError, "keep"),
+        (
+            {"a": np.ones(3, np.float32)},
+            {"b": np.ones(3, bool)},
+            ValueError,
+            "keep: expected a dict with the same keys",
+        ),
+        ([np.ones(3, np.int32)], [np.ones(3, bool)], TypeError, r"weights\[0\]"),
+    ],
+)
+def test_bad_inputs_name_the_argument(weights: object, keep: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        mask_products(weights, keep)
