@@ -10,6 +10,7 @@ __all__ = [
     "alive_counts",
     "apply_masks",
     "mapping_faulted",
+    "mask_products",
     "rewind",
     "scanner",
     "select_masks",
