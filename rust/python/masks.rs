@@ -1,0 +1,112 @@
+//! Bindings of the in-place mask kernels: apply, rewind, survivor counts, and torch.prune's
+//! float mask and masked weight (`crate::pruned_state`).
+
+use numpy::{PyArrayDyn, PyArrayMethods};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use super::arrays::{borrow_bytes, byte_slices, in_place_views, BitsArray, BitsArrayMut};
+use super::run::run_kernel;
+use super::{busy, label, to_py};
+use crate::mask::{self, Bits, BitsMut};
+use crate::pruned_state;
+use crate::rewind;
+
+/// `w[i] = 0` where `mask[i] == 0`, in place.
+#[pyfunction(name = "apply_masks")]
+#[pyo3(signature = (weights, masks, names))]
+pub(super) fn apply_masks_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
+    run_kernel(py, elements, || mask::apply_masks(&mut views, &masks))?
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Per tensor, the float mask (1 kept, 0 pruned) and, unless `products` is None, `mask * w`,
+/// into fresh buffers.
+#[pyfunction(name = "mask_products")]
+#[pyo3(signature = (weights, keep, masks, products, names))]
+pub(super) fn mask_products_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    keep: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    products: Option<Vec<Bound<'_, PyAny>>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
+    let keep = borrow_bytes(&keep, "keep", &names)?;
+    let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
+    let mut products = products
+        .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
+        .transpose()?;
+    let weights: Vec<Bits<'_>> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w.bits("weights", i))
+        .collect::<PyResult<_>>()?;
+    let keep = byte_slices(&keep, "keep")?;
+    let mut mask_views: Vec<BitsMut<'_>> = masks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, m)| m.bits_mut("masks", i))
+        .collect::<PyResult<_>>()?;
+    let mut product_views: Option<Vec<BitsMut<'_>>> = products
+        .as_mut()
+        .map(|products| {
+            products
+                .iter_mut()
+                .enumerate()
+                .map(|(i, p)| p.bits_mut("products", i))
+                .collect::<PyResult<_>>()
+        })
+        .transpose()?;
+    let elements = weights.iter().map(|w| w.len()).sum();
+    run_kernel(py, elements, || {
+        pruned_state::mask_products(
+            &weights,
+            &keep,
+            &mut mask_views,
+            product_views.as_deref_mut(),
+        )
+    })?
+    .map_err(|e| to_py(e, &names))
+}
+
+/// `w[i] = snapshot[i]` where `mask[i]` is nonzero, else 0, in place.
+#[pyfunction(name = "rewind")]
+#[pyo3(signature = (weights, snapshots, masks, names))]
+pub(super) fn rewind_py(
+    py: Python<'_>,
+    weights: Vec<Bound<'_, PyAny>>,
+    snapshots: Vec<Bound<'_, PyAny>>,
+    masks: Vec<Bound<'_, PyAny>>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    let mut weights = borrow_bits!(weights, "weights", &names, try_readwrite, BitsArrayMut)?;
+    let snapshots = borrow_bits!(snapshots, "snapshots", &names, try_readonly, BitsArray)?;
+    let masks = borrow_bytes(&masks, "masks", &names)?;
+    let (mut views, masks, elements) = in_place_views(&mut weights, &masks)?;
+    let snaps: Vec<Bits<'_>> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.bits("snapshots", i))
+        .collect::<PyResult<_>>()?;
+    run_kernel(py, elements, || rewind::rewind(&mut views, &snaps, &masks))?
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Number of alive (nonzero) entries in each mask.
+#[pyfunction(name = "alive_counts")]
+pub(super) fn alive_counts_py(py: Python<'_>, masks: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<u64>> {
+    let masks = borrow_bytes(&masks, "masks", &[])?;
+    let masks = byte_slices(&masks, "masks")?;
+    let elements = masks.iter().map(|m| m.len()).sum();
+    run_kernel(py, elements, || mask::alive_counts(&masks))
+}
