@@ -90,13 +90,9 @@ def written_masks(
     many tensors the per-tensor set-up of a later round cost more than the kernel. The
     extension checks that no mask overlaps another mask or a weight."""
     mask_labels, out_labels = labels("masks", names, len(views)), labels("out", names, len(views))
-    backends: dict[type, ArrayBackend | None] = {}
     arrays = []
-    for i, (m, view) in enumerate(zip(mask_values, views)):
-        kind = type(m)
-        if kind not in backends:
-            backends[kind] = array_backend(m)
-        backend, label = backends[kind], mask_labels[i]
+    for i, (m, view, backend) in enumerate(zip(mask_values, views, backends_of(mask_values))):
+        label = mask_labels[i]
         if backend is not None:
             arr = backend.mask_array(m, label)
         elif isinstance(m, np.ndarray):
@@ -204,10 +200,9 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
     sizes = [math.prod(shape) for shape in shapes]
     buffer = np.empty(sum(sizes), dtype=np.bool_)
     whole = buffer.data
-    backends: dict[type, ArrayBackend | None] = {}  # one lookup per array kind, not per tensor
     masks = []
     start = 0
-    for like, shape, size in zip(likes, shapes, sizes):
+    for shape, size, backend in zip(shapes, sizes, backends_of(likes)):
         end = start + size
         # An empty view would share its address with the next mask: give it its own, so that no
         # two masks look like one buffer to a later call's overlap checks. Each mask is a view of
@@ -215,10 +210,6 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
         array = (
             np.frombuffer(whole[start:end], dtype=np.bool_).reshape(shape) if size else np.empty(shape, dtype=np.bool_)
         )
-        kind = type(like)
-        if kind not in backends:
-            backends[kind] = array_backend(like)
-        backend = backends[kind]
         masks.append(backend.from_numpy(array) if backend is not None else array)
         start = end
     return buffer.view(np.uint8), masks
@@ -249,17 +240,25 @@ def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[t
             reach, reach_written, reach_label = end, is_written, label
 
 
+def backends_of(values: Sequence[object]) -> list[ArrayBackend | None]:
+    """Each array's backend (None: NumPy), looked up once per array type: on a model of many
+    tensors a lookup per tensor is a cost of every call."""
+    found: dict[type, ArrayBackend | None] = {}
+    result = []
+    for x in values:
+        kind = type(x)
+        if kind not in found:
+            found[kind] = array_backend(x)
+        result.append(found[kind])
+    return result
+
+
 def write_notifiers(values: Sequence[object]) -> list[Callable[[], None]]:
     """What to call after the kernels wrote ``values`` in place, so each framework sees the
     write as its own in-place op would (torch: the autograd version counters): one call per
     framework, built once."""
-    backends: dict[type, ArrayBackend | None] = {}
     by_backend: dict[int, tuple[ArrayBackend, list[object]]] = {}
-    for value in values:
-        kind = type(value)
-        if kind not in backends:
-            backends[kind] = array_backend(value)
-        backend = backends[kind]
+    for value, backend in zip(values, backends_of(values)):
         if backend is not None and hasattr(backend, "write_notifier"):
             by_backend.setdefault(id(backend), (backend, []))[1].append(value)
     return [backend.write_notifier(xs) for backend, xs in by_backend.values()]  # type: ignore[attr-defined]
@@ -269,23 +268,14 @@ def address_readers(values: Sequence[object]) -> list[Callable[[], int]]:
     """Per array, a call returning its storage address now (`storage_address` with the backend
     looked up once), for a check repeated on every call of a `MaskApplier`."""
     readers: list[Callable[[], int]] = []
-    for x in values:
-        backend = array_backend(x)
+    for x, backend in zip(values, backends_of(values)):
         readers.append(partial(backend.storage_address, x) if backend is not None else partial(storage_address, x))
     return readers
 
 
 def wrappers(values: Sequence[object]) -> list[Callable[[np.ndarray], Any]]:
     """Per array, what turns a NumPy result into an array of its framework (sharing memory)."""
-    backends: dict[type, ArrayBackend | None] = {}
-    result: list[Callable[[np.ndarray], Any]] = []
-    for x in values:
-        kind = type(x)
-        if kind not in backends:
-            backends[kind] = array_backend(x)
-        backend = backends[kind]
-        result.append(backend.from_numpy if backend is not None else _unchanged)
-    return result
+    return [backend.from_numpy if backend is not None else _unchanged for backend in backends_of(values)]
 
 
 def _unchanged(array: np.ndarray) -> np.ndarray:
