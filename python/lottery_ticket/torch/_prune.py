@@ -250,14 +250,13 @@ def _first_states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, Sta
     that requires grad, with grad enabled) stays torch's ``mask * orig``: only its mask is made."""
     groups: dict[bool, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {True: {}, False: {}}
     for i, ((module, name), keep) in enumerate(zip(pairs, keeps)):
-        orig = module._parameters.get(name)
+        orig = module._parameters.get(name)  # None once pruned: `name` became `name + "_orig"`
         if (
             orig is None
             or type(orig) not in _PLAIN
             or orig.device.type != "cpu"
             or orig.dtype not in (torch.float32, torch.float64)
             or not orig.is_contiguous()
-            or _is_pruned(module, name)
         ):
             continue
         recorded = orig.requires_grad and torch.is_grad_enabled()
