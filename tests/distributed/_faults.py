@@ -84,6 +84,8 @@ def main() -> None:
     saved = {f"after/{i}": m.numpy() for i, m in enumerate(global_magnitude_masks(uneven, 0.5, process_group=True))}
     np.savez(out / f"rank{rank}.npz", **saved)
     (out / f"rank{rank}.json").write_text(json.dumps(raised))
+    # No rank tears gloo down while another still talks to it (once seen: an abort at exit).
+    dist.barrier()
     dist.destroy_process_group()
 
 
