@@ -13,6 +13,7 @@ import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.torch import _radix, _select
 from lottery_ticket.torch._ops import TorchKernels
+from lottery_ticket.torch._select import OneProcess
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Ties within and across dtypes, +-0, inf, an f32 subnormal (0 in f16/bf16) and the smallest one.
@@ -83,6 +84,23 @@ def test_histogram_equals_bincount() -> None:
     out = torch.ones(18, dtype=torch.int64)
     _radix.histogram(digits, out)
     assert torch.equal(out, 1 + torch.bincount(digits, minlength=18))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_sorted_selection_equals_the_radix_select(wide: bool) -> None:
+    """The GPU's one-process path (`kth_sorted`) against the histograms, dead keys and ties too."""
+    gen = torch.Generator().manual_seed(int(wide))
+    dtype = torch.int64 if wide else torch.int32
+    for trial in range(30):
+        n = int(torch.randint(1, 3000, (1,), generator=gen))
+        top = 1 << (62 if wide else 30) if trial % 2 else 50  # wide-spread keys, or many ties
+        t = torch.randint(0, top, (n,), generator=gen, dtype=torch.int64).to(dtype)
+        t[torch.rand(n, generator=gen) < 0.2] = -1  # dead
+        alive = int((t >= 0).sum())
+        for rank in {1, alive, max(1, alive // 3), max(1, alive // 2)}:
+            if alive:
+                expected = _radix.kth_key(lambda t=t: [t], rank, wide, OneProcess(), t.device)[:2]
+                assert _radix.kth_sorted(torch.sort(t).values, rank) == expected
 
 
 def test_nan_among_alive_weights_raises_and_leaves_inputs_untouched() -> None:
@@ -301,8 +319,16 @@ def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
             return 0
         return math.prod(shape) * _ITEM_SIZE.get(dtype, 1)
 
+    # FunctionEvent.input_dtypes is new in torch 2.12; older torch keeps the dtypes on the
+    # Kineto event that a CPU op's FunctionEvent takes its id from.
+    kineto = {k.correlation_id(): k.dtypes() for k in prof.profiler.kineto_results.events()}
+
+    def dtypes(e: Any) -> list[str]:
+        found = getattr(e, "input_dtypes", None)
+        return list(found) if found is not None else list(kineto.get(e.id, []))
+
     def big(e: Any) -> bool:
-        return any(nbytes(s, d) >= n for s, d in zip(e.input_shapes, e.input_dtypes))
+        return any(nbytes(s, d) >= n for s, d in zip(e.input_shapes, dtypes(e)))
 
     events = [e for e in prof.events() if big(e)]
     names = []

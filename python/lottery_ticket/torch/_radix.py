@@ -8,6 +8,7 @@ tensor is present, so mixed dtypes compare exactly. A negative key marks a dead 
 `kth_key` finds the k-th smallest key of any stream of key tensors (a sample, the in-bracket
 candidates, or every weight when the bracket misses) by 16-bit digit histograms, most
 significant digit first, all-reduced over ranks, so every rank gets the same exact key.
+`kth_in` selects within one tensor: in one process on a GPU by a sort instead, the same key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ INF64 = 0x7FF0_0000_0000_0000
 
 
 class Reduce(Protocol):
+    distributed: bool
+
     def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None: ...
 
 
@@ -93,3 +96,23 @@ def kth_key(
         prefix |= digit_at << shift
     local_ties = int(local[prefix & DIGIT_MASK]) if local is not None else None
     return prefix, rank, local_ties
+
+
+def kth_in(t: torch.Tensor, wide: bool, ranks: Reduce, device: torch.device) -> Callable[[int], tuple[int, int]]:
+    """``rank -> (key, ties)`` of `kth_key` over the one tensor ``t`` (the sample, the candidates),
+    for as many ranks as needed. In one process on a GPU, ``t`` is sorted once instead: keys of a
+    narrow bracket share their top digits, and the histogram's atomic adds pile onto a few bins."""
+    if device.type == "cpu" or ranks.distributed:
+        return lambda rank: kth_key(lambda: [t], rank, wide, ranks, device)[:2]
+    ordered = torch.sort(t).values
+    return lambda rank: kth_sorted(ordered, rank)
+
+
+def kth_sorted(ordered: torch.Tensor, rank: int) -> tuple[int, int]:
+    """`kth_key`'s (key, ties) from keys sorted ascending, dead (negative) keys first."""
+    zero = torch.zeros(1, dtype=ordered.dtype, device=ordered.device)
+    dead = torch.searchsorted(ordered, zero)  # the dead keys, all below zero
+    key = ordered[dead + (rank - 1)]
+    first = torch.searchsorted(ordered, key)
+    dead_n, key_v, first_n = torch.cat([dead, key.to(torch.int64), first]).tolist()
+    return key_v, dead_n + rank - first_n

@@ -13,8 +13,10 @@ The same design, and bit for bit the same masks, as the Rust kernels (``rust/sel
 4. Only when the bracket misses or the candidates overflow their budget does the radix select
    run over every weight, followed by one writing pass.
 
-Counts are int64 (selections above 2^31 elements are exact), every tensor-sized temporary is
-one chunk of at most `CHUNK` elements, and the counts, the sample and the candidates'
+Each pass runs its ops per unit (`_units`): a chunk of a large tensor, or small tensors packed
+side by side, so a model of many small tensors costs few ops (on a GPU, few launches). Counts
+are int64 (selections above 2^31 elements are exact), every tensor-sized temporary is one
+chunk of at most `CHUNK` elements (`DEVICE_CHUNK` on a GPU), and the counts, the sample and the candidates'
 histograms are all-reduced over ranks (`Ranks`), so every rank takes the same path.
 """
 
@@ -30,10 +32,13 @@ import torch
 
 from .._validation import AmountError
 from ._buffers import Buffers, empty, positions_of
-from ._radix import INF32, INF64, keys, kth_key
+from ._radix import INF32, INF64, keys, kth_in, kth_key
+from ._units import Packer, Unit, packed_size, plan
 
-# Elements per chunk: bounds the per-pass temporaries (keys, flags) at a few hundred MiB.
+# Elements per chunk: bounds the per-pass temporaries (keys, flags) at a few hundred MiB. A
+# GPU's chunks are larger: each costs launches and host syncs, and device memory is fast.
 CHUNK = 1 << 24
+DEVICE_CHUNK = 1 << 26
 # Up to this many weights are not sampled: every alive weight is a candidate.
 SAMPLE_ALL = 1 << 16
 # Sample size at 100 M weights, and its bounds (the Rust kernels' `select::sample` figures).
@@ -114,7 +119,8 @@ def _chunks(piece: Piece) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | No
 
 @dataclass
 class _Candidates:
-    """One piece's in-bracket alive weights: local flat positions (ascending) and keys."""
+    """In-bracket alive weights: flat positions in the concatenation of every piece (ascending)
+    and keys, a tensor of each per unit."""
 
     positions: list[torch.Tensor] = field(default_factory=list)
     keys: list[torch.Tensor] = field(default_factory=list)
@@ -125,21 +131,35 @@ class _Selection:
         self.pieces, self.wide, self.ranks = pieces, wide, ranks
         self.device = pieces[0].weight.device
         self.key_dtype = torch.int64 if wide else torch.int32
+        self.float_dtype = torch.float64 if wide else torch.float32
         self.nan_from = (INF64 if wide else INF32) + 1
+        total = sum(p.weight.numel() for p in pieces)
+        self.chunk = CHUNK if self.device.type == "cpu" else max(CHUNK, min(DEVICE_CHUNK, total // 16))
+        self.units = plan(pieces, self.chunk, pack=True)
+        self.packer = Packer(pieces, packed_size(self.units), self.device)
+        self._buffers: Buffers | None = None
 
     def buffers(self) -> Buffers:
-        """Temporaries for one chunk of the largest piece."""
-        return Buffers(min(CHUNK, max(p.weight.numel() for p in self.pieces)), self.key_dtype, self.device)
+        """Temporaries for the largest unit, shared by every pass of the selection."""
+        if self._buffers is None:
+            self._buffers = Buffers(max((u.n for u in self.units), default=0), self.key_dtype, self.device)
+        return self._buffers
 
-    def alive_keys(self, piece: Piece, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+    def alive_keys(self, piece: Piece | None, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
         k = keys(w, self.wide)
         return k if alive is None else torch.where(alive, k, -1)
 
+    def unit_keys(self, unit: Unit, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The unit's keys (into ``out`` if given) and survivor flags."""
+        scratch = out if out is not None else self.buffers().keys
+        w = self.packer.weights(unit, scratch.view(self.float_dtype))
+        return keys(w, self.wide, out=None if out is None else out[: unit.n]), self.packer.alive(unit)
+
     def every_key(self) -> Iterator[torch.Tensor]:
-        for piece in self.pieces:
-            if piece.counted:
-                for _, w, alive in _chunks(piece):
-                    yield self.alive_keys(piece, w, alive)
+        for unit in self.units:
+            if unit.counted:
+                k, alive = self.unit_keys(unit)
+                yield k if alive is None else torch.where(alive, k, -1)
 
     def reduced(self, values: list[int]) -> list[int]:
         t = torch.tensor(values, dtype=torch.int64, device=self.device)
@@ -163,10 +183,11 @@ class _Selection:
         spread = BRACKET_SIGMAS * sqrt(m * q * (1 - q)) + 2.0
         lo_rank, hi_rank = floor(q * m - spread), ceil(q * m + spread)
         # 1-based rank r of the sample is the Rust kernels' 0-based index r - 1.
-        lo = kth_key(lambda: [sample], lo_rank + 1, self.wide, self.ranks, self.device)[0] if lo_rank > 0 else 0
+        kth = kth_in(sample, self.wide, self.ranks, self.device)
+        lo = kth(lo_rank + 1)[0] if lo_rank > 0 else 0
         hi = self.nan_from
         if hi_rank < m:
-            hi = kth_key(lambda: [sample], hi_rank + 1, self.wide, self.ranks, self.device)[0] + 1
+            hi = kth(hi_rank + 1)[0] + 1
         lo = min(lo, self.nan_from)  # a sampled NaN: the bounds stay sorted
         return lo, min(max(lo, hi), self.nan_from)
 
@@ -177,64 +198,62 @@ class _Selection:
             return torch.zeros(0, dtype=self.key_dtype, device=self.device)
         at = (torch.arange(probes, dtype=torch.int64, device=self.device) * local_n + local_n // 2) // probes
         found, start = [], 0
-        for piece in self.pieces:
-            if piece.counted:
-                n = piece.weight.numel()
+        for unit in self.units:
+            if unit.counted:
                 # Probe j sits at (j * local_n + local_n // 2) // probes: the first at or after a position, on the host.
-                lo, hi = (max(0, -((local_n // 2 - p * probes) // local_n)) for p in (start, start + n))
+                lo, hi = (max(0, -((local_n // 2 - p * probes) // local_n)) for p in (start, start + unit.n))
                 hi = min(hi, probes)
                 if hi > lo:
                     idx = at[lo:hi] - start
-                    found.append(
-                        self.alive_keys(piece, piece.weight[idx], None if piece.alive is None else piece.alive[idx])
-                    )
-                start += n
+                    w = self.packer.weights(unit, self.buffers().keys.view(self.float_dtype))
+                    alive = self.packer.alive(unit)
+                    found.append(self.alive_keys(None, w[idx], None if alive is None else alive[idx]))
+                start += unit.n
         return torch.cat(found)
 
     def count(
-        self, lo: int, hi: int, out: list[torch.Tensor] | None, cap: int
-    ) -> tuple[list[int], list[bool], list[_Candidates], bool]:
+        self, lo: int, hi: int, flat: torch.Tensor | None, cap: int
+    ) -> tuple[list[int], list[bool], _Candidates, bool]:
         """The counting pass over the bracket [lo, hi): [alive, kept at or above lo, in the
         bracket] counts of the counted pieces, whether each piece holds NaN among its alive
-        weights, the candidates, and whether they overflowed ``cap``. ``out``: masks to write
-        provisionally (kept at or above the bracket)."""
+        weights, the candidates, and whether they overflowed ``cap``. ``flat``: every piece's
+        mask, concatenated, to write provisionally (kept at or above the bracket)."""
         buffers = self.buffers()
-        found = [_Candidates() for _ in self.pieces]
-        # Per-chunk device values, read back once at the end (a read per chunk would sync a GPU).
+        found = _Candidates()
+        # Per-unit device values, read back once at the end (a read per unit would sync a GPU).
         alive_n, kept_n, max_keys, owners = [], [], [], []
         unmasked, inside_n, collected, overflow = 0, 0, 0, False
-        for i, piece in enumerate(self.pieces):
-            for start, w, alive in _chunks(piece):
-                n = w.numel()
-                k = keys(w, self.wide, out=buffers.keys[:n])
-                keep = out[i][start : start + n] if out is not None else buffers.spare(n)
-                torch.ge(k, lo, out=keep)
-                if alive is not None:
-                    keep &= alive
-                inside = buffers.flags[:n]
-                torch.ge(k, hi, out=inside)
-                torch.gt(keep, inside, out=inside)  # kept and below hi
-                if piece.counted:
-                    if alive is None:
-                        unmasked += n
-                    else:
-                        alive_n.append(torch.count_nonzero(alive))
-                    kept_n.append(torch.count_nonzero(keep))
-                    max_keys.append(k.max())
-                    owners.append(i)
-                if not overflow:
-                    at = positions_of(buffers.flags, n)
-                    inside_n += at.numel() if piece.counted else 0
-                    collected += at.numel()
-                    overflow = collected > cap
-                    found[i].positions.append(at + start)
-                    found[i].keys.append(torch.index_select(k, 0, at))
-                    if overflow:  # the radix select over every weight will run: free them now
-                        found = [_Candidates() for _ in self.pieces]
+        for unit in self.units:
+            n = unit.n
+            k, alive = self.unit_keys(unit, buffers.keys)
+            keep = flat[unit.base : unit.base + n] if flat is not None else buffers.spare(n)
+            torch.ge(k, lo, out=keep)
+            if alive is not None:
+                keep &= alive
+            inside = buffers.flags[:n]
+            torch.ge(k, hi, out=inside)
+            torch.gt(keep, inside, out=inside)  # kept and below hi
+            if unit.counted:
+                if alive is None:
+                    unmasked += n
+                else:
+                    alive_n.append(torch.count_nonzero(alive))
+                kept_n.append(torch.count_nonzero(keep))
+                max_keys.append(k.max())
+                owners.append(unit)
+            if not overflow:
+                at = positions_of(buffers.flags, n)
+                inside_n += at.numel() if unit.counted else 0
+                collected += at.numel()
+                overflow = collected > cap
+                found.positions.append(at + unit.base)
+                found.keys.append(torch.index_select(k, 0, at))
+                if overflow:  # the radix select over every weight will run: free them now
+                    found = _Candidates()
         zero = torch.zeros(1, dtype=torch.int64, device=self.device)
         totals = [torch.stack(t).sum().view(1) if t else zero for t in (alive_n, kept_n)]
         read = torch.cat([*totals, torch.stack(max_keys).to(torch.int64) if max_keys else zero[:0]]).tolist()
-        suspects = {i for i, top in zip(owners, read[2:]) if top >= self.nan_from}
+        suspects = {s.piece for unit, top in zip(owners, read[2:]) if top >= self.nan_from for s in unit.spans}
         nan = [i in suspects and self.alive_nan(p) for i, p in enumerate(self.pieces)]
         return [unmasked + read[0], read[1], inside_n], nan, found, overflow
 
@@ -267,27 +286,31 @@ class _Selection:
         """Masks kept above ``threshold``; ties at it are kept after the first ``budgets`` of
         them (None: every tie is kept; the caller places them). ``out`` may be the survivor
         masks themselves: each chunk reads its survivors before writing them."""
-        running = budgets if isinstance(budgets, torch.Tensor) else None
+        # Tie budgets are spent in each piece's own order: then every unit is one piece's.
+        units = self.units if budgets is None else plan(self.pieces, self.chunk, pack=False)
         buffers = self.buffers()
-        for i, (piece, mask) in enumerate(zip(self.pieces, out)):
-            budget = running if running is not None else (budgets[i] if budgets is not None else None)
-            for start, w, alive in _chunks(piece):
-                n = w.numel()
-                k = keys(w, self.wide, out=buffers.keys[:n])
-                dst = mask[start : start + n]
-                eq = None
-                if budget is not None:
-                    eq = torch.eq(k, threshold, out=buffers.flags[:n])
-                    if alive is not None:
-                        eq &= alive
-                if alive is None:
-                    torch.gt(k, threshold, out=dst)
-                else:  # dst may be alive itself: read it before writing
-                    torch.logical_and(torch.gt(k, threshold, out=buffers.spare(n)), alive, out=dst)
-                if eq is not None and budget is not None:
-                    budget = _keep_late_ties(dst, eq, budget)
-            if running is not None:
-                running = budget
+        budget = budgets if isinstance(budgets, torch.Tensor) else None  # one running budget
+        for unit, previous in zip(units, [None, *units]):
+            first = unit.spans[0]
+            if isinstance(budgets, list) and (previous is None or previous.spans[0].piece != first.piece):
+                budget = budgets[first.piece]
+            n = unit.n
+            k, alive = self.unit_keys(unit, buffers.keys)
+            # A packed unit's masks are scattered from a buffer; alive is a copy already.
+            dst = self.packer.bools(1)[:n] if unit.packed else out[first.piece][first.start : first.stop]
+            eq = None
+            if budget is not None:
+                eq = torch.eq(k, threshold, out=buffers.flags[:n])
+                if alive is not None:
+                    eq &= alive
+            if alive is None:
+                torch.gt(k, threshold, out=dst)
+            else:  # dst may be alive itself: read it before writing
+                torch.logical_and(torch.gt(k, threshold, out=buffers.spare(n)), alive, out=dst)
+            if eq is not None and budget is not None:
+                budget = _keep_late_ties(dst, eq, budget)
+            if unit.packed:
+                self.packer.scatter(unit, dst, out)
 
 
 def _keep_late_ties(keep: torch.Tensor, eq: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
@@ -330,13 +353,13 @@ def select(
     run = _Selection(pieces, wide, ranks)
     device = run.device
     sizes = [p.weight.numel() for p in pieces]
-    fresh, flat = out is None, None
+    flat = None
     if out is None:
         flat = empty(sum(sizes), torch.bool, device)
         out = list(torch.split(flat, sizes))
     lo, hi = run.bracket(amount)
     cap = max(MIN_CANDIDATES, sum(sizes) // CANDIDATE_SHARE)
-    counts, local_nan, found, overflow = run.count(lo, hi, out if fresh else None, cap)
+    counts, local_nan, found, overflow = run.count(lo, hi, flat, cap)
     alive, kept, inside, nan, overflowed = run.reduced([*counts, int(any(local_nan)), int(overflow)])
     if nan:
         bad = [p.label for p, flag in zip(pieces, local_nan) if flag]
@@ -366,29 +389,30 @@ def select(
         )
         run.write(out, threshold, budgets)
         return out
-    found_n = [sum(t.numel() for t in c.positions) for c in found]
-    positions = torch.cat([t for c in found for t in c.positions] or [torch.zeros(0, dtype=torch.int64, device=device)])
-    candidates = torch.cat([t for c in found for t in c.keys] or [torch.zeros(0, dtype=run.key_dtype, device=device)])
-    # The piece of each candidate: one set of ops over all candidates, not a set per piece.
-    owner = torch.repeat_interleave(
-        torch.arange(len(pieces), device=device), torch.tensor(found_n, device=device), output_size=len(positions)
-    )
+    positions = torch.cat(found.positions or [torch.zeros(0, dtype=torch.int64, device=device)])
+    candidates = torch.cat(found.keys or [torch.zeros(0, dtype=run.key_dtype, device=device)])
+    bases = torch.tensor([0, *accumulate(sizes)][:-1], device=device)
+
+    def owners(at: torch.Tensor) -> torch.Tensor:
+        """The piece of each flat position (an empty piece shares its base with the next)."""
+        return torch.searchsorted(bases, at, right=True) - 1
+
     if k == below:  # the provisional mask is exact: keep every candidate
         threshold, ties = lo, 0
     else:
         counted = torch.tensor([p.counted for p in pieces], device=device)
-        ranked = candidates if all(p.counted for p in pieces) else candidates[counted[owner]]
-        threshold, ties, _ = kth_key(lambda: [ranked], k - below, wide, ranks, device)
-    is_tie = candidates == threshold
-    tie_counts = torch.bincount(owner[is_tie], minlength=len(pieces)).tolist()
-    tied = list(torch.split(positions[is_tie], tie_counts))
+        ranked = candidates if all(p.counted for p in pieces) else candidates[counted[owners(positions)]]
+        threshold, ties = kth_in(ranked, wide, ranks, device)(k - below)
+    tie_at = positions[candidates == threshold]
+    tie_owner = owners(tie_at)
+    tie_counts = torch.bincount(tie_owner, minlength=len(pieces)).tolist()
+    tied = list(torch.split(tie_at - bases[tie_owner], tie_counts))
     mine = torch.tensor([c if p.counted else 0 for c, p in zip(tie_counts, pieces)], device=device)
     shares = _budget_list(
         ranks.tie_budgets(torch.tensor(ties, device=device), mine.sum(), lambda: mine, lambda i: tied[i]), tied
     )
     if flat is not None:
-        bases = torch.tensor([0, *accumulate(sizes)][:-1], device=device)
-        flat[(positions + bases[owner])[candidates < threshold]] = False
+        flat[positions[candidates < threshold]] = False
         for mask, t, budget in zip(out, tied, shares):
             if budget:
                 mask[t[:budget]] = False
