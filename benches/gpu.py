@@ -3,8 +3,9 @@
 Run ``python benches/gpu.py`` on a machine with CUDA (``pytest benches/gpu.py`` also works; it
 skips without CUDA). Workloads: the 110 M BERT-base layer mix in f32 and bf16, and a 4 B f32 mix
 (BERT-style layers scaled up) where the peers' concatenated copies run out of memory or past
-2^31 elements. Columns: ours (``backend="auto"``: torch ops on the device), ``torch.sum`` over the
-same tensors (the read floor), concatenate + ``topk`` and + ``kthvalue``, and
+2^31 elements. Columns: ours (``backend="auto"``: torch ops on the device) fresh, in a later
+round (in place) and through the drop-in ``lottery_ticket.torch.global_unstructured``, ``torch.sum``
+over the same tensors (the read floor), concatenate + ``topk`` and + ``kthvalue``, and
 ``torch.nn.utils.prune.global_unstructured``; peak extra GPU memory from
 ``torch.cuda.max_memory_allocated`` above the weights. Every method prunes 20%.
 """
@@ -39,6 +40,18 @@ def _ours(ws: list[torch.Tensor]) -> Any:
     return global_magnitude_masks(ws, AMOUNT)
 
 
+_SURVIVORS: dict[int, list[torch.Tensor]] = {}
+
+
+def _ours_later_round(ws: list[torch.Tensor]) -> Any:
+    """A later IMP round: 20% of the survivors, written into their masks in place (each timed
+    call prunes further; every call reads every weight, so the work stays the same)."""
+    if id(ws) not in _SURVIVORS:  # the first round's masks, made once per workload
+        _SURVIVORS[id(ws)] = global_magnitude_masks(ws, AMOUNT)
+    masks = _SURVIVORS[id(ws)]
+    return global_magnitude_masks(ws, AMOUNT, masks, out=masks)
+
+
 def _read_floor(ws: list[torch.Tensor]) -> Any:
     return [w.sum() for w in ws]
 
@@ -56,17 +69,35 @@ def _concat_kthvalue(ws: list[torch.Tensor]) -> Any:
 def _torch_prune(ws: list[torch.Tensor]) -> Any:
     from torch.nn.utils import prune
 
+    holders = _holders(ws)
+    prune.global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
+    return holders
+
+
+def _drop_in(ws: list[torch.Tensor]) -> Any:
+    """``lottery_ticket.torch.global_unstructured``: torch's signature and module state, our selection."""
+    from torch.nn.utils import prune
+
+    from lottery_ticket.torch import global_unstructured
+
+    holders = _holders(ws)
+    global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
+    return holders
+
+
+def _holders(ws: list[torch.Tensor]) -> list[torch.nn.Module]:
     holders = []
     for w in ws:
         holder = torch.nn.Module()
         holder.weight = torch.nn.Parameter(w, requires_grad=False)
         holders.append(holder)
-    prune.global_unstructured([(h, "weight") for h in holders], prune.L1Unstructured, amount=AMOUNT)
     return holders
 
 
 METHODS: dict[str, Callable[[list[torch.Tensor]], Any]] = {
     "ours": _ours,
+    "ours, a later round in place": _ours_later_round,
+    "ours, drop-in global_unstructured": _drop_in,
     "torch.sum (read floor)": _read_floor,
     "cat+topk": _concat_topk,
     "cat+kthvalue": _concat_kthvalue,
@@ -112,6 +143,7 @@ def main() -> str:
             memory = "" if peak is None else f"{peak / 2**20:.0f} MiB ({100 * peak / weight_bytes:.1f}% of weights)"
             lines.append(f"| {label} | {name} | {shown} | {memory} | {note} |")
             print(lines[-1], flush=True)
+        _SURVIVORS.clear()
         del ws
         torch.cuda.empty_cache()
     return "\n".join(lines)

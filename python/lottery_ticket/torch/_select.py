@@ -22,6 +22,7 @@ histograms are all-reduced over ranks (`Ranks`), so every rank takes the same pa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -162,6 +163,8 @@ class _Selection:
                 yield k if alive is None else torch.where(alive, k, -1)
 
     def reduced(self, values: list[int]) -> list[int]:
+        if not self.ranks.distributed:  # no round trip through the device
+            return values
         t = torch.tensor(values, dtype=torch.int64, device=self.device)
         self.ranks.all_reduce(t)
         return [int(v) for v in t.tolist()]
@@ -223,6 +226,9 @@ class _Selection:
         # Per-unit device values, read back once at the end (a read per unit would sync a GPU).
         alive_n, kept_n, max_keys, owners = [], [], [], []
         unmasked, inside_n, collected, overflow = 0, 0, 0, False
+        # On a GPU, count_nonzero is a compare and a sum over a bool copy; a sum is one reduction.
+        cpu = self.device.type == "cpu"
+        count_true = torch.count_nonzero if cpu else functools.partial(torch.sum, dtype=torch.int64)
         for unit in self.units:
             n = unit.n
             k, alive = self.unit_keys(unit, buffers.keys)
@@ -237,8 +243,8 @@ class _Selection:
                 if alive is None:
                     unmasked += n
                 else:
-                    alive_n.append(torch.count_nonzero(alive))
-                kept_n.append(torch.count_nonzero(keep))
+                    alive_n.append(count_true(alive))
+                kept_n.append(count_true(keep))
                 max_keys.append(k.max())
                 owners.append(unit)
             if not overflow:

@@ -4,7 +4,7 @@ a run of small consecutive tensors packed side by side into one buffer.
 Every pass runs a fixed number of torch ops per unit. Per tensor, a BERT-size model (~200
 tensors, most of them small) would cost thousands of ops per selection: on a GPU each is a
 kernel launch and host work that dwarfs the pass over the weights itself. Packing copies the
-small tensors once per pass, cheap on a GPU's bandwidth (`DEVICE_PACK_BELOW`, `HOST_PACK_BELOW`).
+small tensors once per pass, cheap on a GPU's bandwidth (`HOST_PACK_BELOW` on the host).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from ._buffers import empty
 if TYPE_CHECKING:
     from ._select import Piece
 
-# Tensors below this many elements are packed. On the host, only the very small: there an op
-# costs little and the copy is real traffic. On a device, a tensor's own ops cost more host time
-# than copying up to this many elements (a larger one would only add traffic).
-HOST_PACK_BELOW, DEVICE_PACK_BELOW = 1 << 16, 1 << 24
+# On the host, tensors below this many elements are packed: there an op costs little and the
+# copy is real traffic. On a device, every tensor that fits a chunk is: there a unit's ops and
+# host syncs cost more than copying even a chunk's worth of weights.
+HOST_PACK_BELOW = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def plan(pieces: Sequence[Piece], chunk: int, pack: bool) -> list[Unit]:
     """The units covering ``pieces`` in order (empty pieces have none). ``pack``: run small
     tensors together (False: one piece per unit, e.g. to spend tie budgets piece by piece)."""
     device = pieces[0].weight.device if pieces else torch.device("cpu")
-    pack_below = (HOST_PACK_BELOW if device.type == "cpu" else DEVICE_PACK_BELOW) if pack else 0
+    pack_below = (HOST_PACK_BELOW if device.type == "cpu" else chunk + 1) if pack else 0
     units: list[Unit] = []
     open_unit: Unit | None = None
     base = 0
