@@ -235,12 +235,16 @@ class Group:
 
 
 def is_dtensor(x: object) -> bool:
-    # A DTensor exists only once its module has been imported, so it is looked up, never
-    # imported: importing it (sympy and the symbolic-shape machinery) made the first call of
-    # every process take seconds.
-    module = sys.modules.get("torch.distributed.tensor")
-    cls = getattr(module, "DTensor", None)
+    cls = dtensor_type()
     return cls is not None and isinstance(x, cls)
+
+
+def dtensor_type() -> type | None:
+    """The DTensor class, or None before its module is imported (then no argument is one): a
+    loop over many tensors looks it up once."""
+    # Looked up, never imported: importing it (sympy and the symbolic-shape machinery) made the
+    # first call of every process take seconds.
+    return getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
 
 
 def mesh_group(mesh: Any) -> Any:

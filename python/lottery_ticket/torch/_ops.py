@@ -57,7 +57,8 @@ def _group_of(process_group: object, arrays: Sequence[object]) -> Any:
     """The group a call spans (None: this process alone): the device mesh of DTensor arrays,
     else ``process_group``."""
     group = _dist.resolve_group(process_group)
-    dtensors = [a for a in arrays if _dist.is_dtensor(a)]
+    dtensor = _dist.dtensor_type()
+    dtensors = [a for a in arrays if isinstance(a, dtensor)] if dtensor is not None else []
     if dtensors and (process_group is None or process_group is True):
         group = _dist.mesh_group(_dist.same_mesh(dtensors, "weights"))
     return group
@@ -95,17 +96,18 @@ class TorchKernels:
     def claims(self, arrays: Sequence[tuple[Sequence[str], Sequence[object]]], process_group: object) -> bool:
         grouped = process_group is not None and process_group is not False
         claimed = False  # any torch tensor with a group, a device tensor or a DTensor claims the call
-        first: tuple[str, str] | None = None  # the first array's device, and its label
+        first: tuple[object, str] | None = None  # the first array's device, and its label
+        dtensor = _dist.dtensor_type()
         for labels, values in arrays:
             for i, v in enumerate(values):  # labels are made only for a message: a call may hold thousands
                 if isinstance(v, torch.Tensor):
                     if v.is_cpu:  # the common case, without building a torch.device
-                        device = "cpu"
-                        claimed = claimed or grouped or _dist.is_dtensor(v)
+                        device: object = "cpu"
+                        claimed = claimed or grouped or (dtensor is not None and isinstance(v, dtensor))
                     else:
-                        if v.device.type == "meta":
+                        device = v.device  # compared as is; named (str) only in a message
+                        if device.type == "meta":
                             raise ValueError(f"{labels[i]}: tensor is on the meta device and holds no values")
-                        device = str(v.device)
                         claimed = True
                 else:
                     device = "cpu"  # NumPy and other host arrays
@@ -120,7 +122,8 @@ class TorchKernels:
     def _pieces(
         self, weights: list[Any], labels: Sequence[str], masks: list[Any] | None, process_group: object, scope: str
     ) -> list[Piece]:
-        sharded = [_dist.is_dtensor(w) for w in weights]
+        dtensor = _dist.dtensor_type()
+        sharded = [dtensor is not None and isinstance(w, dtensor) for w in weights]
         if any(sharded) and not all(sharded):
             raise ValueError(
                 f"weights[{sharded.index(False)}]: a plain tensor among DTensors; pass all weights as DTensors or none"
@@ -133,11 +136,17 @@ class TorchKernels:
         for i, (w, label) in enumerate(zip(weights, labels)):
             _check_float(w, label)
             local, counted, offset, block = _dist.shard_of(w, label) if sharded[i] else (w, True, 0, None)
-            mask_label = relabel(label, "masks")
-            alive = _check_mask(masks[i], mask_label, local).reshape(-1) if masks is not None else None
-            if alive is not None and alive.device != local.device:
-                raise ValueError(f"{mask_label}: on {alive.device}, but {label} is on {local.device}")
-            pieces.append(Piece(local.detach().reshape(-1), alive, label, counted, offset, block))
+            alive = None
+            if masks is not None:
+                m = masks[i]
+                # The common case without building the label: a plain bool tensor beside its weight.
+                if not (type(m) is torch.Tensor and m.dtype == torch.bool and m.shape == local.shape):
+                    m = _check_mask(m, relabel(label, "masks"), local)
+                alive = m.reshape(-1)
+                if alive.device != local.device:
+                    raise ValueError(f"{relabel(label, 'masks')}: on {alive.device}, but {label} is on {local.device}")
+            # Detached once for the whole call by the caller's no_grad (see `select_masks`).
+            pieces.append(Piece(local.reshape(-1), alive, label, counted, offset, block))
         return pieces
 
     def _agreed_pieces(
@@ -151,7 +160,8 @@ class TorchKernels:
     ) -> tuple[list[Piece], Ranks, bool]:
         """The pieces to select from, checked on every rank of the group before any collective."""
         group = _group_of(process_group, weights)
-        dtensors = [w for w in weights if _dist.is_dtensor(w)]
+        dtensor = _dist.dtensor_type()
+        dtensors = [w for w in weights if isinstance(w, dtensor)] if dtensor is not None else []
         try:
             pieces, error = self._pieces(weights, labels, masks, process_group, scope), None
         except (TypeError, ValueError) as err:
@@ -186,6 +196,19 @@ class TorchKernels:
         process_group: object,
         out: list[Any] | None = None,
     ) -> list[Any]:
+        with torch.no_grad():  # the selection only reads the weights: no graph, no detach per tensor
+            return self._select_masks(weights, labels, amount, masks, scope, process_group, out)
+
+    def _select_masks(
+        self,
+        weights: list[Any],
+        labels: Sequence[str],
+        amount: int | float,
+        masks: list[Any] | None,
+        scope: str,
+        process_group: object,
+        out: list[Any] | None,
+    ) -> list[Any]:
         pieces, ranks, wide = self._agreed_pieces(weights, labels, amount, masks, scope, process_group)
         dst = self._out(out, pieces, labels) if out is not None else None
         if scope == "global":
@@ -203,10 +226,13 @@ class TorchKernels:
                     raise err.located(piece.label) from None
         if out is not None:
             return out
+        dtensor = _dist.dtensor_type()
+        if dtensor is None or not any(isinstance(w, dtensor) for w in weights):
+            return [m.view(w.shape) for w, m in zip(weights, flat)]
         result = []
         for w, m in zip(weights, flat):
             local = m.reshape(_local(w).shape)
-            result.append(_dist.like_dtensor(local, w) if _dist.is_dtensor(w) else local)
+            result.append(_dist.like_dtensor(local, w) if isinstance(w, dtensor) else local)
         return result
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 HOST_PACK_BELOW = 1 << 16
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):  # a tuple: a unit per few tensors, made on every call
     """Elements [start, stop) of piece ``piece``, at offset ``at`` in its unit."""
 
     piece: int
