@@ -410,6 +410,19 @@ def select(
         ranked = candidates if all(p.counted for p in pieces) else candidates[counted[owners(positions)]]
         threshold, ties = kth_in(ranked, wide, ranks, device)(k - below)
     tie_at = positions[candidates == threshold]
+    if not ranks.distributed:  # one running budget over the pieces in order: the first ``ties`` go
+        if flat is not None:
+            flat[positions[candidates < threshold]] = False
+            if ties:
+                flat[tie_at[:ties]] = False
+        else:
+            run.write(out, threshold, None)
+            again = tie_at[ties:]
+            if again.numel():  # the ties kept again, piece by piece (few pieces hold any)
+                owner = owners(again)
+                for i in torch.unique(owner).tolist():
+                    out[i][again[owner == i] - bases[i]] = True
+        return out
     tie_owner = owners(tie_at)
     tie_counts = torch.bincount(tie_owner, minlength=len(pieces)).tolist()
     tied = list(torch.split(tie_at - bases[tie_owner], tie_counts))
