@@ -26,13 +26,29 @@ def many_tensors(gen: torch.Generator, count: int, dtypes: list[torch.dtype], ti
 
 @pytest.fixture(params=["host", "device-like"])
 def packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Small chunks and a sample even at this size; "device-like": pack every tensor that fits
-    a chunk, as a GPU does."""
+    """Small chunks and a sample even at this size; "device-like": as on a GPU, pack every
+    tensor that fits a chunk, and write ``out=`` masks by a copy from a fresh selection."""
     monkeypatch.setattr(_select, "SAMPLE_ALL", 0)
     monkeypatch.setattr(_select, "CHUNK", 5000)
     if request.param == "device-like":
         monkeypatch.setattr(_units, "HOST_PACK_BELOW", 1 << 40)
+        monkeypatch.setattr(_select, "buffered_out", lambda device: True)
     return str(request.param)
+
+
+def test_bad_input_leaves_the_out_masks_untouched(packing: str) -> None:
+    gen = torch.Generator().manual_seed(8)
+    weights = many_tensors(gen, 20, [torch.float32], tied=False)
+    weights[5] = torch.tensor([1.0, float("nan"), 2.0])
+    masks = [torch.rand(w.shape, generator=gen) > 0.3 for w in weights]
+    masks[5][:] = True
+    before = [m.clone() for m in masks]
+    with pytest.raises(ValueError, match=r"weights\[5\]: contains NaN"):
+        global_magnitude_masks(weights, 0.5, masks, backend="torch", out=masks)
+    weights[5][1] = 0.5
+    with pytest.raises(ValueError, match="amount: cannot prune"):
+        global_magnitude_masks(weights, 10**9, masks, backend="torch", out=masks)
+    assert all(torch.equal(a, b) for a, b in zip(masks, before))
 
 
 @pytest.mark.parametrize(
