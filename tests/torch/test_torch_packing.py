@@ -26,13 +26,12 @@ def many_tensors(gen: torch.Generator, count: int, dtypes: list[torch.dtype], ti
 
 @pytest.fixture(params=["host", "device-like"])
 def packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Small chunks and a sample even at this size; "device-like": as on a GPU, pack every
-    tensor that fits a chunk, and write ``out=`` masks by a copy from a fresh selection."""
+    """Small chunks and a sample even at this size; "device-like": pack every tensor that fits
+    a chunk, as a GPU does."""
     monkeypatch.setattr(_select, "SAMPLE_ALL", 0)
     monkeypatch.setattr(_select, "CHUNK", 5000)
     if request.param == "device-like":
         monkeypatch.setattr(_units, "HOST_PACK_BELOW", 1 << 40)
-        monkeypatch.setattr(_select, "buffered_out", lambda device: True)
     return str(request.param)
 
 

@@ -356,29 +356,9 @@ def select(
     Raises ValueError for NaN among alive weights or a count above the alive count, before
     writing anything the caller can see.
     """
-    device = pieces[0].weight.device if pieces else torch.device("cpu")
-    if out is None or not buffered_out(device):
-        return _select(pieces, amount, ranks, wide, out)
-    # A later round on a device: select into a buffer as a fresh selection does, then copy it
-    # over the caller's masks (each may be its survivor mask): one copy instead of a second
-    # pass over the weights. On the host that pass costs less than faulting in the buffer.
-    masks = _select(pieces, amount, ranks, wide, None)
-    if hasattr(torch, "_foreach_copy_"):
-        torch._foreach_copy_(out, masks)
-    else:  # pragma: no cover - torch before 2.2
-        for dst, src in zip(out, masks):
-            dst.copy_(src)
-    return out
-
-
-def buffered_out(device: torch.device) -> bool:
-    """Whether an ``out=`` selection on ``device`` goes through a fresh buffer."""
-    return device.type != "cpu"
-
-
-def _select(
-    pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: bool, out: list[torch.Tensor] | None
-) -> list[torch.Tensor]:
+    # A later round writes the caller's masks by a second pass over the weights, not from a
+    # fresh buffer copied over them: on a GPU the copy saves a little time for a byte per weight
+    # more memory, and on the host it faults in the pages an in-place round exists to avoid.
     run = _Selection(pieces, wide, ranks)
     device = run.device
     sizes = [p.weight.numel() for p in pieces]
