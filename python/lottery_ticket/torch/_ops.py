@@ -186,6 +186,7 @@ class TorchKernels:
         if group is not None:
             _dist.agree(group, None, error)
 
+    @torch.no_grad()  # the selection only reads the weights: no graph, no detach per tensor
     def select_masks(
         self,
         weights: list[Any],
@@ -195,19 +196,6 @@ class TorchKernels:
         scope: str,
         process_group: object,
         out: list[Any] | None = None,
-    ) -> list[Any]:
-        with torch.no_grad():  # the selection only reads the weights: no graph, no detach per tensor
-            return self._select_masks(weights, labels, amount, masks, scope, process_group, out)
-
-    def _select_masks(
-        self,
-        weights: list[Any],
-        labels: Sequence[str],
-        amount: int | float,
-        masks: list[Any] | None,
-        scope: str,
-        process_group: object,
-        out: list[Any] | None,
     ) -> list[Any]:
         pieces, ranks, wide = self._agreed_pieces(weights, labels, amount, masks, scope, process_group)
         dst = self._out(out, pieces, labels) if out is not None else None
