@@ -16,8 +16,9 @@ The same design, and bit for bit the same masks, as the Rust kernels (``rust/sel
 Each pass runs its ops per unit (`_units`): a chunk of a large tensor, or small tensors packed
 side by side, so a model of many small tensors costs few ops (on a GPU, few launches). Counts
 are int64 (selections above 2^31 elements are exact), every tensor-sized temporary is one
-chunk of at most `CHUNK` elements (`DEVICE_CHUNK` on a GPU), and the counts, the sample and the candidates'
-histograms are all-reduced over ranks (`Ranks`), so every rank takes the same path.
+chunk of at most `CHUNK` elements (up to `DEVICE_CHUNK` on a GPU), and the counts, the sample
+and the candidates' histograms are all-reduced over ranks (`Ranks`), so every rank takes the
+same path. In one process on a GPU, the sample and the candidates are sorted instead.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class _Selection:
             self._buffers = Buffers(max((u.n for u in self.units), default=0), self.key_dtype, self.device)
         return self._buffers
 
-    def alive_keys(self, piece: Piece | None, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+    def alive_keys(self, w: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
         k = keys(w, self.wide)
         return k if alive is None else torch.where(alive, k, -1)
 
@@ -210,7 +211,7 @@ class _Selection:
                     idx = at[lo:hi] - start
                     w = self.packer.weights(unit, self.buffers().keys.view(self.float_dtype))
                     alive = self.packer.alive(unit)
-                    found.append(self.alive_keys(None, w[idx], None if alive is None else alive[idx]))
+                    found.append(self.alive_keys(w[idx], None if alive is None else alive[idx]))
                 start += unit.n
         return torch.cat(found)
 
@@ -267,7 +268,7 @@ class _Selection:
         """Whether the piece's NaN keys (its largest key is one) include an alive weight."""
         if piece.alive is None:
             return True
-        return any(bool(((self.alive_keys(piece, w, alive)) >= self.nan_from).any()) for _, w, alive in _chunks(piece))
+        return any(bool((self.alive_keys(w, alive) >= self.nan_from).any()) for _, w, alive in _chunks(piece))
 
     def count_equal(self, threshold: int) -> torch.Tensor:
         """Alive keys equal to ``threshold`` per piece (0 for uncounted replicas)."""
@@ -275,7 +276,7 @@ class _Selection:
         for i, piece in enumerate(self.pieces):
             if piece.counted:
                 for _, w, alive in _chunks(piece):
-                    counts[i] += (self.alive_keys(piece, w, alive) == threshold).sum()
+                    counts[i] += (self.alive_keys(w, alive) == threshold).sum()
         return counts
 
     def tied_at(self, i: int, threshold: int) -> torch.Tensor:
@@ -283,7 +284,7 @@ class _Selection:
         each writes its own mask), ascending; as large as the tie count only."""
         piece = self.pieces[i]
         found = [
-            torch.nonzero(self.alive_keys(piece, w, alive) == threshold).reshape(-1) + start
+            torch.nonzero(self.alive_keys(w, alive) == threshold).reshape(-1) + start
             for start, w, alive in _chunks(piece)
         ]
         return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=self.device)
