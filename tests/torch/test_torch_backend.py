@@ -13,7 +13,7 @@ import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.torch import _radix, _select
 from lottery_ticket.torch._ops import TorchKernels
-from lottery_ticket.torch._select import OneProcess
+from lottery_ticket.torch._ranks import OneProcess
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Ties within and across dtypes, +-0, inf, an f32 subnormal (0 in f16/bf16) and the smallest one.

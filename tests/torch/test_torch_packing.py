@@ -10,7 +10,7 @@ import pytest
 import torch
 from lottery_ticket import global_magnitude_masks
 from lottery_ticket.torch import _select, _units
-from lottery_ticket.torch._select import Piece
+from lottery_ticket.torch._ranks import Piece
 
 POOL = torch.tensor([0.0, -0.0, 0.5, -0.5, 1.0, -2.0, 1e-40, 3.0e-8], dtype=torch.float64)
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 import torch
 
-from ._select import Piece
+from ._ranks import Piece
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
@@ -163,7 +163,7 @@ def agree(group: Any, call: Call | None, error: BaseException | None) -> bool:
 
 
 class Group:
-    """`_select.Ranks` over a process group."""
+    """`_ranks.Ranks` over a process group."""
 
     distributed = True
 

@@ -16,7 +16,8 @@ import torch
 from .. import _validation
 from .._validation import AmountError, relabel
 from . import _distributed as _dist
-from ._select import OneProcess, Piece, Ranks, select
+from ._ranks import OneProcess, Piece, Ranks
+from ._select import select
 
 _INT_VIEW = {
     torch.float16: torch.int16,

@@ -24,17 +24,17 @@ same path. In one process on a GPU, the sample and the candidates are sorted ins
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from math import ceil, floor, sqrt
-from typing import Protocol
 
 import torch
 
 from .._validation import AmountError
 from ._buffers import Buffers, empty, positions_of
 from ._radix import INF32, INF64, keys, kth_in, kth_key
+from ._ranks import Piece, Ranks
 from ._units import Packer, Unit, packed_size, plan
 
 # Elements per chunk: bounds the per-pass temporaries (keys, flags) at a few hundred MiB. A
@@ -50,60 +50,6 @@ BRACKET_SIGMAS = 5.0
 # Candidates kept before falling back to the radix select over every weight: this many, or one
 # in CANDIDATE_SHARE of the weights if more.
 MIN_CANDIDATES, CANDIDATE_SHARE = 1 << 22, 16
-
-
-@dataclass
-class Piece:
-    """One local tensor as the selection sees it (a whole tensor, or this rank's shard of one)."""
-
-    weight: torch.Tensor  # flat, any supported float dtype
-    alive: torch.Tensor | None  # flat bool (None: all alive)
-    label: str  # how errors name it, e.g. "weights['fc.weight']"
-    counted: bool = True  # False: a replica whose twin on another rank is counted instead
-    offset: int = 0  # flat offset of a shard in its whole tensor (orders ties across shards)
-    # A shard that is not one contiguous run of its whole tensor's flat order (Shard(d), d > 0):
-    # (local shape, global offset, global shape), to place its ties in whole-tensor order.
-    block: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
-
-
-class Ranks(Protocol):
-    """How the selection agrees across processes (one process: every call is trivial)."""
-
-    distributed: bool
-
-    def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None: ...
-
-    def tie_budgets(
-        self,
-        ties: torch.Tensor,
-        local_ties: torch.Tensor | None,
-        count_ties: Callable[[], torch.Tensor],
-        tied_at: Callable[[int], torch.Tensor],
-    ) -> list[torch.Tensor] | torch.Tensor:
-        """Ties each piece prunes: a list (one start budget per piece) or one running budget.
-        ``tied_at(i)``: local flat positions of piece i's alive keys at the threshold, ascending."""
-        ...
-
-    def foreign_nan(self) -> str: ...
-
-
-class OneProcess:
-    distributed = False
-
-    def all_reduce(self, t: torch.Tensor, *, op: str = "sum") -> None:
-        pass
-
-    def tie_budgets(
-        self,
-        ties: torch.Tensor,
-        local_ties: torch.Tensor | None,
-        count_ties: Callable[[], torch.Tensor],
-        tied_at: Callable[[int], torch.Tensor],
-    ) -> torch.Tensor:
-        return ties
-
-    def foreign_nan(self) -> str:  # pragma: no cover - one process always finds its own NaN
-        return "weights: contain NaN among alive weights"
 
 
 def resolve(amount: int | float, alive: int) -> int | None:

@@ -18,7 +18,7 @@ import torch
 from ._buffers import empty
 
 if TYPE_CHECKING:
-    from ._select import Piece
+    from ._ranks import Piece
 
 # On the host, tensors below this many elements are packed: there an op costs little and the
 # copy is real traffic. On a device, every tensor that fits a chunk is: there a unit's ops and
