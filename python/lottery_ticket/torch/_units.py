@@ -27,12 +27,11 @@ HOST_PACK_BELOW = 1 << 16
 
 
 class Span(NamedTuple):  # a tuple: a unit per few tensors, made on every call
-    """Elements [start, stop) of piece ``piece``, at offset ``at`` in its unit."""
+    """Elements [start, stop) of piece ``piece`` (a unit's spans lie side by side in order)."""
 
     piece: int
     start: int
     stop: int
-    at: int
 
 
 @dataclass
@@ -61,13 +60,13 @@ def plan(pieces: Sequence[Piece], chunk: int, pack: bool) -> list[Unit]:
             if open_unit is None or open_unit.counted != piece.counted or open_unit.n + n > chunk:
                 open_unit = Unit([], base, piece.counted)
                 units.append(open_unit)
-            open_unit.spans.append(Span(i, 0, n, open_unit.n))
+            open_unit.spans.append(Span(i, 0, n))
             open_unit.n += n
         elif n:
             open_unit = None
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                units.append(Unit([Span(i, start, stop, 0)], base + start, piece.counted, stop - start))
+                units.append(Unit([Span(i, start, stop)], base + start, piece.counted, stop - start))
         base += n
     return units
 
