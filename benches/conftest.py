@@ -87,8 +87,8 @@ def timer(benchmark: Any) -> Timer:
     """Our spread-driven rounds (`hygiene.repeat_until_stable`), run inside pytest-benchmark's
     fixture so `--benchmark-*` options still select and report the cases."""
 
-    def run_rounds(run: Any, setup: Any, reference: Any = None) -> Rounds:
-        rounds: Rounds = benchmark.pedantic(time_rounds, args=(run, setup, reference), rounds=1, iterations=1)
+    def run_rounds(run: Any, setup: Any, references: Any) -> Rounds:
+        rounds: Rounds = benchmark.pedantic(time_rounds, args=(run, setup, references), rounds=1, iterations=1)
         return rounds
 
     return run_rounds

@@ -33,14 +33,12 @@ def targets(report: Report) -> list[Target]:
         spec = report.find(mix, dtype)
         if spec is None:
             return name, "—", None, "not measured", passes
-        if bottom == "floor":  # paired round by round where it was timed so
-            value = report.floor_ratio(spec, top)
-        else:
-            t_top, t_bottom = report.seconds(spec, top), report.seconds(spec, bottom)
-            value = None if t_top is None or t_bottom is None else t_top / t_bottom
+        value = report.ratio(spec, top, bottom)  # paired round by round where it was timed so
         if value is None:
             return name, spec.label, None, "not measured", passes
-        return name, spec.label, value, f"{value:,.2f}x {unit}" if value < 100 else f"{value:,.0f}x {unit}", passes
+        paired = " ‡" if report.paired_ratio(spec, top, bottom) is not None else ""
+        text = f"{value:,.2f}x {unit}" if value < 100 else f"{value:,.0f}x {unit}"
+        return name, spec.label, value, text + paired, passes
 
     def per_weight(name: str, dtype: str, passes: Passes) -> Target:
         pair = report.sizes("slabs", dtype)

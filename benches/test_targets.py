@@ -64,6 +64,20 @@ def test_floor_targets_read_the_paired_ratio() -> None:
     assert verdicts(targets_table(report))["110M f32, fresh masks ≤ 2x read floor"] == "FAIL"
     paired = report.get(bert, "ours")
     assert paired is not None
-    paired.floor_ratio = 1.9  # timed beside the floor, round by round
+    paired.ratios = {"floor": 1.9}  # timed beside the floor, round by round
     table = targets_table(report)
-    assert verdicts(table)["110M f32, fresh masks ≤ 2x read floor"] == "pass" and "1.90x the floor" in table
+    assert verdicts(table)["110M f32, fresh masks ≤ 2x read floor"] == "pass" and "1.90x the floor ‡" in table
+
+
+def test_peer_targets_read_the_ratio_paired_with_the_peer() -> None:
+    lenet, conv = WorkloadSpec("lenet", 266_200), WorkloadSpec("conv", 25_500_000)
+    # Timed minutes apart, NumPy's row caught the machine fast and ours slow: the medians say 8x.
+    times = {(lenet, "numpy"): 0.0017, (lenet, "ours"): 0.0002125, (conv, "numpy"): 0.18, (conv, "ours"): 0.012}
+    report = report_of(times, machine(0.1))
+    assert verdicts(targets_table(report))["LeNet-300-100 size ≥ 10x NumPy"] == "FAIL"
+    ours = report.get(lenet, "ours")
+    assert ours is not None
+    ours.ratios = {"floor": 6.0, "numpy": 0.08}  # round by round, ours took 8% of NumPy's time
+    table = targets_table(report)
+    assert verdicts(table)["LeNet-300-100 size ≥ 10x NumPy"] == "pass" and "12.50x faster ‡" in table
+    assert "15.00x faster" in table and "15.00x faster ‡" not in table  # the conv rows were not paired

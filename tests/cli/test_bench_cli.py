@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import torch
 from lottery_ticket import _core, cli, global_magnitude_masks
 from lottery_ticket.cli.bench.hygiene import Machine, Rounds, busy_processes, read_machine, repeat_until_stable
-from lottery_ticket.cli.bench.measure import in_subprocess
-from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks
+from lottery_ticket.cli.bench.measure import in_subprocess, measure_method
+from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks, paired_with
 from lottery_ticket.cli.bench.table import Measurement, Report
 from lottery_ticket.cli.bench.workloads import (
     AMOUNT,
@@ -234,23 +235,78 @@ def test_paired_rounds_time_the_reference_before_each_round() -> None:
     # The machine slows down mid-run: each round's own ratio stays 2.5, the medians' would not.
     floor = step("floor", [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
     ours = step("ours", [2.5, 2.5, 5.0, 5.0, 5.0, 5.0, 5.0])
-    rounds = repeat_until_stable(ours, lambda: None, reference=(floor, lambda: None), budget_s=100.0, clock=clock)
+    rounds = repeat_until_stable(
+        ours, lambda: None, references={"floor": (floor, lambda: None)}, budget_s=100.0, clock=clock
+    )
     assert calls[:4] == ["floor", "ours", "floor", "ours"]
     # Stable once the slow-down has left the recent window: 7 rounds, each with its reference.
-    assert rounds.reference == [1.0, 1.0] + [2.0] * 5 and rounds.times == [2.5, 2.5] + [5.0] * 5
-    assert rounds.ratio == pytest.approx(2.5)
-    assert repeat_until_stable(step("x", [1.0] * 5), lambda: None, clock=clock).ratio is None  # unpaired
+    assert rounds.references["floor"] == [1.0, 1.0] + [2.0] * 5 and rounds.times == [2.5, 2.5] + [5.0] * 5
+    assert rounds.ratio_to("floor") == pytest.approx(2.5) and rounds.ratios == {"floor": pytest.approx(2.5)}
+    unpaired = repeat_until_stable(step("x", [1.0] * 5), lambda: None, clock=clock)
+    assert unpaired.ratio_to("floor") is None and unpaired.ratios == {}
     # A paired ratio is a median of WINDOW pairs: steady rounds settle at 5 where unpaired ones stop at 3.
     steady = repeat_until_stable(
-        step("a", [1.0] * 9), lambda: None, reference=(step("b", [1.0] * 9), lambda: None), clock=clock
+        step("a", [1.0] * 9), lambda: None, references={"b": (step("b", [1.0] * 9), lambda: None)}, clock=clock
     )
     assert steady.stable and len(steady.times) == 5
     assert len(repeat_until_stable(step("c", [1.0] * 9), lambda: None, clock=clock).times) == 3
-    # Paired rounds spend the budget on both calls, and still run WINDOW of them.
+    # Paired rounds spend the budget on every call, and still run WINDOW of them.
     slow = repeat_until_stable(
-        step("y", [1.0] * 9), lambda: None, reference=(step("z", [3.0] * 9), lambda: None), budget_s=8.0, clock=clock
+        step("y", [1.0] * 9),
+        lambda: None,
+        references={"z": (step("z", [3.0] * 9), lambda: None)},
+        budget_s=8.0,
+        clock=clock,
     )
-    assert len(slow.times) == 5 and len(slow.reference) == 5
+    assert len(slow.times) == 5 and len(slow.references["z"]) == 5
+
+
+def test_rounds_paired_with_the_floor_and_a_peer_time_both_before_each_round() -> None:
+    now, calls = [0.0], []
+
+    def step(name: str, seconds: float, slower_after: int) -> object:
+        def run(_: object) -> None:
+            calls.append(name)
+            # Another tenant takes half the core from the fourth round on: every call slows alike.
+            now[0] += seconds * (1.5 if calls.count(name) > slower_after else 1.0)
+
+        return run
+
+    references = {"floor": (step("floor", 1.0, 3), lambda: None), "numpy": (step("numpy", 20.0, 3), lambda: None)}
+    rounds = repeat_until_stable(
+        step("ours", 2.0, 3), lambda: None, references=references, budget_s=1000.0, clock=lambda: now[0]
+    )
+    assert calls[:6] == ["floor", "numpy", "ours", "floor", "numpy", "ours"]
+    assert len(rounds.times) == len(rounds.references["floor"]) == len(rounds.references["numpy"])
+    assert rounds.ratios == {"floor": pytest.approx(2.0), "numpy": pytest.approx(0.1)}
+    assert rounds.stable and len(rounds.times) == 8  # the slow-down left the window of five
+
+
+def test_pairing_is_chosen_where_a_target_compares_rows() -> None:
+    bert, conv, lenet = (
+        WorkloadSpec("bert", 110_000_000),
+        WorkloadSpec("conv", 25_500_000),
+        WorkloadSpec("lenet", 266_200),
+    )
+    assert paired_with("ours", bert) == ("floor",)  # NumPy at BERT size is too slow to time every round
+    assert paired_with("ours", conv) == ("floor", "numpy") and paired_with("ours", lenet) == ("floor", "numpy")
+    assert paired_with("ours_in_place", bert) == ("floor",) and paired_with("ours_torch", bert) == ("floor",)
+    assert paired_with("applier", lenet) == ("torch_mul",)
+    assert paired_with("drop_in", bert) == () and paired_with("numpy", conv) == ()
+
+
+def test_measure_method_times_the_paired_rows_beside_it() -> None:
+    lenet = WorkloadSpec("lenet", 266_200)
+    seen: list[tuple[str, ...]] = []
+
+    def timer(run: Any, setup: Any, references: Any) -> Rounds:
+        seen.append(tuple(references))
+        return repeat_until_stable(run, setup, references=references, budget_s=0.05)
+
+    m = measure_method(BY_KEY["ours"], materialize(lenet), timer=timer, memory=False)
+    assert seen == [("floor", "numpy")]
+    assert set(m.ratios) == {"floor", "numpy"} and 0 < m.ratios["numpy"] < 1  # ours beats NumPy's partition
+    assert m.floor_ratio == m.ratios["floor"] and m.rounds >= 5
 
 
 def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:
@@ -260,10 +316,16 @@ def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:
         report.record(_measured(bert, key, seconds))
     assert report.floor_ratio(bert, "ours") == pytest.approx(2.5)  # unpaired: the medians' ratio
     paired = _measured(bert, "ours", 0.050)
-    paired.floor_ratio = 1.9  # the floor ran slower beside it than in its own row
+    paired.ratios = {"floor": 1.9}  # the floor ran slower beside it than in its own row
     report.record(paired)
     assert report.floor_ratio(bert, "ours") == 1.9
     rows = {line.split("|")[2].strip(): line for line in report.render().splitlines() if line.startswith("| BERT")}
-    assert "1.90x ‡" in rows["ours"] and "25.0x" in rows["numpy"] and "‡" not in rows["numpy"]
+    assert "1.90x ‡" in rows["ours"] and "10.0x" in rows["numpy"] and "‡" not in rows["numpy"]
     assert "‡ = paired" in report.render()
     assert report.floor_ratio(bert, "drop_in") is None
+    # Paired with NumPy too: NumPy's ratio to ours is the inverse of ours' paired ratio to NumPy.
+    paired.ratios = {"floor": 1.9, "numpy": 0.05}
+    assert report.ratio(bert, "numpy", "ours") == pytest.approx(20.0) and report.ratio(bert, "ours", "numpy") == 0.05
+    assert report.paired_ratio(bert, "numpy", "floor") is None  # NumPy was not timed beside the floor
+    rows = {line.split("|")[2].strip(): line for line in report.render().splitlines() if line.startswith("| BERT")}
+    assert "20.0x ‡" in rows["numpy"]

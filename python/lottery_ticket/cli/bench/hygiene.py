@@ -6,10 +6,12 @@ benchmarks record the load average, the CPU model and the thread counts beside e
 mark every row "noisy" when the machine was not idle, and repeat each row until the spread of
 its recent rounds is below `SPREAD_LIMIT` (saying so when a row's budget ran out first).
 
-A ratio to the read floor taken from two rows timed minutes apart also measures how the
-machine's memory traffic changed in between (two idle runs of the same build put the floor at
-31 ms and 22 ms). Our rows with a floor target are therefore timed *paired*: each round times
-the floor, then the row, and the row's ratio is the median of the per-round ratios.
+A ratio taken from two rows timed minutes apart also measures how the machine changed in
+between: two idle runs of the same build put the read floor at 31 ms and 22 ms, and on a host
+whose cores are shared with other tenants one call's time moved by half within one process.
+A row with a target relative to another row is therefore timed *paired*: each round times the
+references (the read floor, the peer), then the row, and the row's ratio to each reference is
+the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,18 +153,24 @@ def read_machine(
 @dataclass
 class Rounds:
     """Timed rounds of one row: their median, and the spread of the last `WINDOW`; paired
-    rounds also hold the reference's time of each round (timed just before it)."""
+    rounds also hold each reference's time of each round (timed just before it)."""
 
     times: list[float] = field(default_factory=list)
-    reference: list[float] = field(default_factory=list)
+    references: dict[str, list[float]] = field(default_factory=dict)
+
+    def ratio_to(self, key: str) -> float | None:
+        """Median over the last `WINDOW` rounds of time / reference ``key``'s time (None: not
+        paired with it)."""
+        reference = self.references.get(key)
+        if not reference:
+            return None
+        pairs = list(zip(self.times, reference))[-WINDOW:]
+        return statistics.median(t / max(r, 1e-12) for t, r in pairs)
 
     @property
-    def ratio(self) -> float | None:
-        """Median over the last `WINDOW` rounds of time / the reference's time (None: unpaired)."""
-        if not self.reference:
-            return None
-        pairs = list(zip(self.times, self.reference))[-WINDOW:]
-        return statistics.median(t / max(r, 1e-12) for t, r in pairs)
+    def ratios(self) -> dict[str, float]:
+        """The paired ratio to each reference that was timed."""
+        return {key: ratio for key in self.references if (ratio := self.ratio_to(key)) is not None}
 
     @property
     def median_s(self) -> float:
@@ -179,7 +187,7 @@ class Rounds:
     def min_rounds(self) -> int:
         """Rounds before this row may stop: a paired ratio is a median over `WINDOW` pairs (three
         rounds once settled a ratio that the same run's medians contradicted)."""
-        return WINDOW if self.reference else MIN_ROUNDS
+        return WINDOW if self.references else MIN_ROUNDS
 
     @property
     def stable(self) -> bool:
@@ -194,21 +202,22 @@ def repeat_until_stable(
     run: Callable[[Any], Any],
     setup: Callable[[], Any],
     *,
-    reference: Call | None = None,
+    references: Mapping[str, Call] | None = None,
     budget_s: float = ROUND_BUDGET_S,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Rounds:
     """Time ``run(setup())`` (``setup`` untimed) until the recent rounds agree within
     `SPREAD_LIMIT`, or `MAX_ROUNDS`, or ``budget_s`` of timed work; at least one round, and
-    `MIN_ROUNDS` unless a single round overruns the budget. With ``reference`` each round first
-    times one call of the reference the same way (`Rounds.ratio`), and at least `WINDOW` rounds
-    run (`Rounds.min_rounds`)."""
-    rounds = Rounds()
+    `MIN_ROUNDS` unless a single round overruns the budget. With ``references`` each round first
+    times one call of each reference the same way (`Rounds.ratio_to`), and at least `WINDOW`
+    rounds run (`Rounds.min_rounds`)."""
+    references = dict(references or {})
+    rounds = Rounds(references={key: [] for key in references})
     spent = 0.0
     while len(rounds.times) < MAX_ROUNDS:
-        if reference is not None:
-            rounds.reference.append(_timed(*reference, clock))
-            spent += rounds.reference[-1]
+        for key, reference in references.items():
+            rounds.references[key].append(_timed(*reference, clock))
+            spent += rounds.references[key][-1]
         elapsed = _timed(run, setup, clock)
         rounds.times.append(elapsed)
         spent += elapsed

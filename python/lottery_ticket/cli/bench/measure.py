@@ -2,9 +2,9 @@
 
 * Time: one untimed call whose result is checked (also the warm-up), then timed rounds, each
   after the method's untimed ``setup``, until their spread is small (`hygiene.repeat_until_stable`);
-  the median and the spread of the recent rounds are reported. Our rows with a floor target
-  (`methods.PAIRED_WITH_FLOOR`) also time the floor before each round, for a paired ratio. ``benches/`` passes a timer that
-  runs them inside pytest-benchmark.
+  the median and the spread of the recent rounds are reported. Rows with a target relative to
+  the read floor or a peer (`methods.paired_with`) also time those before each round, for
+  paired ratios. ``benches/`` passes a timer that runs them inside pytest-benchmark.
 * Peak extra memory: Rust allocations are invisible to tracemalloc, so a fresh subprocess
   rebuilds the workload, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), makes one
   call and reads ``VmHWM``; extra = peak - RSS before the call - bytes of the returned masks.
@@ -26,23 +26,25 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .hygiene import Call, Rounds, repeat_until_stable
-from .methods import BY_KEY, FLOOR, ONE_THREAD, ONE_THREAD_LABEL, PAIRED_WITH_FLOOR, Method
+from .methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method, paired_with
 from .table import Measurement
 from .workloads import Workload, WorkloadSpec, materialize
 
-# (run one round, make that round's argument, the reference timed before each round) -> rounds
-Timer = Callable[[Callable[[Any], Any], Callable[[], Any], Call | None], Rounds]
+# (run one round, make that round's argument, the references timed before each round) -> rounds
+Timer = Callable[[Callable[[Any], Any], Callable[[], Any], Mapping[str, Call] | None], Rounds]
 
 
-def time_rounds(run: Callable[[Any], Any], setup: Callable[[], Any], reference: Call | None = None) -> Rounds:
+def time_rounds(
+    run: Callable[[Any], Any], setup: Callable[[], Any], references: Mapping[str, Call] | None = None
+) -> Rounds:
     """Rounds of ``run(setup())`` (``setup`` untimed) until their spread is small, each after
-    one timed call of ``reference`` when given."""
-    return repeat_until_stable(run, setup, reference=reference)
+    one timed call of every reference (none: unpaired)."""
+    return repeat_until_stable(run, setup, references=references)
 
 
 def available_memory() -> int:
@@ -93,12 +95,13 @@ def measure_method(method: Method, workload: Workload, timer: Timer = time_round
         return m
     state = method.prepare(workload)
     checked_first_call(method, workload, state)
-    reference = None
-    if method.key in PAIRED_WITH_FLOOR:
-        floor = BY_KEY[FLOOR]
-        reference = (floor.run, functools.partial(floor.setup, floor.prepare(workload)))
-    m.record(timer(method.run, functools.partial(method.setup, state), reference))
-    del state, reference
+    references: dict[str, Call] = {}
+    for key in paired_with(method.key, spec):
+        peer = BY_KEY[key]
+        if skip_reason(peer, spec, memory=False) is None:
+            references[key] = (peer.run, functools.partial(peer.setup, peer.prepare(workload)))
+    m.record(timer(method.run, functools.partial(method.setup, state), references))
+    del state, references
     gc.collect()
     if memory:
         m.peak_extra_bytes = in_subprocess(method.key, spec)["peak_extra_bytes"]

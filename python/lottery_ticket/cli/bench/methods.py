@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ... import kernels
 from .checks import check_masks
 from .later import check_later_round, in_place_round, later_round, ours_in_place, ours_masked, refill
-from .workloads import Workload
+from .workloads import Workload, WorkloadSpec
 
 if TYPE_CHECKING:
     import torch
@@ -358,10 +358,23 @@ BY_KEY = {m.key: m for m in METHODS}
 ONE_THREAD = "ours_1thread"
 ONE_THREAD_LABEL = "ours: global_magnitude_masks, 1 thread"
 ROW_ORDER = [k for m in METHODS for k in ((m.key, ONE_THREAD) if m.key == "ours" else (m.key,))]
-# The read floor's row, and our rows whose targets are ratios to it: those are timed paired
-# with the floor, round by round (`hygiene`), so a change in the machine's memory traffic
-# between rows cannot move their ratios.
+# The read floor's row.
 FLOOR = "floor"
-PAIRED_WITH_FLOOR = frozenset({"ours", "ours_in_place", "ours_torch"})
+# Our rows whose targets are ratios to the read floor.
+_PAIRED_WITH_FLOOR = frozenset({"ours", "ours_in_place", "ours_torch"})
+# Rows compared with a peer where the peer is cheap enough to time again every round: NumPy's
+# partition at ResNet-50 and LeNet size, torch's mul_ loop beside the MaskApplier. torch.prune
+# (seconds a call at BERT size) and NumPy at BERT size are not.
+_PAIRED_WITH_PEER = {("ours", "conv"): "numpy", ("ours", "lenet"): "numpy", ("applier", "lenet"): "torch_mul"}
+
+
+def paired_with(key: str, spec: WorkloadSpec) -> tuple[str, ...]:
+    """The rows timed right before each round of row ``key`` on ``spec`` (`hygiene`), so that a
+    change in the machine between rows cannot move the ratios its targets read."""
+    floor = (FLOOR,) if key in _PAIRED_WITH_FLOOR else ()
+    peer = _PAIRED_WITH_PEER.get((key, spec.mix))
+    return floor + ((peer,) if peer is not None else ())
+
+
 # The row each task's ratios are taken against.
 BASELINE = {"read": "ours", "mask": "ours", "apply": "ours_apply", "rewind": "ours_rewind"}

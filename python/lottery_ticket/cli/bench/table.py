@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..._files import write_atomic
@@ -32,11 +32,17 @@ class Measurement:
     peak_extra_bytes: int | None = None  # peak RSS growth during one call, minus the result
     note: str = ""  # why a number is missing
     spread: float | None = None  # (max - min) / median of the recent rounds (None: too few)
-    floor_ratio: float | None = None  # paired with the floor round by round (`hygiene`), or None
+    # This row's time over each reference's, paired round by round (`hygiene`): the read floor
+    # ("floor") for our rows with a floor target, and a peer where a target compares with one.
+    ratios: dict[str, float] = field(default_factory=dict)
 
     def record(self, rounds: Rounds) -> None:
         self.median_s, self.rounds, self.spread = rounds.median_s, len(rounds.times), rounds.spread
-        self.floor_ratio = rounds.ratio
+        self.ratios = rounds.ratios
+
+    @property
+    def floor_ratio(self) -> float | None:
+        return self.ratios.get("floor")
 
     @property
     def stable(self) -> bool:
@@ -66,14 +72,27 @@ class Report:
         m = self.get(spec, key)
         return None if m is None else m.median_s
 
+    def ratio(self, spec: WorkloadSpec, top: str, bottom: str) -> float | None:
+        """Row ``top``'s time over row ``bottom``'s: paired round by round where one was timed
+        beside the other, else the ratio of the two rows' medians."""
+        paired = self.paired_ratio(spec, top, bottom)
+        if paired is not None:
+            return paired
+        t_top, t_bottom = self.seconds(spec, top), self.seconds(spec, bottom)
+        return None if t_top is None or t_bottom is None or t_bottom <= 0 else t_top / t_bottom
+
+    def paired_ratio(self, spec: WorkloadSpec, top: str, bottom: str) -> float | None:
+        """Row ``top``'s time over row ``bottom``'s from rounds timed in pairs, or None."""
+        upper, lower = self.get(spec, top), self.get(spec, bottom)
+        if upper is not None and bottom in upper.ratios:
+            return upper.ratios[bottom]
+        if lower is not None and lower.ratios.get(top):
+            return 1.0 / lower.ratios[top]
+        return None
+
     def floor_ratio(self, spec: WorkloadSpec, key: str) -> float | None:
-        """``key``'s time over the read floor's: paired round by round where it was timed so,
-        else the ratio of the two rows' medians."""
-        m = self.get(spec, key)
-        if m is not None and m.floor_ratio is not None:
-            return m.floor_ratio
-        top, floor = self.seconds(spec, key), self.seconds(spec, "floor")
-        return None if top is None or floor is None or floor <= 0 else top / floor
+        """``key``'s time over the read floor's (`ratio`)."""
+        return self.ratio(spec, key, "floor")
 
     @property
     def idle(self) -> bool:
@@ -86,25 +105,28 @@ class Report:
         header = ["workload", "method", "median", "× ours", "× read floor", "peak extra MiB", "rounds", "spread"]
         rows = []
         for spec in self._specs:
-            floor = self.seconds(spec, "floor")
             for key in ROW_ORDER:
                 m = self.get(spec, key)
                 if m is None:
                     continue
-                base = self.seconds(spec, BASELINE.get(m.task, "ours"))
+                timed = m.median_s is not None
                 rows.append(
                     [
                         spec.label,
                         m.label,
                         _duration(m.median_s) if m.median_s is not None else m.note or "—",
-                        _ratio(m.median_s, base),
-                        _floor_ratio(m, floor),
+                        self._ratio_cell(spec, key, BASELINE.get(m.task, "ours")) if timed else "—",
+                        self._ratio_cell(spec, key, "floor") if timed else "—",
                         "—" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / MIB:,.0f}",
                         str(m.rounds) if m.rounds else "—",
                         self._spread(m),
                     ]
                 )
         return markdown(header, rows)
+
+    def _ratio_cell(self, spec: WorkloadSpec, top: str, bottom: str) -> str:
+        paired = self.paired_ratio(spec, top, bottom) is not None
+        return _ratio(self.ratio(spec, top, bottom), 1.0) + (" ‡" if paired else "")
 
     def _spread(self, m: Measurement) -> str:
         if m.median_s is None:
@@ -132,12 +154,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.0f} µs"
-
-
-def _floor_ratio(m: Measurement, floor: float | None) -> str:
-    if m.floor_ratio is None:
-        return _ratio(m.median_s, floor)
-    return _ratio(m.floor_ratio, 1.0) + " ‡"
 
 
 def _ratio(t: float | None, base: float | None) -> str:
@@ -175,7 +191,7 @@ def machine_summary(machine: Machine | None = None) -> str:
         f"lottery-ticket {__version__} · {where} · {torch_version} · numpy {np.__version__} · "
         f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "
         "× = time relative to that row (ours: the same task's row) · ‡ = paired: the median of "
-        "per-round ratios, the floor timed right before each round · peak extra = peak RSS growth "
+        "per-round ratios, that row timed right before each round · peak extra = peak RSS growth "
         "during one call in a fresh process, minus the masks it returns"
     )
 
