@@ -369,11 +369,14 @@ _PAIRED_WITH_PEER = {("ours", "conv"): "numpy", ("ours", "lenet"): "numpy", ("ap
 
 
 def paired_with(key: str, spec: WorkloadSpec) -> tuple[str, ...]:
-    """The rows timed right before each round of row ``key`` on ``spec`` (`hygiene`), so that a
-    change in the machine between rows cannot move the ratios its targets read."""
-    floor = (FLOOR,) if key in _PAIRED_WITH_FLOOR else ()
+    """The rows timed right before each round of row ``key`` on ``spec``, in order (`hygiene`),
+    so that a change in the machine between rows cannot move the ratios its targets read. The
+    peer runs first: its temporaries would otherwise evict a small model's weights from the
+    cache just before our call, where the floor leaves them warm, as our previous round leaves
+    them for the peer."""
     peer = _PAIRED_WITH_PEER.get((key, spec.mix))
-    return floor + ((peer,) if peer is not None else ())
+    floor = (FLOOR,) if key in _PAIRED_WITH_FLOOR else ()
+    return ((peer,) if peer is not None else ()) + floor
 
 
 # The row each task's ratios are taken against.
