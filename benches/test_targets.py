@@ -56,6 +56,14 @@ def test_cliff_is_time_per_weight_between_slab_sizes() -> None:
     two = report_of({(small, "ours"): 0.05, (big, "ours"): 0.05 / small.numel * big.numel * 1.3}, machine(0.0))
     line = next(line for line in targets_table(two).splitlines() if "no cliff: f32" in line)
     assert "×1.30" in line and line.rstrip(" |").endswith("FAIL")
+    # Timed beside the floor, the ratio's growth is what counts: the big row caught a slower
+    # machine (its floor too), so per weight beyond the memory's own it did not grow.
+    for spec, ratio in ((small, 2.0), (big, 2.1)):
+        m = two.get(spec, "ours")
+        assert m is not None
+        m.ratios = {"floor": ratio}
+    line = next(line for line in targets_table(two).splitlines() if "no cliff: f32" in line)
+    assert "×1.05 ‡" in line and line.rstrip(" |").endswith("pass")
 
 
 def test_floor_targets_read_the_paired_ratio() -> None:
