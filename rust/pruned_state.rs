@@ -15,7 +15,7 @@ use crate::mask::{Bits, BitsMut, STREAM_CHUNK};
 use crate::select::{widest, PARALLEL_MIN};
 
 /// A float type as its raw bits.
-trait Float: Copy + Send + Sync + Mul<Output = Self> {
+trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
     type Bits: Copy + Send + Sync;
     const ONE: Self;
     const ZERO: Self;
@@ -51,12 +51,14 @@ impl Float for f64 {
     }
 }
 
-/// For every tensor: `masks[i] = keep[i] != 0 ? 1.0 : 0.0` and, unless `products` is None
-/// (the caller multiplies under autograd), `products[i] = masks[i] * w[i]`, in the weights'
-/// float type (float32 or float64 bits). Validates all inputs first.
+/// For every tensor: `masks[i] = keep[i] != 0 ? 1.0 : 0.0`, or where a `previous` mask is
+/// given torch's combination of the two ([`combined`]), and, unless `products` is None (the
+/// caller multiplies under autograd), `products[i] = masks[i] * w[i]`: float multiplies in the
+/// weights' float type (float32 or float64 bits). Validates all inputs first.
 pub fn mask_products(
     weights: &[Bits<'_>],
     keep: &[&[u8]],
+    previous: &[Option<Bits<'_>>],
     masks: &mut [BitsMut<'_>],
     mut products: Option<&mut [BitsMut<'_>]>,
 ) -> Result<()> {
@@ -66,6 +68,25 @@ pub fn mask_products(
     let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
     check_lengths("keep", &sizes, keep.iter().map(|k| k.len()))?;
     check_lengths("masks", &sizes, masks.iter().map(|m| m.len()))?;
+    if previous.len() != weights.len() {
+        return Err(Error::Argument {
+            arg: "previous",
+            message: format!("{} entries for {} tensors", previous.len(), weights.len()),
+        });
+    }
+    for (index, (p, &size)) in previous.iter().zip(&sizes).enumerate() {
+        match p {
+            Some(p) if p.len() != size => {
+                return Err(Error::Length {
+                    arg: "previous",
+                    index,
+                    expected: size,
+                    got: p.len(),
+                })
+            }
+            _ => {}
+        }
+    }
     if let Some(products) = products.as_deref() {
         check_lengths("products", &sizes, products.iter().map(|p| p.len()))?;
     }
@@ -89,18 +110,46 @@ pub fn mask_products(
                 return Err(Error::Width { arg, index });
             }
         }
+        let same_previous = match previous[index] {
+            None => true,
+            Some(q) => matches!(
+                (w, q),
+                (Bits::U32(_), Bits::U32(_)) | (Bits::U64(_), Bits::U64(_))
+            ),
+        };
+        if !same_previous {
+            return Err(Error::Width {
+                arg: "previous",
+                index,
+            });
+        }
     }
     let parallel = sizes.iter().sum::<usize>() >= PARALLEL_MIN;
     for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
         let p = products.as_deref_mut().map(|p| &mut p[index]);
-        match (w, m, p) {
-            (Bits::U32(w), BitsMut::U32(m), None) => fill::<f32>(w, k, m, None, parallel),
-            (Bits::U64(w), BitsMut::U64(m), None) => fill::<f64>(w, k, m, None, parallel),
-            (Bits::U32(w), BitsMut::U32(m), Some(BitsMut::U32(p))) => {
-                fill::<f32>(w, k, m, Some(p), parallel)
+        let q = previous[index];
+        match (w, m) {
+            (Bits::U32(w), BitsMut::U32(m)) => {
+                let q = q.map(|q| match q {
+                    Bits::U32(q) => q,
+                    _ => unreachable!("widths were checked above"),
+                });
+                let p = p.map(|p| match p {
+                    BitsMut::U32(p) => &mut **p,
+                    _ => unreachable!("widths were checked above"),
+                });
+                fill::<f32>(w, k, q, m, p, parallel)
             }
-            (Bits::U64(w), BitsMut::U64(m), Some(BitsMut::U64(p))) => {
-                fill::<f64>(w, k, m, Some(p), parallel)
+            (Bits::U64(w), BitsMut::U64(m)) => {
+                let q = q.map(|q| match q {
+                    Bits::U64(q) => q,
+                    _ => unreachable!("widths were checked above"),
+                });
+                let p = p.map(|p| match p {
+                    BitsMut::U64(p) => &mut **p,
+                    _ => unreachable!("widths were checked above"),
+                });
+                fill::<f64>(w, k, q, m, p, parallel)
             }
             _ => unreachable!("widths were checked above"),
         }
@@ -116,47 +165,72 @@ fn factor<F: Float>(keep: u8) -> F {
     }
 }
 
+/// torch's mask after pruning again an entry whose mask was `previous`: an entry at 1 was
+/// ranked and takes `keep`; any other value was not, and torch's `PruningContainer`
+/// multiplies it in once more (0.5 becomes 0.25).
+#[inline(always)]
+fn combined<F: Float>(previous: F, keep: u8) -> F {
+    let again = if previous == F::ONE {
+        factor::<F>(keep)
+    } else {
+        previous
+    };
+    previous * again
+}
+
 fn fill<F: Float>(
     w: &[F::Bits],
     keep: &[u8],
+    previous: Option<&[F::Bits]>,
     mask: &mut [F::Bits],
     product: Option<&mut [F::Bits]>,
     parallel: bool,
 ) {
-    let masks_only = |keep: &[u8], mask: &mut [F::Bits]| {
-        widest(|| {
-            for (&k, m) in keep.iter().zip(mask.iter_mut()) {
-                *m = factor::<F>(k).to_bits();
+    // One piece of the tensor, starting at element `at`; each case its own plain loop, which
+    // LLVM vectorises (a per-element branch on the options would not).
+    let piece = |at: usize, mask: &mut [F::Bits], product: Option<&mut [F::Bits]>| {
+        let end = at + mask.len();
+        let (w, keep) = (&w[at..end], &keep[at..end]);
+        let previous = previous.map(|p| &p[at..end]);
+        widest(|| match (previous, product) {
+            (None, None) => {
+                for (&k, m) in keep.iter().zip(mask) {
+                    *m = factor::<F>(k).to_bits();
+                }
             }
-        })
-    };
-    let both = |w: &[F::Bits], keep: &[u8], mask: &mut [F::Bits], product: &mut [F::Bits]| {
-        widest(|| {
-            for (((&x, &k), m), p) in w
-                .iter()
-                .zip(keep)
-                .zip(mask.iter_mut())
-                .zip(product.iter_mut())
-            {
-                let f = factor::<F>(k);
-                *m = f.to_bits();
-                *p = (f * F::from_bits(x)).to_bits();
+            (Some(previous), None) => {
+                for ((&k, &q), m) in keep.iter().zip(previous).zip(mask) {
+                    *m = combined::<F>(F::from_bits(q), k).to_bits();
+                }
+            }
+            (None, Some(product)) => {
+                for (((&x, &k), m), p) in w.iter().zip(keep).zip(mask).zip(product) {
+                    let f = factor::<F>(k);
+                    *m = f.to_bits();
+                    *p = (f * F::from_bits(x)).to_bits();
+                }
+            }
+            (Some(previous), Some(product)) => {
+                let inputs = w.iter().zip(keep).zip(previous);
+                for (((&x, &k), &q), (m, p)) in inputs.zip(mask.iter_mut().zip(product)) {
+                    let f = combined::<F>(F::from_bits(q), k);
+                    *m = f.to_bits();
+                    *p = (f * F::from_bits(x)).to_bits();
+                }
             }
         })
     };
     match (product, parallel) {
-        (None, false) => masks_only(keep, mask),
-        (None, true) => keep
-            .par_chunks(STREAM_CHUNK)
-            .zip(mask.par_chunks_mut(STREAM_CHUNK))
-            .for_each(|(k, m)| masks_only(k, m)),
-        (Some(product), false) => both(w, keep, mask, product),
-        (Some(product), true) => w
-            .par_chunks(STREAM_CHUNK)
-            .zip(keep.par_chunks(STREAM_CHUNK))
-            .zip(mask.par_chunks_mut(STREAM_CHUNK))
+        (product, false) => piece(0, mask, product),
+        (None, true) => mask
+            .par_chunks_mut(STREAM_CHUNK)
+            .enumerate()
+            .for_each(|(c, m)| piece(c * STREAM_CHUNK, m, None)),
+        (Some(product), true) => mask
+            .par_chunks_mut(STREAM_CHUNK)
             .zip(product.par_chunks_mut(STREAM_CHUNK))
-            .for_each(|(((w, k), m), p)| both(w, k, m, p)),
+            .enumerate()
+            .for_each(|(c, (m, p))| piece(c * STREAM_CHUNK, m, Some(p))),
     }
 }
 
@@ -173,6 +247,7 @@ mod tests {
         mask_products(
             &[Bits::U32(&bits)],
             &[&keep],
+            &[None],
             &mut [BitsMut::U32(&mut m)],
             Some(&mut [BitsMut::U32(&mut p)]),
         )
@@ -203,6 +278,7 @@ mod tests {
             mask_products(
                 &[Bits::U32(&w32), Bits::U64(&w64)],
                 &[&keep, &keep],
+                &[None, None],
                 &mut [BitsMut::U32(&mut m32), BitsMut::U64(&mut m64)],
                 Some(&mut [BitsMut::U32(&mut p32), BitsMut::U64(&mut p64)]),
             )
@@ -226,12 +302,91 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_mask_is_combined_as_torch_combines_repeated_prunings() {
+        // Every combination of a previous mask value (including non-binary ones, the sign of
+        // zero and infinities) with kept and pruned, over lengths that cross a vector's width:
+        // a ranked entry (previous 1) takes keep, any other value is squared, as torch does.
+        let values = [1.0f32, 0.0, -0.0, 0.5, f32::INFINITY, -1.0, f32::NAN];
+        for n in [1usize, 7, 33, 200] {
+            let keep: Vec<u8> = (0..n).map(|i| (i % 3 != 1) as u8).collect();
+            let prev: Vec<u32> = (0..n).map(|i| values[i % values.len()].to_bits()).collect();
+            let w: Vec<u32> = (0..n).map(|i| (i as f32 - 9.5).to_bits()).collect();
+            for with_products in [false, true] {
+                let (mut m, mut p) = (vec![7u32; n], vec![7u32; n]);
+                let mut products = [BitsMut::U32(&mut p)];
+                mask_products(
+                    &[Bits::U32(&w)],
+                    &[&keep],
+                    &[Some(Bits::U32(&prev))],
+                    &mut [BitsMut::U32(&mut m)],
+                    with_products.then_some(&mut products[..]),
+                )
+                .unwrap();
+                for i in 0..n {
+                    let q = f32::from_bits(prev[i]);
+                    let f = if keep[i] != 0 { 1.0f32 } else { 0.0 };
+                    let mask = if q == 1.0 { f } else { q * q };
+                    let same = |got: u32, want: f32| {
+                        got == want.to_bits() || (f32::from_bits(got).is_nan() && want.is_nan())
+                    };
+                    assert!(same(m[i], mask), "n={n} i={i}");
+                    let want = mask * f32::from_bits(w[i]);
+                    assert!(!with_products || same(p[i], want), "n={n} i={i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_previous_mask_of_the_wrong_size_or_width_is_refused_first() {
+        let w = [1.0f64.to_bits(), 2.0f64.to_bits()];
+        let short = [1.0f64.to_bits()];
+        let narrow = [1.0f32.to_bits(), 1.0f32.to_bits()];
+        let mut m = vec![7u64; 2];
+        let mut call = |previous: &[Option<Bits<'_>>]| {
+            mask_products(
+                &[Bits::U64(&w)],
+                &[&[1, 0]],
+                previous,
+                &mut [BitsMut::U64(&mut m)],
+                None,
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            call(&[Some(Bits::U64(&short))]),
+            Error::Length {
+                arg: "previous",
+                index: 0,
+                expected: 2,
+                got: 1
+            }
+        );
+        assert_eq!(
+            call(&[Some(Bits::U32(&narrow))]),
+            Error::Width {
+                arg: "previous",
+                index: 0
+            }
+        );
+        assert!(matches!(
+            call(&[]),
+            Error::Argument {
+                arg: "previous",
+                ..
+            }
+        ));
+        assert_eq!(m, vec![7; 2]);
+    }
+
+    #[test]
     fn without_products_only_the_masks_are_written() {
         let w: Vec<u64> = [1.0f64, -2.0, 3.0].iter().map(|x| x.to_bits()).collect();
         let mut m = vec![7u64; 3];
         mask_products(
             &[Bits::U64(&w)],
             &[&[0, 1, 0]],
+            &[None],
             &mut [BitsMut::U64(&mut m)],
             None,
         )
@@ -250,6 +405,7 @@ mod tests {
             err(mask_products(
                 &[Bits::U32(&w)],
                 &[&[1]],
+                &[None],
                 &mut [BitsMut::U32(&mut m)],
                 Some(&mut [BitsMut::U32(&mut p)])
             )),
@@ -264,6 +420,7 @@ mod tests {
             err(mask_products(
                 &[Bits::U32(&w)],
                 &[&[1, 0]],
+                &[None],
                 &mut [BitsMut::U64(&mut m64)],
                 Some(&mut [BitsMut::U32(&mut p)])
             )),
@@ -278,6 +435,7 @@ mod tests {
             err(mask_products(
                 &[Bits::U16(&w16)],
                 &[&[1, 0]],
+                &[None],
                 &mut [BitsMut::U16(&mut m16)],
                 Some(&mut [BitsMut::U16(&mut p16)])
             )),

@@ -48,6 +48,7 @@ def apply_masks(
 def mask_products(
     weights: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     keep: Sequence[npt.NDArray[np.uint8]],
+    previous: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None],
     masks: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     products: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
     names: Sequence[str],

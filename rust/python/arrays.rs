@@ -19,23 +19,29 @@ macro_rules! borrow_bits {
         $objs
             .iter()
             .enumerate()
-            .map(|(i, obj)| {
-                let borrowed = if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
-                    a.$borrow().map($kind::U16)
-                } else if let Ok(a) = obj.cast::<PyArrayDyn<u32>>() {
-                    a.$borrow().map($kind::U32)
-                } else if let Ok(a) = obj.cast::<PyArrayDyn<u64>>() {
-                    a.$borrow().map($kind::U64)
-                } else {
-                    return Err(PyTypeError::new_err(format!(
-                        "{}: expected a uint16, uint32 or uint64 bit view",
-                        label($arg, i, $names)
-                    )));
-                };
-                borrowed.map_err(|_| busy($arg, i, $names))
-            })
+            .map(|(i, obj)| borrow_bit!(obj, i, $arg, $names, $borrow, $kind))
             .collect::<PyResult<Vec<_>>>()
     };
+}
+
+/// [`borrow_bits`] of one array, `$i` its index in the argument.
+macro_rules! borrow_bit {
+    ($obj:expr, $i:expr, $arg:expr, $names:expr, $borrow:ident, $kind:ident) => {{
+        let (obj, i) = ($obj, $i);
+        let borrowed = if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
+            a.$borrow().map($kind::U16)
+        } else if let Ok(a) = obj.cast::<PyArrayDyn<u32>>() {
+            a.$borrow().map($kind::U32)
+        } else if let Ok(a) = obj.cast::<PyArrayDyn<u64>>() {
+            a.$borrow().map($kind::U64)
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "{}: expected a uint16, uint32 or uint64 bit view",
+                label($arg, i, $names)
+            )));
+        };
+        borrowed.map_err(|_| busy($arg, i, $names))
+    }};
 }
 
 pub(super) fn borrow_bytes<'py>(

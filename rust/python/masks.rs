@@ -28,20 +28,30 @@ pub(super) fn apply_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
-/// Per tensor, the float mask (1 kept, 0 pruned) and, unless `products` is None, `mask * w`,
-/// into fresh buffers.
+/// Per tensor, the float mask (`previous` times 1 kept, 0 pruned; a None entry is a first
+/// pruning) and, unless `products` is None, `mask * w`, into fresh buffers.
 #[pyfunction(name = "mask_products")]
-#[pyo3(signature = (weights, keep, masks, products, names))]
+#[pyo3(signature = (weights, keep, previous, masks, products, names))]
 pub(super) fn mask_products_py(
     py: Python<'_>,
     weights: Vec<Bound<'_, PyAny>>,
     keep: Vec<Bound<'_, PyAny>>,
+    previous: Vec<Option<Bound<'_, PyAny>>>,
     masks: Vec<Bound<'_, PyAny>>,
     products: Option<Vec<Bound<'_, PyAny>>>,
     names: Vec<String>,
 ) -> PyResult<()> {
     let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
     let keep = borrow_bytes(&keep, "keep", &names)?;
+    let previous = previous
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.as_ref()
+                .map(|p| borrow_bit!(p, i, "previous", &names, try_readonly, BitsArray))
+                .transpose()
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
     let mut products = products
         .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
@@ -52,6 +62,11 @@ pub(super) fn mask_products_py(
         .map(|(i, w)| w.bits("weights", i))
         .collect::<PyResult<_>>()?;
     let keep = byte_slices(&keep, "keep")?;
+    let previous: Vec<Option<Bits<'_>>> = previous
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.as_ref().map(|p| p.bits("previous", i)).transpose())
+        .collect::<PyResult<_>>()?;
     let mut mask_views: Vec<BitsMut<'_>> = masks
         .iter_mut()
         .enumerate()
@@ -72,6 +87,7 @@ pub(super) fn mask_products_py(
         pruned_state::mask_products(
             &weights,
             &keep,
+            &previous,
             &mut mask_views,
             product_views.as_deref_mut(),
         )

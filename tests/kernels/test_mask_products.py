@@ -55,3 +55,38 @@ def test_torch_tensors_come_back_as_tensors() -> None:
 def test_bad_inputs_name_the_argument(weights: object, keep: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         mask_products(weights, keep)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_previous_mask_is_multiplied_in_per_entry(dtype: type) -> None:
+    # torch's combination of a repeated pruning's masks: a ranked entry (previous 1) takes keep,
+    # any other previous value is multiplied in again; a None entry is a first pruning.
+    rng = np.random.default_rng(1)
+    w = [rng.standard_normal((9, 40)).astype(dtype), rng.standard_normal(50).astype(dtype)]
+    keep = [rng.random(x.shape) < 0.5 for x in w]
+    previous = rng.choice(np.array([0.0, 1.0, 1.0, 0.5, -0.0, -1.0, np.inf], dtype=dtype), size=w[0].shape)
+    masks, products = mask_products(w, keep, previous=[previous, None])
+    with np.errstate(invalid="ignore"):
+        first = previous * np.where(previous == 1, keep[0].astype(dtype), previous)
+        assert masks[0].tobytes() == first.tobytes()
+        assert products[0].tobytes() == (first * w[0]).tobytes()
+    np.testing.assert_array_equal(masks[1], keep[1].astype(dtype))
+    assert products[1].tobytes() == (keep[1].astype(dtype) * w[1]).tobytes()
+    only_masks, none = mask_products({"a": w[1]}, {"a": keep[1]}, previous={"a": masks[1]}, products=False)
+    assert none is None and only_masks["a"].tobytes() == masks[1].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("previous", "error", "match"),
+    [
+        ([np.ones(4, np.float32)], ValueError, r"previous\[0\]: dtype float32 and shape \(4,\)"),
+        ([np.ones(3, np.float64)], ValueError, r"previous\[0\]: dtype float64"),
+        ([np.ones(3, bool)], TypeError, r"previous\[0\]"),
+        ([], ValueError, "previous: expected at least one array"),
+        ([None, None], ValueError, "previous: expected 1 entries"),
+        ({"a": np.ones(3, np.float32)}, TypeError, "previous: expected a list like weights"),
+    ],
+)
+def test_bad_previous_masks_name_the_argument(previous: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        mask_products([np.ones(3, np.float32)], [np.ones(3, bool)], previous=previous)

@@ -323,3 +323,37 @@ def test_channels_last_parameter_keeps_its_memory_format() -> None:
     assert conv.weight_mask.stride() == orig.stride() and int((conv.weight_mask == 0).sum()) == round(
         0.3 * orig.numel()
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtype, grad: bool) -> None:
+    # A later round combines the previous mask in the one-pass kernel (`previous * keep`). The
+    # previous masks here are not all binary (a custom 0.5 and -1.0), one parameter is pruned
+    # for the first time in the same call, and one has a mask of another dtype (torch's ops).
+
+    def pruned_before() -> nn.Sequential:
+        torch.manual_seed(4)
+        net = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 6), nn.Linear(6, 3)).to(dtype)
+        custom = torch.ones(20, 30, dtype=dtype)
+        custom[0, :5] = torch.tensor([0.5, -1.0, 0.0, 1.0, 0.5], dtype=dtype)
+        prune.custom_from_mask(net[0], "weight", custom)
+        prune.random_unstructured(net[1], "weight", amount=0.3)
+        net[1].weight_mask = net[1].weight_mask.to(torch.float16)  # not the parameter's dtype
+        return net
+
+    theirs, ours = pruned_before(), pruned_before()
+    pairs = lambda net: [(m, "weight") for m in net]  # noqa: E731
+    with torch.set_grad_enabled(grad):
+        for amount in (0.3, 0.25):
+            prune.global_unstructured(pairs(theirs), prune.L1Unstructured, amount=amount)
+            ltt.global_unstructured(pairs(ours), prune.L1Unstructured, amount=amount)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for t, o in zip(theirs, ours):
+        assert o.weight_mask.dtype == t.weight_mask.dtype
+        assert torch.equal(o.weight_mask, t.weight_mask)
+        assert torch.equal(o.weight.detach().view(bits), t.weight.detach().view(bits))
+        assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
+        assert hook_kinds(o) == hook_kinds(t)
+    # torch squares a mask value it does not rank, at each round: 0.5 -> 0.25 -> 0.0625.
+    assert float(ours[0].weight_mask[0, 0]) == 0.0625

@@ -258,22 +258,30 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
 
 
 @gc_paused
-def mask_products(weights: Any, keep: Any, *, products: bool = True) -> tuple[Any, Any]:
+def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bool = True) -> tuple[Any, Any]:
     """``torch.nn.utils.prune``'s state for bool masks, in one pass over the weights: per weight,
     its mask in the weight's dtype (1.0 kept, 0.0 pruned) and the product ``mask * weight`` (a
     float multiply, so a pruned negative weight gives -0.0 and an infinite one NaN, as torch's
     product does). Two conversions by array ops would each write fresh pages.
 
     ``weights``: float32 or float64 host arrays; ``keep``: bool masks of their shapes, in the
-    same container. Returns ``(masks, products)``: new arrays of the weights' framework, in
-    that container (list or dict); ``products`` is None when not asked for (``products=False``:
-    a product that autograd must record is the caller's to compute).
+    same container. ``previous``: optional float masks of an earlier pruning, in that container
+    too (an entry may be None: pruned for the first time), each of its weight's shape and
+    dtype, combined as torch's ``PruningContainer`` combines a repeated pruning: an entry whose
+    previous mask is 1 was ranked and takes ``keep``; any other previous value is multiplied
+    in once more (0 stays 0, a custom 0.5 becomes 0.25). Returns ``(masks, products)``: new
+    arrays of the weights' framework, in that container (list or dict); ``products`` is None
+    when not asked for (``products=False``: a product that autograd must record is the
+    caller's to compute).
 
     Example:
         >>> import numpy as np
         >>> masks, products = mask_products([np.array([2.0, -3.0])], [np.array([True, False])])
         >>> masks[0].tolist(), products[0].tolist()
         ([1.0, 0.0], [2.0, -0.0])
+        >>> again, _ = mask_products([np.array([2.0, -3.0])], [np.array([False, True])], previous=masks)
+        >>> again[0].tolist()
+        [0.0, 0.0]
     """
     names, values = _arrays.items(weights, "weights")
     keep_values = _arrays.matching_items(keep, "keep", names, len(values))
@@ -287,12 +295,14 @@ def mask_products(weights: Any, keep: Any, *, products: bool = True) -> tuple[An
         _arrays.own_buffer(_arrays.mask_bytes(k, label, v.shape))
         for k, label, v in zip(keep_values, keep_labels, views)
     ]
+    previous_bits = _previous_bits(previous, names, views)
     # One array per tensor (never views of one buffer): each becomes a module's own buffer.
     masks = [np.empty(v.shape, dtype=v.dtype) for v in views]
     made = [np.empty(v.shape, dtype=v.dtype) for v in views] if products else None
     _core.mask_products(
         [v.bits for v in views],
         keep_views,
+        previous_bits,
         [m.view(v.bits.dtype) for m, v in zip(masks, views)],
         None if made is None else [p.view(v.bits.dtype) for p, v in zip(made, views)],
         _validation.quoted(names),
@@ -302,6 +312,27 @@ def mask_products(weights: Any, keep: Any, *, products: bool = True) -> tuple[An
         _arrays.shaped_like(names, [w(m) for w, m in zip(wrap, masks)]),
         None if made is None else _arrays.shaped_like(names, [w(p) for w, p in zip(wrap, made)]),
     )
+
+
+def _previous_bits(previous: Any, names: list[Hashable] | None, views: list[_arrays.Bits]) -> list[np.ndarray | None]:
+    """Bit views of `mask_products`' ``previous`` masks (None entries stay None), each checked
+    against its weight's shape and dtype."""
+    if previous is None:
+        return [None] * len(views)
+    values = _arrays.matching_items(previous, "previous", names, len(views))
+    labels = _validation.labels("previous", names, len(views))
+    bits: list[np.ndarray | None] = []
+    for value, label, view in zip(values, labels, views):
+        if value is None:
+            bits.append(None)
+            continue
+        mask = _arrays.float_bits(value, label, writable=False)
+        if mask.dtype != view.dtype or mask.shape != view.shape:
+            raise ValueError(
+                f"{label}: dtype {mask.dtype} and shape {mask.shape}, but its weight has {view.dtype} {view.shape}"
+            )
+        bits.append(mask.bits)
+    return bits
 
 
 @gc_paused

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..kernels import global_magnitude_masks, mask_products
+from ..kernels.arrays import new_masks
 from ._buffers import empty_like
 
 Pair = tuple[nn.Module, str]
@@ -89,18 +90,24 @@ def _importances(pairs: list[Pair], importance_scores: object) -> dict[str, torc
 
 
 def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
-    """Survivors so far (torch's ``default_mask``): ``name_mask == 1``, or all where unpruned."""
+    """Survivors so far (torch's ``default_mask``): ``name_mask == 1``, or all where unpruned.
+    On the host they are views of one buffer with huge pages (`kernels.arrays.new_masks`):
+    a tensor of its own each would fault in every page of it."""
     found = [getattr(module, name + "_mask", None) for module, name in pairs]
     if all(mask is None for mask in found):
         return None
+    params = [getattr(module, name) for module, name in pairs]
+    if all(p.device.type == "cpu" for p in params):
+        _, fresh = new_masks(params, [tuple(p.shape) for p in params])
+    else:
+        fresh = [torch.empty(p.shape, dtype=torch.bool, device=p.device) for p in params]
     current: dict[str, torch.Tensor] = {}
-    for i, ((module, name), mask) in enumerate(zip(pairs, found)):
-        param = getattr(module, name)
-        current[f"parameters[{i}]"] = (
-            torch.ones(param.shape, dtype=torch.bool, device=param.device)
-            if mask is None
-            else (mask.detach() == 1).reshape(param.shape)
-        )
+    for i, (mask, out) in enumerate(zip(found, fresh)):
+        if mask is None:
+            out.fill_(True)
+        else:
+            torch.eq(mask.detach().reshape(out.shape), 1, out=out)
+        current[f"parameters[{i}]"] = out
     return current
 
 
@@ -171,7 +178,7 @@ def global_unstructured(
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
     masks = global_magnitude_masks(scores, amount, masks=current, out=current)
-    made = _first_states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
+    made = _states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
     for i, (module, name) in enumerate(pairs):
         _install(module, name, masks[f"parameters[{i}]"], made.get(i))
 
@@ -243,30 +250,56 @@ State = tuple[torch.Tensor, torch.Tensor | None]  # a float mask, and `mask * or
 _PLAIN = (torch.Tensor, nn.Parameter)
 
 
-def _first_states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
-    """The float mask and masked weight of each first-time pruned host float32/float64 parameter,
-    from one pass of the kernels (`kernels.mask_products`) where torch's ops would convert the
-    mask and multiply in two passes over fresh pages. A product autograd records (a parameter
-    that requires grad, with grad enabled) stays torch's ``mask * orig``: only its mask is made."""
-    groups: dict[bool, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {True: {}, False: {}}
+def _kernel_ready(t: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
+    return (
+        type(t) in _PLAIN
+        and t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and (dtype is None or t.dtype == dtype)
+        and t.is_contiguous()
+    )
+
+
+def _states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
+    """The float mask and masked weight of each host float32/float64 parameter, from one pass of
+    the kernels (`kernels.mask_products`) where torch's ops would convert the mask, combine it
+    with the previous one and multiply, each a pass over fresh pages. A parameter pruned before
+    has its mask combined as torch's ``PruningContainer`` does when the previous mask and the
+    pruned tensor share the parameter's dtype. A product autograd records
+    (a parameter that requires grad, with grad enabled) stays torch's ``mask * orig``: only its
+    mask is made."""
+    groups: dict[bool, dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = {True: {}, False: {}}
     for i, ((module, name), keep) in enumerate(zip(pairs, keeps)):
         orig = module._parameters.get(name)  # None once pruned: `name` became `name + "_orig"`
-        if (
-            orig is None
-            or type(orig) not in _PLAIN
-            or orig.device.type != "cpu"
-            or orig.dtype not in (torch.float32, torch.float64)
-            or not orig.is_contiguous()
-        ):
+        previous = None
+        if orig is None:
+            orig = module._parameters.get(name + "_orig")
+            previous = getattr(module, name + "_mask", None)
+            pruned = getattr(module, name, None)
+            if not (
+                orig is not None
+                and isinstance(previous, torch.Tensor)
+                and isinstance(pruned, torch.Tensor)
+                and _kernel_ready(previous, orig.dtype)
+                and pruned.dtype == orig.dtype
+                and previous.shape == orig.shape
+            ):
+                continue
+            previous = previous.detach()
+        if not _kernel_ready(orig):
             continue
         recorded = orig.requires_grad and torch.is_grad_enabled()
-        groups[not recorded][i] = (orig.detach(), keep)
+        groups[not recorded][i] = (orig.detach(), keep, previous)
     states: dict[int, State] = {}
     for with_products, group in groups.items():
         if not group:
             continue
+        entries = list(group.values())
         masks, products = mask_products(
-            [w for w, _ in group.values()], [k for _, k in group.values()], products=with_products
+            [w for w, _, _ in entries],
+            [k for _, k, _ in entries],
+            previous=[p for _, _, p in entries],
+            products=with_products,
         )
         for j, i in enumerate(group):
             states[i] = (masks[j], None if products is None else products[j])
@@ -275,7 +308,7 @@ def _first_states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, Sta
 
 def _install(module: nn.Module, name: str, keep: torch.Tensor, made: State | None = None) -> None:
     """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly
-    (``made``: a first mask and product from `_first_states`).
+    (``made``: the mask and product from `_states`).
 
     torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
     keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
@@ -311,9 +344,14 @@ def _install(module: nn.Module, name: str, keep: torch.Tensor, made: State | Non
             container = prune.PruningContainer(hook)
             container.add_pruning_method(method)
         orig = getattr(module, name + "_orig")
-        default: torch.Tensor = getattr(module, name + "_mask").detach()
-        pruned: torch.Tensor = getattr(module, name)
-        mask = (default * keep.to(dtype=default.dtype)).to(dtype=pruned.dtype)
+        if made is not None:
+            mask, product = made
+        else:
+            default: torch.Tensor = getattr(module, name + "_mask").detach()
+            pruned: torch.Tensor = getattr(module, name)
+            # torch ranks only the entries at 1; any other value is multiplied in once more.
+            again = torch.where(default == 1, keep.to(dtype=default.dtype), default)
+            mask = (default * again).to(dtype=pruned.dtype)
         hook_to_register = container
     module.register_buffer(name + "_mask", mask)
     setattr(module, name, product if product is not None else _masked(orig, mask))
