@@ -16,11 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from ... import kernels
 from .checks import check_masks
 from .later import check_later_round, in_place_round, later_round, ours_in_place, ours_masked, refill
+from .pruned_modules import (
+    check_modules,
+    check_pruned_again,
+    module_masks_bytes,
+    modules,
+    ours_drop_in,
+    pruned_once,
+    torch_prune,
+)
 from .workloads import Workload, WorkloadSpec
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 Task = Literal["read", "mask", "apply", "rewind"]
 
@@ -117,45 +125,6 @@ def _torch_kthvalue(inputs: Inputs) -> tuple[float, list[torch.Tensor]]:
     return float(thr), [w.abs() > thr for w in inputs.weights]
 
 
-@dataclass
-class Modules:
-    """One module per tensor whose ``weight`` parameter shares the workload's storage."""
-
-    holders: list[nn.Module]
-    amount: float
-
-
-def _modules(inputs: Inputs) -> Modules:
-    from torch import nn
-
-    holders = []
-    for w in inputs.weights:
-        holder = nn.Module()
-        holder.weight = nn.Parameter(w, requires_grad=False)
-        holders.append(holder)
-    return Modules(holders, inputs.amount)
-
-
-def _torch_prune(modules: Modules) -> list[nn.Module]:
-    from torch.nn.utils import prune
-
-    prune.global_unstructured(
-        [(h, "weight") for h in modules.holders], pruning_method=prune.L1Unstructured, amount=modules.amount
-    )
-    return modules.holders
-
-
-def _check_modules(workload: Workload, state: Any, holders: list[nn.Module]) -> None:
-    from torch.nn.utils import prune
-
-    assert all(prune.is_pruned(h) for h in holders), "every module carries a pruning hook"
-    check_masks(workload, [h.weight_mask != 0 for h in holders])
-
-
-def _module_masks_bytes(holders: list[nn.Module]) -> int:
-    return _masks_bytes([h.weight_mask for h in holders])
-
-
 # ---- mask step: ours --------------------------------------------------------------------------
 
 
@@ -166,15 +135,6 @@ def _ours(inputs: Inputs) -> Any:
 def _ours_torch_ops(inputs: Inputs) -> Any:
     # The torch-op backend (what CUDA tensors run), here on the host tensors.
     return kernels.global_magnitude_masks(inputs.weights, inputs.amount, backend="torch")
-
-
-def _ours_drop_in(modules: Modules) -> list[nn.Module]:
-    from torch.nn.utils import prune
-
-    from ...torch import global_unstructured
-
-    global_unstructured([(h, "weight") for h in modules.holders], prune.L1Unstructured, amount=modules.amount)
-    return modules.holders
 
 
 # ---- apply / rewind: ours against torch's in-place equivalent ---------------------------------
@@ -273,10 +233,10 @@ METHODS: tuple[Method, ...] = (
         "torch.nn.utils.prune.global_unstructured",
         "mask",
         _weights,
-        _torch_prune,
-        _check_modules,
-        _module_masks_bytes,
-        setup=_modules,
+        torch_prune,
+        check_modules,
+        module_masks_bytes,
+        setup=modules,
         bytes_per_weight=60,
     ),
     Method(
@@ -324,11 +284,22 @@ METHODS: tuple[Method, ...] = (
         "ours: lottery_ticket.torch.global_unstructured",
         "mask",
         _weights,
-        _ours_drop_in,
-        _check_modules,
-        _module_masks_bytes,
-        setup=_modules,
+        ours_drop_in,
+        check_modules,
+        module_masks_bytes,
+        setup=modules,
         bytes_per_weight=16,
+    ),
+    Method(
+        "drop_in_again",
+        "ours: lottery_ticket.torch.global_unstructured, a later round",
+        "mask",
+        _weights,
+        ours_drop_in,
+        check_pruned_again,
+        module_masks_bytes,
+        setup=pruned_once,
+        bytes_per_weight=28,
     ),
     Method("ours_apply", "ours: apply_masks", "apply", _in_place, _ours_apply, _check_masked, bytes_per_weight=6),
     Method(
