@@ -137,8 +137,13 @@ unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32
         let index = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(at, lanes));
         let out = dst.add(2 * n) as *mut __m512i;
         _mm512_storeu_si512(out, _mm512_permutex2var_epi32(keys, first, index));
-        _mm512_storeu_si512(out.add(1), _mm512_permutex2var_epi32(keys, second, index));
-        n += m.count_ones() as usize;
+        let packed = m.count_ones() as usize;
+        // Near the threshold a half rarely holds more than 8 candidates: the second 8 pairs'
+        // permute and store would write only lanes past the end.
+        if packed > 8 {
+            _mm512_storeu_si512(out.add(1), _mm512_permutex2var_epi32(keys, second, index));
+        }
+        n += packed;
     }
     n
 }
