@@ -21,6 +21,10 @@ trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
     const ZERO: Self;
     fn from_bits(bits: Self::Bits) -> Self;
     fn to_bits(self) -> Self::Bits;
+    /// The tensor's bits if they are this type's width.
+    fn of(bits: Bits<'_>) -> Option<&[Self::Bits]>;
+    /// [`Float::of`] for an output.
+    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [Self::Bits]>;
 }
 
 impl Float for f32 {
@@ -35,6 +39,18 @@ impl Float for f32 {
     fn to_bits(self) -> u32 {
         f32::to_bits(self)
     }
+    fn of(bits: Bits<'_>) -> Option<&[u32]> {
+        match bits {
+            Bits::U32(b) => Some(b),
+            _ => None,
+        }
+    }
+    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [u32]> {
+        match bits {
+            BitsMut::U32(b) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 impl Float for f64 {
@@ -48,6 +64,18 @@ impl Float for f64 {
     #[inline(always)]
     fn to_bits(self) -> u64 {
         f64::to_bits(self)
+    }
+    fn of(bits: Bits<'_>) -> Option<&[u64]> {
+        match bits {
+            Bits::U64(b) => Some(b),
+            _ => None,
+        }
+    }
+    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [u64]> {
+        match bits {
+            BitsMut::U64(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
@@ -127,34 +155,33 @@ pub fn mask_products(
     let parallel = sizes.iter().sum::<usize>() >= PARALLEL_MIN;
     for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
         let p = products.as_deref_mut().map(|p| &mut p[index]);
-        let q = previous[index];
-        match (w, m) {
-            (Bits::U32(w), BitsMut::U32(m)) => {
-                let q = q.map(|q| match q {
-                    Bits::U32(q) => q,
-                    _ => unreachable!("widths were checked above"),
-                });
-                let p = p.map(|p| match p {
-                    BitsMut::U32(p) => &mut **p,
-                    _ => unreachable!("widths were checked above"),
-                });
-                fill::<f32>(w, k, q, m, p, parallel)
-            }
-            (Bits::U64(w), BitsMut::U64(m)) => {
-                let q = q.map(|q| match q {
-                    Bits::U64(q) => q,
-                    _ => unreachable!("widths were checked above"),
-                });
-                let p = p.map(|p| match p {
-                    BitsMut::U64(p) => &mut **p,
-                    _ => unreachable!("widths were checked above"),
-                });
-                fill::<f64>(w, k, q, m, p, parallel)
-            }
-            _ => unreachable!("widths were checked above"),
+        match w {
+            Bits::U32(_) => fill_tensor::<f32>(*w, k, previous[index], m, p, parallel),
+            Bits::U64(_) => fill_tensor::<f64>(*w, k, previous[index], m, p, parallel),
+            Bits::U16(_) => unreachable!("16-bit weights were refused above"),
         }
     }
     Ok(())
+}
+
+/// [`fill`] for one tensor whose arguments were checked to share `F`'s width.
+fn fill_tensor<F: Float>(
+    w: Bits<'_>,
+    keep: &[u8],
+    previous: Option<Bits<'_>>,
+    mask: &mut BitsMut<'_>,
+    product: Option<&mut BitsMut<'_>>,
+    parallel: bool,
+) {
+    const CHECKED: &str = "widths were checked above";
+    fill::<F>(
+        F::of(w).expect(CHECKED),
+        keep,
+        previous.map(|q| F::of(q).expect(CHECKED)),
+        F::of_mut(mask).expect(CHECKED),
+        product.map(|p| F::of_mut(p).expect(CHECKED)),
+        parallel,
+    )
 }
 
 fn factor<F: Float>(keep: u8) -> F {
