@@ -27,57 +27,39 @@ trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
     fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [Self::Bits]>;
 }
 
-impl Float for f32 {
-    type Bits = u32;
-    const ONE: f32 = 1.0;
-    const ZERO: f32 = 0.0;
-    #[inline(always)]
-    fn from_bits(bits: u32) -> f32 {
-        f32::from_bits(bits)
-    }
-    #[inline(always)]
-    fn to_bits(self) -> u32 {
-        f32::to_bits(self)
-    }
-    fn of(bits: Bits<'_>) -> Option<&[u32]> {
-        match bits {
-            Bits::U32(b) => Some(b),
-            _ => None,
+/// [`Float`] for a float type, its bits' type and their [`Bits`] variant.
+macro_rules! impl_float {
+    ($float:ty, $bits:ty, $variant:ident) => {
+        impl Float for $float {
+            type Bits = $bits;
+            const ONE: $float = 1.0;
+            const ZERO: $float = 0.0;
+            #[inline(always)]
+            fn from_bits(bits: $bits) -> $float {
+                <$float>::from_bits(bits)
+            }
+            #[inline(always)]
+            fn to_bits(self) -> $bits {
+                <$float>::to_bits(self)
+            }
+            fn of(bits: Bits<'_>) -> Option<&[$bits]> {
+                match bits {
+                    Bits::$variant(b) => Some(b),
+                    _ => None,
+                }
+            }
+            fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [$bits]> {
+                match bits {
+                    BitsMut::$variant(b) => Some(b),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [u32]> {
-        match bits {
-            BitsMut::U32(b) => Some(b),
-            _ => None,
-        }
-    }
+    };
 }
 
-impl Float for f64 {
-    type Bits = u64;
-    const ONE: f64 = 1.0;
-    const ZERO: f64 = 0.0;
-    #[inline(always)]
-    fn from_bits(bits: u64) -> f64 {
-        f64::from_bits(bits)
-    }
-    #[inline(always)]
-    fn to_bits(self) -> u64 {
-        f64::to_bits(self)
-    }
-    fn of(bits: Bits<'_>) -> Option<&[u64]> {
-        match bits {
-            Bits::U64(b) => Some(b),
-            _ => None,
-        }
-    }
-    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [u64]> {
-        match bits {
-            BitsMut::U64(b) => Some(b),
-            _ => None,
-        }
-    }
-}
+impl_float!(f32, u32, U32);
+impl_float!(f64, u64, U64);
 
 /// For every tensor: `masks[i] = keep[i] != 0 ? 1.0 : 0.0`, or where a `previous` mask is
 /// given torch's combination of the two ([`combined`]), and, unless `products` is None (the
