@@ -28,8 +28,9 @@ pub(super) fn apply_masks_py(
         .map_err(|e| to_py(e, &names))
 }
 
-/// Per tensor, the float mask (`previous` times 1 kept, 0 pruned; a None entry is a first
-/// pruning) and, unless `products` is None, `mask * w`, into fresh buffers.
+/// Per tensor, the float mask (1 kept, 0 pruned, combined with a `previous` mask as torch
+/// combines a repeated pruning; a None entry is a first pruning) and, unless `products` is
+/// None, `mask * w`, into fresh buffers.
 #[pyfunction(name = "mask_products")]
 #[pyo3(signature = (weights, keep, previous, masks, products, names))]
 pub(super) fn mask_products_py(
