@@ -1,0 +1,208 @@
+//! `mask_products` against the scalar rules: torch's float masks and products, bit for bit.
+
+use super::*;
+
+#[test]
+fn masks_are_one_or_zero_and_products_are_float_products() {
+    let w: Vec<f32> = vec![1.5, -2.0, -3.0, f32::INFINITY, f32::NEG_INFINITY, 0.25];
+    let keep = [1u8, 0, 2, 0, 1, 0];
+    let bits: Vec<u32> = w.iter().map(|x| x.to_bits()).collect();
+    let (mut m, mut p) = (vec![7u32; 6], vec![7u32; 6]);
+    mask_products(
+        &[Bits::U32(&bits)],
+        &[&keep],
+        &[None],
+        &mut [BitsMut::U32(&mut m)],
+        Some(&mut [BitsMut::U32(&mut p)]),
+    )
+    .unwrap();
+    let masks: Vec<f32> = m.iter().map(|&b| f32::from_bits(b)).collect();
+    assert_eq!(masks, [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+    for i in 0..6 {
+        let expect = masks[i] * w[i];
+        let got = f32::from_bits(p[i]);
+        // Bit for bit where defined (the sign of a pruned negative's zero); NaN for 0 * inf.
+        assert!(
+            got.to_bits() == expect.to_bits() || (got.is_nan() && expect.is_nan()),
+            "{i}"
+        );
+    }
+    assert_eq!(p[1], (-0.0f32).to_bits());
+    assert!(f32::from_bits(p[3]).is_nan());
+}
+
+#[test]
+fn every_length_and_both_widths_match_the_scalar_rule() {
+    for n in 0..200usize {
+        let keep: Vec<u8> = (0..n).map(|i| ((i * 3 + n) % 4 % 2) as u8).collect();
+        let w32: Vec<u32> = (0..n).map(|i| (i as f32 - 50.0).to_bits()).collect();
+        let w64: Vec<u64> = (0..n).map(|i| (50.0 - i as f64).to_bits()).collect();
+        let (mut m32, mut p32, mut m64, mut p64) = (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
+        mask_products(
+            &[Bits::U32(&w32), Bits::U64(&w64)],
+            &[&keep, &keep],
+            &[None, None],
+            &mut [BitsMut::U32(&mut m32), BitsMut::U64(&mut m64)],
+            Some(&mut [BitsMut::U32(&mut p32), BitsMut::U64(&mut p64)]),
+        )
+        .unwrap();
+        for i in 0..n {
+            let f = if keep[i] != 0 { 1.0 } else { 0.0 };
+            assert_eq!(m32[i], (f as f32).to_bits(), "n={n} i={i}");
+            assert_eq!(m64[i], f64::to_bits(f), "n={n} i={i}");
+            assert_eq!(
+                p32[i],
+                (f as f32 * f32::from_bits(w32[i])).to_bits(),
+                "n={n} i={i}"
+            );
+            assert_eq!(
+                p64[i],
+                (f * f64::from_bits(w64[i])).to_bits(),
+                "n={n} i={i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_previous_mask_is_combined_as_torch_combines_repeated_prunings() {
+    // Every combination of a previous mask value (including non-binary ones, the sign of
+    // zero and infinities) with kept and pruned, over lengths that cross a vector's width:
+    // a ranked entry (previous 1) takes keep, any other value is squared, as torch does.
+    let values = [1.0f32, 0.0, -0.0, 0.5, f32::INFINITY, -1.0, f32::NAN];
+    for n in [1usize, 7, 33, 200] {
+        let keep: Vec<u8> = (0..n).map(|i| (i % 3 != 1) as u8).collect();
+        let prev: Vec<u32> = (0..n).map(|i| values[i % values.len()].to_bits()).collect();
+        let w: Vec<u32> = (0..n).map(|i| (i as f32 - 9.5).to_bits()).collect();
+        for with_products in [false, true] {
+            let (mut m, mut p) = (vec![7u32; n], vec![7u32; n]);
+            let mut products = [BitsMut::U32(&mut p)];
+            mask_products(
+                &[Bits::U32(&w)],
+                &[&keep],
+                &[Some(Bits::U32(&prev))],
+                &mut [BitsMut::U32(&mut m)],
+                with_products.then_some(&mut products[..]),
+            )
+            .unwrap();
+            for i in 0..n {
+                let q = f32::from_bits(prev[i]);
+                let f = if keep[i] != 0 { 1.0f32 } else { 0.0 };
+                let mask = if q == 1.0 { f } else { q * q };
+                let same = |got: u32, want: f32| {
+                    got == want.to_bits() || (f32::from_bits(got).is_nan() && want.is_nan())
+                };
+                assert!(same(m[i], mask), "n={n} i={i}");
+                let want = mask * f32::from_bits(w[i]);
+                assert!(!with_products || same(p[i], want), "n={n} i={i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_previous_mask_of_the_wrong_size_or_width_is_refused_first() {
+    let w = [1.0f64.to_bits(), 2.0f64.to_bits()];
+    let short = [1.0f64.to_bits()];
+    let narrow = [1.0f32.to_bits(), 1.0f32.to_bits()];
+    let mut m = vec![7u64; 2];
+    let mut call = |previous: &[Option<Bits<'_>>]| {
+        mask_products(
+            &[Bits::U64(&w)],
+            &[&[1, 0]],
+            previous,
+            &mut [BitsMut::U64(&mut m)],
+            None,
+        )
+        .unwrap_err()
+    };
+    assert_eq!(
+        call(&[Some(Bits::U64(&short))]),
+        Error::Length {
+            arg: "previous",
+            index: 0,
+            expected: 2,
+            got: 1
+        }
+    );
+    assert_eq!(
+        call(&[Some(Bits::U32(&narrow))]),
+        Error::Width {
+            arg: "previous",
+            index: 0
+        }
+    );
+    assert!(matches!(
+        call(&[]),
+        Error::Argument {
+            arg: "previous",
+            ..
+        }
+    ));
+    assert_eq!(m, vec![7; 2]);
+}
+
+#[test]
+fn without_products_only_the_masks_are_written() {
+    let w: Vec<u64> = [1.0f64, -2.0, 3.0].iter().map(|x| x.to_bits()).collect();
+    let mut m = vec![7u64; 3];
+    mask_products(
+        &[Bits::U64(&w)],
+        &[&[0, 1, 0]],
+        &[None],
+        &mut [BitsMut::U64(&mut m)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(m, [0.0f64, 1.0, 0.0].map(f64::to_bits));
+}
+
+#[test]
+fn bad_inputs_are_refused_before_anything_is_written() {
+    let w = [1u32, 2];
+    let w16 = [1u16, 2];
+    let (mut m, mut p) = (vec![7u32; 2], vec![7u32; 2]);
+    let mut m64 = vec![7u64; 2];
+    let err = |r: Result<()>| r.unwrap_err();
+    assert_eq!(
+        err(mask_products(
+            &[Bits::U32(&w)],
+            &[&[1]],
+            &[None],
+            &mut [BitsMut::U32(&mut m)],
+            Some(&mut [BitsMut::U32(&mut p)])
+        )),
+        Error::Length {
+            arg: "keep",
+            index: 0,
+            expected: 2,
+            got: 1
+        }
+    );
+    assert_eq!(
+        err(mask_products(
+            &[Bits::U32(&w)],
+            &[&[1, 0]],
+            &[None],
+            &mut [BitsMut::U64(&mut m64)],
+            Some(&mut [BitsMut::U32(&mut p)])
+        )),
+        Error::Width {
+            arg: "masks",
+            index: 0
+        }
+    );
+    let mut m16 = vec![7u16; 2];
+    let mut p16 = vec![7u16; 2];
+    assert!(matches!(
+        err(mask_products(
+            &[Bits::U16(&w16)],
+            &[&[1, 0]],
+            &[None],
+            &mut [BitsMut::U16(&mut m16)],
+            Some(&mut [BitsMut::U16(&mut p16)])
+        )),
+        Error::Argument { arg: "weights", .. }
+    ));
+    assert_eq!((m, p, m64), (vec![7; 2], vec![7; 2], vec![7; 2]));
+}
