@@ -157,6 +157,22 @@ impl Key for u64 {
     }
 }
 
+/// Low bits that are zero in the key of every weight of these dtypes (f16 and bf16 widen into
+/// f32's key space, f32 into f64's): keys are multiples of 2^g, so a histogram over `key >> g`
+/// gives each distinct key its own bin.
+pub(crate) fn granularity<K: Key>(weights: &[Weights<'_>]) -> u32 {
+    let wide = K::BITS > 32;
+    let zeros = |w: &Weights<'_>| match (w, wide) {
+        (Weights::F16(_), false) => 13,
+        (Weights::Bf16(_), false) => 16,
+        (Weights::F16(_), true) => 29 + 13,
+        (Weights::Bf16(_), true) => 29 + 16,
+        (Weights::F32(_), true) => 29,
+        (Weights::F32(_), false) | (Weights::F64(_), _) => 0,
+    };
+    weights.iter().map(zeros).min().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +221,35 @@ mod tests {
                 assert_eq!(<u32 as Key>::of_bf16(b), k32(bf.to_f32()));
             }
         }
+    }
+
+    #[test]
+    fn keys_are_multiples_of_their_granularity() {
+        let tz = |k: u64| {
+            if k == 0 {
+                u64::BITS
+            } else {
+                k.trailing_zeros()
+            }
+        };
+        let (f16, bf16) = (Weights::F16(&[]), Weights::Bf16(&[]));
+        for b in 0u16..=u16::MAX {
+            assert!(tz(<u32 as Key>::of_f16(b) as u64) >= granularity::<u32>(&[f16]));
+            assert!(tz(<u32 as Key>::of_bf16(b) as u64) >= granularity::<u32>(&[bf16]));
+            assert!(tz(<u64 as Key>::of_f16(b)) >= granularity::<u64>(&[f16]));
+            assert!(tz(<u64 as Key>::of_bf16(b)) >= granularity::<u64>(&[bf16]));
+        }
+        let f32s = [1u32, 0x0040_0001, 0x3f80_0001, 0x7f80_0001, 0x7fff_ffff];
+        for b in f32s {
+            assert!(tz(<u64 as Key>::of_f32(b)) >= granularity::<u64>(&[Weights::F32(&[])]));
+        }
+        // The tightest: a key with exactly that many low zero bits exists for each dtype.
+        assert_eq!(<u32 as Key>::of_f16(0x0401).trailing_zeros(), 13);
+        assert_eq!(<u32 as Key>::of_bf16(0x0001).trailing_zeros(), 16);
+        assert_eq!(<u64 as Key>::of_f32(0x3f80_0001).trailing_zeros(), 29);
+        // A mix is as fine as its finest dtype.
+        assert_eq!(granularity::<u32>(&[bf16, f16]), 13);
+        assert_eq!(granularity::<u32>(&[bf16, Weights::F32(&[])]), 0);
     }
 
     #[test]

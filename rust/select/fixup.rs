@@ -20,6 +20,7 @@ pub(crate) fn fix_up<K: Key>(
     scan: &FusedScan<K>,
     bracket: Bracket<K>,
     r: u64,
+    granularity: u32,
     parallel: bool,
 ) -> Result<()> {
     // r = 0 keeps every candidate: no key lies below ZERO, and no tie may go.
@@ -44,7 +45,7 @@ pub(crate) fn fix_up<K: Key>(
                 ties: 0,
             }
         }
-        _ => kth_candidate(&scan.per_chunk, bracket, r, parallel)?,
+        _ => kth_candidate(&scan.per_chunk, bracket, r, granularity, parallel)?,
     };
     let threshold = kth.key;
     let ties = r - kth.strictly_below;
@@ -108,22 +109,31 @@ pub(crate) struct Kth<K> {
 
 /// The `r`-th smallest candidate key (1-based). A 2^8-2^16-bin histogram of the keys' offsets
 /// in the bracket finds the right bin (in parallel: a serial select over all candidates would
-/// not use the other cores); only that bin's keys are then selected exactly. A key outside the
-/// bracket (a racing writer changed a weight after its bracket test) is
-/// [`Error::WeightsChanged`]; the histogram pass finds it.
+/// not use the other cores); only that bin's keys are then selected exactly. Keys are multiples
+/// of 2^`granularity` ([`crate::magnitude::granularity`]), so no bin is narrower than that: when
+/// the bracket spans fewer distinct keys than there are bins (bf16, f16), each bin holds one key
+/// and the histogram alone answers. A key outside the bracket (a racing writer changed a weight
+/// after its bracket test) is [`Error::WeightsChanged`]; the histogram pass finds it.
 pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     scans: &[C],
     bracket: Bracket<K>,
     r: u64,
+    granularity: u32,
     parallel: bool,
 ) -> Result<Kth<K>> {
     let candidates: usize = scans.iter().map(|s| s.count()).sum();
-    // About 16 candidates a bin: a histogram much larger than the candidates (2^16 bins were
-    // zeroed for every call) costs more than the select it saves.
-    let bins = (candidates / 16).next_power_of_two().clamp(1 << 8, 1 << 16);
     let base = bracket.lo.to_u64();
     let span = bracket.hi.to_u64().saturating_sub(base).max(1);
-    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(bins.trailing_zeros());
+    let coarse = span >> granularity;
+    // About 16 candidates a bin: a histogram much larger than the candidates (2^16 bins were
+    // zeroed for every call) costs more than the select it saves. No more bins than distinct
+    // keys, since each job's histogram is zeroed and summed.
+    let bins = (candidates / 16)
+        .next_power_of_two()
+        .clamp(1 << 8, 1 << 16)
+        .min((coarse.min(1 << 16) as usize + 1).next_power_of_two());
+    let finer = (u64::BITS - coarse.leading_zeros()).saturating_sub(bins.trailing_zeros());
+    let shift = granularity + finer;
     let bin = move |k: K| ((k.to_u64() - base) >> shift) as usize;
     let add = |(mut h, mut outside): (Vec<u32>, bool), s: &C| {
         for k in s.keys() {
@@ -136,29 +146,46 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
         }
         (h, outside)
     };
+    let sum = |(mut a, x): (Vec<u32>, bool), (b, y): (Vec<u32>, bool)| {
+        a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
+        (a, x | y)
+    };
+    let empty = || (vec![0u32; bins], false);
     let (counts, outside) = if parallel {
+        // A few histograms per thread: a fold per rayon job zeroed and summed up to one per chunk.
         scans
-            .par_iter()
-            .fold(|| (vec![0u32; bins], false), add)
-            .reduce(
-                || (vec![0u32; bins], false),
-                |(mut a, x), (b, y)| {
-                    a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-                    (a, x | y)
-                },
-            )
+            .par_chunks(groups_of(scans.len()))
+            .map(|group| group.iter().fold(empty(), add))
+            .reduce(empty, sum)
     } else {
-        scans.iter().fold((vec![0u32; bins], false), add)
+        scans.iter().fold(empty(), add)
     };
     if outside {
         return Err(Error::WeightsChanged);
     }
     let (target, before) = radix::bin_of_rank(&counts, r);
-    let in_target = |s: &C| -> Vec<K> { s.keys().filter(|&k| bin(k) == target).collect() };
+    if finer == 0 {
+        // The bin's one possible key: the multiple of 2^granularity it holds.
+        let start = base + ((target as u64) << shift);
+        return Ok(Kth {
+            key: K::from_u64(start.next_multiple_of(1 << granularity)),
+            strictly_below: before,
+            ties: counts[target] as u64,
+        });
+    }
+    let in_target = |group: &[C]| -> Vec<K> {
+        group
+            .iter()
+            .flat_map(|s| s.keys().filter(|&k| bin(k) == target))
+            .collect()
+    };
     let mut in_bin: Vec<K> = if parallel {
-        scans.par_iter().flat_map_iter(in_target).collect()
+        scans
+            .par_chunks(groups_of(scans.len()))
+            .flat_map_iter(in_target)
+            .collect()
     } else {
-        scans.iter().flat_map(in_target).collect()
+        in_target(scans)
     };
     let (smaller, &mut key, larger) = in_bin.select_nth_unstable((r - before) as usize - 1);
     let below_in_bin = smaller.iter().filter(|&&k| k < key).count() as u64;
@@ -173,6 +200,11 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
         strictly_below: before + below_in_bin,
         ties,
     })
+}
+
+/// Chunks per parallel job over `chunks` candidate stores: a few jobs per thread.
+fn groups_of(chunks: usize) -> usize {
+    chunks.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
 /// A group of candidates whose keys can be listed (positions, if any, are not needed here).
@@ -212,4 +244,82 @@ pub(crate) fn share_ties(tie_counts: &[u64], mut ties: u64) -> Vec<u64> {
             take
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The k-th key, the keys below it and its ties, by sorting every key.
+    fn by_sorting(groups: &[Vec<u32>], r: u64) -> Kth<u32> {
+        let mut all: Vec<u32> = groups.concat();
+        all.sort_unstable();
+        let key = all[r as usize - 1];
+        Kth {
+            key,
+            strictly_below: all.iter().filter(|&&k| k < key).count() as u64,
+            ties: all.iter().filter(|&&k| k == key).count() as u64,
+        }
+    }
+
+    #[test]
+    fn kth_candidate_matches_a_sort_at_every_granularity() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Distinct keys in the bracket: fewer than the bins (one key a bin: the histogram
+        // answers) and more (the target bin's keys are selected).
+        for granularity in [0u32, 13, 16] {
+            for distinct in [1u64, 3, 40, 5_000, 70_000] {
+                let base = 0x3b80_0000u64 >> granularity << granularity;
+                if base + (distinct << granularity) > u32::MAX as u64 {
+                    continue; // more distinct keys than this granularity has
+                }
+                let groups: Vec<Vec<u32>> = (0..7)
+                    .map(|g| {
+                        (0..300 * g)
+                            .map(|_| (base + ((next() % distinct) << granularity)) as u32)
+                            .collect()
+                    })
+                    .collect();
+                let n: u64 = groups.iter().map(|g| g.len() as u64).sum();
+                // `lo` need not be a multiple of 2^granularity.
+                for lo in [base, base - 5] {
+                    let hi = (base + (distinct << granularity)) as u32;
+                    let bracket = Bracket::new(lo as u32, hi);
+                    for r in [1, 2, n / 3, n / 2, n - 1, n] {
+                        let want = by_sorting(&groups, r);
+                        for parallel in [false, true] {
+                            let got = kth_candidate(&groups, bracket, r, granularity, parallel);
+                            assert_eq!(got.unwrap(), want, "g {granularity} keys {distinct} r {r}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_open_bracket_ranks_every_key() {
+        let keys: Vec<u64> = vec![(1 << 62) - (1 << 45), 0, 7 << 45, 3 << 45, 7 << 45];
+        let groups = vec![keys[..2].to_vec(), keys[2..].to_vec()];
+        for granularity in [0, 45] {
+            let open = Bracket::new(0, u64::MAX);
+            let got = kth_candidate(&groups, open, 4, granularity, true).unwrap();
+            assert_eq!((got.key, got.strictly_below, got.ties), (7 << 45, 2, 2));
+        }
+    }
+
+    #[test]
+    fn a_candidate_outside_the_bracket_is_a_changed_weight() {
+        let groups = vec![vec![10u32, 11, 12], vec![13, 99]];
+        for granularity in [0, 1] {
+            let got = kth_candidate(&groups, Bracket::new(10, 20), 2, granularity, true);
+            assert!(matches!(got, Err(Error::WeightsChanged)));
+        }
+    }
 }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::chunk::{self, Chunk, CHUNK};
 use crate::error::{check_lengths, Error, Result};
-use crate::magnitude::{Key, Weights};
+use crate::magnitude::{granularity, Key, Weights};
 
 /// `select_masks(weights, Some(masks), masks, ...)`: prune `amount` of the alive weights,
 /// writing the surviving masks over `masks`. On error `masks` is left as it was.
@@ -92,7 +92,9 @@ fn global<K: Key>(
             // fix_up checks the candidates before touching any mask.
             let needed = path == Path::FixUp || bracket.mid > bracket.lo;
             if needed {
-                if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)
+                let granularity = granularity::<K>(weights);
+                let r = k - scan.below;
+                if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, r, granularity, parallel)
                 {
                     return fail(&mut chunks, e);
                 }

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::chunk;
 use crate::error::{check_lengths, Error, Result};
-use crate::magnitude::{Key, Weights};
+use crate::magnitude::{granularity, Key, Weights};
 
 // The property tests check which positions the strided sample reads.
 #[cfg(test)]
@@ -304,7 +304,15 @@ fn select_global<K: Key>(
     match path {
         Path::Exact | Path::FixUp => {
             if path == Path::FixUp || bracket.mid > bracket.lo {
-                fixup::fix_up(&mut chunks, &scan, bracket, k - scan.below, parallel)?
+                let granularity = granularity::<K>(weights);
+                fixup::fix_up(
+                    &mut chunks,
+                    &scan,
+                    bracket,
+                    k - scan.below,
+                    granularity,
+                    parallel,
+                )?
             }
         }
         Path::BracketMiss | Path::CandidateOverflow => {

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::chunk::{self, Chunk};
 use crate::error::{Error, Result};
-use crate::magnitude::{Key, Weights};
+use crate::magnitude::{granularity, Key, Weights};
 use crate::radix;
 use crate::select::engine::{
     check_alive, kth_candidate, resolve, scan_keys, validate_amount, CandidateKeys, Sink,
@@ -71,22 +71,6 @@ pub fn select_threshold(
     }
 }
 
-/// Low bits that are zero in the key of every weight of these dtypes (f16 and bf16 widen into
-/// f32's key space, f32 into f64's): keys are multiples of 2^g, so a histogram over `key >> g`
-/// gives each distinct key its own bin.
-pub(crate) fn granularity<K: Key>(weights: &[Weights<'_>]) -> u32 {
-    let wide = K::BITS > 32;
-    let zeros = |w: &Weights<'_>| match (w, wide) {
-        (Weights::F16(_), false) => 13,
-        (Weights::Bf16(_), false) => 16,
-        (Weights::F16(_), true) => 29 + 13,
-        (Weights::Bf16(_), true) => 29 + 16,
-        (Weights::F32(_), true) => 29,
-        (Weights::F32(_), false) | (Weights::F64(_), _) => 0,
-    };
-    weights.iter().map(zeros).min().unwrap_or(0)
-}
-
 fn threshold_in<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
@@ -127,7 +111,7 @@ fn threshold_in<K: Key>(
     };
     let (key, ties) = match path {
         Path::Exact => (bracket.lo, 0),
-        Path::FixUp => kth_in_bracket(&pass.groups, bracket, k - pass.below)?,
+        Path::FixUp => kth_in_bracket(&pass.groups, bracket, k - pass.below, shift)?,
         Path::BracketMiss | Path::CandidateOverflow => match k {
             0 => (K::ZERO, 0),
             k if k == pass.alive => (K::MAX, 0),
@@ -150,6 +134,7 @@ fn kth_in_bracket<K: Key>(
     groups: &[Candidates<K>],
     bracket: Bracket<K>,
     r: u64,
+    granularity: u32,
 ) -> Result<(K, u64)> {
     match groups.first() {
         Some(Candidates::ByKey { base, shift, .. }) => {
@@ -163,7 +148,7 @@ fn kth_in_bracket<K: Key>(
             Ok((K::from_u64(base + ((bin as u64) << shift)), r - before))
         }
         _ => {
-            let kth = kth_candidate(groups, bracket, r, true)?;
+            let kth = kth_candidate(groups, bracket, r, granularity, true)?;
             Ok((kth.key, r - kth.strictly_below))
         }
     }
