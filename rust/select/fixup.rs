@@ -249,6 +249,7 @@ pub(crate) fn share_ties(tie_counts: &[u64], mut ties: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::select_props::generators::Rng;
 
     /// The k-th key, the keys below it and its ties, by sorting every key.
     fn by_sorting(groups: &[Vec<u32>], r: u64) -> Kth<u32> {
@@ -264,13 +265,7 @@ mod tests {
 
     #[test]
     fn kth_candidate_matches_a_sort_at_every_granularity() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng(14);
         // Distinct keys in the bracket: fewer than the bins (one key a bin: the histogram
         // answers) and more (the target bin's keys are selected).
         for granularity in [0u32, 13, 16] {
@@ -282,7 +277,7 @@ mod tests {
                 let groups: Vec<Vec<u32>> = (0..7)
                     .map(|g| {
                         (0..300 * g)
-                            .map(|_| (base + ((next() % distinct) << granularity)) as u32)
+                            .map(|_| (base + ((rng.next() % distinct) << granularity)) as u32)
                             .collect()
                     })
                     .collect();
