@@ -36,6 +36,12 @@ pub fn map<T: Send, R: Send>(
     }
 }
 
+/// Chunks per parallel job when a pass keeps one accumulator per job (candidate counts, a
+/// histogram): a few jobs per thread, so the accumulators stay few whatever the chunk count.
+pub fn per_job(chunks: usize) -> usize {
+    chunks.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
 /// Split every tensor into chunks of at most [`CHUNK`] elements, in global tie order.
 pub fn split<'a>(
     weights: &[Weights<'a>],

@@ -152,9 +152,9 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     };
     let empty = || (vec![0u32; bins], false);
     let (counts, outside) = if parallel {
-        // A few histograms per thread: a fold per rayon job zeroed and summed up to one per chunk.
+        // A few histograms per thread: one per rayon job was zeroed and summed for every chunk.
         scans
-            .par_chunks(groups_of(scans.len()))
+            .par_chunks(chunk::per_job(scans.len()))
             .map(|group| group.iter().fold(empty(), add))
             .reduce(empty, sum)
     } else {
@@ -181,7 +181,7 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     };
     let mut in_bin: Vec<K> = if parallel {
         scans
-            .par_chunks(groups_of(scans.len()))
+            .par_chunks(chunk::per_job(scans.len()))
             .flat_map_iter(in_target)
             .collect()
     } else {
@@ -200,11 +200,6 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
         strictly_below: before + below_in_bin,
         ties,
     })
-}
-
-/// Chunks per parallel job over `chunks` candidate stores: a few jobs per thread.
-fn groups_of(chunks: usize) -> usize {
-    chunks.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
 /// A group of candidates whose keys can be listed (positions, if any, are not needed here).

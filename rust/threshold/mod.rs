@@ -218,12 +218,8 @@ fn scan<K: Key>(
     let cap = (CANDIDATE_BYTES / std::mem::size_of::<K>()) as u64;
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
-    let per_group = chunks
-        .len()
-        .div_ceil(4 * rayon::current_num_threads())
-        .max(1);
     let groups: Vec<(u64, u64, Option<usize>, Candidates<K>)> = chunks
-        .par_chunks(per_group)
+        .par_chunks(chunk::per_job(chunks.len()))
         .map(|group| {
             let (mut alive, mut below, mut nan_tensor) = (0, 0, None);
             let mut candidates = new_group();
