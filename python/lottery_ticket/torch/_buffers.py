@@ -27,14 +27,39 @@ def positions_of(flags: torch.Tensor, n: int) -> torch.Tensor:
     return torch.index_select(hit, 0, rows) * 8 + cols
 
 
+def bytes_of(flags: torch.Tensor) -> torch.Tensor:
+    """A bool tensor's bytes, for a comparison to write (the same 0 and 1 bytes). On the host
+    torch's comparison kernels into bool are several times slower than a comparison into the key
+    type plus a narrowing copy, which is what an integer output makes torch run; its temporary
+    is one cache-sized chunk (`_select.CHUNK`), reused. On a GPU the narrowing is in the kernel."""
+    return flags.view(torch.uint8)
+
+
 def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised 1-D tensor. On the host from NumPy, which asks the kernel for transparent
     huge pages on large arrays (torch's CPU allocator does not): first-touching it then takes
     far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels)."""
+    return _host_or_device(n, dtype, device, prefault=False)
+
+
+def prefaulted(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`empty`, with its host pages faulted in by this thread (a byte written per page) before
+    torch's ops write it chunk by chunk: when two of torch's threads first-touch the same huge
+    pages a chunk at a time, faulting them in took several times longer than this one pass."""
+    return _host_or_device(n, dtype, device, prefault=True)
+
+
+_PAGE = 4096
+
+
+def _host_or_device(n: int, dtype: torch.dtype, device: torch.device, prefault: bool) -> torch.Tensor:
     if device.type != "cpu" or n == 0:
         return torch.empty(n, dtype=dtype, device=device)
     size = torch.empty((), dtype=dtype).element_size()
-    return torch.from_numpy(np.empty(n * size, dtype=np.uint8)).view(dtype)
+    raw = np.empty(n * size, dtype=np.uint8)
+    if prefault:
+        raw[::_PAGE] = 0
+    return torch.from_numpy(raw).view(dtype)
 
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
