@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import torch
-from lottery_ticket.torch._buffers import Buffers, empty, empty_like, positions_of
+from lottery_ticket.torch._buffers import Buffers, bytes_of, empty, empty_like, positions_of, prefaulted
 
 
+@pytest.mark.parametrize("make", [empty, prefaulted])
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.int64, torch.bfloat16, torch.float16, torch.float64])
-@pytest.mark.parametrize("n", [0, 1, 7, 1 << 20])
-def test_empty_has_the_length_dtype_and_device_asked_for(dtype: torch.dtype, n: int) -> None:
-    t = empty(n, dtype, torch.device("cpu"))
+@pytest.mark.parametrize("n", [0, 1, 7, 4097, 1 << 20])
+def test_empty_has_the_length_dtype_and_device_asked_for(make: Any, dtype: torch.dtype, n: int) -> None:
+    t = make(n, dtype, torch.device("cpu"))
     assert t.shape == (n,) and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous()
     t.fill_(1)  # writable, and its own memory
     assert int(t.to(torch.int64).sum()) == n
@@ -34,3 +37,14 @@ def test_positions_of_equals_nonzero_at_every_size_and_density(n: int) -> None:
         buffers.flags[:n] = flags
         buffers.flags[n:] = True  # stale padding must not leak into the result
         assert torch.equal(positions_of(buffers.flags, n), torch.nonzero(flags).reshape(-1))
+
+
+def test_comparisons_written_through_bytes_of_are_the_bool_comparisons() -> None:
+    keys = torch.randint(0, 1 << 30, (10_000,), dtype=torch.int32, generator=torch.Generator().manual_seed(3))
+    flags = torch.zeros(10_000, dtype=torch.bool)
+    for op in (torch.ge, torch.gt, torch.eq):
+        view = bytes_of(flags)
+        op(keys, int(keys[17]), out=view)
+        assert view.data_ptr() == flags.data_ptr()  # written in place, not into a copy
+        assert torch.equal(flags, op(keys, int(keys[17])))
+        assert int(flags.view(torch.uint8).max()) <= 1  # valid bools
