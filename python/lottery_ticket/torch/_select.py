@@ -159,7 +159,9 @@ class _Selection:
                     idx = at[lo:hi] - start
                     w = self.packer.weights(unit, self.buffers().keys.view(self.float_dtype))
                     alive = self.packer.alive(unit)
-                    found.append(self.alive_keys(w[idx], None if alive is None else alive[idx]))
+                    # index_select: advanced indexing's general gather took twice as long on the host.
+                    picked = torch.index_select(w, 0, idx)
+                    found.append(self.alive_keys(picked, None if alive is None else torch.index_select(alive, 0, idx)))
                 start += unit.n
         return torch.cat(found)
 
