@@ -32,7 +32,7 @@ from math import ceil, floor, sqrt
 import torch
 
 from .._validation import AmountError
-from ._buffers import Buffers, bytes_of, positions_of, prefaulted
+from ._buffers import Buffers, bytes_of, count_written, positions_of, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks
 from ._units import Packer, Unit, packed_size, plan
@@ -195,7 +195,7 @@ class _Selection:
                     unmasked += n
                 else:
                     alive_n.append(count_true(alive))
-                kept_n.append(count_true(keep))
+                kept_n.append(count_written(keep))
                 max_keys.append(k.max())
                 owners.append(unit)
             if not overflow:
