@@ -62,3 +62,15 @@ class OneProcess:
 
     def foreign_nan(self) -> str:  # pragma: no cover - one process always finds its own NaN
         return "weights: contain NaN among alive weights"
+
+
+def budget_list(budgets: list[torch.Tensor] | torch.Tensor, tied: list[torch.Tensor]) -> list[int]:
+    """Ties each piece prunes, from `Ranks.tie_budgets`' answer: a per-piece list, or one
+    running budget spent in piece order."""
+    if not isinstance(budgets, torch.Tensor):
+        return [int(b) for b in budgets]
+    left, out = int(budgets), []
+    for t in tied:
+        out.append(min(left, t.numel()))
+        left -= out[-1]
+    return out

@@ -34,13 +34,12 @@ import torch
 from .._validation import AmountError
 from ._buffers import Buffers, bytes_of, count_written, positions_of, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
-from ._ranks import Piece, Ranks
+from ._ranks import Piece, Ranks, budget_list
 from ._units import Packer, Unit, packed_size, plan
 
-# Elements per chunk on the host: the per-pass temporaries (keys, flags, and the int32 result
-# a comparison casts from) stay in the last-level cache, so each op after the first reads the
-# chunk from cache instead of memory. A GPU's chunks are 16x larger and up to DEVICE_CHUNK:
-# each costs launches and host syncs, and device memory is fast.
+# Host chunks keep a pass's temporaries (keys, flags, a comparison's int32 result) in cache, so
+# only the first op of a chunk reads memory. A GPU's are 16x larger, up to DEVICE_CHUNK: each
+# costs launches and host syncs, and device memory is fast.
 CHUNK = 1 << 20
 DEVICE_CHUNK = 1 << 26
 # Up to this many weights are not sampled: every alive weight is a candidate.
@@ -291,17 +290,6 @@ def _keep_late_ties(keep: torch.Tensor, eq: torch.Tensor, budget: torch.Tensor) 
     return budget - take
 
 
-def _budget_list(budgets: list[torch.Tensor] | torch.Tensor, tied: list[torch.Tensor]) -> list[int]:
-    """Ties each piece prunes, from a per-piece list or one running budget in piece order."""
-    if not isinstance(budgets, torch.Tensor):
-        return [int(b) for b in budgets]
-    left, out = int(budgets), []
-    for t in tied:
-        out.append(min(left, t.numel()))
-        left -= out[-1]
-    return out
-
-
 def select(
     pieces: Sequence[Piece], amount: int | float, ranks: Ranks, wide: bool, out: list[torch.Tensor] | None = None
 ) -> list[torch.Tensor]:
@@ -386,7 +374,7 @@ def select(
     tie_counts = torch.bincount(tie_owner, minlength=len(pieces)).tolist()
     tied = list(torch.split(tie_at - bases[tie_owner], tie_counts))
     mine = torch.tensor([c if p.counted else 0 for c, p in zip(tie_counts, pieces)], device=device)
-    shares = _budget_list(
+    shares = budget_list(
         ranks.tie_budgets(torch.tensor(ties, device=device), mine.sum(), lambda: mine, lambda i: tied[i]), tied
     )
     if flat is not None:
