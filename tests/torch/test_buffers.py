@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import torch
-from lottery_ticket.torch._buffers import Buffers, bytes_of, count_written, empty, empty_like, positions_of, prefaulted
+from lottery_ticket.torch._buffers import Buffers, bytes_of, count_true, empty, empty_like, positions_of, prefaulted
 
 
 @pytest.mark.parametrize("make", [empty, prefaulted])
@@ -52,10 +52,12 @@ def test_comparisons_written_through_bytes_of_are_the_bool_comparisons() -> None
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1023, 1024, 1031, 5000, (1 << 16) + 3])
 @pytest.mark.parametrize("offset", [0, 1, 5, 8])
-def test_count_written_equals_count_nonzero_at_every_size_offset_and_density(n: int, offset: int) -> None:
+def test_count_true_equals_count_nonzero_at_every_size_offset_and_density(n: int, offset: int) -> None:
     gen = torch.Generator().manual_seed(n + offset)
     for density in (0.0, 0.3, 1.0):
         backing = torch.rand(n + offset, generator=gen) < density
         flags = backing[offset:]  # a unit's slice of a larger mask: any storage offset
-        assert int(count_written(flags)) == int(torch.count_nonzero(flags)), (n, offset, density)
-        assert count_written(flags).dtype == torch.int64
+        for written in (True, False):
+            counted = count_true(flags, written=written)
+            assert int(counted) == int(torch.count_nonzero(flags)), (n, offset, density, written)
+            assert counted.dtype == torch.int64

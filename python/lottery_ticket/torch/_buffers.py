@@ -40,24 +40,27 @@ _ROW_WORDS = 128
 _ROW = 8 * _ROW_WORDS
 
 
-def count_written(flags: torch.Tensor) -> torch.Tensor:
-    """How many of the 1-D bool ``flags`` are True (an int64 tensor), for flags this library
-    wrote, each byte 0 or 1. On the host ``count_nonzero`` runs a byte-at-a-time loop: the
-    flags are read as int64 words instead, summed per row of 128 words (each byte lane of a
-    row's sum then counts at most 128 flags, so no lane carries into the next), and the rows'
-    bytes summed; an unaligned head and a tail under a row are counted directly. On a GPU, a
-    sum of the bools (one reduction)."""
+def count_true(flags: torch.Tensor, *, written: bool = False) -> torch.Tensor:
+    """How many of the 1-D bool ``flags`` are True (an int64 tensor). On a GPU one reduction, a
+    sum of the bools (``count_nonzero`` there is a compare and a sum over a bool copy). On the
+    host ``count_nonzero`` runs a byte-at-a-time loop; for flags this library ``written`` (each
+    byte 0 or 1) they are read as int64 words instead, summed per row of 128 words (each byte
+    lane of a row's sum then counts at most 128 flags, so no lane carries into the next), and
+    the rows' bytes summed; an unaligned head and a tail under a row are counted directly. A
+    caller's masks keep ``count_nonzero``: their bytes need not be 0 or 1."""
     if flags.device.type != "cpu":
         return torch.sum(flags, dtype=torch.int64)
     n = flags.numel()
     head = min(n, -flags.storage_offset() % 8)
     rows = (n - head) // _ROW
-    if rows == 0:
+    if not written or rows == 0:
         return torch.count_nonzero(flags)
     body = flags[head : head + rows * _ROW].view(torch.int64).view(rows, _ROW_WORDS).sum(1)
     total = body.view(torch.uint8).sum(dtype=torch.int64)
-    rest = [flags[:head], flags[head + rows * _ROW :]]
-    return total + sum((torch.count_nonzero(r) for r in rest if r.numel()), torch.zeros((), dtype=torch.int64))
+    for rest in (flags[:head], flags[head + rows * _ROW :]):
+        if rest.numel():
+            total = total + torch.count_nonzero(rest)
+    return total
 
 
 def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -23,7 +23,6 @@ takes the same path. In one process on a GPU, the sample and the candidates are 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -32,7 +31,7 @@ from math import ceil, floor, sqrt
 import torch
 
 from .._validation import AmountError
-from ._buffers import Buffers, bytes_of, count_written, positions_of, prefaulted
+from ._buffers import Buffers, bytes_of, count_true, positions_of, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks, budget_list
 from ._units import Packer, Unit, packed_size, plan
@@ -176,9 +175,6 @@ class _Selection:
         # Per-unit device values, read back once at the end (a read per unit would sync a GPU).
         alive_n, kept_n, max_keys, owners = [], [], [], []
         unmasked, inside_n, collected, overflow = 0, 0, 0, False
-        # On a GPU, count_nonzero is a compare and a sum over a bool copy; a sum is one reduction.
-        cpu = self.device.type == "cpu"
-        count_true = torch.count_nonzero if cpu else functools.partial(torch.sum, dtype=torch.int64)
         for unit in self.units:
             n = unit.n
             k, alive = self.unit_keys(unit, buffers.keys)
@@ -194,7 +190,7 @@ class _Selection:
                     unmasked += n
                 else:
                     alive_n.append(count_true(alive))
-                kept_n.append(count_written(keep))
+                kept_n.append(count_true(keep, written=True))
                 max_keys.append(k.max())
                 owners.append(unit)
             if not overflow:
