@@ -9,7 +9,7 @@ import pytest
 
 import torch
 from lottery_ticket import _core, cli, global_magnitude_masks
-from lottery_ticket.cli.bench.hygiene import Machine, Rounds, busy_processes, read_machine, repeat_until_stable
+from lottery_ticket.cli.bench.hygiene import WARM_S, Machine, Rounds, busy_processes, read_machine, repeat_until_stable
 from lottery_ticket.cli.bench.measure import in_subprocess, measure_method
 from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks, paired_with
 from lottery_ticket.cli.bench.table import Measurement, Report
@@ -263,6 +263,32 @@ def test_paired_rounds_time_the_reference_before_each_round() -> None:
         clock=clock,
     )
     assert len(slow.times) == 5 and len(slow.references["z"]) == 5
+
+
+def test_paired_calls_follow_warm_s_of_their_own_untimed_work() -> None:
+    # Threads that slept can share one CPU until the scheduler has seen them busy: a fast call
+    # is repeated untimed until WARM_S has passed, a slow one is warmed by one call.
+    now, calls = [0.0], []
+
+    def step(name: str, seconds: float) -> object:
+        def run(_: object) -> None:
+            calls.append(name)
+            now[0] += seconds
+
+        return run
+
+    fast, slow = WARM_S / 2.5, WARM_S * 4  # three untimed calls pass WARM_S; one does
+    rounds = repeat_until_stable(
+        step("ours", fast),
+        lambda: None,
+        references={"floor": (step("floor", slow), lambda: None)},
+        clock=lambda: now[0],
+    )
+    assert calls[:6] == ["floor", "floor", "ours", "ours", "ours", "ours"]
+    assert rounds.times[0] == pytest.approx(fast) and rounds.references["floor"][0] == pytest.approx(slow)
+    calls.clear()
+    repeat_until_stable(step("alone", fast), lambda: None, clock=lambda: now[0])
+    assert calls[:3] == ["alone"] * 3 and len(calls) == 3  # unpaired rounds run back to back, unwarmed
 
 
 def test_rounds_paired_with_the_floor_and_a_peer_time_both_before_each_round() -> None:

@@ -14,7 +14,11 @@ references (the read floor, the peer), then the row, and the row's ratio to each
 the median of the per-round ratios. In a paired round each timed call comes right after an
 untimed one of itself: a call should find the caches as its own previous call left them (as in
 an unpaired row's back-to-back rounds), not as the other row left them. A peer's temporaries
-or freed pages evicting a small model's weights slowed our next call by half or more.
+or freed pages evicting a small model's weights slowed our next call by half or more. The
+untimed calls last at least `WARM_S` together: threads that slept through another row's
+single-threaded work can share one CPU until the scheduler has seen them busy for a while (on
+the Firecracker guests these benchmarks run on, a selection at ResNet-50 size ran on ~1.05 CPUs
+after 300 ms asleep and ~1.8 in a loop, at nearly twice the time).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ SPREAD_LIMIT = 0.05  # (max - min) / median of a row's recent rounds
 WINDOW = 5  # recent rounds the spread is taken over
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 ROUND_BUDGET_S = 4.0  # timed seconds per row, beyond which it stops repeating
+WARM_S = 0.05  # untimed work of its own before each timed call of a paired round
 
 
 @dataclass(frozen=True)
@@ -235,9 +240,12 @@ def _timed(
     run: Callable[[Any], Any], setup: Callable[[], Any], clock: Callable[[], float], warm: bool = False
 ) -> float:
     """Seconds of one ``run(setup())``, ``setup`` untimed; its argument is freed after. With
-    ``warm``, after one untimed ``run(setup())``."""
+    ``warm``, after untimed ``run(setup())`` calls, at least one and until `WARM_S` has passed."""
     if warm:
+        start = clock()
         run(setup())
+        while clock() - start < WARM_S:
+            run(setup())
     arg = setup()
     start = clock()
     run(arg)
