@@ -11,8 +11,8 @@ between: two idle runs of the same build put the read floor at 31 ms and 22 ms, 
 whose cores are shared with other tenants one call's time moved by half within one process.
 A row with a target relative to another row is therefore timed *paired*: each round times the
 references (the read floor, the peer), then the row, and the row's ratio to each reference is
-the median of the per-round ratios. In a paired round each timed call comes right after an
-untimed one of itself: a call should find the caches as its own previous call left them (as in
+the median of the per-round ratios. In a paired round each timed call comes right after
+untimed ones of itself: a call should find the caches as its own previous call left them (as in
 an unpaired row's back-to-back rounds), not as the other row left them. A peer's temporaries
 or freed pages evicting a small model's weights slowed our next call by half or more. The
 untimed calls last at least `WARM_S` together: threads that slept through another row's
@@ -162,7 +162,7 @@ def read_machine(
 class Rounds:
     """Timed rounds of one row: their median, and the spread of the last `WINDOW`; paired
     rounds also hold each reference's time of each round (timed just before it, each timed
-    call after an untimed one of itself)."""
+    call after untimed ones of itself: `_timed`)."""
 
     times: list[float] = field(default_factory=list)
     references: dict[str, list[float]] = field(default_factory=dict)
@@ -218,8 +218,8 @@ def repeat_until_stable(
     """Time ``run(setup())`` (``setup`` untimed) until the recent rounds agree within
     `SPREAD_LIMIT`, or `MAX_ROUNDS`, or ``budget_s`` of timed work; at least one round, and
     `MIN_ROUNDS` unless a single round overruns the budget. With ``references`` each round first
-    times one call of each reference the same way (`Rounds.ratio_to`), every timed call after an
-    untimed one of itself, and at least `WINDOW` rounds run (`Rounds.min_rounds`)."""
+    times one call of each reference the same way (`Rounds.ratio_to`), every timed call after
+    untimed ones of itself (`_timed`), and at least `WINDOW` rounds run (`Rounds.min_rounds`)."""
     references = dict(references or {})
     warm = bool(references)
     rounds = Rounds(references={key: [] for key in references})
