@@ -353,6 +353,9 @@ def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:
     assert report.floor_ratio(bert, "ours") == 1.9
     rows = {line.split("|")[2].strip(): line for line in report.render().splitlines() if line.startswith("| BERT")}
     assert "1.90x ‡" in rows["ours"] and "10.0x" in rows["numpy"] and "‡" not in rows["numpy"]
+    # The floor's own row says how fast this run read memory (its ratios move with it).
+    rate = bert.numel * 4 / 0.020 / 1e9
+    assert f"20.0 ms ({rate:.0f} GB/s)" in rows["floor"] and "GB/s" not in rows["ours"]
     assert "‡ = paired" in report.render()
     assert report.floor_ratio(bert, "drop_in") is None
     # Paired with NumPy too: NumPy's ratio to ours is the inverse of ours' paired ratio to NumPy.

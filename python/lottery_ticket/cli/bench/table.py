@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..._files import write_atomic
 from .hygiene import SPREAD_LIMIT, Machine, Rounds, cpu_model
-from .methods import BASELINE, ROW_ORDER
+from .methods import BASELINE, FLOOR, ROW_ORDER
 from .workloads import AMOUNT, WorkloadSpec
 
 MIB = 1 << 20
@@ -114,7 +114,7 @@ class Report:
                     [
                         spec.label,
                         m.label,
-                        _duration(m.median_s) if m.median_s is not None else m.note or "—",
+                        self._median_cell(spec, key, m),
                         self._ratio_cell(spec, key, BASELINE.get(m.task, "ours")) if timed else "—",
                         self._ratio_cell(spec, key, "floor") if timed else "—",
                         "—" if m.peak_extra_bytes is None else f"{m.peak_extra_bytes / MIB:,.0f}",
@@ -123,6 +123,17 @@ class Report:
                     ]
                 )
         return markdown(header, rows)
+
+    @staticmethod
+    def _median_cell(spec: WorkloadSpec, key: str, m: Measurement) -> str:
+        if m.median_s is None:
+            return m.note or "—"
+        if key != FLOOR:
+            return _duration(m.median_s)
+        # The rate the floor read memory at: a shared host's runs differ in it, and every ratio
+        # to the floor moves with it.
+        rate = spec.numel * spec.bytes_per_weight / m.median_s / 1e9
+        return f"{_duration(m.median_s)} ({rate:.0f} GB/s)"
 
     def _ratio_cell(self, spec: WorkloadSpec, top: str, bottom: str) -> str:
         paired = self.paired_ratio(spec, top, bottom) is not None
@@ -191,7 +202,8 @@ def machine_summary(machine: Machine | None = None) -> str:
         f"lottery-ticket {__version__} · {where} · {torch_version} · numpy {np.__version__} · "
         f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "
         "× = time relative to that row (ours: the same task's row) · ‡ = paired: the median of "
-        "per-round ratios, that row timed right before each round · peak extra = peak RSS growth "
+        "per-round ratios, that row timed right before each round · GB/s = the weights' bytes over the "
+        "read floor's median · peak extra = peak RSS growth "
         "during one call in a fresh process, minus the masks it returns"
     )
 
