@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import torch
-from lottery_ticket.torch._buffers import Buffers, bytes_of, count_true, empty, empty_like, positions_of, prefaulted
+from lottery_ticket.torch._buffers import Buffers, compare, count_true, empty, empty_like, positions_of, prefaulted
 
 
 @pytest.mark.parametrize("make", [empty, prefaulted])
@@ -39,15 +39,26 @@ def test_positions_of_equals_nonzero_at_every_size_and_density(n: int) -> None:
         assert torch.equal(positions_of(buffers.flags, n), torch.nonzero(flags).reshape(-1))
 
 
-def test_comparisons_written_through_bytes_of_are_the_bool_comparisons() -> None:
-    keys = torch.randint(0, 1 << 30, (10_000,), dtype=torch.int32, generator=torch.Generator().manual_seed(3))
-    flags = torch.zeros(10_000, dtype=torch.bool)
+@pytest.mark.parametrize("key_dtype", [torch.int32, torch.int64])
+def test_compare_writes_the_bool_comparison_in_place_without_a_temporary(key_dtype: torch.dtype) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 10_000
+    keys = torch.randint(0, 1 << 30, (n,), dtype=key_dtype, generator=torch.Generator().manual_seed(3))
+    buffers = Buffers(n + 5, key_dtype, torch.device("cpu"))
+    backing = torch.ones(n + 1, dtype=torch.bool)
+    flags = backing[1:]  # a unit's slice of a larger mask
     for op in (torch.ge, torch.gt, torch.eq):
-        view = bytes_of(flags)
-        op(keys, int(keys[17]), out=view)
-        assert view.data_ptr() == flags.data_ptr()  # written in place, not into a copy
-        assert torch.equal(flags, op(keys, int(keys[17])))
+        bound = int(keys[17])
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            compare(op, keys, bound, flags, buffers.compared)
+        assert torch.equal(flags, op(keys, bound))
         assert int(flags.view(torch.uint8).max()) <= 1  # valid bools
+        assert bool(backing[0])  # nothing written outside the slice
+        # A key-sized temporary per call is what faulted pages in again and again (the bound's
+        # own 0-d tensor is allocated and is not one).
+        made = [e for e in prof.events() if e.name in ("aten::empty", "aten::empty_like", "aten::empty_strided")]
+        assert all(e.input_shapes[0] in ([], [[]], [0]) for e in made), [(e.name, e.input_shapes) for e in made]
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1023, 1024, 1031, 5000, (1 << 16) + 3])

@@ -308,7 +308,9 @@ _ITEM_SIZE = {"long int": 8, "double": 8, "int": 4, "float": 4, "short int": 2, 
 def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
     """Operations that read or write a tensor of ``n`` or more bytes (a bool per weight, or a
     view of those bools as wider words) and hand no such work to a child operation (so a
-    composite op counts once, by its kernels)."""
+    composite op counts once, by its kernels). A parent's own pass beside a busy child goes
+    uncounted: a comparison into an output of another dtype computes into a temporary and
+    copies it over, and this rule once counted that as one kernel (`_buffers.compare`)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -340,19 +342,22 @@ def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_selection_runs_at_most_eight_full_size_kernels(dtype: torch.dtype) -> None:
+def test_a_selection_runs_nine_full_size_kernels_on_the_host(dtype: torch.dtype) -> None:
     n = 1 << 20  # sampled (above SAMPLE_ALL), one chunk
     gen = torch.Generator().manual_seed(14)
     w = [torch.randn(n, generator=gen).to(dtype)]
     m = [torch.rand(n, generator=gen) > 0.2]
     widen = dtype != torch.float32  # bf16 widens to f32 keys first: one copy per key pass
-    # keys, mask (>= lo), >= hi, in the bracket, the kept count, the largest key (NaN), candidates
+    # keys; >= lo and >= hi, each into the key-typed scratch and narrowed into bools (a GPU
+    # narrows inside the comparison: two kernels fewer); in the bracket; the kept count; the
+    # largest key (NaN); the candidates
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, backend="torch"), n)
-    assert len(ops) <= 7 + widen, ops
+    assert len(ops) == 9 + widen, ops
+    assert ops.count("aten::ge") == 2 and ops.count("aten::copy_") == 2 + widen, ops
     assert "aten::sort" not in ops and "aten::cat" not in ops and "aten::bucketize" not in ops
     # survivor masks: the mask ands them, and they are counted (two reductions over bools)
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch"), n)
-    assert len(ops) <= 9 + widen, ops
-    # in place: the counting pass, then one writing pass (keys, > threshold, and survivors)
+    assert len(ops) == 11 + widen, ops
+    # in place: the counting pass, then one writing pass (keys, > threshold narrowed, and survivors)
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
-    assert len(ops) <= 12 + 2 * widen, ops
+    assert len(ops) == 15 + 2 * widen, ops

@@ -3,6 +3,8 @@ passes (`_select`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 import torch
@@ -27,12 +29,23 @@ def positions_of(flags: torch.Tensor, n: int) -> torch.Tensor:
     return torch.index_select(hit, 0, rows) * 8 + cols
 
 
-def bytes_of(flags: torch.Tensor) -> torch.Tensor:
-    """A bool tensor's bytes, for a comparison to write (the same 0 and 1 bytes). On the host
-    torch's comparison kernels into bool are several times slower than a comparison into the key
-    type plus a narrowing copy, which is what an integer output makes torch run; its temporary
-    is one cache-sized chunk (`_select.CHUNK`), reused. On a GPU the narrowing is in the kernel."""
-    return flags.view(torch.uint8)
+def compare(
+    op: Callable[..., torch.Tensor], keys: torch.Tensor, bound: int, flags: torch.Tensor, scratch: torch.Tensor
+) -> None:
+    """``flags = op(keys, bound)`` (``torch.ge``, ``gt`` or ``eq``) for bool ``flags``, with
+    no temporary. On the host torch's comparisons into bool run a scalar loop, several times
+    slower than a comparison into the keys' own dtype plus a narrowing copy; but given an
+    integer ``out`` of another dtype, torch allocates a key-sized temporary per call, and once
+    glibc has handed that memory back to the system each call faults it in again (a 110 M
+    selection then took ~75 K page faults and half again its time). So the comparison writes
+    ``scratch`` (a key-dtype buffer at least as long, reused) and one copy narrows it into the
+    flags' bytes. On a GPU the narrowing happens inside the comparison's kernel."""
+    n = keys.numel()
+    if flags.device.type != "cpu":
+        op(keys, bound, out=flags.view(torch.uint8))
+        return
+    op(keys, bound, out=scratch[:n])
+    flags.view(torch.uint8).copy_(scratch[:n])
 
 
 # Flags a row of the host count sums: 128 words of 8, so no byte lane of a row's sum exceeds 128.
@@ -105,6 +118,8 @@ class Buffers:
     def __init__(self, size: int, key_dtype: torch.dtype, device: torch.device) -> None:
         self.keys = empty(size, key_dtype, device)
         self.flags = empty(-(-size // 8) * 8, torch.bool, device)
+        # The host comparisons' results before narrowing (`compare`); a GPU needs none.
+        self.compared = empty(size if device.type == "cpu" else 0, key_dtype, device)
         self._spare: torch.Tensor | None = None
 
     def spare(self, n: int) -> torch.Tensor:

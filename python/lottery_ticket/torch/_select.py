@@ -31,7 +31,7 @@ from math import ceil, floor, sqrt
 import torch
 
 from .._validation import AmountError
-from ._buffers import Buffers, bytes_of, count_true, positions_of, prefaulted
+from ._buffers import Buffers, compare, count_true, positions_of, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks, budget_list
 from ._units import Packer, Unit, packed_size, plan
@@ -179,11 +179,11 @@ class _Selection:
             n = unit.n
             k, alive = self.unit_keys(unit, buffers.keys)
             keep = flat[unit.base : unit.base + n] if flat is not None else buffers.spare(n)
-            torch.ge(k, lo, out=bytes_of(keep))
+            compare(torch.ge, k, lo, keep, buffers.compared)
             if alive is not None:
                 keep &= alive
             inside = buffers.flags[:n]
-            torch.ge(k, hi, out=bytes_of(inside))
+            compare(torch.ge, k, hi, inside, buffers.compared)
             torch.gt(keep, inside, out=inside)  # kept and below hi
             if unit.counted:
                 if alive is None:
@@ -255,14 +255,14 @@ class _Selection:
             eq = None
             if budget is not None:
                 eq = buffers.flags[:n]
-                torch.eq(k, threshold, out=bytes_of(eq))
+                compare(torch.eq, k, threshold, eq, buffers.compared)
                 if alive is not None:
                     eq &= alive
             if alive is None:
-                torch.gt(k, threshold, out=bytes_of(dst))
+                compare(torch.gt, k, threshold, dst, buffers.compared)
             else:  # dst may be alive itself: read it before writing
                 above = buffers.spare(n)
-                torch.gt(k, threshold, out=bytes_of(above))
+                compare(torch.gt, k, threshold, above, buffers.compared)
                 torch.logical_and(above, alive, out=dst)
             if eq is not None and budget is not None:
                 budget = _keep_late_ties(dst, eq, budget)
