@@ -36,8 +36,8 @@ def compare(
     no temporary. On the host torch's comparisons into bool run a scalar loop, several times
     slower than a comparison into the keys' own dtype plus a narrowing copy; but given an
     integer ``out`` of another dtype, torch allocates a key-sized temporary per call, and once
-    glibc has handed that memory back to the system each call faults it in again (a 110 M
-    selection then took ~75 K page faults and half again its time). So the comparison writes
+    glibc has handed that memory back to the system each call faults it in again (the
+    performance page has the counts). So the comparison writes
     ``scratch`` (a key-dtype buffer at least as long, reused) and one copy narrows it into the
     flags' bytes. On a GPU the narrowing happens inside the comparison's kernel."""
     n = keys.numel()
