@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ... import kernels
 from .checks import check_masks
 from .workloads import Workload
@@ -45,8 +47,6 @@ def in_place_round(workload: Workload) -> InPlaceRound:
 
 
 def refill(state: InPlaceRound) -> InPlaceRound:
-    import numpy as np
-
     # NumPy's copy, not torch's: after a parallel torch op its OpenMP threads spin for a while
     # and would take a core from the timed call that follows.
     for m, s in zip(state.masks, state.round.survivors):
