@@ -113,6 +113,12 @@ def test_nan_among_alive_weights_raises_and_leaves_inputs_untouched() -> None:
         global_magnitude_masks(weights, 1, masks, "layer", backend="torch")
     for w, b in zip(weights, before):
         assert torch.equal(w.view(torch.uint8), b.view(torch.uint8))
+    # Small tensors share a unit: the error names the one holding the NaN, masked or not.
+    small = [torch.randn(100), torch.randn(100), torch.randn(100)]
+    small[1][3] = float("nan")
+    for survivors in (None, [torch.ones(100, dtype=torch.bool)] * 3):
+        with pytest.raises(ValueError, match=r"weights\[1\]: contains NaN"):
+            global_magnitude_masks(small, 0.5, survivors, backend="torch")
     # A NaN among pruned weights is not ranked.
     masks[1][1] = False
     assert_same(

@@ -210,9 +210,8 @@ class _Selection:
         return [unmasked + read[0], read[1], inside_n], nan, found, overflow
 
     def alive_nan(self, piece: Piece) -> bool:
-        """Whether the piece's NaN keys (its largest key is one) include an alive weight."""
-        if piece.alive is None:
-            return True
+        """Whether the piece holds NaN among its alive weights (a unit's largest key says only
+        that one of its pieces may: a packed unit holds several)."""
         return any(
             bool((self.alive_keys(w, alive) >= self.nan_from).any()) for _, w, alive in _chunks(piece, self.chunk)
         )
