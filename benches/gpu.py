@@ -4,7 +4,8 @@ Run ``python benches/gpu.py`` on a machine with CUDA (``pytest benches/gpu.py`` 
 skips without CUDA). Workloads: the 110 M BERT-base layer mix in f32 and bf16, and a 4 B f32 mix
 (BERT-style layers scaled up) where the peers' concatenated copies run out of memory or past
 2^31 elements. Columns: ours (``backend="auto"``: torch ops on the device) fresh, in a later
-round (in place) and through the drop-in ``lottery_ticket.torch.global_unstructured``, ``torch.sum``
+round (in place) and through the drop-in ``lottery_ticket.torch.global_unstructured``, the first
+two again with the fused Triton passes (``LOTTERY_TICKET_FUSED=1``), ``torch.sum``
 over the same tensors (the read floor), concatenate + ``topk`` and + ``kthvalue``, and
 ``torch.nn.utils.prune.global_unstructured``; peak extra GPU memory from
 ``torch.cuda.max_memory_allocated`` above the weights. Every method prunes 20%.
@@ -12,10 +13,12 @@ over the same tensors (the read floor), concatenate + ``topk`` and + ``kthvalue`
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -50,6 +53,25 @@ def _ours_later_round(ws: list[torch.Tensor]) -> Any:
         _SURVIVORS[id(ws)] = global_magnitude_masks(ws, AMOUNT)
     masks = _SURVIVORS[id(ws)]
     return global_magnitude_masks(ws, AMOUNT, masks, out=masks)
+
+
+@contextlib.contextmanager
+def _fused() -> Iterator[None]:
+    os.environ["LOTTERY_TICKET_FUSED"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["LOTTERY_TICKET_FUSED"]
+
+
+def _ours_fused(ws: list[torch.Tensor]) -> Any:
+    with _fused():
+        return _ours(ws)
+
+
+def _ours_fused_later_round(ws: list[torch.Tensor]) -> Any:
+    with _fused():
+        return _ours_later_round(ws)
 
 
 def _read_floor(ws: list[torch.Tensor]) -> Any:
@@ -98,6 +120,8 @@ METHODS: dict[str, Callable[[list[torch.Tensor]], Any]] = {
     "ours": _ours,
     "ours, a later round in place": _ours_later_round,
     "ours, drop-in global_unstructured": _drop_in,
+    "ours, fused Triton passes": _ours_fused,
+    "ours, fused, a later round in place": _ours_fused_later_round,
     "torch.sum (read floor)": _read_floor,
     "cat+topk": _concat_topk,
     "cat+kthvalue": _concat_kthvalue,
@@ -155,7 +179,9 @@ def main() -> str:
 def test_gpu_benchmark() -> None:
     ws = _weights(1_000_000, torch.float32)
     cpu = [w.cpu() for w in ws]
-    assert all(torch.equal(a.cpu(), b) for a, b in zip(_ours(ws), global_magnitude_masks(cpu, AMOUNT)))
+    expected = global_magnitude_masks(cpu, AMOUNT)
+    for ours in (_ours, _ours_fused):
+        assert all(torch.equal(a.cpu(), b) for a, b in zip(ours(ws), expected))
     print(main())
 
 

@@ -79,6 +79,23 @@ def test_dict_inputs_and_repeated_rounds_match() -> None:
         assert_same(list(rust.values()), list(torch_.values()))
 
 
+def test_strided_weights_masks_and_out_match() -> None:
+    """Flat views with a stride (a column, every third weight) stay views through the selection
+    (``out=``, the survivor masks themselves, must be contiguous)."""
+    gen = torch.Generator().manual_seed(4)
+    weights = [torch.randn(400, 300, generator=gen)[:, 7], torch.randn(900_000, generator=gen)[::3]]
+    masks = [(torch.rand(400, 2, generator=gen) > 0.2)[:, 1], (torch.rand(900_000, generator=gen) > 0.2)[::3]]
+    assert not any(t.is_contiguous() for t in weights + masks)
+    for survivors in (None, masks):
+        assert_same(
+            global_magnitude_masks(weights, 0.4, survivors),
+            global_magnitude_masks(weights, 0.4, survivors, backend="torch"),
+        )
+    out = [m.contiguous() for m in masks]
+    global_magnitude_masks(weights, 0.4, out, backend="torch", out=out)
+    assert_same(global_magnitude_masks(weights, 0.4, masks), out)
+
+
 def test_histogram_equals_bincount() -> None:
     digits = torch.randint(0, 17, (1000,), dtype=torch.int32)
     out = torch.ones(18, dtype=torch.int64)
@@ -216,13 +233,13 @@ def test_cuda_tensors_run_the_torch_ops_in_place_and_match_the_cpu() -> None:
 def spy_on_fallback(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record each digit level of a radix select over every weight (the fallback)."""
     calls: list[int] = []
-    every_key = _select._Selection.every_key
+    every_key = _select.Selection.every_key
 
-    def spied(self: _select._Selection) -> Any:
+    def spied(self: _select.Selection) -> Any:
         calls.append(1)
         return every_key(self)
 
-    monkeypatch.setattr(_select._Selection, "every_key", spied)
+    monkeypatch.setattr(_select.Selection, "every_key", spied)
     return calls
 
 

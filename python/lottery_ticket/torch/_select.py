@@ -31,6 +31,7 @@ from math import ceil, floor, sqrt
 import torch
 
 from .._validation import AmountError
+from . import _fused
 from ._buffers import Buffers, compare, count_true, positions_of, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks, budget_list
@@ -74,7 +75,9 @@ class _Candidates:
     keys: list[torch.Tensor] = field(default_factory=list)
 
 
-class _Selection:
+class Selection:
+    """One selection over its pieces: the units of its passes, their buffers and the passes."""
+
     def __init__(self, pieces: Sequence[Piece], wide: bool, ranks: Ranks) -> None:
         self.pieces, self.wide, self.ranks = pieces, wide, ranks
         self.device = pieces[0].weight.device
@@ -86,6 +89,7 @@ class _Selection:
         self.units = plan(pieces, self.chunk, pack=True)
         self.packer = Packer(pieces, packed_size(self.units), self.device)
         self._buffers: Buffers | None = None
+        self.fused = _fused.kernels_for(self.device, [t for p in pieces for t in (p.weight, p.alive)])
 
     def buffers(self) -> Buffers:
         """Temporaries for the largest unit, shared by every pass of the selection."""
@@ -170,6 +174,9 @@ class _Selection:
         bracket] counts of the counted pieces, whether each piece holds NaN among its alive
         weights, the candidates, and whether they overflowed ``cap``. ``flat``: every piece's
         mask, concatenated, to write provisionally (kept at or above the bracket)."""
+        if self.fused is not None:
+            counts, nan, positions, found_keys, overflow = _fused.count(self, self.fused, lo, hi, flat, cap)
+            return counts, nan, _Candidates(positions, found_keys), overflow
         buffers = self.buffers()
         found = _Candidates()
         # Per-unit device values, read back once at the end (a read per unit would sync a GPU).
@@ -248,9 +255,14 @@ class _Selection:
             if isinstance(budgets, list) and (previous is None or previous.spans[0].piece != first.piece):
                 budget = budgets[first.piece]
             n = unit.n
-            k, alive = self.unit_keys(unit, buffers.keys)
             # A packed unit's masks are scattered from a buffer; alive is a copy already.
             dst = self.packer.bools(1)[:n] if unit.packed else out[first.piece][first.start : first.stop]
+            if self.fused is not None and budget is None:
+                _fused.write(self, self.fused, unit, dst, threshold)
+                if unit.packed:
+                    self.packer.scatter(unit, dst, out)
+                continue
+            k, alive = self.unit_keys(unit, buffers.keys)
             eq = None
             if budget is not None:
                 eq = buffers.flags[:n]
@@ -298,7 +310,7 @@ def select(
     # A later round writes the caller's masks by a second pass over the weights, not from a
     # fresh buffer copied over them: on a GPU the copy saves a little time for a byte per weight
     # more memory, and on the host it faults in the pages an in-place round exists to avoid.
-    run = _Selection(pieces, wide, ranks)
+    run = Selection(pieces, wide, ranks)
     device = run.device
     sizes = [p.weight.numel() for p in pieces]
     flat = None

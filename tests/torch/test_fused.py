@@ -1,0 +1,88 @@
+"""The fused Triton passes of the torch-op selection (`torch._fused`, ``LOTTERY_TICKET_FUSED=1``).
+
+Without a GPU they run through Triton's interpreter, which must be switched on before Triton is
+imported: the torch-op tests run again in a process of their own with it on, and must pass
+there with the fused passes serving the calls (`fused_plugin` counts them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import torch
+from lottery_ticket import global_magnitude_masks
+from lottery_ticket.torch import _fused
+
+HERE = Path(__file__).parent
+# The differential tests against the Rust kernels (random cases, ties, +-0, inf, subnormals, every
+# dtype, packed small tensors, out= in place, bad inputs); the profiler's count of torch ops is
+# not theirs to pass.
+TORCH_OP_TESTS = ["test_torch_backend.py", "test_torch_packing.py", "test_kernels_torch.py", "test_torch_bad_inputs.py"]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: no GPU is lent to this task")
+
+
+def test_the_torch_op_tests_pass_through_the_fused_kernels() -> None:
+    pytest.importorskip("triton", reason="Triton ships with torch's Linux wheels; not installed here")
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="1",
+        LOTTERY_TICKET_FUSED="1",
+        PYTHONPATH=os.pathsep.join(p for p in [str(HERE), os.environ.get("PYTHONPATH")] if p),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fused_plugin", "-k", "not full_size"]
+        + [str(HERE / name) for name in TORCH_OP_TESTS],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    counts = json.loads(done.stdout.split("fused passes run: ")[1].splitlines()[0])
+    assert counts["count"] > 100 and counts["write"] > 100, counts
+
+
+def test_a_bad_switch_value_names_the_variable_and_leaves_the_masks_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = [torch.randn(100), torch.randn(30)]
+    masks = [torch.rand(100) > 0.5, torch.rand(30) > 0.5]
+    before = [m.clone() for m in masks]
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", "yes")
+    with pytest.raises(ValueError, match="LOTTERY_TICKET_FUSED: expected 0 or 1, got 'yes'"):
+        global_magnitude_masks(weights, 0.5, masks, backend="torch", out=masks)
+    assert all(torch.equal(m, b) for m, b in zip(masks, before))
+    # The Rust kernels never read it.
+    assert len(global_magnitude_masks(weights, 0.5)) == 2
+
+
+@pytest.mark.parametrize("value", ["0", "", "1"])
+def test_the_fused_passes_are_opt_in_and_for_cuda_tensors(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", value)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    flat, strided = [torch.zeros(8), None], [torch.zeros(8)[::2], None]
+    assert _fused.kernels_for(torch.device("cpu"), flat) is None  # without the interpreter: the torch ops
+    cuda = torch.device("cuda")
+    if value != "1":
+        assert _fused.kernels_for(cuda, flat) is None
+        return
+    pytest.importorskip("triton", reason="Triton ships with torch's Linux wheels; not installed here")
+    fused = _fused.kernels_for(cuda, flat)  # compiled on first launch: no GPU needed here
+    assert fused is not None and fused.block > 0
+    assert _fused.kernels_for(cuda, strided) is None  # the kernels read contiguous memory only
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_fused_cuda_masks_equal_the_rust_kernels(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", "1")
+    gen = torch.Generator().manual_seed(5)
+    weights = [(torch.randn(n, generator=gen) * 1e-3).to(dtype) for n in (3000, 700_000, 5, 1_500_000)]
+    weights[1][::7] = 0.0  # ties
+    cuda = [w.cuda() for w in weights]
+    expected = global_magnitude_masks(weights, 0.3)
+    got = global_magnitude_masks(cuda, 0.3)
+    assert all(torch.equal(g.cpu(), e) for g, e in zip(got, expected))
+    later = global_magnitude_masks(weights, 0.5, expected)
+    global_magnitude_masks(cuda, 0.5, got, out=got)  # a later round in place
+    assert all(torch.equal(g.cpu(), e) for g, e in zip(got, later))
