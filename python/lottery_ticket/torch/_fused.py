@@ -50,8 +50,7 @@ def kernels_for(device: torch.device, flat: Iterable[torch.Tensor | None]) -> Fu
         return None
     from . import _triton  # only now: Triton may not be installed where nobody asks for it
 
-    count, write = _triton.kernels()
-    return Fused(count, write, _triton.BLOCK)
+    return Fused(_triton.count_kernel, _triton.write_kernel, _triton.BLOCK)
 
 
 def _bits(run: Selection, w: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -13,6 +13,8 @@ The same design, and bit for bit the same masks, as the Rust kernels (``rust/sel
 4. Only when the bracket misses or the candidates overflow their budget does the radix select
    run over every weight, followed by one writing pass.
 
+A GPU with ``LOTTERY_TICKET_FUSED=1`` runs passes 2 and 3 as Triton kernels (`_fused`).
+
 Each pass runs its ops per unit (`_units`): a chunk of a large tensor, or small tensors packed
 side by side, so a model of many small tensors costs few ops (on a GPU, few launches). Counts
 are int64 (selections above 2^31 elements are exact), every tensor-sized temporary is one

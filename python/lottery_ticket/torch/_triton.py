@@ -6,10 +6,8 @@ could flush to zero): bf16 bits shifted into the f32 key space, f32 and f64 bits
 cleared, the same keys as `_radix.keys`. Other dtypes are widened by torch before they come here.
 """
 
-# No `from __future__ import annotations`: Triton reads the `tl.constexpr` annotations.
-
-import functools
-from typing import Any
+# No `from __future__ import annotations`: Triton reads the `tl.constexpr` annotations. The
+# bounds are not specialised on: they change every round, and each value would compile a kernel.
 
 import triton
 import triton.language as tl
@@ -17,11 +15,22 @@ import triton.language as tl
 # Weights per program: a streaming kernel, so a few thousand per program keeps enough bytes in
 # flight per SM; the interpreter, which runs programs one by one, wants few programs too.
 BLOCK = 4096
-# Bound arguments take any value: specialising on them would compile a kernel per round.
-_BOUNDS = ["lo", "hi", "nan_from", "threshold"]
 
 
-def _count_kernel(
+@triton.jit
+def _key(bits, BITS: tl.constexpr):
+    """The magnitude key of a weight's bits (see the module's docstring)."""
+    if BITS == 16:  # bf16: the f32 key of the widened value
+        key = (bits.to(tl.int32) & 0x7FFF) << 16
+    elif BITS == 32:
+        key = bits & 0x7FFF_FFFF
+    else:
+        key = bits & 0x7FFF_FFFF_FFFF_FFFF
+    return key
+
+
+@triton.jit(do_not_specialize=["lo", "hi", "nan_from"])
+def count_kernel(
     bits_ptr, alive_ptr, keep_ptr, inside_ptr, alive_n_ptr, kept_n_ptr, nan_n_ptr,
     n, lo, hi, nan_from,
     BITS: tl.constexpr, HAS_ALIVE: tl.constexpr, STORE_KEEP: tl.constexpr, BLOCK: tl.constexpr,
@@ -31,13 +40,7 @@ def _count_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     inbounds = offs < n
-    bits = tl.load(bits_ptr + offs, mask=inbounds, other=0)
-    if BITS == 16:  # bf16: the f32 key of the widened value
-        key = (bits.to(tl.int32) & 0x7FFF) << 16
-    elif BITS == 32:
-        key = bits & 0x7FFF_FFFF
-    else:
-        key = bits & 0x7FFF_FFFF_FFFF_FFFF
+    key = _key(tl.load(bits_ptr + offs, mask=inbounds, other=0), BITS)
     live = inbounds
     if HAS_ALIVE:
         live = live & (tl.load(alive_ptr + offs, mask=inbounds, other=0) != 0)
@@ -50,7 +53,8 @@ def _count_kernel(
     tl.store(nan_n_ptr + pid, tl.sum((live & (key >= nan_from)).to(tl.int32), axis=0))
 
 
-def _write_kernel(
+@triton.jit(do_not_specialize=["threshold"])
+def write_kernel(
     bits_ptr, alive_ptr, dst_ptr, n, threshold,
     BITS: tl.constexpr, HAS_ALIVE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -59,23 +63,8 @@ def _write_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     inbounds = offs < n
-    bits = tl.load(bits_ptr + offs, mask=inbounds, other=0)
-    if BITS == 16:  # bf16: the f32 key of the widened value
-        key = (bits.to(tl.int32) & 0x7FFF) << 16
-    elif BITS == 32:
-        key = bits & 0x7FFF_FFFF
-    else:
-        key = bits & 0x7FFF_FFFF_FFFF_FFFF
+    key = _key(tl.load(bits_ptr + offs, mask=inbounds, other=0), BITS)
     keep = key > threshold
     if HAS_ALIVE:
         keep = keep & (tl.load(alive_ptr + offs, mask=inbounds, other=0) != 0)
     tl.store(dst_ptr + offs, keep.to(tl.uint8), mask=inbounds)
-
-
-@functools.cache
-def kernels() -> tuple[Any, Any]:
-    """The (count, write) kernels: compiled for the GPU, or run by Triton's interpreter where
-    ``TRITON_INTERPRET=1`` was set before Triton was imported."""
-    count = triton.jit(do_not_specialize=_BOUNDS[:3])(_count_kernel)
-    write = triton.jit(do_not_specialize=_BOUNDS[3:])(_write_kernel)
-    return count, write
