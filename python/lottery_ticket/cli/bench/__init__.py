@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the peak-memory measurement (one fresh process per method)",
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (default): NumPy arrays and CPU tensors; cuda: the current CUDA device, ours (torch ops, "
+        "and the fused Triton passes) beside topk, kthvalue and torch.prune",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to this Markdown file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
 
@@ -77,7 +84,39 @@ def check_memory(spec: WorkloadSpec, free: int) -> None:
         )
 
 
+def run_cuda(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import gpu
+    from .hygiene import read_machine
+    from .table import write_text
+
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    if args.params is None and args.mix is None and args.dtype is None:
+        cases = gpu.suite(args.scale, big=args.big)
+    else:
+        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        params = args.params or 110_000_000
+        cases = [
+            gpu.Case(
+                f"{params / 1e6:.4g}M {args.mix or 'bert'} {args.dtype or 'f32'}", args.mix or "bert", params, dtype
+            )
+        ]
+    device = torch.device("cuda", torch.cuda.current_device())
+    gpu.check(device)
+    lines = []
+    for line in gpu.table(cases, device, read_machine().summary(), args.seed):
+        print(line, flush=True)
+        lines.append(line)
+    if args.markdown:
+        write_text(args.markdown, "\n".join(lines) + "\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda":
+        return run_cuda(args)
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     from .hygiene import read_machine
