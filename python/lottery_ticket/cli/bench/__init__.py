@@ -10,7 +10,7 @@ tensor), NumPy partition, torch kthvalue, ``torch.nn.utils.prune.global_unstruct
 ``apply_masks`` / ``MaskApplier`` / ``rewind`` next to torch's in-place equivalents. Prints the
 same table as ``make bench`` (``benches/``), measurements and comparisons only, with the load
 average, CPU model and thread counts it was measured under (``hygiene``); targets and their
-verdicts live in ``benches/``.
+verdicts live in ``benches/``. ``--device cuda`` times the GPU methods instead (`gpu`).
 """
 
 from __future__ import annotations
