@@ -6,6 +6,7 @@ there with the fused passes serving the calls (`fused_plugin` counts them)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -73,6 +74,45 @@ def test_the_fused_passes_are_opt_in_and_for_cuda_tensors(monkeypatch: pytest.Mo
     fused = _fused.kernels_for(cuda, flat)  # compiled on first launch: no GPU needed here
     assert fused is not None and fused.block > 0
     assert _fused.kernels_for(cuda, strided) is None  # the kernels read contiguous memory only
+
+
+def test_the_kernels_compile_for_a_gpu_without_one() -> None:
+    """Every variant compiles to a Hopper cubin (Triton ships its own ptxas), which the
+    interpreter does not check; aligned f32 reads 16 bytes a load and converts no float."""
+    pytest.importorskip("triton", reason="Triton ships with torch's Linux wheels; not installed here")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lottery_ticket.torch import _triton
+
+    target = GPUTarget("cuda", 90, 32)
+    aligned = {(i,): [["tt.divisibility", 16]] for i in range(8)}  # what launches on aligned chunks get
+    for bits, has_alive, keep, align in itertools.product((16, 32, 64), (False, True), (False, True), (False, True)):
+        if align and bits != 32:
+            continue
+        bound, pointer = ("i64" if bits == 64 else "i32"), f"*i{bits}"
+        count = ["bits_ptr", "alive_ptr", "keep_ptr", "inside_ptr", "alive_n_ptr", "kept_n_ptr", "nan_n_ptr"]
+        signature = dict.fromkeys(count, "*u8") | {"bits_ptr": pointer, "n": "i32", "lo": bound, "hi": bound}
+        signature |= dict.fromkeys(["alive_n_ptr", "kept_n_ptr", "nan_n_ptr"], "*i32") | {"nan_from": bound}
+        signature |= dict.fromkeys(["BITS", "HAS_ALIVE", "STORE_KEEP", "BLOCK"], "constexpr")
+        constants = {"BITS": bits, "HAS_ALIVE": has_alive, "STORE_KEEP": keep, "BLOCK": _triton.BLOCK}
+        ptx = triton.compile(
+            ASTSource(_triton.count_kernel, signature, constants, aligned if align else None),
+            target=target,
+            options=_fused.OPTIONS,
+        ).asm["ptx"]
+        assert "cvt.f" not in ptx and "cvt.rn" not in ptx  # keys from bits: no float conversion
+        if align:
+            assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx
+        if not keep:
+            write = {"bits_ptr": pointer, "alive_ptr": "*u8", "dst_ptr": "*u8", "n": "i32", "threshold": bound}
+            write |= dict.fromkeys(["BITS", "HAS_ALIVE", "BLOCK"], "constexpr")
+            triton.compile(
+                ASTSource(_triton.write_kernel, write, {"BITS": bits, "HAS_ALIVE": has_alive, "BLOCK": _triton.BLOCK}),
+                target=target,
+                options=_fused.OPTIONS,
+            )
 
 
 @CUDA

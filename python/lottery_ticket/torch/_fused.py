@@ -29,6 +29,9 @@ VARIABLE = "LOTTERY_TICKET_FUSED"
 # The weights' bits as loaded by the kernels: the dtypes whose keys are a bit operation.
 _BITS = {torch.bfloat16: (torch.int16, 16), torch.float32: (torch.int32, 32), torch.float64: (torch.int64, 64)}
 _FLOATS = {bits: dtype for dtype, (_, bits) in _BITS.items()}
+# The kernels do no float arithmetic; saying so spares every compile Triton's warning that the
+# default for fusing multiplies and adds is about to change.
+OPTIONS = {"enable_fp_fusion": False}
 
 
 class Fused(NamedTuple):
@@ -86,7 +89,7 @@ def count(
         fused.count_kernel[(b,)](
             w, _bytes(alive, w), _bytes(keep, w), buffers.flags.view(torch.uint8), slots[0, s:], slots[1, s:], slots[2, s:],
             unit.n, lo, hi, run.nan_from,
-            BITS=bits, HAS_ALIVE=alive is not None, STORE_KEEP=keep is not None, BLOCK=fused.block,
+            BITS=bits, HAS_ALIVE=alive is not None, STORE_KEEP=keep is not None, BLOCK=fused.block, **OPTIONS,
         )  # fmt: skip
         at_slot += b if unit.counted else 0
         if not overflow:
@@ -110,5 +113,5 @@ def write(run: Selection, fused: Fused, unit: Unit, dst: torch.Tensor, threshold
     alive = run.packer.alive(unit)
     fused.write_kernel[(-(-unit.n // fused.block),)](
         w, _bytes(alive, w), dst.view(torch.uint8), unit.n, threshold,
-        BITS=bits, HAS_ALIVE=alive is not None, BLOCK=fused.block,
+        BITS=bits, HAS_ALIVE=alive is not None, BLOCK=fused.block, **OPTIONS,
     )  # fmt: skip
