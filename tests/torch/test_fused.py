@@ -129,3 +129,13 @@ def test_fused_cuda_masks_equal_the_rust_kernels(monkeypatch: pytest.MonkeyPatch
     later = global_magnitude_masks(weights, 0.5, expected)
     global_magnitude_masks(cuda, 0.5, got, out=got)  # a later round in place
     assert all(torch.equal(g.cpu(), e) for g, e in zip(got, later))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (none lent to this task)")
+def test_fused_kernels_launch_on_the_tensors_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", "1")
+    weights = [torch.randn(300_000), torch.randn(5000)]
+    last = torch.device("cuda", torch.cuda.device_count() - 1)
+    with torch.cuda.device(0):  # another device is current
+        got = global_magnitude_masks([w.to(last) for w in weights], 0.3)
+    assert all(g.device == last and torch.equal(g.cpu(), e) for g, e in zip(got, global_magnitude_masks(weights, 0.3)))

@@ -12,6 +12,7 @@ its own, summed once per selection, so no atomics and one read back, as with the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -64,6 +65,12 @@ def _bits(run: Selection, w: torch.Tensor) -> tuple[torch.Tensor, int]:
     return w.view(view), bits
 
 
+def _on(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Triton launches on the current CUDA device, torch ops on their tensors' own: make the
+    tensors' device current (a model on cuda:1 while cuda:0 is current)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _bytes(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return like if t is None else t.view(torch.uint8)  # a dummy pointer where a flag is off
 
@@ -86,11 +93,12 @@ def count(
         alive = run.packer.alive(unit)
         keep = flat[unit.base : unit.base + unit.n] if flat is not None else None
         s = at_slot if unit.counted else counted
-        fused.count_kernel[(b,)](
-            w, _bytes(alive, w), _bytes(keep, w), buffers.flags.view(torch.uint8), slots[0, s:], slots[1, s:], slots[2, s:],
-            unit.n, lo, hi, run.nan_from,
-            BITS=bits, HAS_ALIVE=alive is not None, STORE_KEEP=keep is not None, BLOCK=fused.block, **OPTIONS,
-        )  # fmt: skip
+        with _on(run.device):
+            fused.count_kernel[(b,)](
+                w, _bytes(alive, w), _bytes(keep, w), buffers.flags.view(torch.uint8), slots[0, s:], slots[1, s:],
+                slots[2, s:], unit.n, lo, hi, run.nan_from,
+                BITS=bits, HAS_ALIVE=alive is not None, STORE_KEEP=keep is not None, BLOCK=fused.block, **OPTIONS,
+            )  # fmt: skip
         at_slot += b if unit.counted else 0
         if not overflow:
             at = positions_of(buffers.flags, unit.n)
@@ -111,7 +119,8 @@ def write(run: Selection, fused: Fused, unit: Unit, dst: torch.Tensor, threshold
     (``out=`` masks are contiguous: `_ops` refuses others)."""
     w, bits = _bits(run, run.packer.weights(unit, run.buffers().keys.view(run.float_dtype)))
     alive = run.packer.alive(unit)
-    fused.write_kernel[(-(-unit.n // fused.block),)](
-        w, _bytes(alive, w), dst.view(torch.uint8), unit.n, threshold,
-        BITS=bits, HAS_ALIVE=alive is not None, BLOCK=fused.block, **OPTIONS,
-    )  # fmt: skip
+    with _on(run.device):
+        fused.write_kernel[(-(-unit.n // fused.block),)](
+            w, _bytes(alive, w), dst.view(torch.uint8), unit.n, threshold,
+            BITS=bits, HAS_ALIVE=alive is not None, BLOCK=fused.block, **OPTIONS,
+        )  # fmt: skip
