@@ -3,6 +3,9 @@ the GPU table itself needs a lent GPU (`benches/gpu.py`)."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
+
 import pytest
 
 import torch
@@ -16,14 +19,14 @@ def test_every_method_gives_a_row_for_every_case() -> None:
     cases = gpu.suite(scale=1e-4, big=True)
     assert [c.dtype for c in cases] == [torch.float32, torch.bfloat16, torch.float32]
     assert cases[2].params > cases[0].params  # the big mix
-    lines = list(gpu.table(cases, CPU, "test host"))
+    lines = list(gpu.table(cases, CPU, "test host", budget_s=0.05))
     assert "test host" in lines[0] and lines[2].startswith("| workload | method | median | spread |")
     rows = lines[4:]
     assert len(rows) == len(cases) * len(gpu.methods())
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2].endswith(" ms") and cells[3].endswith("%"), row  # measured, with its spread
-        assert cells[5] == "", row  # no method failed at this size
+        assert cells[5] in ("", "noisy") or cells[5].startswith("noisy ("), row  # no method failed
 
 
 def test_the_masks_are_checked_before_anything_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +40,26 @@ def test_the_masks_are_checked_before_anything_is_timed(monkeypatch: pytest.Monk
     monkeypatch.setattr(gpu, "_ours", wrong)
     with pytest.raises(AssertionError, match="ours: masks on cpu differ from the Rust kernels'"):
         gpu.check(CPU)
+
+
+def _clock(durations: Iterator[float]) -> Callable[[], float]:
+    """A clock whose timed calls (a reading before and after each) last ``durations`` in turn."""
+    now, reads = 0.0, itertools.count()
+
+    def read() -> float:
+        nonlocal now
+        if next(reads) % 2:
+            now += next(durations)
+        return now
+
+    return read
+
+
+def test_rows_repeat_until_stable_or_say_they_are_noisy() -> None:
+    steady = gpu.measure(lambda: None, CPU, clock=_clock(itertools.repeat(1e-3)))
+    assert steady.note == "" and steady.median_s == pytest.approx(1e-3) and steady.spread == pytest.approx(0)
+    jumpy = gpu.measure(lambda: None, CPU, budget_s=1.0, clock=_clock(itertools.cycle([1e-3, 3e-3])))
+    assert jumpy.note == "noisy (30 rounds)" and jumpy.spread == pytest.approx(2 / 3)
 
 
 def test_a_failing_method_is_a_row_with_its_error() -> None:

@@ -9,10 +9,10 @@ Methods: ours (``backend="auto"``: torch ops on the device) fresh, a later round
 Triton passes (``LOTTERY_TICKET_FUSED=1``) fresh and in place; ``torch.sum`` over each tensor (the
 read floor, itself launch-bound with many tensors) and ``torch._foreach_norm`` (one launch per
 few tensors); concatenate + ``topk`` and + ``kthvalue``; ``torch.nn.utils.prune.global_unstructured``.
-Every method prunes 20%. Each row: the median of timed calls after a warm-up, the spread of those
-calls, and the peak GPU memory above the weights (``torch.cuda.max_memory_allocated``). Before
-timing, ours and the fused passes are checked bit for bit against the Rust kernels on host
-copies. At 110 M the host issuing the ops sets much of the time, so the table also gives the
+Every method prunes 20%. Each row: the median of timed calls after a warm-up, repeated until the
+recent calls agree within 5% (else marked noisy), their spread, and the peak GPU memory above
+the weights (``torch.cuda.max_memory_allocated``). Before timing, ours and the fused passes are
+checked bit for bit against the Rust kernels on host copies. At 110 M the host issuing the ops sets much of the time, so the table also gives the
 host's load (`hygiene`).
 """
 
@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ... import global_magnitude_masks
+from .hygiene import ROUND_BUDGET_S, repeat_until_stable
 from .workloads import Mix, mix_shapes
 
 AMOUNT = 0.2
@@ -147,21 +148,33 @@ def methods() -> dict[str, Callable[[list[torch.Tensor]], Any]]:
 
 
 class Row(NamedTuple):
-    median_s: float | None
-    spread: float | None  # (slowest - fastest) / median of the timed calls
+    median_s: float | None  # of the recent timed calls
+    spread: float | None  # (slowest - fastest) / median of the recent timed calls
     peak_bytes: int | None
-    note: str
+    note: str  # an error, or that the row is noisy
 
 
 def _no_sync() -> None:
     """The host runs each op to its end before it returns."""
 
 
-def measure(run: Callable[[], Any], device: torch.device, rounds: int = 5) -> Row:
-    """Median of ``rounds`` timed calls after one warm-up call, which also gives the peak memory
-    (CUDA only). A method that fails (out of memory, past 2^31 elements) is a row with its error."""
+def measure(
+    run: Callable[[], Any],
+    device: torch.device,
+    budget_s: float = ROUND_BUDGET_S,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Row:
+    """One warm-up call, which also gives the peak memory (CUDA only), then timed calls (each
+    to the device's end) repeated as the CPU rows are (`hygiene.repeat_until_stable`): until the
+    recent ones agree within 5%, or the row's budget runs out and it is marked noisy. A method
+    that fails (out of memory, past 2^31 elements) is a row with its error."""
     cuda = device.type == "cuda"
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else _no_sync
+
+    def call(_: None) -> None:
+        run()  # the result is freed before the next call
+        sync()
+
     base = torch.cuda.memory_allocated(device) if cuda else 0
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -170,21 +183,13 @@ def measure(run: Callable[[], Any], device: torch.device, rounds: int = 5) -> Ro
         sync()
         peak = torch.cuda.max_memory_allocated(device) - base if cuda else None
         del result
-        times = []
-        for _ in range(rounds):
-            sync()
-            start = time.perf_counter()
-            result = run()
-            sync()
-            times.append(time.perf_counter() - start)
-            del result
+        rounds = repeat_until_stable(call, lambda: None, budget_s=budget_s, clock=clock)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
         if cuda:
             torch.cuda.empty_cache()
         return Row(None, None, None, type(err).__name__ + ": " + str(err).splitlines()[0][:80])
-    times.sort()
-    median = times[rounds // 2]
-    return Row(median, (times[-1] - times[0]) / median if median else 0.0, peak, "")
+    note = "" if rounds.stable else f"noisy ({len(rounds.times)} rounds)"
+    return Row(rounds.median_s, rounds.spread, peak, note)
 
 
 def check(device: torch.device) -> None:
@@ -204,8 +209,10 @@ def check(device: torch.device) -> None:
                 raise AssertionError(f"{name}: masks on {device} differ from the Rust kernels'")
 
 
-def table(cases: list[Case], device: torch.device, machine: str, seed: int = 0) -> Iterator[str]:
-    """The table's lines, each as soon as it is measured."""
+def table(
+    cases: list[Case], device: torch.device, machine: str, seed: int = 0, budget_s: float = ROUND_BUDGET_S
+) -> Iterator[str]:
+    """The table's lines, each as soon as it is measured (``budget_s``: timed seconds per row)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     yield f"{name} · torch {torch.__version__} · CUDA {torch.version.cuda} · host: {machine}"
     yield ""
@@ -214,9 +221,8 @@ def table(cases: list[Case], device: torch.device, machine: str, seed: int = 0) 
     for case in cases:
         ws = weights(case, device, seed)
         weight_bytes = sum(w.numel() * w.element_size() for w in ws)
-        rounds = 3 if case.params > 10**9 else 5
         for label, method in methods().items():
-            row = measure(functools.partial(method, ws), device, rounds)
+            row = measure(functools.partial(method, ws), device, budget_s)
             median = "failed" if row.median_s is None else f"{row.median_s * 1e3:.2f} ms"
             spread = "" if row.spread is None else f"{100 * row.spread:.0f}%"
             memory = "" if row.peak_bytes is None else f"{row.peak_bytes / 2**20:.0f} MiB"
