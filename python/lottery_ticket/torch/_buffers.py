@@ -1,13 +1,18 @@
 """Host buffers with huge pages, and the temporaries and compaction of the torch-op selection's chunked
-passes (`_select`)."""
+passes (`_select`), and the candidates they compact."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import torch
+
+if TYPE_CHECKING:
+    from ._units import Unit
 
 # From this many elements on, candidates are compacted a word (8 flags) at a time.
 WORD_COMPACTION_ABOVE = 1 << 16
@@ -127,3 +132,30 @@ class Buffers:
         if self._spare is None:
             self._spare = empty(len(self.flags), torch.bool, self.flags.device)
         return self._spare[:n]
+
+
+@dataclass
+class Candidates:
+    """In-bracket alive weights, collected unit by unit until more than ``cap``: flat positions in
+    the concatenation of every piece (ascending) and keys, a tensor of each per unit."""
+
+    cap: int
+    positions: list[torch.Tensor] = field(default_factory=list)
+    keys: list[torch.Tensor] = field(default_factory=list)
+    counted: int = 0  # those of counted pieces
+    collected: int = 0
+    overflow: bool = False
+
+    def add(self, unit: Unit, flags: torch.Tensor, keys_at: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """The candidates ``flags`` (a `Buffers` flag buffer) marks in ``unit``; ``keys_at``: their
+        keys from their positions in the unit."""
+        if self.overflow:
+            return
+        at = positions_of(flags, unit.n)
+        self.counted += at.numel() if unit.counted else 0
+        self.collected += at.numel()
+        self.positions.append(at + unit.base)
+        self.keys.append(keys_at(at))
+        self.overflow = self.collected > self.cap
+        if self.overflow:  # the radix select over every weight will run: free them now
+            self.positions, self.keys = [], []

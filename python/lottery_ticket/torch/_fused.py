@@ -13,16 +13,17 @@ its own, summed once per selection, so no atomics and one read back, as with the
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from ._buffers import positions_of
 from ._radix import keys
 
 if TYPE_CHECKING:
+    from ._buffers import Candidates
     from ._select import Selection
     from ._units import Unit
 
@@ -76,18 +77,16 @@ def _bytes(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def count(
-    run: Selection, fused: Fused, lo: int, hi: int, flat: torch.Tensor | None, cap: int
-) -> tuple[list[int], list[bool], list[torch.Tensor], list[torch.Tensor], bool]:
-    """`Selection.count` with one kernel per unit: [alive, kept, in-bracket] counts, NaN per
-    piece, the candidates' positions and keys, whether they overflowed ``cap``."""
+    run: Selection, fused: Fused, lo: int, hi: int, flat: torch.Tensor | None, found: Candidates
+) -> tuple[list[int], list[bool]]:
+    """`Selection.count` with one kernel per unit: [alive, kept, in-bracket] counts and NaN per
+    piece; the candidates go to ``found``."""
     buffers = run.buffers()
     blocks = [-(-u.n // fused.block) for u in run.units]
     counted = sum(b for u, b in zip(run.units, blocks) if u.counted)
     spare = max((b for u, b in zip(run.units, blocks) if not u.counted), default=0)  # replicas' junk slots
     slots = torch.empty(3, counted + spare, dtype=torch.int32, device=run.device)
-    positions: list[torch.Tensor] = []
-    found: list[torch.Tensor] = []
-    at_slot, inside_n, collected, overflow = 0, 0, 0, False
+    at_slot = 0
     for unit, b in zip(run.units, blocks):
         w, bits = _bits(run, run.packer.weights(unit, buffers.keys.view(run.float_dtype)))
         alive = run.packer.alive(unit)
@@ -100,18 +99,14 @@ def count(
                 BITS=bits, HAS_ALIVE=alive is not None, STORE_KEEP=keep is not None, BLOCK=fused.block, **OPTIONS,
             )  # fmt: skip
         at_slot += b if unit.counted else 0
-        if not overflow:
-            at = positions_of(buffers.flags, unit.n)
-            inside_n += at.numel() if unit.counted else 0
-            collected += at.numel()
-            overflow = collected > cap
-            positions.append(at + unit.base)
-            found.append(keys(torch.index_select(w, 0, at).view(_FLOATS[bits]), run.wide))
-            if overflow:  # the radix select over every weight will run: free them now
-                positions, found = [], []
+        found.add(unit, buffers.flags, functools.partial(_candidate_keys, w, bits, run.wide))
     alive_n, kept_n, nan_n = slots[:, :counted].sum(1, dtype=torch.int64).tolist()
     nan = [p.counted and run.alive_nan(p) for p in run.pieces] if nan_n else [False] * len(run.pieces)
-    return [alive_n, kept_n, inside_n], nan, positions, found, overflow
+    return [alive_n, kept_n, found.counted], nan
+
+
+def _candidate_keys(w: torch.Tensor, bits: int, wide: bool, at: torch.Tensor) -> torch.Tensor:
+    return keys(torch.index_select(w, 0, at).view(_FLOATS[bits]), wide)
 
 
 def write(run: Selection, fused: Fused, unit: Unit, dst: torch.Tensor, threshold: int) -> None:

@@ -26,7 +26,7 @@ takes the same path. In one process on a GPU, the sample and the candidates are 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate
 from math import ceil, floor, sqrt
 
@@ -34,7 +34,7 @@ import torch
 
 from .._validation import AmountError
 from . import _fused
-from ._buffers import Buffers, compare, count_true, positions_of, prefaulted
+from ._buffers import Buffers, Candidates, compare, count_true, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks, budget_list
 from ._units import Packer, Unit, packed_size, plan
@@ -66,15 +66,6 @@ def _chunks(piece: Piece, chunk: int) -> Iterator[tuple[int, torch.Tensor, torch
     for start in range(0, piece.weight.numel(), chunk):
         alive = piece.alive[start : start + chunk] if piece.alive is not None else None
         yield start, piece.weight[start : start + chunk], alive
-
-
-@dataclass
-class _Candidates:
-    """In-bracket alive weights: flat positions in the concatenation of every piece (ascending)
-    and keys, a tensor of each per unit."""
-
-    positions: list[torch.Tensor] = field(default_factory=list)
-    keys: list[torch.Tensor] = field(default_factory=list)
 
 
 class Selection:
@@ -169,21 +160,18 @@ class Selection:
                 start += unit.n
         return torch.cat(found)
 
-    def count(
-        self, lo: int, hi: int, flat: torch.Tensor | None, cap: int
-    ) -> tuple[list[int], list[bool], _Candidates, bool]:
+    def count(self, lo: int, hi: int, flat: torch.Tensor | None, cap: int) -> tuple[list[int], list[bool], Candidates]:
         """The counting pass over the bracket [lo, hi): [alive, kept at or above lo, in the
         bracket] counts of the counted pieces, whether each piece holds NaN among its alive
-        weights, the candidates, and whether they overflowed ``cap``. ``flat``: every piece's
-        mask, concatenated, to write provisionally (kept at or above the bracket)."""
+        weights, and the candidates (up to ``cap``). ``flat``: every piece's mask, concatenated,
+        to write provisionally (kept at or above the bracket)."""
+        found = Candidates(cap)
         if self.fused is not None:
-            counts, nan, positions, found_keys, overflow = _fused.count(self, self.fused, lo, hi, flat, cap)
-            return counts, nan, _Candidates(positions, found_keys), overflow
+            return *_fused.count(self, self.fused, lo, hi, flat, found), found
         buffers = self.buffers()
-        found = _Candidates()
         # Per-unit device values, read back once at the end (a read per unit would sync a GPU).
         alive_n, kept_n, max_keys, owners = [], [], [], []
-        unmasked, inside_n, collected, overflow = 0, 0, 0, False
+        unmasked = 0
         for unit in self.units:
             n = unit.n
             k, alive = self.unit_keys(unit, buffers.keys)
@@ -202,21 +190,13 @@ class Selection:
                 kept_n.append(count_true(keep, written=True))
                 max_keys.append(k.max())
                 owners.append(unit)
-            if not overflow:
-                at = positions_of(buffers.flags, n)
-                inside_n += at.numel() if unit.counted else 0
-                collected += at.numel()
-                overflow = collected > cap
-                found.positions.append(at + unit.base)
-                found.keys.append(torch.index_select(k, 0, at))
-                if overflow:  # the radix select over every weight will run: free them now
-                    found = _Candidates()
+            found.add(unit, buffers.flags, partial(torch.index_select, k, 0))
         zero = torch.zeros(1, dtype=torch.int64, device=self.device)
         totals = [torch.stack(t).sum().view(1) if t else zero for t in (alive_n, kept_n)]
         read = torch.cat([*totals, torch.stack(max_keys).to(torch.int64) if max_keys else zero[:0]]).tolist()
         suspects = {s.piece for unit, top in zip(owners, read[2:]) if top >= self.nan_from for s in unit.spans}
         nan = [i in suspects and self.alive_nan(p) for i, p in enumerate(self.pieces)]
-        return [unmasked + read[0], read[1], inside_n], nan, found, overflow
+        return [unmasked + read[0], read[1], found.counted], nan, found
 
     def alive_nan(self, piece: Piece) -> bool:
         """Whether the piece holds NaN among its alive weights (a unit's largest key says only
@@ -321,8 +301,8 @@ def select(
         out = list(torch.split(flat, sizes))
     lo, hi = run.bracket(amount)
     cap = max(MIN_CANDIDATES, sum(sizes) // CANDIDATE_SHARE)
-    counts, local_nan, found, overflow = run.count(lo, hi, flat, cap)
-    alive, kept, inside, nan, overflowed = run.reduced([*counts, int(any(local_nan)), int(overflow)])
+    counts, local_nan, found = run.count(lo, hi, flat, cap)
+    alive, kept, inside, nan, overflowed = run.reduced([*counts, int(any(local_nan)), int(found.overflow)])
     if nan:
         bad = [p.label for p, flag in zip(pieces, local_nan) if flag]
         if bad:
