@@ -70,7 +70,7 @@ def main() -> None:
     np.savez(out / f"rank{rank}.npz", **saved)
     dist.destroy_process_group()
     # Every output is written and the group is gone: skip the interpreter's teardown, where gloo's
-    # threads have (rarely) aborted the process with std::terminate after a passing run.
+    # threads have (rarely) aborted the process there with std::terminate.
     sys.stdout.flush()
     os._exit(0)
 
