@@ -192,6 +192,27 @@ def measure(
     return Row(rounds.median_s, rounds.spread, peak, note)
 
 
+# The fused rows beside the torch-op rows they would replace: what decides the default.
+FUSED_PAIRS = {
+    "fresh": ("ours, fused Triton passes", "ours"),
+    "in place": ("ours, fused, a later round in place", "ours, a later round in place"),
+}
+
+
+def fused_ratios(rows: dict[str, Row]) -> str:
+    """The fused passes' median over the torch ops' per pair (below 1: the fused passes are
+    faster), marked ``?`` where either row is noisy and ``—`` where either failed."""
+    parts = []
+    for name, (fused, ops) in FUSED_PAIRS.items():
+        a, b = rows[fused], rows[ops]
+        if a.median_s is None or b.median_s is None:
+            parts.append(f"{name} —")
+            continue
+        mark = "?" if a.note or b.note else ""
+        parts.append(f"{name} {a.median_s / b.median_s:.2f}x{mark}")
+    return ", ".join(parts)
+
+
 def check(device: torch.device) -> None:
     """Ours and the fused passes against the Rust kernels on host copies (fresh and in place),
     before anything is timed: a mismatch is an error, not a row."""
@@ -221,14 +242,16 @@ def table(
     for case in cases:
         ws = weights(case, device, seed)
         weight_bytes = sum(w.numel() * w.element_size() for w in ws)
+        rows: dict[str, Row] = {}
         for label, method in methods().items():
-            row = measure(functools.partial(method, ws), device, budget_s)
+            row = rows[label] = measure(functools.partial(method, ws), device, budget_s)
             median = "failed" if row.median_s is None else f"{row.median_s * 1e3:.2f} ms"
             spread = "" if row.spread is None else f"{100 * row.spread:.0f}%"
             memory = "" if row.peak_bytes is None else f"{row.peak_bytes / 2**20:.0f} MiB"
             if row.peak_bytes is not None:
                 memory += f" ({100 * row.peak_bytes / weight_bytes:.0f}% of weights)"
             yield f"| {case.label} | {label} | {median} | {spread} | {memory} | {row.note} |"
+        yield f"| {case.label} | fused ÷ torch ops | {fused_ratios(rows)} | | | |"
         del ws
         if device.type == "cuda":
             torch.cuda.empty_cache()
