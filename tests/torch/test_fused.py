@@ -76,10 +76,15 @@ def test_the_fused_passes_are_opt_in_and_for_cuda_tensors(monkeypatch: pytest.Mo
     assert _fused.kernels_for(cuda, strided) is None  # the kernels read contiguous memory only
 
 
-def test_the_kernels_compile_for_a_gpu_without_one() -> None:
+def test_the_kernels_compile_for_a_gpu_without_one(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Every variant compiles to a Hopper cubin (Triton ships its own ptxas), which the
-    interpreter does not check; aligned f32 reads 16 bytes a load and converts no float."""
+    interpreter does not check; aligned f32 moves 16 bytes a load and store and converts no float, and no
+    variant spills registers to memory (a memory-bound kernel that spills moves more bytes)."""
     pytest.importorskip("triton", reason="Triton ships with torch's Linux wheels; not installed here")
+    monkeypatch.setenv("TRITON_ALWAYS_COMPILE", "1")  # a cached kernel would skip ptxas and its report
+    monkeypatch.setenv("TRITON_DUMP_PTXAS_LOG", "1")
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -88,6 +93,8 @@ def test_the_kernels_compile_for_a_gpu_without_one() -> None:
 
     target = GPUTarget("cuda", 90, 32)
     aligned = {(i,): [["tt.divisibility", 16]] for i in range(8)}  # what launches on aligned chunks get
+    aligned_write = {(i,): [["tt.divisibility", 16]] for i in range(4)}  # its pointers and n
+    compiled = 0
     for bits, has_alive, keep, align in itertools.product((16, 32, 64), (False, True), (False, True), (False, True)):
         if align and bits != 32:
             continue
@@ -105,14 +112,22 @@ def test_the_kernels_compile_for_a_gpu_without_one() -> None:
         assert "cvt.f" not in ptx and "cvt.rn" not in ptx  # keys from bits: no float conversion
         if align:
             assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx
+        compiled += 1
         if not keep:
             write = {"bits_ptr": pointer, "alive_ptr": "*u8", "dst_ptr": "*u8", "n": "i32", "threshold": bound}
             write |= dict.fromkeys(["BITS", "HAS_ALIVE", "BLOCK"], "constexpr")
-            triton.compile(
-                ASTSource(_triton.write_kernel, write, {"BITS": bits, "HAS_ALIVE": has_alive, "BLOCK": _triton.BLOCK}),
+            constants = {"BITS": bits, "HAS_ALIVE": has_alive, "BLOCK": _triton.BLOCK}
+            ptx = triton.compile(
+                ASTSource(_triton.write_kernel, write, constants, aligned_write if align else None),
                 target=target,
                 options=_fused.OPTIONS,
-            )
+            ).asm["ptx"]
+            if align:
+                assert "ld.global.v4.b32" in ptx and "st.global.v4.b32" in ptx
+            compiled += 1
+    reports = [line for line in capfd.readouterr().out.splitlines() if "spill stores" in line]
+    assert len(reports) == compiled == 24, reports  # 16 counting and 8 writing variants
+    assert all("0 bytes spill stores, 0 bytes spill loads" in line for line in reports), reports
 
 
 @CUDA
