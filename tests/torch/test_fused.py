@@ -60,6 +60,28 @@ def test_a_bad_switch_value_names_the_variable_and_leaves_the_masks_untouched(mo
     assert len(global_magnitude_masks(weights, 0.5)) == 2
 
 
+def without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make importing the kernels fail, as where Triton is not installed."""
+    import lottery_ticket.torch
+
+    monkeypatch.delattr(lottery_ticket.torch, "_triton", raising=False)
+    monkeypatch.setitem(sys.modules, "lottery_ticket.torch._triton", None)
+
+
+def test_asking_for_the_fused_passes_without_triton_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_triton(monkeypatch)
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU tensors then ask for the kernels too
+    weights = [torch.randn(100), torch.randn(30)]
+    masks = [torch.rand(100) > 0.5, torch.rand(30) > 0.5]
+    before = [m.clone() for m in masks]
+    with pytest.raises(ImportError, match="LOTTERY_TICKET_FUSED=1: the fused passes need Triton .*set it to 0"):
+        global_magnitude_masks(weights, 0.5, masks, backend="torch", out=masks)
+    assert all(torch.equal(m, b) for m, b in zip(masks, before))
+    monkeypatch.setenv("LOTTERY_TICKET_FUSED", "0")
+    assert len(global_magnitude_masks(weights, 0.5, backend="torch")) == 2
+
+
 @pytest.mark.parametrize("value", ["0", "", "1"])
 def test_the_fused_passes_are_opt_in_and_for_cuda_tensors(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("LOTTERY_TICKET_FUSED", value)

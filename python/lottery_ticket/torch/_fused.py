@@ -45,7 +45,8 @@ class Fused(NamedTuple):
 def kernels_for(device: torch.device, flat: Iterable[torch.Tensor | None]) -> Fused | None:
     """The fused kernels for the flat tensors ``flat`` (weights and survivor flags) on
     ``device``, or None: the torch ops run (also for a strided tensor, which the kernels do not
-    read). Raises ValueError for a value of the variable other than 0 or 1."""
+    read). Raises ValueError for a value of the variable other than 0 or 1, and ImportError
+    naming it where it asks for the kernels and Triton is not installed."""
     value = os.environ.get(VARIABLE, "0").strip() or "0"
     if value not in ("0", "1"):
         raise ValueError(f"{VARIABLE}: expected 0 or 1, got {value!r}")
@@ -53,8 +54,10 @@ def kernels_for(device: torch.device, flat: Iterable[torch.Tensor | None]) -> Fu
         return None
     if not all(t is None or t.is_contiguous() for t in flat):
         return None
-    from . import _triton  # only now: Triton may not be installed where nobody asks for it
-
+    try:
+        from . import _triton  # only now: Triton may not be installed where nobody asks for it
+    except ImportError as err:  # torch's CUDA wheels for Windows, say, ship without it
+        raise ImportError(f"{VARIABLE}=1: the fused passes need Triton ({err}); set it to 0 for the torch ops") from err
     return Fused(_triton.count_kernel, _triton.write_kernel, _triton.BLOCK)
 
 
