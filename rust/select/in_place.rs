@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::scan::{scan_weights, ChunkScan, Counts, FusedScan, ScanTotals};
+use super::scan::{candidate_room, scan_weights, ChunkScan, Counts, FusedScan, ScanTotals};
 use super::PARALLEL_MIN;
 use super::{
     candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
@@ -69,7 +69,8 @@ fn global<K: Key>(
     };
     let mut chunks = chunk::split(weights, None, masks);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
-    let (scan, lost) = fused_pass(&mut chunks, bracket, cap.min(total), parallel);
+    let share = sample::candidate_share(total);
+    let (scan, lost) = fused_pass(&mut chunks, bracket, cap.min(total), share, parallel);
     let fail = |chunks: &mut [Chunk<'_>], e: Error| {
         restore(chunks, &lost, parallel);
         Err(e)
@@ -129,6 +130,7 @@ fn fused_pass<K: Key>(
     chunks: &mut [Chunk<'_>],
     bracket: Bracket<K>,
     cap: usize,
+    share: f64,
     parallel: bool,
 ) -> (FusedScan<K>, Vec<Lost>) {
     let collected = AtomicU64::new(0);
@@ -136,7 +138,7 @@ fn fused_pass<K: Key>(
     let fast = K::BITS == 31 && simd::available();
     let per_chunk: Vec<(ChunkScan<K>, Lost)> = chunk::map(chunks, parallel, |c| {
         let collect = !overflow.load(Ordering::Relaxed);
-        let mut candidates = Vec::new();
+        let mut candidates = candidate_room(c.weights.len(), share, collect);
         let (counts, lost) = scan_chunk(c, bracket, collect.then_some(&mut candidates), fast);
         if collect {
             let n = candidates.len() as u64;

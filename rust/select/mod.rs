@@ -292,7 +292,8 @@ fn select_global<K: Key>(
     };
     let mut chunks = chunk::split(weights, alive, out);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
-    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total), parallel);
+    let share = sample::candidate_share(total);
+    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total), share, parallel);
 
     if let Some(t) = scan.nan_tensor {
         return Err(Error::Nan {

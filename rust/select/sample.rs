@@ -128,6 +128,19 @@ fn ranked<K: Key>(sample: &mut [K], [a, b, c]: [usize; 3]) -> [K; 3] {
     [at_a, at_b, at_c]
 }
 
+/// The most candidates, as a share of `total` weights, that [`estimate_bracket`]'s bracket is
+/// expected to hold: its ±[`BRACKET_SIGMAS`] standard deviations at the widest (a 50% amount;
+/// fewer alive weights only narrow it). Coarse keys (bf16) can add a tie group. 0 where the
+/// input is sampled whole: the bracket is exact, only ties at the threshold are candidates.
+pub(crate) fn candidate_share(total: usize) -> f64 {
+    let probes = sample_size(total, MAX_SAMPLES);
+    if probes >= total {
+        return 0.0;
+    }
+    let m = probes as f64;
+    (2.0 * (BRACKET_SIGMAS * 0.5 * m.sqrt() + 2.0) / m).min(1.0)
+}
+
 /// Probes for `total` weights: all of them up to [`MIN_SAMPLES`]; above, at least
 /// [`MIN_PROBES`] and otherwise SAMPLES at 100 M scaled as total^(2/3) below 100 M, which
 /// balances the sampling cost (one miss per probe) against the candidate cost (∝ total /
@@ -314,6 +327,7 @@ impl<K: Key> KeyVisitor<K> for InTensor<'_, K> {
 mod tests {
     use proptest::prelude::*;
 
+    use super::super::scan::candidate_room;
     use super::*;
 
     /// What `bracket_around` promises, read off a sorted copy of the sample.
@@ -340,6 +354,53 @@ mod tests {
             sorted[(hi_rank as usize).max(mid_rank)] + 1
         };
         (lo, sorted[mid_rank], hi)
+    }
+
+    /// The room a chunk's candidates start with ([`candidate_room`]) covers what the sampled
+    /// bracket collects: f32 weights spread over many scales, at a 50% amount (the widest
+    /// bracket) and a 20% one.
+    #[test]
+    fn candidate_share_covers_the_bracket() {
+        assert_eq!(
+            candidate_share(MIN_SAMPLES),
+            0.0,
+            "sampled whole: exact bracket"
+        );
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for total in [MIN_SAMPLES + 1, 1 << 18, 3 << 20] {
+            let bits: Vec<u32> = (0..total)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let x = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    (x * 2f32.powi((state % 16) as i32 - 8)).to_bits()
+                })
+                .collect();
+            let share = candidate_share(total);
+            assert!(share > 0.0 && share < 0.2, "{total}: {share}");
+            for amount in [0.5, 0.2] {
+                let weights = [Weights::F32(&bits)];
+                let b = estimate_bracket::<u32>(
+                    &weights,
+                    None,
+                    Amount::Fraction(amount),
+                    MAX_SAMPLES,
+                    false,
+                )
+                .unwrap();
+                let inside = bits
+                    .iter()
+                    .filter(|&&w| (b.lo..b.hi).contains(&(w & 0x7fff_ffff)))
+                    .count();
+                let room = candidate_room::<u32>(total, share, true).capacity();
+                assert!(
+                    inside <= room,
+                    "{total} at {amount}: {inside} candidates, room for {room}"
+                );
+            }
+        }
+        assert!(candidate_share(1 << 30) < candidate_share(1 << 20));
     }
 
     proptest! {
