@@ -37,15 +37,6 @@ impl Isa for Avx512 {
     unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32) -> usize {
         pack_pairs(w, start, bits, dst)
     }
-
-    /// bf16: a block is one 64-byte line, short enough that the mispredicted branch cost more
-    /// than packing nothing (the pass took about a third less time at 20-25 M bf16 weights, a
-    /// seventh less at 110 M). An f32 block reads twice the bytes, which hide the branch at
-    /// 110 M, where packing every block was slower; so was AVX2's table-driven pack at 110 M.
-    #[inline(always)]
-    fn pack_every_block<L: Lanes>() -> bool {
-        L::SHIFT == 16
-    }
 }
 
 #[inline(always)]

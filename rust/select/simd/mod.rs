@@ -149,12 +149,6 @@ pub(crate) trait Isa {
     /// The CPU must have the instruction set, `w` must point to 32 readable elements and `dst`
     /// to room for 32 pairs (64 u32).
     unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32) -> usize;
-    /// Whether the block loop packs every block's candidates, found or not, instead of
-    /// branching on whether the block holds any: near the threshold that branch goes at
-    /// random (a quarter of the blocks hold a candidate at a 1% share).
-    fn pack_every_block<L: Lanes>() -> bool {
-        false
-    }
 }
 
 /// Raw weight bits this scanner reads: f32 (u32 lanes) or bf16 (u16 lanes).
@@ -358,6 +352,45 @@ unsafe fn scan_avx512<L: Lanes, K: Key, S: Sink<K>>(
     scan_raw::<avx512::Avx512, L, K, S>(bits, alive, out, bracket, sink, lost)
 }
 
+/// Push the in-bracket weights of the block at `start` (bit `i` of `found`: weight `start + i`)
+/// to `sink`. Whether a block holds any, and how many, is random near the threshold (a quarter
+/// of the blocks hold one at a 1% share), and branching on it mispredicted often enough to cost
+/// more than the writes: up to two pairs are written whether or not they exist, the count says
+/// how many do, and more than two (rare but at a wide bracket) go through the packer.
+///
+/// # Safety
+/// The CPU must have `I`'s instruction set and `start + 32 <= bits.len()`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn collect<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
+    bits: &[L],
+    start: usize,
+    mut found: u32,
+    sink: &mut S,
+) {
+    let Some(dst) = sink.pair_room() else {
+        while found != 0 {
+            let i = start + found.trailing_zeros() as usize;
+            sink.push(K::from_u64(bits[i].key() as u64), i as u32);
+            found &= found - 1;
+        }
+        return;
+    };
+    let rest = found & found.wrapping_sub(1);
+    if rest & rest.wrapping_sub(1) == 0 {
+        // Lane 0 stands in for a missing candidate (trailing_zeros of 0 is 32).
+        let [i, j] = [found, rest].map(|b| start + (b.trailing_zeros() & 31) as usize);
+        *dst = bits.get_unchecked(i).key();
+        *dst.add(1) = i as u32;
+        *dst.add(2) = bits.get_unchecked(j).key();
+        *dst.add(3) = j as u32;
+        sink.pairs_written(found.count_ones() as usize);
+    } else {
+        let n = I::pack_pairs(bits.as_ptr().add(start), start as u32, found, dst);
+        sink.pairs_written(n);
+    }
+}
+
 /// The block loop, inlined into a caller compiled for `I`'s instruction set.
 ///
 /// # Safety
@@ -393,21 +426,9 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
         n_alive += alive_bits.count_ones();
         n_below += (block.below & alive_bits).count_ones();
         nan |= block.nan & alive_bits;
-        let mut in_bracket = !block.below & block.under_hi & alive_bits;
-        if let (Some(sink), true) = (
-            sink.as_deref_mut(),
-            I::pack_every_block::<L>() || in_bracket != 0,
-        ) {
-            if let Some(dst) = sink.pair_room() {
-                let n = I::pack_pairs(bits.as_ptr().add(start), start as u32, in_bracket, dst);
-                sink.pairs_written(n);
-                in_bracket = 0;
-            }
-            while in_bracket != 0 {
-                let i = start + in_bracket.trailing_zeros() as usize;
-                sink.push(K::from_u64(bits[i].key() as u64), i as u32);
-                in_bracket &= in_bracket - 1;
-            }
+        if let Some(sink) = sink.as_deref_mut() {
+            let in_bracket = !block.below & block.under_hi & alive_bits;
+            collect::<I, L, K, S>(bits, start, in_bracket, sink);
         }
         start += 32;
     }

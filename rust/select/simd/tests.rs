@@ -225,15 +225,18 @@ fn block_scanners_match_the_portable_loop() {
     }
 }
 
-/// `pack_pairs` against the set-bit loop it replaces, for both lane widths and every density
-/// (no bits, all bits, single bits, random masks).
+/// `pack_pairs`, and `collect` into either kind of sink, against the set-bit loop they replace,
+/// for both lane widths and every density (no bits, one, two, three, all, random masks).
 fn packs_like_the_loop<I: Isa, L: Lanes>(w: &[L]) {
     let mut masks = vec![
         0u32,
         u32::MAX,
         1,
         1 << 31,
+        0b11,
         0x8000_0001,
+        0x0002_0400,
+        0x8000_0003,
         0x00ff_ff00,
         0xffff,
         0xffff_0000,
@@ -254,6 +257,24 @@ fn packs_like_the_loop<I: Isa, L: Lanes>(w: &[L]) {
             .collect();
         assert_eq!(n, bits.count_ones() as usize);
         assert_eq!(&got[..2 * n], &want[..], "bits {bits:#x}");
+
+        // An earlier candidate stays first; the block's follow in order, indices from 0.
+        let want: Vec<(u32, u32)> = [(9, 9)]
+            .into_iter()
+            .chain(
+                (0..32u32)
+                    .filter(|i| bits >> i & 1 == 1)
+                    .map(|i| (w[i as usize].key(), i)),
+            )
+            .collect();
+        let (mut pairs, mut pushes) = (vec![(9, 9)], Pushes(vec![(9, 9)]));
+        // SAFETY: as above; the block is the whole of `w`.
+        unsafe {
+            collect::<I, L, u32, _>(w, 0, bits, &mut pairs);
+            collect::<I, L, u32, _>(w, 0, bits, &mut pushes);
+        }
+        assert_eq!(pairs, want, "collected pairs, bits {bits:#x}");
+        assert_eq!(pushes.0, want, "collected pushes, bits {bits:#x}");
     }
 }
 
