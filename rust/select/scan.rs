@@ -163,6 +163,15 @@ pub(crate) trait Sink<K> {
     /// `n` pairs must have been written there, and `n <= BLOCK`.
     #[inline(always)]
     unsafe fn pairs_written(&mut self, _n: usize) {}
+
+    /// Push the first `n` (at most two) of `pairs`. A sink may write both and keep `n`, so a
+    /// scanner need not branch on how many of a block's weights are candidates.
+    #[inline(always)]
+    fn push_first(&mut self, pairs: [(K, u32); 2], n: usize) {
+        for (key, index) in pairs.into_iter().take(n) {
+            self.push(key, index);
+        }
+    }
 }
 
 impl<K> Sink<K> for Vec<(K, u32)> {
@@ -184,6 +193,18 @@ impl<K> Sink<K> for Vec<(K, u32)> {
     #[inline(always)]
     unsafe fn pairs_written(&mut self, n: usize) {
         // SAFETY: the caller wrote `n` initialised pairs into the reserved spare capacity.
+        unsafe { self.set_len(self.len() + n) };
+    }
+
+    #[inline(always)]
+    fn push_first(&mut self, pairs: [(K, u32); 2], n: usize) {
+        debug_assert!(n <= 2);
+        self.reserve(2);
+        let room = self.spare_capacity_mut();
+        let [first, second] = pairs;
+        room[0].write(first);
+        room[1].write(second);
+        // SAFETY: the first `n <= 2` spare slots were just initialised.
         unsafe { self.set_len(self.len() + n) };
     }
 }
@@ -292,6 +313,15 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             nan |= nan_bits & alive_bits != 0;
             let mut in_bracket = bracket_bits & alive_bits;
             if let Some(sink) = self.sink.as_deref_mut() {
+                // As the block scanners' `collect`: up to two without a branch on how many (a
+                // missing one stands in as weight 0 of the block, written and not counted).
+                let rest = in_bracket & in_bracket.wrapping_sub(1);
+                if rest & rest.wrapping_sub(1) == 0 {
+                    let [i, j] = [in_bracket, rest].map(|b| (b.trailing_zeros() & 31) as usize);
+                    let pair = |i: usize| (key(wb[i]), (start + i) as u32);
+                    sink.push_first([pair(i), pair(j)], in_bracket.count_ones() as usize);
+                    in_bracket = 0;
+                }
                 while in_bracket != 0 {
                     let i = in_bracket.trailing_zeros() as usize;
                     sink.push(key(wb[i]), (start + i) as u32);
