@@ -209,6 +209,26 @@ impl<K> Sink<K> for Vec<(K, u32)> {
     }
 }
 
+/// Push a block's in-bracket weights (bit `i` of `found`: the weight whose pair is `pair(i)`)
+/// if there are at most two, and say whether it did. Whether a block holds any, and how many,
+/// is random near the threshold (a quarter of the blocks hold one at a 1% share), and a branch
+/// on it mispredicted often enough to cost more than the writes: both pairs are made, a missing
+/// one from the block's first weight, and only the count decides what the sink keeps.
+#[inline(always)]
+pub(crate) fn push_up_to_two<K, S: Sink<K>>(
+    sink: &mut S,
+    found: u32,
+    pair: impl Fn(usize) -> (K, u32),
+) -> bool {
+    let rest = found & found.wrapping_sub(1);
+    if rest & rest.wrapping_sub(1) != 0 {
+        return false;
+    }
+    let [i, j] = [found, rest].map(|b| (b.trailing_zeros() & 31) as usize);
+    sink.push_first([pair(i), pair(j)], found.count_ones() as usize);
+    true
+}
+
 /// Where the provisional mask of a scan goes, one block of at most [`BLOCK`] bytes at a time.
 pub(crate) trait Out {
     fn block(&mut self, start: usize, len: usize) -> &mut [u8];
@@ -313,13 +333,7 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             nan |= nan_bits & alive_bits != 0;
             let mut in_bracket = bracket_bits & alive_bits;
             if let Some(sink) = self.sink.as_deref_mut() {
-                // As the block scanners' `collect`: up to two without a branch on how many (a
-                // missing one stands in as weight 0 of the block, written and not counted).
-                let rest = in_bracket & in_bracket.wrapping_sub(1);
-                if rest & rest.wrapping_sub(1) == 0 {
-                    let [i, j] = [in_bracket, rest].map(|b| (b.trailing_zeros() & 31) as usize);
-                    let pair = |i: usize| (key(wb[i]), (start + i) as u32);
-                    sink.push_first([pair(i), pair(j)], in_bracket.count_ones() as usize);
+                if push_up_to_two(sink, in_bracket, |i| (key(wb[i]), (start + i) as u32)) {
                     in_bracket = 0;
                 }
                 while in_bracket != 0 {

@@ -23,7 +23,7 @@ pub(crate) use widest::widest;
 
 use std::sync::OnceLock;
 
-use super::scan::{Counts, Sink};
+use super::scan::{push_up_to_two, Counts, Sink};
 use super::Bracket;
 use crate::magnitude::Key;
 
@@ -255,10 +255,8 @@ unsafe fn scan_avx512<L: Lanes, K: Key, S: Sink<K>>(
 }
 
 /// Push the in-bracket weights of the block at `start` (bit `i` of `found`: weight `start + i`)
-/// to `sink`. Whether a block holds any, and how many, is random near the threshold (a quarter
-/// of the blocks hold one at a 1% share), and branching on it mispredicted often enough to cost
-/// more than the writes: up to two pairs are written whether or not they exist, the count says
-/// how many do, and more than two (rare but at a wide bracket) go through the packer.
+/// to `sink`: up to two without a branch on how many ([`push_up_to_two`]), more (rare but at a
+/// wide bracket) through the packer.
 ///
 /// # Safety
 /// The CPU must have `I`'s instruction set and `start + 32 <= bits.len()`.
@@ -270,26 +268,23 @@ unsafe fn collect<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
     mut found: u32,
     sink: &mut S,
 ) {
-    let Some(dst) = sink.pair_room() else {
-        while found != 0 {
-            let i = start + found.trailing_zeros() as usize;
-            sink.push(K::from_u64(bits[i].key() as u64), i as u32);
-            found &= found - 1;
-        }
-        return;
+    // SAFETY: `i < 32` and the block's 32 weights lie within `bits`.
+    let pair = |i: usize| unsafe {
+        let key = bits.get_unchecked(start + i).key();
+        (K::from_u64(key as u64), (start + i) as u32)
     };
-    let rest = found & found.wrapping_sub(1);
-    if rest & rest.wrapping_sub(1) == 0 {
-        // Lane 0 stands in for a missing candidate (trailing_zeros of 0 is 32).
-        let [i, j] = [found, rest].map(|b| start + (b.trailing_zeros() & 31) as usize);
-        *dst = bits.get_unchecked(i).key();
-        *dst.add(1) = i as u32;
-        *dst.add(2) = bits.get_unchecked(j).key();
-        *dst.add(3) = j as u32;
-        sink.pairs_written(found.count_ones() as usize);
-    } else {
+    if push_up_to_two(sink, found, pair) {
+        return;
+    }
+    if let Some(dst) = sink.pair_room() {
         let n = I::pack_pairs(bits.as_ptr().add(start), start as u32, found, dst);
         sink.pairs_written(n);
+        return;
+    }
+    while found != 0 {
+        let i = start + found.trailing_zeros() as usize;
+        sink.push(K::from_u64(bits[i].key() as u64), i as u32);
+        found &= found - 1;
     }
 }
 
