@@ -6,9 +6,8 @@
 //! widen exactly to f32, and f32 exactly to f64, so a mixed-dtype selection compares exact
 //! magnitudes in the widest key space present: `u32` unless an f64 tensor is involved.
 
-use std::sync::OnceLock;
-
-/// A weight tensor as raw IEEE bits (dtype-tagged): the kernels never do float arithmetic on it.
+/// A weight tensor as raw IEEE bits (dtype-tagged): its keys come from integer operations on the
+/// bits (f16 subnormals aside, which one exact multiply widens).
 #[derive(Clone, Copy, Debug)]
 pub enum Weights<'a> {
     F16(&'a [u16]),
@@ -86,17 +85,6 @@ pub trait Key: Copy + Ord + Eq + Send + Sync + std::fmt::Debug + 'static {
 const F32_ABS: u32 = 0x7fff_ffff;
 const F64_ABS: u64 = 0x7fff_ffff_ffff_ffff;
 
-/// f16 -> f32 magnitude bits for all 2^15 non-negative f16 patterns. A table beats the
-/// bit-twiddling conversion (subnormal renormalisation branches) on CPUs without F16C.
-fn f16_table() -> &'static [u32] {
-    static TABLE: OnceLock<Vec<u32>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        (0u16..0x8000)
-            .map(|b| half::f16::from_bits(b).to_f32().to_bits())
-            .collect()
-    })
-}
-
 impl Key for u32 {
     const ZERO: u32 = 0;
     const MAX: u32 = u32::MAX;
@@ -104,7 +92,24 @@ impl Key for u32 {
     const BITS: u32 = 31;
     #[inline(always)]
     fn of_f16(bits: u16) -> u32 {
-        f16_table()[(bits & 0x7fff) as usize]
+        // Branch-free (selects, one int-to-float convert), so the portable loops vectorise: a
+        // table lookup per weight did not, and renormalising subnormals bit by bit branches.
+        let m = (bits & 0x7fff) as u32;
+        // A subnormal is m * 2^-24: exact in f32, and a normal number there.
+        let subnormal = (m as f32 * f32::from_bits(0x3380_0000)).to_bits();
+        // Otherwise the fields widen in place and the exponent is rebiased (15 -> 127); infinity
+        // and NaN go to the top exponent with their payload bits (no quiet bit forced, so the
+        // keys increase with the bits, NaNs too).
+        let rebias = if m >= 0x7c00 {
+            0x7000_0000
+        } else {
+            0x3800_0000
+        };
+        if m < 0x400 {
+            subnormal
+        } else {
+            (m << 13) + rebias
+        }
     }
     #[inline(always)]
     fn of_bf16(bits: u16) -> u32 {
@@ -221,6 +226,14 @@ mod tests {
                 assert_eq!(<u32 as Key>::of_bf16(b), k32(bf.to_f32()));
             }
         }
+    }
+
+    #[test]
+    fn f16_keys_increase_with_the_bits() {
+        let keys: Vec<u32> = (0u16..0x8000).map(<u32 as Key>::of_f16).collect();
+        assert!(keys.windows(2).all(|p| p[0] < p[1]));
+        assert_eq!(<u32 as Key>::of_f16(0x7c00), <u32 as Key>::INF);
+        assert_eq!(<u32 as Key>::of_f16(0xfc01), 0x7f80_2000); // a NaN keeps its payload
     }
 
     #[test]

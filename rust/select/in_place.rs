@@ -174,7 +174,7 @@ fn fused_pass<K: Key>(
     (FusedScan { totals, per_chunk }, lost)
 }
 
-/// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16) the scanner reads
+/// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16, f16) the scanner reads
 /// each block's survivors before writing its mask bytes and reports the lost bits itself;
 /// otherwise the survivors are copied to a per-thread scratch first and compared after.
 fn scan_chunk<K: Key>(
@@ -203,7 +203,14 @@ fn scan_chunk<K: Key>(
                     sink.as_deref_mut(),
                     &mut lost,
                 )),
-                _ => None,
+                Weights::F16(w) => Some(simd::scan_in_place(
+                    simd::F16Bits::cast(w),
+                    c.out,
+                    bracket,
+                    sink.as_deref_mut(),
+                    &mut lost,
+                )),
+                Weights::F64(_) => None,
             }
         };
         if let Some(counts) = counts {

@@ -90,7 +90,8 @@ fn scan_chunk<K: Key>(
 }
 
 /// Counts, candidates and (with `out`) the provisional mask of one run of weights: the AVX2
-/// block scanner for f32 and bf16 in the u32 key space (`fast`), the portable loop otherwise.
+/// block scanner for f32, bf16 and f16 in the u32 key space (`fast`), the portable loop
+/// otherwise.
 pub(crate) fn scan_weights<K: Key, S: Sink<K>>(
     weights: Weights<'_>,
     alive: Option<&[u8]>,
@@ -105,7 +106,11 @@ pub(crate) fn scan_weights<K: Key, S: Sink<K>>(
         match weights {
             Weights::F32(w) => return unsafe { simd::scan(w, alive, out, bracket, sink) },
             Weights::Bf16(w) => return unsafe { simd::scan(w, alive, out, bracket, sink) },
-            _ => {}
+            Weights::F16(w) => {
+                let w = simd::F16Bits::cast(w);
+                return unsafe { simd::scan(w, alive, out, bracket, sink) };
+            }
+            Weights::F64(_) => {}
         }
     }
     let _ = fast;

@@ -11,15 +11,15 @@ import pytest
 
 from lottery_ticket import _core
 
-# Masks of a fresh, a later (masks=) and an in-place (out=) round of f32 and bf16 weights, with
-# sizes off the 32-weight block, as one digest. Large enough (> 2^14 weights) to be sampled, so
-# the bracket's provisional middle and the fix-up run.
+# Masks of a fresh, a later (masks=) and an in-place (out=) round of f32, bf16 and f16 weights,
+# with sizes off the 32-weight block, as one digest. Large enough (> 2^14 weights) to be sampled,
+# so the bracket's provisional middle and the fix-up run.
 _DIGEST = """
 import hashlib, numpy as np, torch
 from lottery_ticket import _core, global_magnitude_masks
 g = torch.Generator().manual_seed(0)
 h = hashlib.sha256()
-for dtype in (torch.float32, torch.bfloat16):
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
     ws = [torch.randn(n, generator=g).mul_(s).to(dtype) for n, s in ((70_001, 1.0), (33, 4.0), (40_000, 0.1))]
     fresh = global_magnitude_masks(ws, 0.3)
     later = global_magnitude_masks(ws, 0.25, fresh)

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Block, Bounds, Isa, Lanes};
+use crate::magnitude::Key;
 
 pub(crate) struct Avx2;
 
@@ -67,13 +68,14 @@ unsafe fn mask_of_pair(x: __m256i, y: __m256i) -> u32 {
     _mm256_movemask_epi8(packed) as u32
 }
 
-/// [`block_u32`] for 32 bf16 weights, compared in their own 16-bit space.
+/// [`block_u32`] for 32 bf16 or f16 weights, compared in their own 16-bit space (`inf`: the
+/// magnitude bits of infinity; NaNs lie above).
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn block_u16(w: *const u16, b: Bounds) -> Block {
+pub(super) unsafe fn block_u16(w: *const u16, b: Bounds, inf: i16) -> Block {
     let abs = _mm256_set1_epi16(0x7fff);
     let [lo, mid, hi] = [b.lo, b.mid, b.hi].map(|x| _mm256_set1_epi16(x as i16));
-    let inf = _mm256_set1_epi16(0x7f80);
+    let inf = _mm256_set1_epi16(inf);
     let x = _mm256_and_si256(_mm256_loadu_si256(w as *const __m256i), abs);
     let y = _mm256_and_si256(_mm256_loadu_si256(w.add(16) as *const __m256i), abs);
     let above = |t: __m256i| mask_of_pair(_mm256_cmpgt_epi16(x, t), _mm256_cmpgt_epi16(y, t));
@@ -99,6 +101,15 @@ pub(super) unsafe fn keys8_u32(w: *const u32) -> __m256i {
 pub(super) unsafe fn keys8_u16(w: *const u16) -> __m256i {
     let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(w as *const __m128i));
     _mm256_slli_epi32::<16>(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fff)))
+}
+
+/// The u32 keys of the 8 f16 weights at `w`, one by one ([`Key::of_f16`], their one definition):
+/// only the packer of a block with several candidates needs them.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn keys8_f16(w: *const u16) -> __m256i {
+    let keys: [u32; 8] = std::array::from_fn(|i| u32::of_f16(*w.add(i)));
+    _mm256_loadu_si256(keys.as_ptr() as *const __m256i)
 }
 
 /// Survivor bits of 32 mask bytes (nonzero = alive).

@@ -6,6 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::{Block, Bounds, Isa, Lanes};
+use crate::magnitude::Key;
 
 pub(crate) struct Avx512;
 
@@ -67,10 +68,11 @@ pub(super) unsafe fn block_u32(w: *const u32, b: Bounds) -> Block {
     }
 }
 
-/// [`block_u32`] for 32 bf16 weights, compared in their own 16-bit space.
+/// [`block_u32`] for 32 bf16 or f16 weights, compared in their own 16-bit space (`inf`: the
+/// magnitude bits of infinity; NaNs lie above).
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-pub(super) unsafe fn block_u16(w: *const u16, b: Bounds) -> Block {
+pub(super) unsafe fn block_u16(w: *const u16, b: Bounds, inf: i16) -> Block {
     let k = _mm512_and_si512(
         _mm512_loadu_si512(w as *const __m512i),
         _mm512_set1_epi16(0x7fff),
@@ -80,7 +82,7 @@ pub(super) unsafe fn block_u16(w: *const u16, b: Bounds) -> Block {
         below: at_most(b.lo),
         below_mid: at_most(b.mid),
         under_hi: at_most(b.hi),
-        nan: _mm512_cmpgt_epi16_mask(k, _mm512_set1_epi16(0x7f80)),
+        nan: _mm512_cmpgt_epi16_mask(k, _mm512_set1_epi16(inf)),
     }
 }
 
@@ -100,6 +102,15 @@ pub(super) unsafe fn keys16_u32(w: *const u32) -> __m512i {
 pub(super) unsafe fn keys16_u16(w: *const u16) -> __m512i {
     let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(w as *const __m256i));
     _mm512_slli_epi32::<16>(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fff)))
+}
+
+/// The u32 keys of the 16 f16 weights at `w`, one by one ([`Key::of_f16`], their one
+/// definition): only the packer of a block with several candidates needs them.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn keys16_f16(w: *const u16) -> __m512i {
+    let keys: [u32; 16] = std::array::from_fn(|i| u32::of_f16(*w.add(i)));
+    _mm512_loadu_si512(keys.as_ptr() as *const __m512i)
 }
 
 /// Survivor bits of 32 mask bytes (nonzero = alive).

@@ -1,13 +1,14 @@
-//! The fused pass's inner block for f32 and bf16 weights in the u32 key space, 32 weights at a
+//! The fused pass's inner block for f32, bf16 and f16 weights in the u32 key space, 32 weights at a
 //! time: their compares become three 32-bit masks, and the provisional mask bytes (survivors
 //! folded in) are written once from those bits. [`avx512`] where the CPU has AVX-512 (F, BW,
 //! VL), [`avx2`] otherwise; one loop ([`scan_raw`]) over either.
 //!
 //! The portable loop in [`super::scan`] builds the same bitmasks with a shift and an OR per
 //! lane, which LLVM cannot turn into `movemask`: it stayed compute-bound at several times the
-//! read floor. bf16 is compared in its own 16-bit space (16 or 32 lanes per vector, no
-//! widening): its u32 key is its magnitude bits shifted left by 16, so bracket bounds are
-//! rounded up to multiples of 2^16 once per chunk instead of widening every weight.
+//! read floor. bf16 and f16 are compared in their own 16-bit space (16 or 32 lanes per vector,
+//! no widening): their magnitude bits increase with their u32 keys, so the bracket's bounds are
+//! mapped into 16-bit thresholds once per chunk ([`Lanes::below`]) instead of widening every
+//! weight.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -18,7 +19,7 @@ mod lanes;
 mod tests;
 mod widest;
 
-pub(crate) use lanes::Lanes;
+pub(crate) use lanes::{F16Bits, Lanes};
 pub(crate) use widest::widest;
 
 use std::sync::OnceLock;
@@ -93,7 +94,8 @@ pub(crate) fn available() -> bool {
     level().is_some()
 }
 
-/// A bracket's bounds in a lane type's key space, as "key <= bound" thresholds ([`minus_one`]).
+/// A bracket's bounds in a lane type's magnitude bits, as "bits <= bound" thresholds
+/// ([`Lanes::below`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Bounds {
     lo: i64,
@@ -102,9 +104,8 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
-    fn of<K: Key>(bracket: Bracket<K>, shift: u32) -> Bounds {
-        let top = (0x7fff_ffffu32 >> shift) as i64;
-        let at = |bound: K| minus_one(bound.to_u64(), shift, top);
+    fn of<L: Lanes, K: Key>(bracket: Bracket<K>) -> Bounds {
+        let at = |bound: K| L::below(bound.to_u64());
         Bounds {
             lo: at(bracket.lo),
             mid: at(bracket.mid),
@@ -150,7 +151,7 @@ pub(crate) trait Isa {
     unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32) -> usize;
 }
 
-/// The fused pass over one chunk of f32 or bf16 weights in the u32 key space: what
+/// The fused pass over one chunk of f32, bf16 or f16 weights in the u32 key space: what
 /// [`super::scan`]'s portable loop computes, block by block with the best [`Level`], the tail
 /// portably. `out: None` skips the provisional mask (the streaming threshold wants counts only).
 ///
@@ -304,7 +305,7 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
     mut lost: Option<&mut Vec<u32>>,
 ) -> Counts {
     debug_assert_eq!(K::BITS, 31, "u32 keys only");
-    let bounds = Bounds::of(bracket, L::SHIFT);
+    let bounds = Bounds::of::<L, K>(bracket);
     let (mut n_alive, mut n_below, mut nan) = (0u32, 0u32, 0u32);
     let full = bits.len() / 32 * 32;
     if let Some(lost) = lost.as_deref_mut() {

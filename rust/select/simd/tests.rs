@@ -44,6 +44,17 @@ fn bf16_bits(n: usize, state: &mut u64) -> Vec<u16> {
         .collect()
 }
 
+/// f16 bits of the same kinds: any pattern (every exponent, NaNs with their payloads, both
+/// signs), with infinity and the smallest NaN (the boundary of the NaN test) more often.
+fn f16_bits(n: usize, state: &mut u64) -> Vec<u16> {
+    (0..n)
+        .map(|_| match next(state) % 16 {
+            0 => 0x7c00 | (next(state) as u16 & 0x8001), // ±inf or ±smallest NaN
+            _ => next(state) as u16,
+        })
+        .collect()
+}
+
 /// A bracket from three of the keys (so bounds fall on weights), or an extreme one; `mid`
 /// anywhere from `lo` to `hi`.
 fn bracket(keys: &[u32], state: &mut u64) -> Bracket<u32> {
@@ -204,6 +215,7 @@ fn block_scanners_match_the_portable_loop() {
         let alive = round.is_multiple_of(2).then_some(&alive[..]);
         let f = f32_bits(n, &mut state);
         let h = bf16_bits(n, &mut state);
+        let g = f16_bits(n, &mut state);
         for level in levels() {
             let keys: Vec<u32> = f.iter().map(|&b| u32::of_f32(b)).chain([0]).collect();
             agrees(
@@ -218,6 +230,14 @@ fn block_scanners_match_the_portable_loop() {
                 level,
                 &h,
                 Weights::Bf16(&h),
+                alive,
+                bracket(&keys, &mut state),
+            );
+            let keys: Vec<u32> = g.iter().map(|&b| u32::of_f16(b)).chain([0]).collect();
+            agrees(
+                level,
+                F16Bits::cast(&g),
+                Weights::F16(&g),
                 alive,
                 bracket(&keys, &mut state),
             );
@@ -297,4 +317,11 @@ fn pack_pairs_keeps_the_candidates_in_order_f32() {
 fn pack_pairs_keeps_the_candidates_in_order_bf16() {
     let w: Vec<u16> = (0..32u16).map(|i| (i * 0x0411) ^ (i << 15)).collect();
     packs_at(&w);
+}
+
+#[test]
+fn pack_pairs_keeps_the_candidates_in_order_f16() {
+    // Subnormals, normals, infinity and NaNs, both signs: every branch of the key table.
+    let w: Vec<u16> = (0..32u16).map(|i| (i * 0x0403) ^ (i << 15)).collect();
+    packs_at(F16Bits::cast(&w));
 }
