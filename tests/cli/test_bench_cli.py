@@ -47,6 +47,15 @@ def test_bench_bf16_resnet_mix(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ResNet-50-like" in capsys.readouterr().out
 
 
+def test_bench_f16_conv_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    """f16 (half-precision checkpoints): every method answers correctly and gets a number."""
+    assert cli.main(["bench", "--params", "3e4", "--dtype", "f16", "--mix", "conv", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "workload" not in line]
+    assert "ResNet-50 convs" in out and " f16" in out
+    assert rows and all("skipped" not in row for row in rows)
+
+
 def test_bench_suite_measures_every_row(capsys: pytest.CaptureFixture[str]) -> None:
     """Without --params the suite runs (tiny here): every row gets a number."""
     assert cli.main(["bench", "--scale", "0.0002", "--big", "--no-memory"]) == 0
@@ -68,6 +77,17 @@ def test_suite_covers_the_issue_rows() -> None:
     assert {s.amount for s in slabs} == {0.5} and all(shape[0] <= 20_000_000 for s in slabs for shape in s.shapes)
     assert max(s.numel for s in slabs) > 2**31  # the bf16 point crosses 32-bit indexing
     assert "ours_masked" in suite_keys(specs[0]) and "applier" in suite_keys(lenet)
+    assert {s.dtype for s in specs if s.mix == "bert"} == {"f32", "bf16", "f16"}
+
+
+@pytest.mark.parametrize("dtype", ["f64", "fp16", "F16"])
+def test_bench_rejects_an_unknown_dtype(dtype: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--dtype", dtype])
+    assert exit_info.value.code == 2
+    assert "--dtype" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="dtype: expected one of f32, bf16, f16"):
+        WorkloadSpec("bert", 20_000, dtype)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("params", ["10", "lots", "-5e6"])
@@ -105,7 +125,7 @@ def test_workload_is_reproducible_and_reference_exact() -> None:
     assert a.threshold == float(flat.sort().values[a.k - 1])
 
 
-@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "f16"])
 def test_histogram_reference_matches_sorting(dtype: str) -> None:
     """The big workloads' reference threshold (two 16-bit digit histograms) is the k-th magnitude."""
     workload = materialize(WorkloadSpec("slabs", 30_000, dtype, amount=0.5))  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """``lottery-ticket bench``: global pruning steps against their peers, on this machine.
 
 Without ``--params``/``--mix``/``--dtype`` it runs the suite, the same workloads and methods as
-``make bench`` (110 M BERT-like f32 and bf16, ResNet-50's conv weights, LeNet-300-100,
+``make bench`` (110 M BERT-like f32, bf16 and f16, ResNet-50's conv weights, LeNet-300-100,
 the 20 M-slab cliff sweep, ``--big`` adds ~2.2 B bf16), scaled by ``--scale``. With any of them
 it builds one layer mix of ``--params`` weights and times every method on it. Each method is
 checked for a correct answer and timed beside its peers: the read floor (a sum over each
@@ -20,7 +20,7 @@ import sys
 
 from .._deps import TORCH, Requirement
 from .._errors import UserError
-from .workloads import MIXES, WorkloadSpec
+from .workloads import DTYPES, MIXES, WorkloadSpec, torch_dtype
 
 
 def _weight_count(text: str) -> int:
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="one workload of this many weights (default: the suite; 110e6 alone)",
     )
-    parser.add_argument("--dtype", choices=("f32", "bf16"), help="weight dtype of one workload (default f32)")
+    parser.add_argument("--dtype", choices=DTYPES, help="weight dtype of one workload (default f32)")
     parser.add_argument(
         "--mix",
         choices=MIXES,
@@ -96,7 +96,7 @@ def run_cuda(args: argparse.Namespace) -> int:
     if args.params is None and args.mix is None and args.dtype is None:
         cases = gpu.suite(args.scale, big=args.big)
     else:
-        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        dtype = torch_dtype(args.dtype or "f32")
         params = args.params or 110_000_000
         cases = [
             gpu.Case(

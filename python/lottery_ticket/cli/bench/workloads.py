@@ -29,7 +29,8 @@ HISTOGRAM_ABOVE = 200_000_000
 
 Mix = Literal["bert", "resnet", "conv", "lenet", "slabs"]
 MIXES = ("bert", "resnet", "conv", "lenet", "slabs")
-DType = Literal["f32", "bf16"]
+DType = Literal["f32", "bf16", "f16"]
+DTYPES = ("f32", "bf16", "f16")
 Shape = tuple[int, ...]
 
 
@@ -143,8 +144,8 @@ class WorkloadSpec:
             raise ValueError(f"mix: expected one of {', '.join(MIXES)}, got {self.mix!r}")
         if not 0.0 < self.amount < 1.0:
             raise ValueError(f"amount: expected a fraction in (0, 1), got {self.amount}")
-        if self.dtype not in ("f32", "bf16"):
-            raise ValueError(f"dtype: expected 'f32' or 'bf16', got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.params < 1000:
             raise ValueError(f"params: expected at least 1000 weights, got {self.params}")
         object.__setattr__(self, "shapes", mix_shapes(self.mix, self.params))
@@ -211,12 +212,12 @@ def _kth_magnitude(weights: list[torch.Tensor], k: int) -> float:
 
 
 def _magnitude_bits(w: torch.Tensor) -> np.ndarray:
-    """|w|'s bits as uint32, ordered like |w| (bf16 widened exactly to f32)."""
+    """|w|'s bits as uint32, ordered like |w| (bf16 and f16 widened exactly to f32)."""
     import torch
 
     if w.dtype == torch.bfloat16:
         return (w.reshape(-1).view(torch.int16).numpy().view(np.uint16) & 0x7FFF).astype(np.uint32) << 16
-    return w.reshape(-1).numpy().view(np.uint32) & np.uint32(0x7FFF_FFFF)
+    return w.reshape(-1).float().numpy().view(np.uint32) & np.uint32(0x7FFF_FFFF)
 
 
 def _kth_by_histogram(weights: list[torch.Tensor], k: int) -> float:
@@ -234,12 +235,19 @@ def _kth_by_histogram(weights: list[torch.Tensor], k: int) -> float:
     return float(np.array([(top << 16) | bottom], dtype=np.uint32).view(np.float32)[0])
 
 
+def torch_dtype(name: DType) -> torch.dtype:
+    """The torch dtype of a workload's dtype name."""
+    import torch
+
+    return {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[name]
+
+
 def materialize(spec: WorkloadSpec) -> Workload:
     """Normal weights with a per-tensor ``1/sqrt(fan_in)`` scale (layers differ, as after training)."""
     import torch
 
     generator = torch.Generator().manual_seed(spec.seed)
-    dtype = torch.float32 if spec.dtype == "f32" else torch.bfloat16
+    dtype = torch_dtype(spec.dtype)
     weights = []
     for shape in spec.shapes:
         fan_in = math.prod(shape[1:]) if len(shape) > 1 else 1
@@ -273,6 +281,7 @@ BERT_KEYS = (
 SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("bert", "f32"): BERT_KEYS,
     ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
+    ("bert", "f16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
     ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked"),
     ("lenet", "f32"): (
         "floor",
@@ -292,7 +301,7 @@ SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 def suite(scale: float = 1.0, big: bool = False) -> list[WorkloadSpec]:
-    """The suite's workloads, scaled: 110 M BERT f32 and bf16, ResNet-50's 25 M conv weights,
+    """The suite's workloads, scaled: 110 M BERT f32, bf16 and f16, ResNet-50's 25 M conv weights,
     LeNet-300-100, and the cliff sweep (20 M-element slabs at amount 0.5: 110 M and 560 M f32,
     110 M and, with ``big``, 2.2 B bf16, more than 2^31 weights in one call)."""
 
@@ -302,6 +311,7 @@ def suite(scale: float = 1.0, big: bool = False) -> list[WorkloadSpec]:
     specs = [
         WorkloadSpec("bert", n(110e6)),
         WorkloadSpec("bert", n(110e6), "bf16"),
+        WorkloadSpec("bert", n(110e6), "f16"),
         WorkloadSpec("conv", n(25.5e6)),
         WorkloadSpec("lenet", n(266_200)),
         WorkloadSpec("slabs", n(110e6), amount=0.5),
