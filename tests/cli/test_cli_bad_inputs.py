@@ -35,7 +35,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-params-huge", ["bench", "--params", "1e12", "--no-memory"], "--params"),
     ("bench-params-tiny", ["bench", "--params", "10"], "--params"),
     ("bench-params-text", ["bench", "--params", "lots"], "--params"),
-    ("bench-dtype", ["bench", "--dtype", "f16"], "--dtype"),
+    ("bench-dtype", ["bench", "--dtype", "f64"], "--dtype"),
     ("bench-mix", ["bench", "--mix", "vgg"], "--mix"),
     ("bench-seed-text", ["bench", "--seed", "x"], "--seed"),
     ("inspect-empty-name", ["inspect", ""], "TICKET"),
