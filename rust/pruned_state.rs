@@ -4,15 +4,19 @@
 //! the product `mask * orig`. From a bool mask, torch ops make them in a conversion pass and a
 //! multiply pass over fresh pages (at BERT scale more time than the selection); here both come
 //! from one read of the weights. The product is a float multiply, so a pruned entry is what
-//! torch's product gives (-0.0 for a negative weight, NaN for an infinite one).
+//! torch's product gives (-0.0 for a negative weight, NaN for an infinite one); bf16 and f16
+//! weights get the same values from their bits ([`half_floats`]).
 
 use std::ops::Mul;
 
 use rayon::prelude::*;
 
 use crate::error::{check_lengths, Error, Result};
+use crate::magnitude::Weights;
 use crate::mask::{Bits, BitsMut, STREAM_CHUNK};
 use crate::select::{widest, PARALLEL_MIN};
+
+mod half_floats;
 
 /// A float type as its raw bits.
 trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
@@ -64,9 +68,10 @@ impl_float!(f64, u64, U64);
 /// For every tensor: `masks[i] = keep[i] != 0 ? 1.0 : 0.0`, or where a `previous` mask is
 /// given torch's combination of the two ([`combined`]), and, unless `products` is None (the
 /// caller multiplies under autograd), `products[i] = masks[i] * w[i]`: float multiplies in the
-/// weights' float type (float32 or float64 bits). Validates all inputs first.
+/// weights' float type (f16, bf16, f32 or f64; masks, products and previous masks are bits of
+/// the same width). Validates all inputs first.
 pub fn mask_products(
-    weights: &[Bits<'_>],
+    weights: &[Weights<'_>],
     keep: &[&[u8]],
     previous: &[Option<Bits<'_>>],
     masks: &mut [BitsMut<'_>],
@@ -100,20 +105,16 @@ pub fn mask_products(
     if let Some(products) = products.as_deref() {
         check_lengths("products", &sizes, products.iter().map(|p| p.len()))?;
     }
-    for (index, w) in weights.iter().enumerate() {
-        if let Bits::U16(_) = w {
-            return Err(Error::Argument {
-                arg: "weights",
-                message: format!("tensor {index} is 16-bit; float32 or float64 only"),
-            });
-        }
+    for (index, w) in weights.iter().map(|&w| bits_of(w)).enumerate() {
         let product = products.as_deref().map(|p| &p[index]);
         for (arg, out) in [("masks", Some(&masks[index])), ("products", product)] {
             let same = match out {
                 None => true,
                 Some(out) => matches!(
                     (w, out),
-                    (Bits::U32(_), BitsMut::U32(_)) | (Bits::U64(_), BitsMut::U64(_))
+                    (Bits::U16(_), BitsMut::U16(_))
+                        | (Bits::U32(_), BitsMut::U32(_))
+                        | (Bits::U64(_), BitsMut::U64(_))
                 ),
             };
             if !same {
@@ -124,7 +125,9 @@ pub fn mask_products(
             None => true,
             Some(q) => matches!(
                 (w, q),
-                (Bits::U32(_), Bits::U32(_)) | (Bits::U64(_), Bits::U64(_))
+                (Bits::U16(_), Bits::U16(_))
+                    | (Bits::U32(_), Bits::U32(_))
+                    | (Bits::U64(_), Bits::U64(_))
             ),
         };
         if !same_previous {
@@ -137,13 +140,28 @@ pub fn mask_products(
     let parallel = sizes.iter().sum::<usize>() >= PARALLEL_MIN;
     for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
         let p = products.as_deref_mut().map(|p| &mut p[index]);
-        match w {
-            Bits::U32(_) => fill_tensor::<f32>(*w, k, previous[index], m, p, parallel),
-            Bits::U64(_) => fill_tensor::<f64>(*w, k, previous[index], m, p, parallel),
-            Bits::U16(_) => unreachable!("16-bit weights were refused above"),
+        let (w, q) = (bits_of(*w), previous[index]);
+        match weights[index] {
+            Weights::F32(_) => fill_tensor::<f32>(w, k, q, m, p, parallel),
+            Weights::F64(_) => fill_tensor::<f64>(w, k, q, m, p, parallel),
+            Weights::Bf16(_) => {
+                half_floats::fill_tensor::<half_floats::Bf16>(w, k, q, m, p, parallel)
+            }
+            Weights::F16(_) => {
+                half_floats::fill_tensor::<half_floats::F16>(w, k, q, m, p, parallel)
+            }
         }
     }
     Ok(())
+}
+
+/// The weights' bits, tagged by width only (what the outputs are checked against).
+fn bits_of(w: Weights<'_>) -> Bits<'_> {
+    match w {
+        Weights::F16(x) | Weights::Bf16(x) => Bits::U16(x),
+        Weights::F32(x) => Bits::U32(x),
+        Weights::F64(x) => Bits::U64(x),
+    }
 }
 
 /// [`fill`] for one tensor whose arguments were checked to share `F`'s width.
@@ -229,6 +247,17 @@ fn fill<F: Float>(
             }
         })
     };
+    in_pieces(mask, product, parallel, piece);
+}
+
+/// `piece(at, mask, product)` over [`STREAM_CHUNK`]-sized pieces of the outputs (`at`: the
+/// piece's first element), in parallel only when `parallel`.
+fn in_pieces<T: Send>(
+    mask: &mut [T],
+    product: Option<&mut [T]>,
+    parallel: bool,
+    piece: impl Fn(usize, &mut [T], Option<&mut [T]>) + Send + Sync,
+) {
     match (product, parallel) {
         (product, false) => piece(0, mask, product),
         (None, true) => mask

@@ -46,11 +46,12 @@ def apply_masks(
     names: Sequence[str],
 ) -> None: ...
 def mask_products(
-    weights: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    dtypes: Sequence[str],
     keep: Sequence[npt.NDArray[np.uint8]],
-    previous: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None],
-    masks: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
-    products: Sequence[npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
+    previous: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None],
+    masks: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+    products: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
     names: Sequence[str],
 ) -> None: ...
 def rewind(

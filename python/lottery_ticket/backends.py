@@ -57,6 +57,11 @@ class ArrayBackend(Protocol):
         """An array of this framework sharing ``array``'s memory."""
         ...
 
+    def from_bits(self, array: np.ndarray, dtype: str) -> Any:
+        """An array of this framework and float ``dtype`` sharing the memory of ``array``, which
+        holds its bits (unsigned integers of the same width; bf16 as uint16)."""
+        ...
+
     def storage_address(self, x: Any) -> int:
         """Address of the first element (storage can be swapped under a parameter)."""
         ...

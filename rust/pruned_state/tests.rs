@@ -9,7 +9,7 @@ fn masks_are_one_or_zero_and_products_are_float_products() {
     let bits: Vec<u32> = w.iter().map(|x| x.to_bits()).collect();
     let (mut m, mut p) = (vec![7u32; 6], vec![7u32; 6]);
     mask_products(
-        &[Bits::U32(&bits)],
+        &[Weights::F32(&bits)],
         &[&keep],
         &[None],
         &mut [BitsMut::U32(&mut m)],
@@ -39,7 +39,7 @@ fn every_length_and_both_widths_match_the_scalar_rule() {
         let w64: Vec<u64> = (0..n).map(|i| (50.0 - i as f64).to_bits()).collect();
         let (mut m32, mut p32, mut m64, mut p64) = (vec![0; n], vec![0; n], vec![0; n], vec![0; n]);
         mask_products(
-            &[Bits::U32(&w32), Bits::U64(&w64)],
+            &[Weights::F32(&w32), Weights::F64(&w64)],
             &[&keep, &keep],
             &[None, None],
             &mut [BitsMut::U32(&mut m32), BitsMut::U64(&mut m64)],
@@ -78,7 +78,7 @@ fn a_previous_mask_is_combined_as_torch_combines_repeated_prunings() {
             let (mut m, mut p) = (vec![7u32; n], vec![7u32; n]);
             let mut products = [BitsMut::U32(&mut p)];
             mask_products(
-                &[Bits::U32(&w)],
+                &[Weights::F32(&w)],
                 &[&keep],
                 &[Some(Bits::U32(&prev))],
                 &mut [BitsMut::U32(&mut m)],
@@ -108,7 +108,7 @@ fn a_previous_mask_of_the_wrong_size_or_width_is_refused_first() {
     let mut m = vec![7u64; 2];
     let mut call = |previous: &[Option<Bits<'_>>]| {
         mask_products(
-            &[Bits::U64(&w)],
+            &[Weights::F64(&w)],
             &[&[1, 0]],
             previous,
             &mut [BitsMut::U64(&mut m)],
@@ -147,7 +147,7 @@ fn without_products_only_the_masks_are_written() {
     let w: Vec<u64> = [1.0f64, -2.0, 3.0].iter().map(|x| x.to_bits()).collect();
     let mut m = vec![7u64; 3];
     mask_products(
-        &[Bits::U64(&w)],
+        &[Weights::F64(&w)],
         &[&[0, 1, 0]],
         &[None],
         &mut [BitsMut::U64(&mut m)],
@@ -166,7 +166,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
     let err = |r: Result<()>| r.unwrap_err();
     assert_eq!(
         err(mask_products(
-            &[Bits::U32(&w)],
+            &[Weights::F32(&w)],
             &[&[1]],
             &[None],
             &mut [BitsMut::U32(&mut m)],
@@ -181,7 +181,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
     );
     assert_eq!(
         err(mask_products(
-            &[Bits::U32(&w)],
+            &[Weights::F32(&w)],
             &[&[1, 0]],
             &[None],
             &mut [BitsMut::U64(&mut m64)],
@@ -192,17 +192,120 @@ fn bad_inputs_are_refused_before_anything_is_written() {
             index: 0
         }
     );
-    let mut m16 = vec![7u16; 2];
     let mut p16 = vec![7u16; 2];
-    assert!(matches!(
+    assert_eq!(
         err(mask_products(
-            &[Bits::U16(&w16)],
+            &[Weights::Bf16(&w16)],
             &[&[1, 0]],
             &[None],
-            &mut [BitsMut::U16(&mut m16)],
+            &mut [BitsMut::U32(&mut m)],
             Some(&mut [BitsMut::U16(&mut p16)])
         )),
-        Error::Argument { arg: "weights", .. }
-    ));
-    assert_eq!((m, p, m64), (vec![7; 2], vec![7; 2], vec![7; 2]));
+        Error::Width {
+            arg: "masks",
+            index: 0
+        }
+    );
+    assert_eq!(
+        (m, p, m64, p16),
+        (vec![7; 2], vec![7; 2], vec![7; 2], vec![7; 2])
+    );
+}
+
+/// A 16-bit format's reference multiply (widened to f32, rounded once) and its name.
+type Mul16 = fn(u16, u16) -> u16;
+const HALVES: [(&str, Mul16); 2] = [
+    ("bf16", |a, b| {
+        (half::bf16::from_bits(a) * half::bf16::from_bits(b)).to_bits()
+    }),
+    ("f16", |a, b| {
+        (half::f16::from_bits(a) * half::f16::from_bits(b)).to_bits()
+    }),
+];
+
+fn weights16<'a>(name: &str, bits: &'a [u16]) -> Weights<'a> {
+    if name == "bf16" {
+        Weights::Bf16(bits)
+    } else {
+        Weights::F16(bits)
+    }
+}
+
+fn is_nan16(name: &str, b: u16) -> bool {
+    let inf = if name == "bf16" { 0x7f80 } else { 0x7c00 };
+    b & 0x7fff > inf
+}
+
+/// Bit for bit, or both NaN (torch's own NaN bits differ between its scalar and vector paths).
+fn same16(name: &str, got: u16, want: u16) -> bool {
+    got == want || (is_nan16(name, got) && is_nan16(name, want))
+}
+
+#[test]
+fn half_floats_take_the_float_products_bit_for_bit() {
+    // Every 16-bit pattern (zeros, subnormals, infinities, NaNs, both signs), kept and pruned.
+    let w: Vec<u16> = (0..=u16::MAX).collect();
+    let keep: Vec<u8> = (0..w.len()).map(|i| (i % 3 == 0) as u8).collect();
+    for (name, mul) in HALVES {
+        let one = if name == "bf16" { 0x3f80 } else { 0x3c00 };
+        let (mut m, mut p) = (vec![7u16; w.len()], vec![7u16; w.len()]);
+        mask_products(
+            &[weights16(name, &w)],
+            &[&keep],
+            &[None],
+            &mut [BitsMut::U16(&mut m)],
+            Some(&mut [BitsMut::U16(&mut p)]),
+        )
+        .unwrap();
+        for i in 0..w.len() {
+            let f = if keep[i] != 0 { one } else { 0 };
+            assert_eq!(m[i], f, "{name} mask {i}");
+            assert!(
+                same16(name, p[i], mul(f, w[i])),
+                "{name} product of {:#06x}",
+                w[i]
+            );
+        }
+        assert_eq!(p[0x8005], 0x8000, "{name}: a pruned negative weight is -0");
+    }
+}
+
+#[test]
+fn half_floats_combine_a_previous_mask_as_torch_does() {
+    // Binary previous masks (the vectorised route), and pieces with custom values (0.5, -1,
+    // infinity, NaN: the exact route), with and without products, across piece sizes.
+    for (name, mul) in HALVES {
+        let one = if name == "bf16" { 0x3f80 } else { 0x3c00 };
+        let half_value = if name == "bf16" { 0x3f00 } else { 0x3800 };
+        let inf = if name == "bf16" { 0x7f80 } else { 0x7c00 };
+        let binary = [one, 0, 0x8000];
+        let custom = [one, 0, 0x8000, half_value, one | 0x8000, inf, inf | 1];
+        for values in [&binary[..], &custom[..]] {
+            for n in [1usize, 7, 33, 200, (1 << 16) + 5] {
+                let keep: Vec<u8> = (0..n).map(|i| (i % 3 != 1) as u8).collect();
+                let prev: Vec<u16> = (0..n).map(|i| values[i % values.len()]).collect();
+                let w: Vec<u16> = (0..n).map(|i| (i as u16).wrapping_mul(0x9e37)).collect();
+                for with_products in [false, true] {
+                    let (mut m, mut p) = (vec![7u16; n], vec![7u16; n]);
+                    let mut products = [BitsMut::U16(&mut p)];
+                    mask_products(
+                        &[weights16(name, &w)],
+                        &[&keep],
+                        &[Some(Bits::U16(&prev))],
+                        &mut [BitsMut::U16(&mut m)],
+                        with_products.then_some(&mut products[..]),
+                    )
+                    .unwrap();
+                    for i in 0..n {
+                        let q = prev[i];
+                        let f = if keep[i] != 0 { one } else { 0 };
+                        let mask = if q == one { f } else { mul(q, q) };
+                        assert!(same16(name, m[i], mask), "{name} n={n} i={i} q={q:#x}");
+                        let ok = !with_products || same16(name, p[i], mul(mask, w[i]));
+                        assert!(ok, "{name} n={n} i={i} q={q:#x} w={:#x}", w[i]);
+                    }
+                }
+            }
+        }
+    }
 }

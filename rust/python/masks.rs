@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use super::arrays::{borrow_bytes, byte_slices, in_place_views, BitsArray, BitsArrayMut};
 use super::run::run_kernel;
 use super::{busy, label, to_py};
+use crate::magnitude::Weights;
 use crate::mask::{self, Bits, BitsMut};
 use crate::pruned_state;
 use crate::rewind;
@@ -32,10 +33,12 @@ pub(super) fn apply_masks_py(
 /// combines a repeated pruning; a None entry is a first pruning) and, unless `products` is
 /// None, `mask * w`, into fresh buffers.
 #[pyfunction(name = "mask_products")]
-#[pyo3(signature = (weights, keep, previous, masks, products, names))]
+#[pyo3(signature = (weights, dtypes, keep, previous, masks, products, names))]
+#[allow(clippy::too_many_arguments)] // one per array list of the kernel, as its Python facade passes them
 pub(super) fn mask_products_py(
     py: Python<'_>,
     weights: Vec<Bound<'_, PyAny>>,
+    dtypes: Vec<String>,
     keep: Vec<Bound<'_, PyAny>>,
     previous: Vec<Option<Bound<'_, PyAny>>>,
     masks: Vec<Bound<'_, PyAny>>,
@@ -57,10 +60,18 @@ pub(super) fn mask_products_py(
     let mut products = products
         .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
         .transpose()?;
-    let weights: Vec<Bits<'_>> = weights
+    if dtypes.len() != weights.len() {
+        return Err(PyTypeError::new_err(format!(
+            "dtypes: {} entries for {} weights",
+            dtypes.len(),
+            weights.len()
+        )));
+    }
+    let weights: Vec<Weights<'_>> = weights
         .iter()
+        .zip(&dtypes)
         .enumerate()
-        .map(|(i, w)| w.bits("weights", i))
+        .map(|(i, (w, dtype))| w.weights("weights", dtype, i))
         .collect::<PyResult<_>>()?;
     let keep = byte_slices(&keep, "keep")?;
     let previous: Vec<Option<Bits<'_>>> = previous

@@ -281,13 +281,50 @@ def test_pruned_attribute_matches_torch_with_and_without_autograd(requires_grad:
         assert grad is not None and bool((grad[ours[0].weight_mask == 0] == 0).all()) and bool(grad.any())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def same_bits(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """Bit for bit (-0.0 is not 0.0), NaN where NaN: torch's NaN from 0 * inf is the hardware's in
+    float32/float64 (compared exactly there) and differs between its scalar and vector bf16/f16
+    paths, where ours comes from the bits."""
+    ours, theirs = ours.detach(), theirs.detach()
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[ours.element_size()]
+    if ours.dtype in (torch.float32, torch.float64):
+        return torch.equal(ours.view(bits), theirs.view(bits))
+    nan = theirs.isnan()
+    return torch.equal(ours.isnan(), nan) and torch.equal(ours.view(bits)[~nan], theirs.view(bits)[~nan])
+
+
+def distinct_16_bit(net: nn.Sequential, seed: int) -> nn.Sequential:
+    """A bf16 or f16 net's weights made distinct in magnitude across the net (consecutive bit
+    patterns, shuffled, random signs): torch's topk orders ties arbitrarily, and the init's
+    values collide in 16 bits. Other dtypes are left as they are."""
+    dtype = next(net.parameters()).dtype
+    if dtype not in (torch.float16, torch.bfloat16):
+        return net
+    g = torch.Generator().manual_seed(seed)
+    weights = [m.weight for m in net]
+    total = sum(w.numel() for w in weights)
+    start = 0x3000 if dtype == torch.float16 else 0x3D00
+    magnitudes = (torch.randperm(total, generator=g) + start).to(torch.int16)
+    signs = torch.where(torch.rand(total, generator=g) < 0.5, 0, -0x8000).to(torch.int16)
+    values = (magnitudes | signs).view(dtype)
+    with torch.no_grad():
+        at = 0
+        for w in weights:
+            w.copy_(values[at : at + w.numel()].view(w.shape))
+            at += w.numel()
+    return net
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
 def test_first_mask_and_product_are_torchs_bit_for_bit(dtype: torch.dtype, grad: bool) -> None:
     # The one-pass host state (`kernels.mask_products`): pruned negatives are -0.0 and a pruned
     # infinity is NaN in torch's `mask * orig`; scores rank the weights so infinities can be pruned.
     torch.manual_seed(3)
-    theirs = nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 5)).to(dtype)
+    theirs = distinct_16_bit(nn.Sequential(nn.Linear(40, 30), nn.Linear(30, 5)).to(dtype), 3)
     with torch.no_grad():
         theirs[0].weight[0, :3] = torch.tensor([float("inf"), -float("inf"), -1e-30], dtype=dtype)
     ours = copy.deepcopy(theirs)
@@ -300,11 +337,10 @@ def test_first_mask_and_product_are_torchs_bit_for_bit(dtype: torch.dtype, grad:
         ltt.global_unstructured(
             [(m, "weight") for m in ours], prune.L1Unstructured, importance_scores=scores, amount=0.5
         )
-    bits = torch.int32 if dtype == torch.float32 else torch.int64
     for t, o in zip(theirs, ours):
         assert o.weight_mask.dtype == dtype and torch.equal(o.weight_mask, t.weight_mask)
         # NaN != NaN: compare the bits (torch's product of 0 and inf is the default NaN).
-        assert torch.equal(o.weight.detach().view(bits), t.weight.detach().view(bits))
+        assert same_bits(o.weight, t.weight)
         assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
         # Each module owns its buffers (a view of one shared buffer would save all of it).
         assert o.weight_mask.untyped_storage().nbytes() == o.weight_mask.numel() * o.weight_mask.element_size()
@@ -325,7 +361,7 @@ def test_channels_last_parameter_keeps_its_memory_format() -> None:
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
 def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtype, grad: bool) -> None:
     # A later round combines the previous mask in the one-pass kernel (`previous * keep`). The
@@ -334,12 +370,13 @@ def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtyp
 
     def pruned_before() -> nn.Sequential:
         torch.manual_seed(4)
-        net = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 6), nn.Linear(6, 3)).to(dtype)
+        net = distinct_16_bit(nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 6), nn.Linear(6, 3)).to(dtype), 4)
         custom = torch.ones(20, 30, dtype=dtype)
         custom[0, :5] = torch.tensor([0.5, -1.0, 0.0, 1.0, 0.5], dtype=dtype)
         prune.custom_from_mask(net[0], "weight", custom)
         prune.random_unstructured(net[1], "weight", amount=0.3)
-        net[1].weight_mask = net[1].weight_mask.to(torch.float16)  # not the parameter's dtype
+        other = torch.bfloat16 if dtype == torch.float16 else torch.float16
+        net[1].weight_mask = net[1].weight_mask.to(other)  # not the parameter's dtype
         return net
 
     theirs, ours = pruned_before(), pruned_before()
@@ -348,11 +385,10 @@ def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtyp
         for amount in (0.3, 0.25):
             prune.global_unstructured(pairs(theirs), prune.L1Unstructured, amount=amount)
             ltt.global_unstructured(pairs(ours), prune.L1Unstructured, amount=amount)
-    bits = torch.int32 if dtype == torch.float32 else torch.int64
     for t, o in zip(theirs, ours):
         assert o.weight_mask.dtype == t.weight_mask.dtype
         assert torch.equal(o.weight_mask, t.weight_mask)
-        assert torch.equal(o.weight.detach().view(bits), t.weight.detach().view(bits))
+        assert same_bits(o.weight, t.weight)
         assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
         assert hook_kinds(o) == hook_kinds(t)
     # torch squares a mask value it does not rank, at each round: 0.5 -> 0.25 -> 0.0625.

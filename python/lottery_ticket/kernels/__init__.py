@@ -264,7 +264,8 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
     float multiply, so a pruned negative weight gives -0.0 and an infinite one NaN, as torch's
     product does). Two conversions by array ops would each write fresh pages.
 
-    ``weights``: float32 or float64 host arrays; ``keep``: bool masks of their shapes, in the
+    ``weights``: float host arrays (float16, bfloat16, float32, float64; bf16 products from
+    its bits, the same values); ``keep``: bool masks of their shapes, in the
     same container. ``previous``: optional float masks of an earlier pruning, in that container
     too (an entry may be None: pruned for the first time), each of its weight's shape and
     dtype, combined as torch's ``PruningContainer`` combines a repeated pruning: an entry whose
@@ -287,9 +288,6 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
     keep_values = _arrays.matching_items(keep, "keep", names, len(values))
     labels = _validation.labels("weights", names, len(values))
     views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
-    for view in views:
-        if view.dtype not in ("float32", "float64"):
-            raise TypeError(f"{view.label}: dtype {view.dtype}; mask_products takes float32 or float64 weights")
     keep_labels = _validation.labels("keep", names, len(values))
     keep_views = [
         _arrays.own_buffer(_arrays.mask_bytes(k, label, v.shape))
@@ -297,21 +295,24 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
     ]
     previous_bits = _previous_bits(previous, names, views)
     # One array per tensor (never views of one buffer): each becomes a module's own buffer.
-    masks = [np.empty(v.shape, dtype=v.dtype) for v in views]
-    made = [np.empty(v.shape, dtype=v.dtype) for v in views] if products else None
+    # Allocated as the weights' bits (NumPy has no bf16), then viewed in their dtype.
+    masks = [np.empty(v.shape, dtype=v.bits.dtype) for v in views]
+    made = [np.empty(v.shape, dtype=v.bits.dtype) for v in views] if products else None
     _core.mask_products(
         [v.bits for v in views],
+        [v.dtype for v in views],
         keep_views,
         previous_bits,
-        [m.view(v.bits.dtype) for m, v in zip(masks, views)],
-        None if made is None else [p.view(v.bits.dtype) for p, v in zip(made, views)],
+        masks,
+        made,
         _validation.quoted(names),
     )
-    wrap = _arrays.wrappers(values)
-    return (
-        _arrays.shaped_like(names, [w(m) for w, m in zip(wrap, masks)]),
-        None if made is None else _arrays.shaped_like(names, [w(p) for w, p in zip(wrap, made)]),
-    )
+    wrap = _arrays.float_wrappers(values)
+
+    def typed(arrays: list[np.ndarray]) -> Any:
+        return _arrays.shaped_like(names, [w(a, v.dtype) for w, a, v in zip(wrap, arrays, views)])
+
+    return typed(masks), None if made is None else typed(made)
 
 
 def _previous_bits(previous: Any, names: list[Hashable] | None, views: list[_arrays.Bits]) -> list[np.ndarray | None]:

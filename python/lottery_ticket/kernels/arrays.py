@@ -273,13 +273,14 @@ def address_readers(values: Sequence[object]) -> list[Callable[[], int]]:
     return readers
 
 
-def wrappers(values: Sequence[object]) -> list[Callable[[np.ndarray], Any]]:
-    """Per array, what turns a NumPy result into an array of its framework (sharing memory)."""
-    return [backend.from_numpy if backend is not None else _unchanged for backend in backends_of(values)]
+def float_wrappers(values: Sequence[object]) -> list[Callable[[np.ndarray, str], Any]]:
+    """Per array, what turns a result's bits (a NumPy array of unsigned integers) and its float
+    dtype name into an array of the input's framework, sharing memory."""
+    return [backend.from_bits if backend is not None else _numpy_floats for backend in backends_of(values)]
 
 
-def _unchanged(array: np.ndarray) -> np.ndarray:
-    return array
+def _numpy_floats(array: np.ndarray, dtype: str) -> np.ndarray:
+    return array.view(dtype)
 
 
 def shaped_like(names: list[Hashable] | None, values: list[Any]) -> Any:

@@ -88,6 +88,11 @@ class TorchArrays:
     def from_numpy(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array)
 
+    def from_bits(self, array: np.ndarray, dtype: str) -> Any:
+        if dtype == "bfloat16":  # NumPy has no bf16: through int16, which torch views as bf16
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array.view(dtype))
+
     def write_notifier(self, xs: list[Any]) -> Callable[[], None]:
         """Bump the autograd version counters, as torch's in-place ops do, so that a graph that
         saved one of ``xs`` before the write raises at ``backward()`` instead of using stale

@@ -254,14 +254,14 @@ def _kernel_ready(t: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
     return (
         type(t) in _PLAIN
         and t.device.type == "cpu"
-        and t.dtype in (torch.float32, torch.float64)
+        and t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         and (dtype is None or t.dtype == dtype)
         and t.is_contiguous()
     )
 
 
 def _states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
-    """The float mask and masked weight of each host float32/float64 parameter, from one pass of
+    """The float mask and masked weight of each host float parameter, from one pass of
     the kernels (`kernels.mask_products`) where torch's ops would convert the mask, combine it
     with the previous one and multiply, each a pass over fresh pages. A parameter pruned before
     has its mask combined as torch's ``PruningContainer`` does when the previous mask and the
