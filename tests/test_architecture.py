@@ -239,6 +239,9 @@ class BoxedBackend:
     def from_numpy(self, array: np.ndarray) -> Any:
         return Boxed(array)
 
+    def from_bits(self, array: np.ndarray, dtype: str) -> Any:
+        return Boxed(array.view(dtype))
+
     def storage_address(self, x: Any) -> int:
         return int(x.array.__array_interface__["data"][0])
 
@@ -263,6 +266,9 @@ def test_a_registered_array_backend_is_used_by_the_kernels(boxed_backend: BoxedB
     assert isinstance(masks[0], Boxed) and masks[0].array.tolist() == [False, True, False, True]
     lt.apply_masks([w], masks)
     assert w.array.tolist() == [0.0, -3.0, 0.0, 2.0]
+    float_masks, products = lt.kernels.mask_products([w], masks)  # float results come back boxed too
+    assert isinstance(float_masks[0], Boxed) and float_masks[0].array.tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert isinstance(products[0], Boxed) and products[0].array.dtype == np.float32
     assert backends.backend_named("boxed") is boxed_backend
 
 
