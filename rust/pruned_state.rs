@@ -18,34 +18,17 @@ use crate::select::{widest, PARALLEL_MIN};
 
 mod half_floats;
 
-/// A float type as its raw bits.
-trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
-    type Bits: Copy + Send + Sync;
-    const ONE: Self;
-    const ZERO: Self;
-    fn from_bits(bits: Self::Bits) -> Self;
-    fn to_bits(self) -> Self::Bits;
-    /// The tensor's bits if they are this type's width.
-    fn of(bits: Bits<'_>) -> Option<&[Self::Bits]>;
-    /// [`Float::of`] for an output.
-    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [Self::Bits]>;
+/// An element width of raw bits: its slices out of the width-tagged views.
+trait Width: Copy + Send + Sync + Sized {
+    /// The tensor's bits if they are this width.
+    fn of(bits: Bits<'_>) -> Option<&[Self]>;
+    /// [`Width::of`] for an output.
+    fn of_mut<'a>(bits: &'a mut BitsMut<'_>) -> Option<&'a mut [Self]>;
 }
 
-/// [`Float`] for a float type, its bits' type and their [`Bits`] variant.
-macro_rules! impl_float {
-    ($float:ty, $bits:ty, $variant:ident) => {
-        impl Float for $float {
-            type Bits = $bits;
-            const ONE: $float = 1.0;
-            const ZERO: $float = 0.0;
-            #[inline(always)]
-            fn from_bits(bits: $bits) -> $float {
-                <$float>::from_bits(bits)
-            }
-            #[inline(always)]
-            fn to_bits(self) -> $bits {
-                <$float>::to_bits(self)
-            }
+macro_rules! impl_width {
+    ($bits:ty, $variant:ident) => {
+        impl Width for $bits {
             fn of(bits: Bits<'_>) -> Option<&[$bits]> {
                 match bits {
                     Bits::$variant(b) => Some(b),
@@ -62,8 +45,59 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, u32, U32);
-impl_float!(f64, u64, U64);
+impl_width!(u16, U16);
+impl_width!(u32, U32);
+impl_width!(u64, U64);
+
+/// One tensor's arguments (weights, previous mask, mask, product) as slices of width `T`.
+type Slices<'a, T> = (&'a [T], Option<&'a [T]>, &'a mut [T], Option<&'a mut [T]>);
+
+/// [`Slices`] of arguments that [`mask_products`] checked to be `T`'s width.
+fn slices<'a, T: Width>(
+    w: Bits<'a>,
+    previous: Option<Bits<'a>>,
+    mask: &'a mut BitsMut<'_>,
+    product: Option<&'a mut BitsMut<'_>>,
+) -> Slices<'a, T> {
+    const CHECKED: &str = "widths were checked above";
+    (
+        T::of(w).expect(CHECKED),
+        previous.map(|q| T::of(q).expect(CHECKED)),
+        T::of_mut(mask).expect(CHECKED),
+        product.map(|p| T::of_mut(p).expect(CHECKED)),
+    )
+}
+
+/// A float type as its raw bits.
+trait Float: Copy + Send + Sync + PartialEq + Mul<Output = Self> {
+    type Bits: Width;
+    const ONE: Self;
+    const ZERO: Self;
+    fn from_bits(bits: Self::Bits) -> Self;
+    fn to_bits(self) -> Self::Bits;
+}
+
+/// [`Float`] for a float type and its bits' type.
+macro_rules! impl_float {
+    ($float:ty, $bits:ty) => {
+        impl Float for $float {
+            type Bits = $bits;
+            const ONE: $float = 1.0;
+            const ZERO: $float = 0.0;
+            #[inline(always)]
+            fn from_bits(bits: $bits) -> $float {
+                <$float>::from_bits(bits)
+            }
+            #[inline(always)]
+            fn to_bits(self) -> $bits {
+                <$float>::to_bits(self)
+            }
+        }
+    };
+}
+
+impl_float!(f32, u32);
+impl_float!(f64, u64);
 
 /// For every tensor: `masks[i] = keep[i] != 0 ? 1.0 : 0.0`, or where a `previous` mask is
 /// given torch's combination of the two ([`combined`]), and, unless `products` is None (the
@@ -142,13 +176,13 @@ pub fn mask_products(
         let p = products.as_deref_mut().map(|p| &mut p[index]);
         let (w, q) = (bits_of(*w), previous[index]);
         match weights[index] {
-            Weights::F32(_) => fill_tensor::<f32>(w, k, q, m, p, parallel),
-            Weights::F64(_) => fill_tensor::<f64>(w, k, q, m, p, parallel),
+            Weights::F32(_) => fill_tensor::<f32>(slices(w, q, m, p), k, parallel),
+            Weights::F64(_) => fill_tensor::<f64>(slices(w, q, m, p), k, parallel),
             Weights::Bf16(_) => {
-                half_floats::fill_tensor::<half_floats::Bf16>(w, k, q, m, p, parallel)
+                half_floats::fill::<half_floats::Bf16>(slices(w, q, m, p), k, parallel)
             }
             Weights::F16(_) => {
-                half_floats::fill_tensor::<half_floats::F16>(w, k, q, m, p, parallel)
+                half_floats::fill::<half_floats::F16>(slices(w, q, m, p), k, parallel)
             }
         }
     }
@@ -164,24 +198,13 @@ fn bits_of(w: Weights<'_>) -> Bits<'_> {
     }
 }
 
-/// [`fill`] for one tensor whose arguments were checked to share `F`'s width.
+/// [`fill`] for one tensor's [`slices`].
 fn fill_tensor<F: Float>(
-    w: Bits<'_>,
+    (w, previous, mask, product): Slices<'_, F::Bits>,
     keep: &[u8],
-    previous: Option<Bits<'_>>,
-    mask: &mut BitsMut<'_>,
-    product: Option<&mut BitsMut<'_>>,
     parallel: bool,
 ) {
-    const CHECKED: &str = "widths were checked above";
-    fill::<F>(
-        F::of(w).expect(CHECKED),
-        keep,
-        previous.map(|q| F::of(q).expect(CHECKED)),
-        F::of_mut(mask).expect(CHECKED),
-        product.map(|p| F::of_mut(p).expect(CHECKED)),
-        parallel,
-    )
+    fill::<F>(w, keep, previous, mask, product, parallel)
 }
 
 fn factor<F: Float>(keep: u8) -> F {

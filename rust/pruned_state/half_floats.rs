@@ -8,7 +8,7 @@
 //! any other value takes the exact route: the multiply of the widened values, rounded once, as
 //! torch computes it.
 
-use super::{in_pieces, Bits, BitsMut};
+use super::{in_pieces, Slices};
 use crate::select::widest;
 
 /// A 16-bit float format, by its bits.
@@ -80,27 +80,12 @@ fn binary<H: Half>(previous: &[u16]) -> bool {
         .fold(true, |all, &q| all & ((q == H::ONE) | (q & 0x7fff == 0)))
 }
 
-/// [`super::mask_products`] for one bf16 or f16 tensor whose arguments were checked to be
-/// 16 bits wide.
-pub(super) fn fill_tensor<H: Half>(
-    w: Bits<'_>,
+/// [`super::mask_products`] for one bf16 or f16 tensor's [`super::slices`].
+pub(super) fn fill<H: Half>(
+    (w, previous, mask, product): Slices<'_, u16>,
     keep: &[u8],
-    previous: Option<Bits<'_>>,
-    mask: &mut BitsMut<'_>,
-    product: Option<&mut BitsMut<'_>>,
     parallel: bool,
 ) {
-    let (Bits::U16(w), BitsMut::U16(mask)) = (w, mask) else {
-        unreachable!("widths were checked above")
-    };
-    let previous = previous.map(|q| match q {
-        Bits::U16(q) => q,
-        _ => unreachable!("widths were checked above"),
-    });
-    let product = product.map(|p| match p {
-        BitsMut::U16(p) => &mut **p,
-        _ => unreachable!("widths were checked above"),
-    });
     let piece = |at: usize, mask: &mut [u16], product: Option<&mut [u16]>| {
         let end = at + mask.len();
         let (w, keep) = (&w[at..end], &keep[at..end]);
