@@ -393,3 +393,17 @@ def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtyp
         assert hook_kinds(o) == hook_kinds(t)
     # torch squares a mask value it does not rank, at each round: 0.5 -> 0.25 -> 0.0625.
     assert float(ours[0].weight_mask[0, 0]) == 0.0625
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_survivors_of_a_float_mask_are_its_entries_equal_to_one(dtype: torch.dtype) -> None:
+    # torch ranks only the entries whose previous mask is exactly 1: ours compares the bits on
+    # the host (1.0 has one pattern), torch's eq elsewhere (here: a strided mask).
+    from lottery_ticket.torch._prune import _equals_one
+
+    values = torch.tensor([1.0, 0.0, -0.0, 0.5, -1.0, float("inf"), float("nan"), 1.0 + 2**-7], dtype=dtype)
+    mask = values[torch.arange(64) % values.numel()].reshape(8, 8)
+    for m in (mask, mask.t()):
+        out = torch.zeros(m.shape, dtype=torch.bool)
+        _equals_one(m, out)
+        assert torch.equal(out, m == 1) and int(out.sum()) == 8

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from torch.nn.utils import prune
 
 import torch
@@ -106,9 +107,29 @@ def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
         if mask is None:
             out.fill_(True)
         else:
-            torch.eq(mask.detach().reshape(out.shape), 1, out=out)
+            _equals_one(mask.detach().reshape(out.shape), out)
         current[f"parameters[{i}]"] = out
     return current
+
+
+# 1.0's bits in each float dtype, as the signed integers torch views them as.
+_ONE_BITS = {
+    torch.float16: (torch.int16, 0x3C00),
+    torch.bfloat16: (torch.int16, 0x3F80),
+    torch.float32: (torch.int32, 0x3F80_0000),
+    torch.float64: (torch.int64, 0x3FF0_0000_0000_0000),
+}
+
+
+def _equals_one(mask: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = mask == 1``. On the host, NumPy compares the bits (1.0 has one bit pattern):
+    torch's ``eq`` converted each bf16 and f16 element to float first, and was slower on float32
+    too."""
+    if mask.device.type == "cpu" and out.device.type == "cpu" and mask.is_contiguous() and mask.dtype in _ONE_BITS:
+        bits, one = _ONE_BITS[mask.dtype]
+        np.equal(mask.view(bits).numpy(), one, out=out.numpy())
+    else:
+        torch.eq(mask, 1, out=out)
 
 
 def global_unstructured(
