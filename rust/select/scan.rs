@@ -316,6 +316,9 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
         let (mut n_alive, mut n_below) = (0u32, 0u32);
         let mut nan = false;
         let mut start = 0;
+        // Each block's keys as compared: candidates are pushed from here, not keyed from `bits`
+        // again, so a racing writer cannot give one a key its bracket test did not see.
+        let mut keys = [K::ZERO; BLOCK];
         for wb in bits.chunks(BLOCK) {
             let ob = self.out.block(start, wb.len());
             // One bit per in-bracket element: the vector loop stays branch-free and the rare
@@ -324,8 +327,9 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             // then the survivors folded in with byte and bit operations: mixing byte-wide mask
             // lanes into the 32-bit key lanes made LLVM emit a much slower loop.
             let (mut below_bits, mut bracket_bits, mut nan_bits) = (0u32, 0u32, 0u32);
-            for (i, (&b, o)) in wb.iter().zip(ob.iter_mut()).enumerate() {
+            for (i, ((&b, o), slot)) in wb.iter().zip(ob.iter_mut()).zip(&mut keys).enumerate() {
                 let k = key(b);
+                *slot = k;
                 let below = k < lo;
                 *o = (k >= mid) as u8;
                 below_bits |= (below as u32) << i;
@@ -338,12 +342,12 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             nan |= nan_bits & alive_bits != 0;
             let mut in_bracket = bracket_bits & alive_bits;
             if let Some(sink) = self.sink.as_deref_mut() {
-                if push_up_to_two(sink, in_bracket, |i| (key(wb[i]), (start + i) as u32)) {
+                if push_up_to_two(sink, in_bracket, |i| (keys[i & 31], (start + i) as u32)) {
                     in_bracket = 0;
                 }
                 while in_bracket != 0 {
                     let i = in_bracket.trailing_zeros() as usize;
-                    sink.push(key(wb[i]), (start + i) as u32);
+                    sink.push(keys[i], (start + i) as u32);
                     in_bracket &= in_bracket - 1;
                 }
             }

@@ -10,8 +10,8 @@ pub(crate) struct Avx2;
 
 impl Isa for Avx2 {
     #[inline(always)]
-    unsafe fn block<L: Lanes>(w: *const L, b: Bounds) -> Block {
-        L::block_avx2(w, b)
+    unsafe fn block<L: Lanes>(w: *const L, copy: *mut L, b: Bounds) -> Block {
+        L::block_avx2(w, copy, b)
     }
 
     #[inline(always)]
@@ -41,15 +41,18 @@ unsafe fn mask_of(m: [__m256i; 4]) -> u32 {
     bits
 }
 
-/// The [`Block`] of 32 f32 weights.
+/// The [`Block`] of 32 f32 weights, copied to `copy`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn block_u32(w: *const u32, b: Bounds) -> Block {
+pub(super) unsafe fn block_u32(w: *const u32, copy: *mut u32, b: Bounds) -> Block {
     let abs = _mm256_set1_epi32(0x7fff_ffff);
     let [lo, mid, hi] = [b.lo, b.mid, b.hi].map(|x| _mm256_set1_epi32(x as i32));
     let inf = _mm256_set1_epi32(0x7f80_0000);
-    let k = [0, 8, 16, 24]
-        .map(|o| _mm256_and_si256(_mm256_loadu_si256(w.add(o) as *const __m256i), abs));
+    let k = [0, 8, 16, 24].map(|o| {
+        let raw = _mm256_loadu_si256(w.add(o) as *const __m256i);
+        _mm256_storeu_si256(copy.add(o) as *mut __m256i, raw);
+        _mm256_and_si256(raw, abs)
+    });
     let above = |t: __m256i| mask_of(k.map(|k| _mm256_cmpgt_epi32(k, t)));
     Block {
         below: !above(lo),
@@ -72,12 +75,15 @@ unsafe fn mask_of_pair(x: __m256i, y: __m256i) -> u32 {
 /// magnitude bits of infinity; NaNs lie above).
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn block_u16(w: *const u16, b: Bounds, inf: i16) -> Block {
+pub(super) unsafe fn block_u16(w: *const u16, copy: *mut u16, b: Bounds, inf: i16) -> Block {
     let abs = _mm256_set1_epi16(0x7fff);
     let [lo, mid, hi] = [b.lo, b.mid, b.hi].map(|x| _mm256_set1_epi16(x as i16));
     let inf = _mm256_set1_epi16(inf);
-    let x = _mm256_and_si256(_mm256_loadu_si256(w as *const __m256i), abs);
-    let y = _mm256_and_si256(_mm256_loadu_si256(w.add(16) as *const __m256i), abs);
+    let [x, y] = [0, 16].map(|o| {
+        let raw = _mm256_loadu_si256(w.add(o) as *const __m256i);
+        _mm256_storeu_si256(copy.add(o) as *mut __m256i, raw);
+        _mm256_and_si256(raw, abs)
+    });
     let above = |t: __m256i| mask_of_pair(_mm256_cmpgt_epi16(x, t), _mm256_cmpgt_epi16(y, t));
     Block {
         below: !above(lo),

@@ -20,8 +20,8 @@ pub(super) fn available() -> bool {
 
 impl Isa for Avx512 {
     #[inline(always)]
-    unsafe fn block<L: Lanes>(w: *const L, b: Bounds) -> Block {
-        L::block_avx512(w, b)
+    unsafe fn block<L: Lanes>(w: *const L, copy: *mut L, b: Bounds) -> Block {
+        L::block_avx512(w, copy, b)
     }
 
     #[inline(always)]
@@ -45,13 +45,16 @@ fn join(low: u16, high: u16) -> u32 {
     low as u32 | (high as u32) << 16
 }
 
-/// The [`Block`] of 32 f32 weights.
+/// The [`Block`] of 32 f32 weights, copied to `copy`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) unsafe fn block_u32(w: *const u32, b: Bounds) -> Block {
+pub(super) unsafe fn block_u32(w: *const u32, copy: *mut u32, b: Bounds) -> Block {
     let abs = _mm512_set1_epi32(0x7fff_ffff);
-    let x = _mm512_and_si512(_mm512_loadu_si512(w as *const __m512i), abs);
-    let y = _mm512_and_si512(_mm512_loadu_si512(w.add(16) as *const __m512i), abs);
+    let [x, y] = [0, 16].map(|o| {
+        let raw = _mm512_loadu_si512(w.add(o) as *const __m512i);
+        _mm512_storeu_si512(copy.add(o) as *mut __m512i, raw);
+        _mm512_and_si512(raw, abs)
+    });
     let at_most = |t: i64| {
         let t = _mm512_set1_epi32(t as i32);
         join(_mm512_cmple_epi32_mask(x, t), _mm512_cmple_epi32_mask(y, t))
@@ -72,11 +75,10 @@ pub(super) unsafe fn block_u32(w: *const u32, b: Bounds) -> Block {
 /// magnitude bits of infinity; NaNs lie above).
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-pub(super) unsafe fn block_u16(w: *const u16, b: Bounds, inf: i16) -> Block {
-    let k = _mm512_and_si512(
-        _mm512_loadu_si512(w as *const __m512i),
-        _mm512_set1_epi16(0x7fff),
-    );
+pub(super) unsafe fn block_u16(w: *const u16, copy: *mut u16, b: Bounds, inf: i16) -> Block {
+    let raw = _mm512_loadu_si512(w as *const __m512i);
+    _mm512_storeu_si512(copy as *mut __m512i, raw);
+    let k = _mm512_and_si512(raw, _mm512_set1_epi16(0x7fff));
     let at_most = |t: i64| _mm512_cmple_epi16_mask(k, _mm512_set1_epi16(t as i16));
     Block {
         below: at_most(b.lo),

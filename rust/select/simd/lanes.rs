@@ -11,7 +11,7 @@ use crate::magnitude::Key;
 
 /// Raw weight bits this scanner reads: f32 (u32 lanes), bf16 (u16 lanes) or f16 ([`F16Bits`]).
 /// Each compares its magnitude bits (sign cleared) in its own width: they increase with the key.
-pub(crate) trait Lanes: Copy {
+pub(crate) trait Lanes: Copy + Default {
     /// The u32 key of this weight.
     fn key(self) -> u32;
     /// The largest magnitude bits whose key is below `bound` (-1 if none): the "bits <= t"
@@ -20,15 +20,17 @@ pub(crate) trait Lanes: Copy {
     /// [`Isa::block`] with AVX2.
     ///
     /// # Safety
-    /// AVX2 must be available and `w` must point to 32 readable elements.
+    /// AVX2 must be available, `w` must point to 32 readable elements and `copy` to 32
+    /// writable ones.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn block_avx2(w: *const Self, bounds: Bounds) -> Block;
+    unsafe fn block_avx2(w: *const Self, copy: *mut Self, bounds: Bounds) -> Block;
     /// [`Isa::block`] with AVX-512.
     ///
     /// # Safety
-    /// AVX-512 F and BW must be available and `w` must point to 32 readable elements.
+    /// AVX-512 F and BW must be available, `w` must point to 32 readable elements and `copy`
+    /// to 32 writable ones.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn block_avx512(w: *const Self, bounds: Bounds) -> Block;
+    unsafe fn block_avx512(w: *const Self, copy: *mut Self, bounds: Bounds) -> Block;
     /// The u32 keys of the 8 weights at `w`.
     ///
     /// # Safety
@@ -55,14 +57,14 @@ impl Lanes for u32 {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx2(w: *const u32, bounds: Bounds) -> Block {
-        avx2::block_u32(w, bounds)
+    unsafe fn block_avx2(w: *const u32, copy: *mut u32, bounds: Bounds) -> Block {
+        avx2::block_u32(w, copy, bounds)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx512(w: *const u32, bounds: Bounds) -> Block {
-        avx512::block_u32(w, bounds)
+    unsafe fn block_avx512(w: *const u32, copy: *mut u32, bounds: Bounds) -> Block {
+        avx512::block_u32(w, copy, bounds)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -91,14 +93,14 @@ impl Lanes for u16 {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx2(w: *const u16, bounds: Bounds) -> Block {
-        avx2::block_u16(w, bounds, BF16_INF)
+    unsafe fn block_avx2(w: *const u16, copy: *mut u16, bounds: Bounds) -> Block {
+        avx2::block_u16(w, copy, bounds, BF16_INF)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx512(w: *const u16, bounds: Bounds) -> Block {
-        avx512::block_u16(w, bounds, BF16_INF)
+    unsafe fn block_avx512(w: *const u16, copy: *mut u16, bounds: Bounds) -> Block {
+        avx512::block_u16(w, copy, bounds, BF16_INF)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -118,7 +120,7 @@ const BF16_INF: i16 = 0x7f80;
 const F16_INF: i16 = 0x7c00;
 
 /// f16 weight bits: 16-bit lanes like bf16's, keyed by [`Key::of_f16`] instead of a shift.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 #[repr(transparent)]
 pub(crate) struct F16Bits(u16);
 
@@ -152,14 +154,14 @@ impl Lanes for F16Bits {
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx2(w: *const F16Bits, bounds: Bounds) -> Block {
-        avx2::block_u16(w.cast(), bounds, F16_INF)
+    unsafe fn block_avx2(w: *const F16Bits, copy: *mut F16Bits, bounds: Bounds) -> Block {
+        avx2::block_u16(w.cast(), copy.cast(), bounds, F16_INF)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn block_avx512(w: *const F16Bits, bounds: Bounds) -> Block {
-        avx512::block_u16(w.cast(), bounds, F16_INF)
+    unsafe fn block_avx512(w: *const F16Bits, copy: *mut F16Bits, bounds: Bounds) -> Block {
+        avx512::block_u16(w.cast(), copy.cast(), bounds, F16_INF)
     }
 
     #[cfg(target_arch = "x86_64")]

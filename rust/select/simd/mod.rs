@@ -126,11 +126,14 @@ pub(crate) struct Block {
 /// One instruction set's operations on a block of 32 weights.
 #[cfg(target_arch = "x86_64")]
 pub(crate) trait Isa {
-    /// The [`Block`] of the 32 weights at `w`.
+    /// The [`Block`] of the 32 weights at `w`, which are also copied to `copy`: the values
+    /// compared, so a candidate's key is the one its bracket test saw even if another thread
+    /// writes the weights meanwhile (the fix-up infers the provisional mask from those keys).
     ///
     /// # Safety
-    /// The CPU must have the instruction set and `w` must point to 32 readable elements.
-    unsafe fn block<L: Lanes>(w: *const L, bounds: Bounds) -> Block;
+    /// The CPU must have the instruction set, `w` must point to 32 readable elements and `copy`
+    /// to 32 writable ones.
+    unsafe fn block<L: Lanes>(w: *const L, copy: *mut L, bounds: Bounds) -> Block;
     /// Survivor bits of 32 mask bytes (nonzero = alive).
     ///
     /// # Safety
@@ -255,36 +258,33 @@ unsafe fn scan_avx512<L: Lanes, K: Key, S: Sink<K>>(
     scan_raw::<avx512::Avx512, L, K, S>(bits, alive, out, bracket, sink, lost)
 }
 
-/// Push the in-bracket weights of the block at `start` (bit `i` of `found`: weight `start + i`)
-/// to `sink`: up to two without a branch on how many ([`push_up_to_two`]), more (rare but at a
-/// wide bracket) through the packer.
+/// Push the in-bracket weights of the block at `start` (bit `i` of `found`: weight `start + i`,
+/// read from `block`, the copy its bracket test compared) to `sink`: up to two without a branch
+/// on how many ([`push_up_to_two`]), more (rare but at a wide bracket) through the packer.
 ///
 /// # Safety
-/// The CPU must have `I`'s instruction set and `start + 32 <= bits.len()`.
+/// The CPU must have `I`'s instruction set.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn collect<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
-    bits: &[L],
+    block: &[L; 32],
     start: usize,
     mut found: u32,
     sink: &mut S,
 ) {
-    // SAFETY: `i < 32` and the block's 32 weights lie within `bits`.
-    let pair = |i: usize| unsafe {
-        let key = bits.get_unchecked(start + i).key();
-        (K::from_u64(key as u64), (start + i) as u32)
-    };
+    // `& 31`: lets the compiler drop the bounds check (the lanes are below 32).
+    let pair = |i: usize| (K::from_u64(block[i & 31].key() as u64), (start + i) as u32);
     if push_up_to_two(sink, found, pair) {
         return;
     }
     if let Some(dst) = sink.pair_room() {
-        let n = I::pack_pairs(bits.as_ptr().add(start), start as u32, found, dst);
+        let n = I::pack_pairs(block.as_ptr(), start as u32, found, dst);
         sink.pairs_written(n);
         return;
     }
     while found != 0 {
-        let i = start + found.trailing_zeros() as usize;
-        sink.push(K::from_u64(bits[i].key() as u64), i as u32);
+        let i = found.trailing_zeros() as usize;
+        sink.push(K::from_u64(block[i].key() as u64), (start + i) as u32);
         found &= found - 1;
     }
 }
@@ -311,9 +311,11 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
     if let Some(lost) = lost.as_deref_mut() {
         lost.reserve(bits.len().div_ceil(32));
     }
+    // Each block's weights as compared: candidates are read from here, not from `bits` again.
+    let mut copy = [L::default(); 32];
     let mut start = 0;
     while start < full {
-        let block = I::block(bits.as_ptr().add(start), bounds);
+        let block = I::block(bits.as_ptr().add(start), copy.as_mut_ptr(), bounds);
         let alive_bits = alive.map_or(u32::MAX, |a| I::alive_bits(a.add(start)));
         if let Some(o) = out {
             I::store_bits(o.add(start), !block.below_mid & alive_bits);
@@ -326,7 +328,7 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
         nan |= block.nan & alive_bits;
         if let Some(sink) = sink.as_deref_mut() {
             let in_bracket = !block.below & block.under_hi & alive_bits;
-            collect::<I, L, K, S>(bits, start, in_bracket, sink);
+            collect::<I, L, K, S>(&copy, start, in_bracket, sink);
         }
         start += 32;
     }

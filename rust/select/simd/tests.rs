@@ -288,10 +288,11 @@ fn packs_like_the_loop<I: Isa, L: Lanes>(w: &[L]) {
             )
             .collect();
         let (mut pairs, mut pushes) = (vec![(9, 9)], Pushes(vec![(9, 9)]));
-        // SAFETY: as above; the block is the whole of `w`.
+        let block: &[L; 32] = w.try_into().expect("32 weights");
+        // SAFETY: as above.
         unsafe {
-            collect::<I, L, u32, _>(w, 0, bits, &mut pairs);
-            collect::<I, L, u32, _>(w, 0, bits, &mut pushes);
+            collect::<I, L, u32, _>(block, 0, bits, &mut pairs);
+            collect::<I, L, u32, _>(block, 0, bits, &mut pushes);
         }
         assert_eq!(pairs, want, "collected pairs, bits {bits:#x}");
         assert_eq!(pushes.0, want, "collected pushes, bits {bits:#x}");
