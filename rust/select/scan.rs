@@ -342,7 +342,9 @@ impl<K: Key, O: Out, S: Sink<K>> Scan<'_, K, O, S> {
             nan |= nan_bits & alive_bits != 0;
             let mut in_bracket = bracket_bits & alive_bits;
             if let Some(sink) = self.sink.as_deref_mut() {
-                if push_up_to_two(sink, in_bracket, |i| (keys[i & 31], (start + i) as u32)) {
+                if push_up_to_two(sink, in_bracket, |i| {
+                    (keys[i & (BLOCK - 1)], (start + i) as u32)
+                }) {
                     in_bracket = 0;
                 }
                 while in_bracket != 0 {
