@@ -1,7 +1,7 @@
 //! The fused pass's inner block for f32, bf16 and f16 weights in the u32 key space, 32 weights
 //! at a time: their compares become three 32-bit masks, and the provisional mask bytes
-//! (survivors folded in) are written once from those bits. [`avx512`] where the CPU has AVX-512 (F, BW,
-//! VL), [`avx2`] otherwise; one loop ([`scan_raw`]) over either.
+//! (survivors folded in) are written once from those bits. [`avx512`] where the CPU has AVX-512
+//! (F, BW, VL), [`avx2`] otherwise; one loop ([`scan_raw`]) over either.
 //!
 //! The portable loop in [`super::scan`] builds the same bitmasks with a shift and an OR per
 //! lane, which LLVM cannot turn into `movemask`: it stayed compute-bound at several times the
