@@ -11,6 +11,8 @@ import numpy as np
 
 import torch
 
+from . import _device
+
 if TYPE_CHECKING:
     from ._units import Unit
 
@@ -24,7 +26,7 @@ def positions_of(flags: torch.Tensor, n: int) -> torch.Tensor:
     one over the bytes of the few words holding any: a nonzero over every byte is the slowest
     op of the counting pass on the host. Small pieces take the plain nonzero (fewer ops), and so
     does a GPU: there the plain one is a fast pass, and each nonzero waits for the device once."""
-    if n < WORD_COMPACTION_ABOVE or flags.device.type != "cpu":
+    if n < WORD_COMPACTION_ABOVE or not _device.is_host(flags.device):
         return torch.nonzero(flags[:n]).reshape(-1)
     padded = -(-n // 8) * 8
     flags[n:padded] = False
@@ -46,7 +48,7 @@ def compare(
     ``scratch`` (a key-dtype buffer at least as long, reused) and one copy narrows it into the
     flags' bytes. On a GPU the narrowing happens inside the comparison's kernel."""
     n = keys.numel()
-    if flags.device.type != "cpu":
+    if not _device.is_host(flags.device):
         op(keys, bound, out=flags.view(torch.uint8))
         return
     op(keys, bound, out=scratch[:n])
@@ -66,7 +68,7 @@ def count_true(flags: torch.Tensor, *, written: bool = False) -> torch.Tensor:
     lane of a row's sum then counts at most 128 flags, so no lane carries into the next), and
     the rows' bytes summed; an unaligned head and a tail under a row are counted directly. A
     caller's masks keep ``count_nonzero``: their bytes need not be 0 or 1."""
-    if flags.device.type != "cpu":
+    if not _device.is_host(flags.device):
         return torch.sum(flags, dtype=torch.int64)
     n = flags.numel()
     head = min(n, -flags.storage_offset() % 8)
@@ -99,7 +101,7 @@ _PAGE = 4096
 
 
 def _host_or_device(n: int, dtype: torch.dtype, device: torch.device, prefault: bool) -> torch.Tensor:
-    if device.type != "cpu" or n == 0:
+    if not _device.is_host(device) or n == 0:
         return torch.empty(n, dtype=dtype, device=device)
     size = torch.empty((), dtype=dtype).element_size()
     raw = np.empty(n * size, dtype=np.uint8)
@@ -124,7 +126,7 @@ class Buffers:
         self.keys = empty(size, key_dtype, device)
         self.flags = empty(-(-size // 8) * 8, torch.bool, device)
         # The host comparisons' results before narrowing (`compare`); a GPU needs none.
-        self.compared = empty(size if device.type == "cpu" else 0, key_dtype, device)
+        self.compared = empty(size if _device.is_host(device) else 0, key_dtype, device)
         self._spare: torch.Tensor | None = None
 
     def spare(self, n: int) -> torch.Tensor:

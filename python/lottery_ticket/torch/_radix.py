@@ -18,6 +18,8 @@ from typing import Protocol
 
 import torch
 
+from . import _device
+
 DIGIT_BITS = 16
 BINS = 1 << DIGIT_BITS
 DIGIT_MASK = BINS - 1
@@ -102,7 +104,7 @@ def kth_in(t: torch.Tensor, wide: bool, ranks: Reduce, device: torch.device) -> 
     """``rank -> (key, ties)`` of `kth_key` over the one tensor ``t`` (the sample, the candidates),
     for as many ranks as needed. In one process on a GPU, ``t`` is sorted once instead: keys of a
     narrow bracket share their top digits, and the histogram's atomic adds pile onto a few bins."""
-    if device.type == "cpu" or ranks.distributed:
+    if _device.is_host(device) or ranks.distributed:
         return lambda rank: kth_key(lambda: [t], rank, wide, ranks, device)[:2]
     ordered = torch.sort(t).values
     return lambda rank: kth_sorted(ordered, rank)

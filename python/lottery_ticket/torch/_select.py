@@ -33,7 +33,7 @@ from math import ceil, floor, sqrt
 import torch
 
 from .._validation import AmountError
-from . import _fused
+from . import _device, _fused
 from ._buffers import Buffers, Candidates, compare, count_true, prefaulted
 from ._radix import INF32, INF64, keys, kth_in, kth_key
 from ._ranks import Piece, Ranks, budget_list
@@ -78,7 +78,7 @@ class Selection:
         self.float_dtype = torch.float64 if wide else torch.float32
         self.nan_from = (INF64 if wide else INF32) + 1
         total = sum(p.weight.numel() for p in pieces)
-        self.chunk = CHUNK if self.device.type == "cpu" else max(CHUNK << 4, min(DEVICE_CHUNK, total // 16))
+        self.chunk = CHUNK if _device.is_host(self.device) else max(CHUNK << 4, min(DEVICE_CHUNK, total // 16))
         self.units = plan(pieces, self.chunk, pack=True)
         self.packer = Packer(pieces, packed_size(self.units), self.device)
         self._buffers: Buffers | None = None
@@ -267,7 +267,7 @@ def _keep_late_ties(keep: torch.Tensor, eq: torch.Tensor, budget: torch.Tensor) 
     """Prune the first ``budget`` ties of this chunk (keep the rest); returns what is left."""
     count = eq.sum()
     take = torch.minimum(budget, count)
-    if keep.device.type == "cpu":
+    if _device.is_host(keep.device):
         # Host values are free here: skip the running count except at the one boundary chunk.
         t, c = int(take), int(count)
         if t == 0:

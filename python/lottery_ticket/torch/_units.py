@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from . import _device
 from ._buffers import empty
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def plan(pieces: Sequence[Piece], chunk: int, pack: bool) -> list[Unit]:
     """The units covering ``pieces`` in order (empty pieces have none). ``pack``: run small
     tensors together (False: one piece per unit, e.g. to spend tie budgets piece by piece)."""
     device = pieces[0].weight.device if pieces else torch.device("cpu")
-    pack_below = (HOST_PACK_BELOW if device.type == "cpu" else chunk + 1) if pack else 0
+    pack_below = (HOST_PACK_BELOW if _device.is_host(device) else chunk + 1) if pack else 0
     units: list[Unit] = []
     open_unit: Unit | None = None
     base = 0
