@@ -25,7 +25,13 @@ HERE = Path(__file__).parent
 # too, whose ranks inherit the switches); the profiler's count of torch ops is not theirs to pass.
 TORCH_OP_TESTS = [
     HERE / name
-    for name in ("test_torch_backend.py", "test_torch_packing.py", "test_kernels_torch.py", "test_torch_bad_inputs.py")
+    for name in (
+        "test_torch_backend.py",
+        "test_torch_packing.py",
+        "test_device_paths.py",  # a GPU's chunks and packing around the fused passes
+        "test_kernels_torch.py",
+        "test_torch_bad_inputs.py",
+    )
 ] + [HERE.parent / "distributed" / "test_distributed.py"]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: no GPU is lent to this task")
 
