@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_torch_backend import DTYPES, POOL, assert_same, random_case
+from test_torch_backend import DTYPES, POOL, assert_same, full_size_kernels, random_case
 from torch.profiler import ProfilerActivity, profile
 
 import torch
@@ -33,13 +33,12 @@ def ops_of(call: Callable[[], object]) -> set[str]:
 
 
 def test_the_paths_are_the_device_ones(device_paths: None) -> None:
-    """The seam reaches every branch: a sort instead of the sample's histograms, a `sum` for the
-    counts, one `nonzero` a unit and no host comparison scratch."""
+    """The seam reaches every branch: a sort instead of the sample's histograms, one `nonzero` a
+    unit and no host comparison scratch."""
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(300, 200, generator=gen), torch.randn(70_000, generator=gen)]
     ops = ops_of(lambda: global_magnitude_masks(weights, 0.3, backend="torch"))
     assert "aten::sort" in ops and "aten::index_add_" not in ops
-    assert "aten::count_nonzero" not in ops
     buffers = _buffers.Buffers(1000, torch.int32, torch.device("cpu"))
     assert buffers.compared.numel() == 0
     flags = torch.zeros(2 * _buffers.WORD_COMPACTION_ABOVE, dtype=torch.bool)
@@ -113,3 +112,24 @@ def test_nan_among_alive_weights_still_raises(device_paths: None) -> None:
     masks = [torch.ones(70_000, dtype=torch.bool)]
     masks[0][123] = False  # dead NaN: ignored
     assert_same(global_magnitude_masks([w], 0.3, masks), global_magnitude_masks([w], 0.3, masks, backend="torch"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_selection_runs_seven_full_size_kernels_on_a_device(device_paths: None, dtype: torch.dtype) -> None:
+    """What the GPU guide counts: keys; >= lo and >= hi, each narrowed inside its own kernel; in
+    the bracket; the kept count; the largest key; the compaction. Survivor masks add the and
+    and their count; a round in place adds one writing pass (keys, > threshold, and survivors)."""
+    n = 1 << 20
+    gen = torch.Generator().manual_seed(14)
+    w = [torch.randn(n, generator=gen).to(dtype)]
+    m = [torch.rand(n, generator=gen) > 0.2]
+    widen = dtype != torch.float32  # bf16 widens to f32 keys first: one copy per key pass
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, backend="torch"), n)
+    assert len(ops) == 7 + widen, ops
+    # The comparisons' copies (on the host torch narrows through a temporary) and no other: the
+    # kept count reads the flags as words, not as a bool-to-int64 copy (what `sum` would make).
+    assert ops.count("aten::copy_") == 2 + widen and "aten::nonzero" in ops, ops
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch"), n)
+    assert len(ops) == 9 + widen, ops
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
+    assert len(ops) == 12 + 2 * widen, ops

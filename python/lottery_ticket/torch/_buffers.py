@@ -61,15 +61,14 @@ _ROW = 8 * _ROW_WORDS
 
 
 def count_true(flags: torch.Tensor, *, written: bool = False) -> torch.Tensor:
-    """How many of the 1-D bool ``flags`` are True (an int64 tensor). On a GPU one reduction, a
-    sum of the bools (``count_nonzero`` there is a compare and a sum over a bool copy). On the
-    host ``count_nonzero`` runs a byte-at-a-time loop; for flags this library ``written`` (each
-    byte 0 or 1) they are read as int64 words instead, summed per row of 128 words (each byte
-    lane of a row's sum then counts at most 128 flags, so no lane carries into the next), and
-    the rows' bytes summed; an unaligned head and a tail under a row are counted directly. A
-    caller's masks keep ``count_nonzero``: their bytes need not be 0 or 1."""
-    if not _device.is_host(flags.device):
-        return torch.sum(flags, dtype=torch.int64)
+    """How many of the 1-D bool ``flags`` are True (an int64 tensor). torch's reductions over
+    bools convert them to int64 first, on a GPU too: a `sum` reads a byte and moves sixteen more
+    per flag, and holds eight bytes a flag at once (512 MB for a GPU chunk). The host's
+    ``count_nonzero`` runs a byte-at-a-time loop. Flags this library ``written`` (each byte 0 or
+    1) are read as int64 words instead, summed per row of 128 words (each byte lane of a row's sum
+    then counts at most 128 flags, so no lane carries into the next), and the rows' bytes summed;
+    an unaligned head and a tail under a row are counted directly. A caller's masks keep
+    ``count_nonzero``: their bytes need not be 0 or 1."""
     n = flags.numel()
     head = min(n, -flags.storage_offset() % 8)
     rows = (n - head) // _ROW

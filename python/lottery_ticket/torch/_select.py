@@ -211,7 +211,7 @@ class Selection:
         for i, piece in enumerate(self.pieces):
             if piece.counted:
                 for _, w, alive in _chunks(piece, self.chunk):
-                    counts[i] += (self.alive_keys(w, alive) == threshold).sum()
+                    counts[i] += count_true(self.alive_keys(w, alive) == threshold, written=True)
         return counts
 
     def tied_at(self, i: int, threshold: int) -> torch.Tensor:
@@ -265,7 +265,7 @@ class Selection:
 
 def _keep_late_ties(keep: torch.Tensor, eq: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
     """Prune the first ``budget`` ties of this chunk (keep the rest); returns what is left."""
-    count = eq.sum()
+    count = count_true(eq, written=True)
     take = torch.minimum(budget, count)
     if _device.is_host(keep.device):
         # Host values are free here: skip the running count except at the one boundary chunk.
