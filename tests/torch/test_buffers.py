@@ -72,3 +72,19 @@ def test_count_true_equals_count_nonzero_at_every_size_offset_and_density(n: int
             counted = count_true(flags, written=written)
             assert int(counted) == int(torch.count_nonzero(flags)), (n, offset, density, written)
             assert counted.dtype == torch.int64
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_count_true_counts_a_callers_bytes_that_are_not_0_or_1(monkeypatch: pytest.MonkeyPatch, host: bool) -> None:
+    """A caller's bool mask may hold any nonzero byte (a uint8 buffer viewed as bool): every one
+    counts once, on the host path and on the device path (which clamps before reading words)."""
+    from lottery_ticket.torch import _device
+
+    monkeypatch.setattr(_device, "is_host", lambda device: host)
+    gen = torch.Generator().manual_seed(9)
+    raw = torch.randint(0, 256, (5000,), generator=gen, dtype=torch.uint8)
+    raw[torch.rand(5000, generator=gen) < 0.5] = 0
+    before = raw.clone()
+    flags = raw[3:].view(torch.bool)
+    assert int(count_true(flags)) == int((before[3:] != 0).sum())
+    assert torch.equal(raw, before)  # the caller's bytes are not rewritten

@@ -118,7 +118,8 @@ def test_nan_among_alive_weights_still_raises(device_paths: None) -> None:
 def test_a_selection_runs_seven_full_size_kernels_on_a_device(device_paths: None, dtype: torch.dtype) -> None:
     """What the GPU guide counts: keys; >= lo and >= hi, each narrowed inside its own kernel; in
     the bracket; the kept count; the largest key; the compaction. Survivor masks add the and
-    and their count; a round in place adds one writing pass (keys, > threshold, and survivors)."""
+    and their count (two kernels); a round in place adds one writing pass (keys, > threshold,
+    and survivors)."""
     n = 1 << 20
     gen = torch.Generator().manual_seed(14)
     w = [torch.randn(n, generator=gen).to(dtype)]
@@ -129,7 +130,9 @@ def test_a_selection_runs_seven_full_size_kernels_on_a_device(device_paths: None
     # The comparisons' copies (on the host torch narrows through a temporary) and no other: the
     # kept count reads the flags as words, not as a bool-to-int64 copy (what `sum` would make).
     assert ops.count("aten::copy_") == 2 + widen and "aten::nonzero" in ops, ops
+    # survivor masks: the and, and their count (clamped to bytes of 0 or 1, then read as words)
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch"), n)
-    assert len(ops) == 9 + widen, ops
+    assert len(ops) == 10 + widen and "aten::clamp" in ops, ops
+    assert ops.count("aten::copy_") == 2 + widen, ops
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
-    assert len(ops) == 12 + 2 * widen, ops
+    assert len(ops) == 13 + 2 * widen, ops

@@ -67,12 +67,17 @@ def count_true(flags: torch.Tensor, *, written: bool = False) -> torch.Tensor:
     ``count_nonzero`` runs a byte-at-a-time loop. Flags this library ``written`` (each byte 0 or
     1) are read as int64 words instead, summed per row of 128 words (each byte lane of a row's sum
     then counts at most 128 flags, so no lane carries into the next), and the rows' bytes summed;
-    an unaligned head and a tail under a row are counted directly. A caller's masks keep
-    ``count_nonzero``: their bytes need not be 0 or 1."""
+    an unaligned head and a tail under a row are counted directly. A caller's masks, whose bytes
+    need not be 0 or 1, keep ``count_nonzero`` on the host; on a GPU they are clamped to 0 or 1
+    first (a byte a flag written, not eight) and counted as words."""
+    if not written:
+        if _device.is_host(flags.device):
+            return torch.count_nonzero(flags)
+        flags = flags.view(torch.uint8).clamp(max=1).view(torch.bool)
     n = flags.numel()
     head = min(n, -flags.storage_offset() % 8)
     rows = (n - head) // _ROW
-    if not written or rows == 0:
+    if rows == 0:
         return torch.count_nonzero(flags)
     body = flags[head : head + rows * _ROW].view(torch.int64).view(rows, _ROW_WORDS).sum(1)
     total = body.view(torch.uint8).sum(dtype=torch.int64)
