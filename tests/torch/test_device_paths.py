@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_torch_backend import DTYPES, POOL, assert_same, full_size_kernels, random_case
+from test_torch_backend import (
+    DTYPES,
+    KERNEL_COUNT_N,
+    POOL,
+    assert_same,
+    full_size_kernels,
+    one_chunk,
+    random_case,
+)
 from torch.profiler import ProfilerActivity, profile
 
 import torch
@@ -120,11 +128,8 @@ def test_a_selection_runs_seven_full_size_kernels_on_a_device(device_paths: None
     the bracket; the kept count; the largest key; the compaction. Survivor masks add the and
     and their count (two kernels); a round in place adds one writing pass (keys, > threshold,
     and survivors)."""
-    n = 1 << 20
-    gen = torch.Generator().manual_seed(14)
-    w = [torch.randn(n, generator=gen).to(dtype)]
-    m = [torch.rand(n, generator=gen) > 0.2]
-    widen = dtype != torch.float32  # bf16 widens to f32 keys first: one copy per key pass
+    n = KERNEL_COUNT_N
+    w, m, widen = one_chunk(dtype)
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, backend="torch"), n)
     assert len(ops) == 7 + widen, ops
     # The comparisons' copies (on the host torch narrows through a temporary) and no other: the

@@ -364,13 +364,22 @@ def full_size_kernels(run: Callable[[], object], n: int) -> list[str]:
     return names
 
 
+KERNEL_COUNT_N = 1 << 20  # sampled (above SAMPLE_ALL), one chunk
+
+
+def one_chunk(dtype: torch.dtype) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """A weight of ``KERNEL_COUNT_N`` elements, survivor masks for it, and the kernels its dtype
+    adds to each pass over the keys (bf16 widens to f32 keys first: one copy)."""
+    gen = torch.Generator().manual_seed(14)
+    w = [torch.randn(KERNEL_COUNT_N, generator=gen).to(dtype)]
+    m = [torch.rand(KERNEL_COUNT_N, generator=gen) > 0.2]
+    return w, m, int(dtype != torch.float32)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_selection_runs_nine_full_size_kernels_on_the_host(dtype: torch.dtype) -> None:
-    n = 1 << 20  # sampled (above SAMPLE_ALL), one chunk
-    gen = torch.Generator().manual_seed(14)
-    w = [torch.randn(n, generator=gen).to(dtype)]
-    m = [torch.rand(n, generator=gen) > 0.2]
-    widen = dtype != torch.float32  # bf16 widens to f32 keys first: one copy per key pass
+    n = KERNEL_COUNT_N
+    w, m, widen = one_chunk(dtype)
     # keys; >= lo and >= hi, each into the key-typed scratch and narrowed into bools (a GPU
     # narrows inside the comparison: two kernels fewer); in the bracket; the kept count; the
     # largest key (NaN); the candidates
