@@ -1,8 +1,10 @@
-"""One rank of the distributed tests (run as a script: RANK WORLD PORT OUT_DIR).
+"""One rank of the distributed tests (run as a script: RANK WORLD PORT OUT_DIR [device-paths]).
 
 Every rank builds the same cases from seeds, runs its part on gloo over 127.0.0.1 and saves its
 masks; the test process then compares them with one process's selection (see
-test_distributed.py). Self-terminating: the gloo timeout bounds every collective.
+test_distributed.py). Self-terminating: the gloo timeout bounds every collective. With
+``device-paths`` the torch-op selection takes the branches a GPU would (`_device.is_host` says
+no), so ranks of CUDA tensors are checked here too: NCCL and gloo run the same collectives.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from lottery_ticket import global_magnitude_masks
 
 def main() -> None:
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    device_paths = sys.argv[5:] == ["device-paths"]
+    if device_paths:
+        from lottery_ticket.torch import _device
+
+        _device.is_host = lambda device: False
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
@@ -62,7 +69,7 @@ def main() -> None:
         global_magnitude_masks([partial], 0.5)
     except ValueError as err:
         saved["partial_refused"] = np.array(str(err))
-    if world == 2:
+    if world == 2 and not device_paths:  # FSDP2 once: its selection is the plain cases'
         sharded, single = fsdp_run(world)
         if rank == 0:
             for key in sharded:

@@ -31,11 +31,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _launch(world: int, out: Path) -> list[dict[str, np.ndarray]]:
+def _launch(world: int, out: Path, device_paths: bool = False) -> list[dict[str, np.ndarray]]:
     port = str(_free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), str(world), port, str(out)],
+            [sys.executable, str(WORKER), str(r), str(world), port, str(out)] + ["device-paths"] * device_paths,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -54,21 +54,29 @@ def _launch(world: int, out: Path) -> list[dict[str, np.ndarray]]:
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(world)]
 
 
-_LAUNCHED: dict[int, list[dict[str, np.ndarray]]] = {}
+_LAUNCHED: dict[tuple[int, bool], list[dict[str, np.ndarray]]] = {}
 
 
-def _launched(world: int, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, np.ndarray]]]:
-    """One launch per world size serves every test (starting ranks is the slow part)."""
-    if world not in _LAUNCHED:
-        _LAUNCHED[world] = _launch(world, tmp_path_factory.mktemp(f"world{world}"))
-    return world, _LAUNCHED[world]
+def _launched(
+    world: int, tmp_path_factory: pytest.TempPathFactory, device_paths: bool = False
+) -> tuple[int, list[dict[str, np.ndarray]]]:
+    """One launch per world size serves every test (starting ranks is the slow part). With
+    ``device_paths`` the ranks select down the branches a GPU takes (see `_worker`)."""
+    key = (world, device_paths)
+    if key not in _LAUNCHED:
+        folder = tmp_path_factory.mktemp(f"world{world}" + ("-device-paths" if device_paths else ""))
+        _LAUNCHED[key] = _launch(world, folder, device_paths)
+    return world, _LAUNCHED[key]
 
 
-@pytest.fixture(params=[2, 4], ids=["2-ranks", "4-ranks"])
+@pytest.fixture(
+    params=[(2, False), (4, False), (2, True), (4, True)],
+    ids=["2-ranks", "4-ranks", "2-ranks-device-paths", "4-ranks-device-paths"],
+)
 def ranks(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[int, list[dict[str, np.ndarray]]]:
-    return _launched(request.param, tmp_path_factory)
+    return _launched(*request.param[:1], tmp_path_factory, device_paths=request.param[1])
 
 
 def _single(weights: list[torch.Tensor], amount: Any, masks: Any, scope: str) -> list[np.ndarray]:
