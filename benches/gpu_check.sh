@@ -65,7 +65,7 @@ EOF
 cat "$out/machine.txt"
 
 tests=(tests/torch/test_fused.py tests/torch/test_torch_backend.py tests/torch/test_torch_packing.py
-  tests/torch/test_pruner_devices.py)
+  tests/torch/test_pruner_devices.py tests/torch/test_device_paths.py)
 status=0
 step() { # name, seconds, lines of its log to show, command...
   local name=$1 seconds=$2 show=$3 rc

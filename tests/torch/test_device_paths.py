@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from test_torch_backend import (
+    CUDA,
     DTYPES,
     KERNEL_COUNT_N,
     POOL,
@@ -139,5 +140,21 @@ def test_a_selection_runs_seven_full_size_kernels_on_a_device(device_paths: None
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch"), n)
     assert len(ops) == 10 + widen and "aten::clamp" in ops, ops
     assert ops.count("aten::copy_") == 2 + widen, ops
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
+    assert len(ops) == 13 + 2 * widen, ops
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_cuda_selection_runs_the_kernels_the_device_paths_count(dtype: torch.dtype) -> None:
+    """On a GPU the same counts as above, with no copy but the bf16 widening: each comparison
+    narrows inside its own kernel and no count makes an int64 copy of the flags."""
+    n = KERNEL_COUNT_N
+    w, m, widen = one_chunk(dtype)
+    w, m = [t.cuda() for t in w], [t.cuda() for t in m]
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, backend="torch"), n)
+    assert len(ops) == 7 + widen and ops.count("aten::copy_") == widen, ops
+    ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch"), n)
+    assert len(ops) == 10 + widen, ops
     ops = full_size_kernels(lambda: global_magnitude_masks(w, 0.5, m, backend="torch", out=m), n)
     assert len(ops) == 13 + 2 * widen, ops
