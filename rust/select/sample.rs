@@ -1,12 +1,11 @@
 //! Bracketing the threshold from a strided sample of the alive magnitudes.
 
-use rayon::prelude::*;
-
+use super::walk::{sample_keys, Sample};
 use super::{resolve, Amount, Bracket};
 use crate::error::Result;
-use crate::magnitude::{Key, KeyVisitor, Weights};
+use crate::magnitude::{Key, Weights};
 
-/// Positions sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
+/// Keys sampled to bracket the threshold at 100 M weights: ~2^18 puts the bracket within
 /// ~0.1% of the alive weights around the target rank.
 pub(crate) const SAMPLES: usize = 1 << 18;
 /// Inputs of at most this many weights are sampled whole (an exact bracket). Sampling a
@@ -39,29 +38,83 @@ pub(crate) fn estimate_bracket<K: Key>(
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let probes = sample_size(total, max_probes);
-    let mut sample = sample_keys::<K>(weights, alive, probes, parallel);
-    let m = sample.len();
+    let sample = sample_keys::<K>(weights, alive, probes, parallel);
+    let m = sample.keys.len();
     if m == 0 {
         return Ok(everything);
     }
     if probes == total {
-        // Whole input sampled: `sample` holds every alive key, so the bracket is exact. An
-        // invalid amount is reported after the full pass, so NaN errors win at every size.
+        // Whole input sampled: every alive key, so the bracket is exact. An invalid amount is
+        // reported after the full pass, so NaN errors win at every size.
+        let mut keys = sample.keys;
         let Ok(k) = resolve(amount, m as u64) else {
             return Ok(everything);
         };
         if k == 0 {
             return Ok(Bracket::new(K::ZERO, K::ZERO));
         }
-        let (_, &mut t, _) = sample.select_nth_unstable(k as usize - 1);
+        let (_, &mut t, _) = keys.select_nth_unstable(k as usize - 1);
         return Ok(Bracket::new(t, K::from_u64(t.to_u64() + 1)));
     }
     let q = match amount {
         Amount::Fraction(f) => f,
-        Amount::Count(k) => (k as f64 / (total as f64 * m as f64 / probes as f64)).min(1.0),
+        Amount::Count(k) => (k as f64 / (total as f64 * m as f64 / sample.read as f64)).min(1.0),
     };
-    let spread = BRACKET_SIGMAS * (m as f64 * q * (1.0 - q)).sqrt() + 2.0;
-    Ok(bracket_around(&mut sample, q * m as f64, spread))
+    let spread = BRACKET_SIGMAS * standard_error(&sample, q) * m as f64 + 2.0;
+    let mut keys = sample.keys;
+    Ok(bracket_around(&mut keys, q * m as f64, spread))
+}
+
+/// Every [`PILOT_STEP`]-th sampled key: enough to place the quantile at which the spread
+/// between positions is measured (the spread hardly changes with it), at a fraction of a select
+/// over the whole sample, which is left in walk order for the spread.
+const PILOT_STEP: usize = 8;
+
+/// The `q` quantile of every [`PILOT_STEP`]-th key of `keys` (not empty).
+fn pilot_quantile<K: Key>(keys: &[K], q: f64) -> K {
+    let mut pilot: Vec<K> = keys.iter().step_by(PILOT_STEP).copied().collect();
+    let rank = ((q * pilot.len() as f64) as usize).min(pilot.len() - 1);
+    *pilot.select_nth_unstable(rank).1
+}
+
+/// Standard error of the sampled fraction of keys below the `q` quantile, from the spread
+/// between the walk's positions, whose neighbours can be alike (a row of larger weights): each
+/// position's count below it less its share, differenced with the next position's,
+/// so that the slow changes from layer to layer, which evenly spaced positions sample in
+/// proportion, do not count as spread. At least that of as many independent probes.
+fn standard_error<K: Key>(sample: &Sample<K>, q: f64) -> f64 {
+    let m = sample.keys.len() as f64;
+    let independent = (q * (1.0 - q) / m).sqrt();
+    let n = sample.sizes.len();
+    if n < 2 {
+        return independent; // one probe a position
+    }
+    let estimate = pilot_quantile(&sample.keys, q);
+    // With b and s a position's count below and size, and f = sum(b) / m, the residual b - f s
+    // of consecutive positions differs by db - f ds: its squares summed from three sums, exact
+    // in integers (each difference is at most CLUSTER).
+    let (mut below, mut db2, mut dbds, mut ds2) = (0i64, 0i64, 0i64, 0i64);
+    let (mut previous_b, mut previous_s) = (0i64, 0i64);
+    let mut keys = sample.keys.as_slice();
+    for (j, &size) in sample.sizes.iter().enumerate() {
+        let (here, rest) = keys.split_at(size as usize);
+        keys = rest;
+        let b = here.iter().map(|&k| (k < estimate) as i64).sum::<i64>();
+        let s = size as i64;
+        if j > 0 {
+            let (db, ds) = (b - previous_b, s - previous_s);
+            db2 += db * db;
+            dbds += db * ds;
+            ds2 += ds * ds;
+        }
+        below += b;
+        (previous_b, previous_s) = (b, s);
+    }
+    let f = below as f64 / m;
+    let squares = (db2 as f64 - 2.0 * f * dbds as f64 + f * f * ds2 as f64).max(0.0);
+    let per_position = squares / (2.0 * (n - 1) as f64);
+    let clustered = (per_position * n as f64).sqrt() / m;
+    clustered.max(independent)
 }
 
 /// The sample keys at ranks `centre - spread` and `centre + spread` as a bracket (`hi` one past
@@ -169,165 +222,12 @@ pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
     probes
 }
 
-/// Keys of the alive weights at `probes` evenly spaced positions of the concatenated input.
-/// The near-constant stride lets the hardware prefetcher overlap the cache misses. Each thread
-/// walks a contiguous run of probes, stepping position and tensor incrementally (a division
-/// and a binary search per probe cost as much as the miss itself).
-pub(crate) fn sample_keys<K: Key>(
-    weights: &[Weights<'_>],
-    alive: Option<&[&[u8]]>,
-    probes: usize,
-    parallel: bool,
-) -> Vec<K> {
-    const RUN: usize = 1 << 13;
-    if probes == 0 {
-        return Vec::new(); // only empty tensors
-    }
-    let mut ends = Vec::with_capacity(weights.len());
-    let mut total = 0usize;
-    for w in weights {
-        total += w.len();
-        ends.push(total);
-    }
-    let (stride, step) = (total / probes, total % probes); // pos advances by total / probes
-    let run_keys = |run: usize| {
-        let first = run * RUN;
-        // u64 is exact here: probes <= 2^23 and no in-memory model reaches 2^40 weights.
-        let numerator = first as u64 * total as u64 + total as u64 / 2;
-        let walk = Walk {
-            pos: (numerator / probes as u64) as usize,
-            rem: (numerator % probes as u64) as usize,
-            left: RUN.min(probes - first),
-            stride,
-            step,
-            probes,
-            keys: Vec::with_capacity(RUN),
-        };
-        walk.keys_in(weights, alive, &ends)
-    };
-    let runs: Vec<Vec<K>> = if parallel {
-        (0..probes.div_ceil(RUN))
-            .into_par_iter()
-            .map(run_keys)
-            .collect()
-    } else {
-        (0..probes.div_ceil(RUN)).map(run_keys).collect()
-    };
-    runs.concat()
-}
-
-/// A walk through evenly spaced positions of the concatenated input (`stride + step / probes`
-/// apart): the next position, the fractional stride's remainder, the positions still to visit
-/// and the keys of the alive weights visited so far.
-pub(crate) struct Walk<K> {
-    pos: usize,
-    rem: usize,
-    left: usize,
-    stride: usize,
-    step: usize,
-    probes: usize,
-    keys: Vec<K>,
-}
-
-impl<K: Key> Walk<K> {
-    /// `len` consecutive positions from `first` (a run of the streaming threshold's sample).
-    pub(crate) fn contiguous(first: usize, len: usize) -> Walk<K> {
-        Walk {
-            pos: first,
-            rem: 0,
-            left: len,
-            stride: 1,
-            step: 0,
-            probes: 1,
-            keys: Vec::with_capacity(len),
-        }
-    }
-
-    /// The keys of the alive weights the walk visits; `ends[t]` is where tensor `t` ends in the
-    /// concatenated input. One dtype dispatch per tensor the walk crosses, not one per position.
-    pub(crate) fn keys_in(
-        mut self,
-        weights: &[Weights<'_>],
-        alive: Option<&[&[u8]]>,
-        ends: &[usize],
-    ) -> Vec<K> {
-        let mut t = ends.partition_point(|&end| end <= self.pos);
-        while self.left > 0 {
-            while self.pos >= ends[t] {
-                t += 1;
-            }
-            self = weights[t].visit_keys(InTensor {
-                walk: self,
-                start: ends[t] - weights[t].len(),
-                alive: alive.map(|a| a[t]),
-            });
-        }
-        self.keys
-    }
-}
-
-/// Probes the walk asks the memory for ahead of the one it reads. The probes are evenly spaced
-/// but their spacing varies by one element, so the hardware prefetcher does not follow them: in
-/// IMP the call comes after training has evicted the weights, and a cold walk then waits on each
-/// probe in turn (at LeNet size it cost more than the fused pass).
-const PREFETCH_PROBES: usize = 4;
-
-/// Ask for the cache line at `p` without waiting for it (a hint: it never faults, so `p` may
-/// lie past the tensor's end).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that reads nothing architecturally, valid for any address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Visit a walk's positions while they lie in one tensor, whose first element is at `start` of
-/// the concatenated input.
-struct InTensor<'a, K> {
-    walk: Walk<K>,
-    start: usize,
-    alive: Option<&'a [u8]>,
-}
-
-impl<K: Key> KeyVisitor<K> for InTensor<'_, K> {
-    type Output = Walk<K>;
-
-    #[inline(always)]
-    fn visit<T: Copy + Send + Sync, F: Fn(T) -> K>(self, bits: &[T], key: F) -> Walk<K> {
-        let InTensor {
-            mut walk,
-            start,
-            alive,
-        } = self;
-        let end = start + bits.len();
-        let ahead = PREFETCH_PROBES * walk.stride;
-        while walk.left > 0 && walk.pos < end {
-            let i = walk.pos - start;
-            prefetch(bits.as_ptr().wrapping_add(i + ahead));
-            if alive.is_none_or(|a| a[i] != 0) {
-                walk.keys.push(key(bits[i]));
-            }
-            walk.pos += walk.stride;
-            walk.rem += walk.step;
-            if walk.rem >= walk.probes {
-                walk.pos += 1;
-                walk.rem -= walk.probes;
-            }
-            walk.left -= 1;
-        }
-        walk
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::super::scan::candidate_room;
+    use super::super::walk::{sample_keys, CLUSTERED_FROM};
     use super::*;
 
     /// What `bracket_around` promises, read off a sorted copy of the sample.
@@ -401,6 +301,81 @@ mod tests {
             }
         }
         assert!(candidate_share(1 << 30) < candidate_share(1 << 20));
+    }
+
+    /// f32 bits of magnitudes `scale(i) * u`, u uniform in (0, 1), drawn once for each aligned
+    /// group of `group` neighbours.
+    fn grouped(n: usize, group: usize, scale: impl Fn(usize) -> f32, seed: u64) -> Vec<u32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut u = 0.0;
+        (0..n)
+            .map(|i| {
+                if i % group == 0 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    u = ((state >> 40) as f32 + 0.5) / (1u64 << 24) as f32;
+                }
+                (scale(i) * u).to_bits()
+            })
+            .collect()
+    }
+
+    /// The standard error against that of as many independent probes, at the sample's `q`
+    /// quantile.
+    fn error_ratio(w: &[u32], q: f64) -> f64 {
+        let weights = [Weights::F32(w)];
+        let sample = sample_keys::<u32>(&weights, None, sample_size(w.len(), MAX_SAMPLES), false);
+        let m = sample.keys.len();
+        standard_error(&sample, q) / (q * (1.0 - q) / m as f64).sqrt()
+    }
+
+    /// Independent neighbours count as independent probes; four equal neighbours as one probe
+    /// (twice the error); a step in scale between two layers, which the evenly spaced positions
+    /// sample in proportion, adds no spread (the plain spread between positions would add half
+    /// again here).
+    #[test]
+    fn the_standard_error_follows_how_alike_neighbours_are() {
+        let n = CLUSTERED_FROM;
+        let flat = |_: usize| 1.0f32;
+        let step = |i: usize| if i < n / 2 { 1.0f32 } else { 100.0 };
+        type Scale<'a> = &'a dyn Fn(usize) -> f32;
+        let cases: [(usize, Scale<'_>, (f64, f64)); 3] = [
+            (1, &flat, (1.0, 1.1)),
+            (4, &flat, (1.8, 2.2)),
+            (1, &step, (1.0, 1.1)),
+        ];
+        for (group, scale, (lo, hi)) in cases {
+            for q in [0.3, 0.5] {
+                let ratio = error_ratio(&grouped(n, group, scale, 3), q);
+                assert!((lo..hi).contains(&ratio), "group {group} q {q}: {ratio}");
+            }
+        }
+    }
+
+    /// Equal neighbours widen the bracket enough that it still holds the exact k-th key.
+    #[test]
+    fn alike_neighbours_do_not_make_the_bracket_miss() {
+        let n = CLUSTERED_FROM;
+        for seed in 0..4 {
+            let w = grouped(n, 4, |_| 1.0, seed);
+            let mut sorted = w.clone();
+            sorted.sort_unstable();
+            for amount in [0.05, 0.5, 0.9] {
+                let weights = [Weights::F32(&w)];
+                let b = estimate_bracket::<u32>(
+                    &weights,
+                    None,
+                    Amount::Fraction(amount),
+                    MAX_SAMPLES,
+                    seed % 2 == 0,
+                )
+                .unwrap();
+                let k = resolve(Amount::Fraction(amount), n as u64).unwrap() as usize;
+                let kth = sorted[k - 1];
+                assert!(b.lo <= kth && kth < b.hi, "seed {seed} amount {amount}");
+            }
+        }
     }
 
     proptest! {

@@ -5,7 +5,7 @@ use super::reference::{check_unit, kernel};
 use crate::error::Error;
 use crate::magnitude::Weights;
 use crate::select::engine::sample_size;
-use crate::select::{sample_keys, select_masks, Amount, Path, Paths, Scope, SAMPLES};
+use crate::select::{sample_keys, select_masks, Amount, Path, Paths, Scope, CLUSTER, SAMPLES};
 
 /// Run the kernel, check it against the reference and assert the branch it took.
 fn assert_path(weights: &[Weights<'_>], amount: Amount, path: Path) -> Vec<Vec<u8>> {
@@ -20,10 +20,11 @@ fn assert_path(weights: &[Weights<'_>], amount: Amount, path: Path) -> Vec<Vec<u
 pub(crate) fn sampled_positions(total: usize) -> Vec<bool> {
     let index: Vec<u64> = (0..total).map(|i| (i as f64).to_bits()).collect();
     let probes = sample_size(total, SAMPLES);
-    let keys = sample_keys::<u64>(&[Weights::F64(&index)], None, probes, true);
-    assert_eq!(keys.len(), probes);
+    let sample = sample_keys::<u64>(&[Weights::F64(&index)], None, probes, true);
+    assert_eq!(sample.keys.len(), sample.read);
+    assert!(sample.read > probes - 2 * CLUSTER && sample.read <= probes);
     let mut hit = vec![false; total];
-    for k in keys {
+    for k in sample.keys {
         hit[f64::from_bits(k) as usize] = true;
     }
     hit

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use crate::error::Error;
 use crate::magnitude::Weights;
-use crate::select::{Amount, Scope};
+use crate::select::{select_masks_in_place, Amount, Scope, CLUSTERED_FROM};
 use generators::*;
 use reference::{check, check_kth, kernel};
 
@@ -157,5 +157,37 @@ proptest! {
         let weights = weights_of(&tensors, &storage);
         let refs: Option<Vec<&[u8]>> = alive.as_ref().map(|a| a.iter().map(|m| &m[..]).collect());
         check_kth::<u64>(&weights, refs.as_deref(), u)?;
+    }
+}
+
+// Inputs whose sample reads neighbours at a time (from `CLUSTERED_FROM` weights), fresh and in
+// place over the survivors.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    #[test]
+    fn clustered_samples_match_reference(
+        dtype in prop::sample::select(DTYPES.to_vec()),
+        kind in prop::sample::select(KINDS.to_vec()),
+        seed in any::<u64>(),
+        alive_p in prop_oneof![Just(None), Just(Some(0.7))],
+        u in fraction(),
+    ) {
+        let specs = vec![(dtype, kind, CLUSTERED_FROM + 12_345), (DTYPES[seed as usize % 4], kind, 5_000)];
+        let c = Case { specs, seed, alive_p };
+        let (tensors, alive, _) = c.build();
+        let storage: Vec<Storage> = tensors.iter().map(Tensor::narrowed).collect();
+        let weights = weights_of(&tensors, &storage);
+        let refs: Option<Vec<&[u8]>> = alive.as_ref().map(|a| a.iter().map(|m| &m[..]).collect());
+        let Some(expected) = check(&weights, refs.as_deref(), Amount::Fraction(u), Scope::Global)? else {
+            return Ok(());
+        };
+        let mut masks: Vec<Vec<u8>> = match &alive {
+            Some(a) => a.clone(),
+            None => weights.iter().map(|w| vec![1; w.len()]).collect(),
+        };
+        let mut views: Vec<&mut [u8]> = masks.iter_mut().map(|m| &mut m[..]).collect();
+        select_masks_in_place(&weights, &mut views, Amount::Fraction(u), Scope::Global).unwrap();
+        prop_assert!(masks == expected, "in place differs from the reference");
     }
 }
