@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import labels, mask_dtype, same_shape, unsupported_dtype
+from .._validation import labels, mask_dtype, relabel, same_shape, unsupported_dtype
 from ..backends import SUPPORTED, ArrayBackend, Bits, array_backend
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
@@ -89,10 +89,11 @@ def written_masks(
     are written (`write_notifiers`). One pass, one backend lookup per array kind: on a model of
     many tensors the per-tensor set-up of a later round cost more than the kernel. The
     extension checks that no mask overlaps another mask or a weight."""
-    mask_labels, out_labels = labels("masks", names, len(views)), labels("out", names, len(views))
+    mask_labels = labels("masks", names, len(views))
     arrays = []
-    for i, (m, view, backend) in enumerate(zip(mask_values, views, backends_of(mask_values))):
-        label = mask_labels[i]
+    # Labels are made as the loop goes (indexing them costs more than the checks) and `out`'s only
+    # for a failure: on a model of many tensors this loop is most of a later round's set-up.
+    for label, m, view, backend in zip(mask_labels, mask_values, views, backends_of(mask_values)):
         if backend is not None:
             arr = backend.mask_array(m, label)
         elif isinstance(m, np.ndarray):
@@ -101,14 +102,20 @@ def written_masks(
             raise TypeError(f"{label}: expected a bool NumPy array or torch tensor, got {type(m).__name__}")
         mask_dtype(label, arr.dtype, is_bool=arr.dtype == np.bool_)
         same_shape(label, arr.shape, view.shape)
-        require_in_place(arr, out_labels[i])
+        flags = arr.flags
+        if not (flags.writeable and flags.c_contiguous and flags.aligned):
+            require_in_place(arr, relabel(label, "out"))
         arrays.append(arr.view(np.uint8))
     return arrays, write_notifiers(mask_values)
 
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:
     """A float array as a bit view; in-place use requires a writable C-contiguous array."""
-    backend = array_backend(x)
+    return float_bits_of(array_backend(x), x, label, writable=writable)
+
+
+def float_bits_of(backend: ArrayBackend | None, x: object, label: str, *, writable: bool) -> Bits:
+    """`float_bits` with the array's backend (None: NumPy) looked up already (`backends_of`)."""
     if backend is not None:
         return backend.float_bits(x, label, writable=writable)
     if not isinstance(x, np.ndarray):

@@ -57,7 +57,10 @@ def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
         ):
             return views
     _last = None
-    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
+    views = [
+        _arrays.float_bits_of(b, v, label, writable=False)
+        for v, label, b in zip(values, labels, _arrays.backends_of(values))
+    ]
     if sum(b.bits.size for b in views) <= MAX_ELEMENTS:
         signatures = [s for s in map(_signature, values) if s is not None]
         zero_copy = len(signatures) == len(views) and all(

@@ -33,7 +33,7 @@ def _increment_each(xs: list[torch.Tensor]) -> None:
 def _require_cpu(t: torch.Tensor, label: str) -> None:
     # The facade sends device tensors to the torch-op kernels (`_ops`) before reaching here; this
     # guards any other path, so a device tensor never takes a silent host round trip.
-    if t.device.type != "cpu":
+    if not t.is_cpu:  # not `t.device.type`: that builds a device object, per tensor per call
         raise ValueError(
             f"{label}: tensor is on {t.device}; the Rust kernels read host memory only "
             "(device tensors run the torch-op kernels: backend='auto' or 'torch')"
