@@ -77,43 +77,59 @@ fn pilot_quantile<K: Key>(keys: &[K], q: f64) -> K {
     *pilot.select_nth_unstable(rank).1
 }
 
-/// Standard error of the sampled fraction of keys below the `q` quantile, from the spread
-/// between the walk's positions, whose neighbours can be alike (a row of larger weights): each
-/// position's count below it less its share, differenced with the next position's,
-/// so that the slow changes from layer to layer, which evenly spaced positions sample in
-/// proportion, do not count as spread. At least that of as many independent probes.
+/// Standard error of the sampled fraction of keys below the `q` quantile, the walk's positions
+/// taken as groups of neighbours ([`clustered_standard_error`]).
 fn standard_error<K: Key>(sample: &Sample<K>, q: f64) -> f64 {
-    let m = sample.keys.len() as f64;
-    let independent = (q * (1.0 - q) / m).sqrt();
-    let n = sample.sizes.len();
-    if n < 2 {
-        return independent; // one probe a position
+    let m = sample.keys.len();
+    if sample.sizes.len() < 2 {
+        return (q * (1.0 - q) / m as f64).sqrt(); // one probe a position
     }
     let estimate = pilot_quantile(&sample.keys, q);
-    // With b and s a position's count below and size, and f = sum(b) / m, the residual b - f s
-    // of consecutive positions differs by db - f ds: its squares summed from three sums, exact
-    // in integers (each difference is at most CLUSTER).
-    let (mut below, mut db2, mut dbds, mut ds2) = (0i64, 0i64, 0i64, 0i64);
-    let (mut previous_b, mut previous_s) = (0i64, 0i64);
     let mut keys = sample.keys.as_slice();
-    for (j, &size) in sample.sizes.iter().enumerate() {
+    let groups = sample.sizes.iter().map(|&size| {
         let (here, rest) = keys.split_at(size as usize);
         keys = rest;
-        let b = here.iter().map(|&k| (k < estimate) as i64).sum::<i64>();
-        let s = size as i64;
-        if j > 0 {
+        (here.iter().filter(|&&k| k < estimate).count(), here.len())
+    });
+    clustered_standard_error(groups, m, q)
+}
+
+/// Standard error of a sampled fraction `q` of `m` keys drawn in groups of neighbours (a walk's
+/// positions, a stream's runs), whose keys can be alike (a row of larger weights): `groups`
+/// gives, in input order, each group's keys below the estimate and its size. Each group's count
+/// less its share is differenced with the next group's, so that the slow changes from layer
+/// to layer, which evenly spread groups sample in proportion, do not count as spread. At least
+/// that of `m` independent probes.
+pub(crate) fn clustered_standard_error(
+    groups: impl Iterator<Item = (usize, usize)>,
+    m: usize,
+    q: f64,
+) -> f64 {
+    let independent = (q * (1.0 - q) / m as f64).sqrt();
+    // With b and s a group's count below and size, and f = sum(b) / m, the residual b - f s of
+    // consecutive groups differs by db - f ds: its squares summed from three sums, exact in
+    // integers.
+    let (mut n, mut below, mut db2, mut dbds, mut ds2) = (0u64, 0i64, 0i64, 0i64, 0i64);
+    let (mut previous_b, mut previous_s) = (0i64, 0i64);
+    for (b, s) in groups {
+        let (b, s) = (b as i64, s as i64);
+        if n > 0 {
             let (db, ds) = (b - previous_b, s - previous_s);
             db2 += db * db;
             dbds += db * ds;
             ds2 += ds * ds;
         }
+        n += 1;
         below += b;
         (previous_b, previous_s) = (b, s);
     }
-    let f = below as f64 / m;
+    if n < 2 || m == 0 {
+        return independent;
+    }
+    let f = below as f64 / m as f64;
     let squares = (db2 as f64 - 2.0 * f * dbds as f64 + f * f * ds2 as f64).max(0.0);
-    let per_position = squares / (2.0 * (n - 1) as f64);
-    let clustered = (per_position * n as f64).sqrt() / m;
+    let per_group = squares / (2.0 * (n - 1) as f64);
+    let clustered = (per_group * n as f64).sqrt() / m as f64;
     clustered.max(independent)
 }
 

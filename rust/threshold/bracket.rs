@@ -6,8 +6,8 @@
 //! file from disk once more before the threshold pass. Runs of [`RUN`] contiguous weights touch
 //! a few pages each instead, at the price of correlation inside a run (a row of larger
 //! weights): the bracket's width comes from the spread between runs (a cluster sample's
-//! variance), never narrower than for independent probes, so correlated layouts widen it rather
-//! than make it miss.
+//! variance, as for the in-memory sample's groups of neighbours), never narrower than for
+//! independent probes, so correlated layouts widen it rather than make it miss.
 
 use rayon::prelude::*;
 
@@ -56,28 +56,13 @@ pub(crate) fn estimate_bracket<K: Key>(
     Ok(engine::bracket_around(&mut sorted, q * m as f64, spread))
 }
 
-/// Standard error of the sampled fraction below `estimate` when whole runs are drawn (the ratio
-/// estimator's between-run variance), at least that of `m` independent probes.
+/// Standard error of the sampled fraction below `estimate`, whole runs drawn
+/// ([`engine::clustered_standard_error`]).
 fn standard_error<K: Key>(per_run: &[Vec<K>], estimate: K, q: f64, m: usize) -> f64 {
-    let n = per_run.len() as f64;
-    let mean_size = m as f64 / n;
-    let below: Vec<(f64, f64)> = per_run
+    let groups = per_run
         .iter()
-        .map(|r| {
-            (
-                r.iter().filter(|&&k| k < estimate).count() as f64,
-                r.len() as f64,
-            )
-        })
-        .collect();
-    let fraction = below.iter().map(|b| b.0).sum::<f64>() / m as f64;
-    let squares: f64 = below
-        .iter()
-        .map(|&(b, size)| (b - fraction * size).powi(2))
-        .sum();
-    let clustered = (squares / (n * (n - 1.0))).sqrt() / mean_size;
-    let independent = (q * (1.0 - q) / m as f64).sqrt();
-    clustered.max(independent)
+        .map(|r| (r.iter().filter(|&&k| k < estimate).count(), r.len()));
+    engine::clustered_standard_error(groups, m, q)
 }
 
 /// Alive keys of `runs` runs of [`RUN`] contiguous weights spread over the concatenated input
