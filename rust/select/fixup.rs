@@ -24,7 +24,7 @@ pub(crate) fn fix_up<K: Key>(
     parallel: bool,
 ) -> Result<()> {
     // r = 0 keeps every candidate: no key lies below ZERO, and no tie may go.
-    let kth = match r {
+    let (kth, tie_counts) = match r {
         0 => {
             let outside = |s: &ChunkScan<K>| {
                 s.candidates
@@ -39,17 +39,19 @@ pub(crate) fn fix_up<K: Key>(
             if changed {
                 return Err(Error::WeightsChanged);
             }
-            Kth {
+            let none = Kth {
                 key: K::ZERO,
                 strictly_below: 0,
                 ties: 0,
-            }
+            };
+            (none, None)
         }
-        _ => kth_candidate(&scan.per_chunk, bracket, r, granularity, parallel)?,
+        _ => locate_kth(&scan.per_chunk, bracket, r, granularity, parallel)?,
     };
     let threshold = kth.key;
     let ties = r - kth.strictly_below;
-    let mid = bracket.mid;
+    let mut work: Vec<_> = chunks.iter_mut().zip(&scan.per_chunk).collect();
+    let (mid, provisional) = (bracket.mid.to_u64(), |k: K| k >= bracket.mid);
     if ties == 0 || ties == kth.ties {
         // No tie or every tie goes: a candidate is kept iff its key reaches `cut`.
         let cut = if ties == 0 {
@@ -57,44 +59,68 @@ pub(crate) fn fix_up<K: Key>(
         } else {
             threshold.to_u64() + 1
         };
-        let mut work: Vec<_> = chunks.iter_mut().zip(&scan.per_chunk).collect();
+        let changed = mid.min(cut)..mid.max(cut);
         chunk::map(&mut work, parallel, |(c, s)| {
-            for &(k, i) in &s.candidates {
-                let keep = k.to_u64() >= cut;
-                // Rarely taken: `mid` estimates the threshold. Writing every candidate instead
-                // touched a random cache line of the masks per candidate.
-                if keep != (k >= mid) {
-                    c.out[i as usize] = keep as u8;
-                }
-            }
+            rewrite(c.out, &s.candidates, changed.clone(), provisional, |k| {
+                k.to_u64() >= cut
+            });
         });
         return Ok(());
     }
-    // Some ties at the threshold stay: the earliest go, so each chunk learns its share.
-    let ties_of =
-        |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
-    let tie_counts: Vec<u64> = if parallel {
-        scan.per_chunk.par_iter().map(ties_of).collect()
-    } else {
-        scan.per_chunk.iter().map(ties_of).collect()
-    };
-    let budgets = share_ties(&tie_counts, ties);
-    let mut work: Vec<_> = chunks
-        .iter_mut()
-        .zip(&scan.per_chunk)
-        .zip(budgets)
-        .collect();
-    chunk::map(&mut work, parallel, |((c, s), ties)| {
-        for &(k, i) in &s.candidates {
-            let tie = (k == threshold) & (*ties > 0);
-            let keep = !((k < threshold) | tie);
-            *ties -= tie as u64;
-            if keep != (k >= mid) {
-                c.out[i as usize] = keep as u8;
-            }
+    // Some ties at the threshold stay: the earliest go, so each chunk learns its share (counted
+    // while the k-th was located, or here where the histogram alone answered).
+    let tie_counts = tie_counts.unwrap_or_else(|| {
+        let ties_of =
+            |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
+        if parallel {
+            scan.per_chunk.par_iter().map(ties_of).collect()
+        } else {
+            scan.per_chunk.iter().map(ties_of).collect()
         }
     });
+    let budgets = share_ties(&tie_counts, ties);
+    let mut work: Vec<_> = work.into_iter().zip(budgets).collect();
+    // Every candidate between `mid` and the threshold changes; the threshold's ties may.
+    let t = threshold.to_u64();
+    let changed = mid.min(t)..mid.max(t + 1);
+    chunk::map(&mut work, parallel, |((c, s), ties)| {
+        rewrite(c.out, &s.candidates, changed.clone(), provisional, |k| {
+            let tie = (k == threshold) & (*ties > 0);
+            *ties -= tie as u64;
+            !((k < threshold) | tie)
+        });
+    });
     Ok(())
+}
+
+/// Writes `keep(key)` over the fused pass's `provisional` mask byte of each candidate whose
+/// key lies in `changed` (every other keeps its provisional byte), in candidate order. Few do
+/// (`mid` estimates the threshold), and unpredictably: a branch per candidate mispredicted on
+/// about every write, so each block of 64 is tested without a branch into a bit mask, and only
+/// its set bits are visited. Writing every candidate instead touched a random cache line of the
+/// masks per candidate.
+fn rewrite<K: Key>(
+    out: &mut [u8],
+    candidates: &[(K, u32)],
+    changed: std::ops::Range<u64>,
+    provisional: impl Fn(K) -> bool,
+    mut keep: impl FnMut(K) -> bool,
+) {
+    for block in candidates.chunks(64) {
+        let mut bits = 0u64;
+        for (j, &(k, _)) in block.iter().enumerate() {
+            let k = k.to_u64();
+            bits |= ((k >= changed.start) as u64 & (k < changed.end) as u64) << j;
+        }
+        while bits != 0 {
+            let (k, i) = block[bits.trailing_zeros() as usize];
+            let kept = keep(k);
+            if kept != provisional(k) {
+                out[i as usize] = kept as u8;
+            }
+            bits &= bits - 1;
+        }
+    }
 }
 
 /// The `r`-th smallest candidate key and where it stands among the candidates.
@@ -121,6 +147,19 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     granularity: u32,
     parallel: bool,
 ) -> Result<Kth<K>> {
+    locate_kth(scans, bracket, r, granularity, parallel).map(|(kth, _)| kth)
+}
+
+/// [`kth_candidate`], and how many of each group's keys tie with the k-th, where its bin's keys
+/// were gathered (None where the histogram alone answered): what the fix-up's tie-breaking needs,
+/// without another pass over every candidate.
+fn locate_kth<K: Key, C: CandidateKeys<K>>(
+    scans: &[C],
+    bracket: Bracket<K>,
+    r: u64,
+    granularity: u32,
+    parallel: bool,
+) -> Result<(Kth<K>, Option<Vec<u64>>)> {
     let candidates: usize = scans.iter().map(|s| s.count()).sum();
     let base = bracket.lo.to_u64();
     let span = bracket.hi.to_u64().saturating_sub(base).max(1);
@@ -168,19 +207,31 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     if finer == 0 {
         // The bin's one possible key: the multiple of 2^granularity it holds.
         let start = base + ((target as u64) << shift);
-        return Ok(Kth {
+        let kth = Kth {
             key: K::from_u64(start.next_multiple_of(1 << granularity)),
             strictly_below: before,
             ties: counts[target] as u64,
-        });
+        };
+        return Ok((kth, None));
     }
-    let in_target = |group: &[C]| -> Vec<K> {
+    // Each group's keys in the target bin, in group order (a few hundred keys in all). Counting
+    // them is a branch-free pass; a filter over every candidate mispredicted on each hit. Only
+    // the groups that hold some are read again.
+    let in_target = |group: &[C]| -> Vec<Vec<K>> {
         group
             .iter()
-            .flat_map(|s| s.keys().filter(|&k| bin(k) == target))
+            .map(|s| {
+                let hits: usize = s.keys().map(|k| (bin(k) == target) as usize).sum();
+                if hits == 0 {
+                    return Vec::new();
+                }
+                let mut keys = Vec::with_capacity(hits);
+                keys.extend(s.keys().filter(|&k| bin(k) == target));
+                keys
+            })
             .collect()
     };
-    let mut in_bin: Vec<K> = if parallel {
+    let by_group: Vec<Vec<K>> = if parallel {
         scans
             .par_chunks(chunk::per_job(scans.len()))
             .flat_map_iter(in_target)
@@ -188,6 +239,7 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
     } else {
         in_target(scans)
     };
+    let mut in_bin: Vec<K> = by_group.concat();
     let (smaller, &mut key, larger) = in_bin.select_nth_unstable((r - before) as usize - 1);
     let below_in_bin = smaller.iter().filter(|&&k| k < key).count() as u64;
     // Every key equal to `key` lies in its bin: the ties are counted there.
@@ -196,11 +248,16 @@ pub(crate) fn kth_candidate<K: Key, C: CandidateKeys<K>>(
         .chain(larger.iter())
         .filter(|&&k| k == key)
         .count() as u64;
-    Ok(Kth {
+    let kth = Kth {
         key,
         strictly_below: before + below_in_bin,
         ties,
-    })
+    };
+    let tie_counts = by_group
+        .iter()
+        .map(|g| g.iter().filter(|&&k| k == key).count() as u64)
+        .collect();
+    Ok((kth, Some(tie_counts)))
 }
 
 /// A group of candidates whose keys can be listed (positions, if any, are not needed here).
@@ -290,6 +347,32 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn each_groups_ties_are_counted_where_the_bin_is_gathered() {
+        let mut rng = Rng(15);
+        // Few distinct keys over many bins' width: the k-th's bin holds several keys and ties.
+        let groups: Vec<Vec<u32>> = (0..9)
+            .map(|g| {
+                (0..200 * (g % 4))
+                    .map(|_| 1_000 + (rng.next() % 3_000) as u32 * 7)
+                    .collect()
+            })
+            .collect();
+        let n: u64 = groups.iter().map(|g| g.len() as u64).sum();
+        let bracket = Bracket::new(1_000, 1_000 + 3_000 * 7);
+        for r in [1, n / 5, n / 2, n] {
+            for parallel in [false, true] {
+                let (kth, ties) = locate_kth(&groups, bracket, r, 0, parallel).unwrap();
+                assert_eq!(kth, by_sorting(&groups, r));
+                let want: Vec<u64> = groups
+                    .iter()
+                    .map(|g| g.iter().filter(|&&k| k == kth.key).count() as u64)
+                    .collect();
+                assert_eq!(ties, Some(want), "r {r}");
             }
         }
     }
