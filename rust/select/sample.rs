@@ -1,6 +1,6 @@
 //! Bracketing the threshold from a strided sample of the alive magnitudes.
 
-use super::walk::{sample_keys, Sample};
+use super::walk::{sample_keys, Sample, CLUSTER};
 use super::{resolve, Amount, Bracket};
 use crate::error::Result;
 use crate::magnitude::{Key, Weights};
@@ -85,11 +85,19 @@ fn standard_error<K: Key>(sample: &Sample<K>, q: f64) -> f64 {
         return (q * (1.0 - q) / m as f64).sqrt(); // one probe a position
     }
     let estimate = pilot_quantile(&sample.keys, q);
-    let mut keys = sample.keys.as_slice();
+    let keys = sample.keys.as_slice();
+    let mut at = 0;
+    // Each group's count over all CLUSTER lanes, those past its size masked off: a loop of the
+    // group's own length (alive neighbours vary in place) mispredicted on most groups.
     let groups = sample.sizes.iter().map(|&size| {
-        let (here, rest) = keys.split_at(size as usize);
-        keys = rest;
-        (here.iter().filter(|&&k| k < estimate).count(), here.len())
+        let size = size as usize;
+        let mut below = 0;
+        for lane in 0..CLUSTER {
+            let key = keys.get(at + lane).copied().unwrap_or(estimate);
+            below += ((key < estimate) & (lane < size)) as usize;
+        }
+        at += size;
+        (below, size)
     });
     clustered_standard_error(groups, m, q)
 }
