@@ -1,8 +1,9 @@
-"""Reused views of a small model (`_plan`): the same answer as a fresh validation, and never stale."""
+"""Reused views (`_plan`): the same answer as a fresh validation, never stale, never keeping memory alive."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import torch
 from lottery_ticket import global_magnitude_masks
@@ -21,14 +22,20 @@ def _reference(weights: list[np.ndarray], k: int) -> list[np.ndarray]:
     return out
 
 
+def _kept(cache: _plan.ViewCache) -> list | None:  # type: ignore[type-arg]
+    return None if cache._last is None else cache._last[2]
+
+
 def test_views_are_reused_for_the_same_arrays() -> None:
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal((30, 20)).astype(np.float32), rng.standard_normal(50).astype(np.float32)]
     global_magnitude_masks(weights, 100)
-    first = _plan._last
+    assert _kept(_plan._READ) is None  # a one-off call keeps no views
+    global_magnitude_masks(weights, 100)
+    first = _kept(_plan._READ)
     assert first is not None
     global_magnitude_masks(weights, 100)
-    assert _plan._last is first  # nothing re-validated
+    assert _kept(_plan._READ) is first  # nothing re-validated
     weights[0][...] = rng.standard_normal((30, 20))  # in-place updates are seen through the views
     got = global_magnitude_masks(weights, 100)
     assert all(np.array_equal(g, r) for g, r in zip(got, _reference(weights, 100)))
@@ -50,7 +57,43 @@ def test_a_swapped_storage_is_never_read_through_old_views() -> None:
     assert all(np.array_equal(g.numpy(), r) for g, r in zip(got, expected))
 
 
-def test_large_inputs_are_not_kept() -> None:
-    big = [np.ones(_plan.MAX_ELEMENTS + 1, dtype=np.float32)]
-    global_magnitude_masks(big, 1)
-    assert _plan._last is None
+def test_kept_views_keep_no_memory_alive() -> None:
+    import gc
+    import weakref
+
+    weights = [torch.randn(300, 200), torch.randn(1000)]
+    masks = [m.clone() for m in global_magnitude_masks(weights, 0.5)]
+    for _ in range(3):
+        global_magnitude_masks(weights, 0.2, masks=masks, out=masks)
+    assert _kept(_plan._READ) is not None and _kept(_plan._WRITTEN) is not None
+    alive = [weakref.ref(t) for t in weights + masks]
+    del weights, masks
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+
+
+def test_in_place_masks_are_checked_again_when_they_change() -> None:
+    rng = np.random.default_rng(1)
+    weights = [rng.standard_normal(400).astype(np.float32), rng.standard_normal((20, 10)).astype(np.float32)]
+    masks = [np.ones(400, dtype=bool), np.ones((20, 10), dtype=bool)]
+    for _ in range(3):
+        global_magnitude_masks(weights, 0.1, masks=masks, out=masks)
+    assert _kept(_plan._WRITTEN) is not None
+    expected = [m.copy() for m in masks]
+    masks[1].flags.writeable = False  # frozen after the views were kept: refused, nothing written
+    with pytest.raises(ValueError, match=r"out\[1\]"):
+        global_magnitude_masks(weights, 0.1, masks=masks, out=masks)
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected))
+    masks[1] = np.ones((10, 20), dtype=bool)  # a new mask of another shape than its weight
+    with pytest.raises(ValueError, match=r"masks\[1\]"):
+        global_magnitude_masks(weights, 0.1, masks=masks, out=masks)
+
+
+def test_written_views_follow_the_weights_shapes() -> None:
+    # The same masks, but weights of other shapes: the kept mask views were checked against the
+    # old ones, so they are not reused, and the mismatch is reported.
+    masks = [np.ones(12, dtype=bool)]
+    for _ in range(3):
+        global_magnitude_masks([np.arange(12, dtype=np.float32)], 1, masks=masks, out=masks)
+    with pytest.raises(ValueError, match=r"masks\[0\]"):
+        global_magnitude_masks([np.arange(12, dtype=np.float32).reshape(3, 4)], 1, masks=masks, out=masks)

@@ -105,7 +105,14 @@ def global_magnitude_masks(
         return _arrays.shaped_like(names, selected)
     if out is not None:
         in_place = _plan.read_views(values, labels)
-        written_masks, written = _arrays.written_masks(mask_values, names, in_place)
+        mask_labels = _validation.labels("masks", names, len(values))
+        written_masks = _plan.written_views(
+            mask_values,
+            mask_labels,
+            [b.shape for b in in_place],
+            lambda: _arrays.written_masks(mask_values, mask_labels, in_place),
+        )
+        written = _arrays.write_notifiers(mask_values)
         _core.select_masks_in_place(
             [b.bits for b in in_place],
             [b.dtype for b in in_place],

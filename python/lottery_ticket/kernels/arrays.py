@@ -81,15 +81,12 @@ def ranking_views(
     return views, [own_buffer(m) for m in current]
 
 
-def written_masks(
-    mask_values: Sequence[object], names: list[Hashable] | None, views: Sequence[Bits]
-) -> tuple[list[np.ndarray], list[Callable[[], None]]]:
+def written_masks(mask_values: Sequence[object], mask_labels: Sequence[str], views: Sequence[Bits]) -> list[np.ndarray]:
     """uint8 views of survivor masks that the call writes in place (checked as `mask_bytes`
-    checks them, and writable, C-contiguous and aligned as ``out``), and what to call once they
-    are written (`write_notifiers`). One pass, one backend lookup per array kind: on a model of
-    many tensors the per-tensor set-up of a later round cost more than the kernel. The
-    extension checks that no mask overlaps another mask or a weight."""
-    mask_labels = labels("masks", names, len(views))
+    checks them, and writable, C-contiguous and aligned as ``out``). One pass, one backend
+    lookup per array kind: on a model of many tensors the per-tensor set-up of a later round
+    cost more than the kernel. The extension checks that no mask overlaps another mask or a
+    weight."""
     arrays = []
     # Labels are made as the loop goes (indexing them costs more than the checks) and `out`'s only
     # for a failure: on a model of many tensors this loop is most of a later round's set-up.
@@ -106,7 +103,7 @@ def written_masks(
         if not (flags.writeable and flags.c_contiguous and flags.aligned):
             require_in_place(arr, relabel(label, "out"))
         arrays.append(arr.view(np.uint8))
-    return arrays, write_notifiers(mask_values)
+    return arrays
 
 
 def float_bits(x: object, label: str, *, writable: bool) -> Bits:

@@ -1,40 +1,71 @@
-"""Validated read-only bit views of a small model, reused while its arrays stay the same.
+"""Validated bit views of a model's arrays, reused while the arrays stay the same.
 
-IMP ranks the same tensors round after round, and on a LeNet-sized model validating and viewing
-each tensor costs about as much as the selection itself. The last call's views are kept and
-reused when the very same array objects come back with the same storage address, dtype, shape
-and strides (a swapped storage, ``p.data = ...``, changes the address). Only inputs of at most
-``MAX_ELEMENTS`` weights are kept, so no large model outlives its last use here, and only
-zero-copy views: a strided input is copied by validation, and a copy would go stale.
+IMP ranks the same tensors round after round, and validating and viewing each tensor costs
+about as much as the selection itself on a LeNet-sized model (and a few percent of a later
+round in place on a BERT-sized one, whose 200 tensors' views are most of its Python time). Each
+cache keeps the last call's views for reuse when arrays with the same memory come back: the
+same type, first-element address, dtype, shape and strides (a swapped storage, ``p.data = ...``,
+changes the address). A view is defined by exactly these, so a match is the view validation
+would make again, whichever object carries it.
+
+The kept views own nothing (NumPy arrays over the raw addresses): the cache never keeps a
+model's memory alive, whatever its size, and is only read while the caller passes arrays with
+those addresses, which keep that memory alive for the call. Views are kept from the second
+call with the same arrays on, so a one-off call pays nothing for them, and only zero-copy ones:
+a strided input is copied by validation, and a copy would go stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import ctypes
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from .._validation import Labels
-from ..backends import Bits, array_backend
+from ..backends import ArrayBackend, Bits, array_backend
 from . import arrays as _arrays
 
-MAX_ELEMENTS = 1 << 22  # 16 MiB of f32: the models whose per-call set-up matters
-
 Signature = tuple[Any, ...]
-_last: tuple[list[Any], Sequence[str], list[Signature], list[Bits]] | None = None
+View = TypeVar("View")
 
 
 def _signature(x: object) -> Signature | None:
     """What must not change for a cached view of ``x`` to stay valid; None: never cache."""
     if isinstance(x, np.ndarray):
-        return (x.__array_interface__["data"][0], x.dtype, x.shape, x.strides)
-    backend = array_backend(x)
+        # Writability too: a caller may freeze an array that a call wrote in place before.
+        return (type(x), _address(x), x.dtype, x.shape, x.strides, x.flags.writeable)
+    kind = type(x)
+    backend = _backend_of_type.get(kind)
     if backend is None:
-        return None
+        backend = array_backend(x)
+        if backend is None:
+            return None
+        _backend_of_type[kind] = backend
     stride = getattr(x, "stride", None)
-    shape = tuple(getattr(x, "shape", ()))
-    return (backend.storage_address(x), getattr(x, "dtype", None), shape, stride() if callable(stride) else None)
+    shape = getattr(x, "shape", ())
+    dtype = getattr(x, "dtype", None)
+    return (kind, backend.storage_address(x), dtype, shape, stride() if callable(stride) else None)
+
+
+# A backend owns arrays by their type: looking it up once per type, not per array, is most of
+# what checking a cached view costs.
+_backend_of_type: dict[type, ArrayBackend] = {}
+
+
+def _signatures(values: Sequence[Any]) -> list[Signature] | None:
+    signatures = []
+    for v in values:
+        try:
+            s = _signature(v)
+        except (RuntimeError, TypeError, ValueError, AttributeError):
+            # An array without plain memory (a sparse or meta tensor): validation names it.
+            return None
+        if s is None:
+            return None
+        signatures.append(s)
+    return signatures
 
 
 def _same_labels(cached: Sequence[str], labels: Sequence[str]) -> bool:
@@ -44,28 +75,100 @@ def _same_labels(cached: Sequence[str], labels: Sequence[str]) -> bool:
     return list(cached) == list(labels)
 
 
-def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
-    """``[_arrays.float_bits(v, label, writable=False) ...]``, from the cache when still valid."""
-    global _last
-    if _last is not None:
-        cached_values, cached_labels, signatures, views = _last
-        if (
-            len(cached_values) == len(values)
-            and _same_labels(cached_labels, labels)
-            and all(a is b for a, b in zip(cached_values, values))
-            and all(_signature(v) == s for v, s in zip(values, signatures))
-        ):
+def unowned(array: np.ndarray, *, writable: bool) -> np.ndarray:
+    """``array``'s memory as a C-contiguous array that keeps nothing alive (an empty one is
+    returned as it is: it holds no memory worth freeing)."""
+    if array.nbytes == 0:
+        return array
+    raw = memoryview((ctypes.c_uint8 * array.nbytes).from_address(_address(array))).cast("B")
+    view: np.ndarray = np.frombuffer(raw, dtype=array.dtype).reshape(array.shape)
+    view.flags.writeable = writable
+    return view
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+def _unowned_if_zero_copy(array: np.ndarray, address: int, *, writable: bool) -> np.ndarray | None:
+    """`unowned`, or None where validation copied the array (its view is elsewhere)."""
+    if array.size and _address(array) != address:
+        return None
+    return unowned(array, writable=writable)
+
+
+class ViewCache(Generic[View]):
+    """The last call's views of one argument (see the module docstring)."""
+
+    def __init__(self, detach: Callable[[View, int], View | None]) -> None:
+        # detach(view, address of the array it came from): the view as one that owns nothing,
+        # or None for a copy, which is never kept.
+        self._detach = detach
+        # (labels, key, detached views or None until the same arrays come again), one tuple
+        # assigned at once, so that a concurrent call reads a consistent entry.
+        self._last: tuple[Sequence[str], list[Any], list[View] | None] | None = None
+
+    def get(
+        self, values: Sequence[Any], labels: Sequence[str], make: Callable[[], list[View]], also: Any = None
+    ) -> list[View]:
+        """``make()``, or the views it made for the same arrays last time; ``also``: anything
+        else the views were checked against (compared too)."""
+        signatures = _signatures(values)
+        last = self._last
+        key = None if signatures is None else [also, *signatures]
+        again = key is not None and last is not None and last[1] == key and _same_labels(last[0], labels)
+        if again and last is not None and last[2] is not None:
+            return last[2]
+        views = make()
+        if signatures is None:
+            self._last = None
             return views
-    _last = None
-    views = [
-        _arrays.float_bits_of(b, v, label, writable=False)
-        for v, label, b in zip(values, labels, _arrays.backends_of(values))
-    ]
-    if sum(b.bits.size for b in views) <= MAX_ELEMENTS:
-        signatures = [s for s in map(_signature, values) if s is not None]
-        zero_copy = len(signatures) == len(views) and all(
-            b.bits.__array_interface__["data"][0] == s[0] for b, s in zip(views, signatures)
-        )
-        if zero_copy:
-            _last = (list(values), labels if isinstance(labels, Labels) else list(labels), signatures, views)
-    return views
+        kept = labels if isinstance(labels, Labels) else list(labels)
+        detached = self._detached(views, signatures) if again else None
+        self._last = (kept, [also, *signatures], detached)
+        return views
+
+    def _detached(self, views: list[View], signatures: list[Signature]) -> list[View] | None:
+        detached = []
+        for view, signature in zip(views, signatures):
+            d = self._detach(view, signature[1])
+            if d is None:
+                return None
+            detached.append(d)
+        return detached
+
+
+def _detach_bits(b: Bits, address: int) -> Bits | None:
+    bits = _unowned_if_zero_copy(b.bits, address, writable=False)
+    return None if bits is None else Bits(b.label, bits, b.dtype, b.shape)
+
+
+def _detach_written(array: np.ndarray, address: int) -> np.ndarray | None:
+    return _unowned_if_zero_copy(array, address, writable=True)
+
+
+_READ = ViewCache[Bits](_detach_bits)
+_WRITTEN = ViewCache[np.ndarray](_detach_written)
+
+
+def read_views(values: Sequence[Any], labels: Sequence[str]) -> list[Bits]:
+    """``[arrays.float_bits(v, label, writable=False) ...]``, from the cache when still valid."""
+    return _READ.get(
+        values,
+        labels,
+        lambda: [
+            _arrays.float_bits_of(b, v, label, writable=False)
+            for v, label, b in zip(values, labels, _arrays.backends_of(values))
+        ],
+    )
+
+
+def written_views(
+    values: Sequence[Any],
+    labels: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    make: Callable[[], list[np.ndarray]],
+) -> list[np.ndarray]:
+    """The uint8 views of masks a call writes in place (``make()``: checked against the
+    weights' ``shapes``), from the cache when still valid."""
+    return _WRITTEN.get(values, labels, make, also=tuple(shapes))
