@@ -2,14 +2,14 @@
 //! |w| go, ties broken by (tensor order, row-major flat index) — earlier is pruned first.
 //!
 //! One fused pass does almost all the work. A strided sample of the alive magnitudes brackets the
-//! threshold ([`sample`], read by [`walk`]: four neighbours at each position on large inputs,
-//! for a quarter of the cache misses); the pass ([`scan`]) then reads every weight once, writes the
-//! provisional mask (pruned below the bracket, kept at or above it), counts survivors and
-//! collects the few in-bracket candidates with their positions. The exact k-th key among the
-//! candidates fixes up the mask ([`fixup`]). When the bracket misses (heavy ties, adversarial
-//! data) or the candidates overflow their budget, the exact radix select of [`crate::radix`]
-//! takes over ([`fallback`]). Extra memory: the sample and the candidates, both bounded — never
-//! a sorted or concatenated copy of the weights.
+//! threshold ([`sample`], read by [`walk`]: sixteen neighbours at each position on large
+//! inputs, for a sixteenth of the cache misses); the pass ([`scan`]) then reads every weight
+//! once, writes the provisional mask (pruned below the bracket, kept at or above it), counts
+//! survivors and collects the few in-bracket candidates with their positions. The exact k-th key
+//! among the candidates fixes up the mask ([`fixup`]). When the bracket misses (heavy ties,
+//! adversarial data) or the candidates overflow their budget, the exact radix select of
+//! [`crate::radix`] takes over ([`fallback`]). Extra memory: the sample and the candidates, both
+//! bounded — never a sorted or concatenated copy of the weights.
 //!
 //! The streaming threshold runs the same steps without a mask through [`engine`], the only part
 //! of this module it sees.
