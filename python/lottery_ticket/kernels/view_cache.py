@@ -120,12 +120,11 @@ class ViewCache(Generic[View]):
         if again and last is not None and last[2] is not None:
             return last[2]
         views = make()
-        if signatures is None:
+        if key is None or signatures is None:
             self._last = None
             return views
         kept = labels if isinstance(labels, Labels) else list(labels)
-        detached = self._detached(views, signatures) if again else None
-        self._last = (kept, [also, *signatures], detached)
+        self._last = (kept, key, self._detached(views, signatures) if again else None)
         return views
 
     def _detached(self, views: list[View], signatures: list[Signature]) -> list[View] | None:
