@@ -17,7 +17,6 @@ a strided input is copied by validation, and a copy would go stale.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -75,15 +74,25 @@ def _same_labels(cached: Sequence[str], labels: Sequence[str]) -> bool:
     return list(cached) == list(labels)
 
 
+class _RawMemory:
+    """Memory NumPy may view through ``__array_interface__``, owning nothing. (A ctypes array
+    would do too, but ctypes keeps a type for every length it is asked for, for good.)"""
+
+    def __init__(self, array: np.ndarray, *, writable: bool) -> None:
+        self.__array_interface__ = {
+            "data": (_address(array), not writable),
+            "shape": array.shape,
+            "typestr": array.dtype.str,
+            "version": 3,
+        }
+
+
 def unowned(array: np.ndarray, *, writable: bool) -> np.ndarray:
-    """``array``'s memory as a C-contiguous array that keeps nothing alive (an empty one is
+    """``array``'s memory (C-contiguous) as an array that keeps nothing alive (an empty one is
     returned as it is: it holds no memory worth freeing)."""
     if array.nbytes == 0:
         return array
-    raw = memoryview((ctypes.c_uint8 * array.nbytes).from_address(_address(array))).cast("B")
-    view: np.ndarray = np.frombuffer(raw, dtype=array.dtype).reshape(array.shape)
-    view.flags.writeable = writable
-    return view
+    return np.asarray(_RawMemory(array, writable=writable))
 
 
 def _address(array: np.ndarray) -> int:
