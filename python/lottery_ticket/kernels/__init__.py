@@ -87,10 +87,9 @@ def global_magnitude_masks(
         amount = _validation.amount(amount)
         _validation.scope(scope)
         labels = _validation.labels("weights", names, len(values))
+        mask_labels = _validation.labels("masks", names, len(values))
         mask_values = _arrays.matching_items(masks, "masks", names, len(values)) if masks is not None else []
-        device = backends.device_kernels(
-            [(labels, values), (_validation.labels("masks", names, len(values)), mask_values)], backend, process_group
-        )
+        device = backends.device_kernels([(labels, values), (mask_labels, mask_values)], backend, process_group)
         if out is not None:
             _check_out_is_masks(out, mask_values if masks is not None else None, names, len(values))
     except (TypeError, ValueError) as err:
@@ -105,7 +104,6 @@ def global_magnitude_masks(
         return _arrays.shaped_like(names, selected)
     if out is not None:
         in_place = _plan.read_views(values, labels)
-        mask_labels = _validation.labels("masks", names, len(values))
         written_masks = _plan.written_views(
             mask_values,
             mask_labels,

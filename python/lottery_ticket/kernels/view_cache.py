@@ -123,15 +123,14 @@ class ViewCache(Generic[View]):
         """``make()``, or the views it made for the same arrays last time; ``also``: anything
         else the views were checked against (compared too)."""
         signatures = _signatures(values)
-        last = self._last
-        key = None if signatures is None else [also, *signatures]
-        again = key is not None and last is not None and last[1] == key and _same_labels(last[0], labels)
+        if signatures is None:
+            self._last = None
+            return make()
+        last, key = self._last, [also, *signatures]
+        again = last is not None and last[1] == key and _same_labels(last[0], labels)
         if again and last is not None and last[2] is not None:
             return last[2]
         views = make()
-        if key is None or signatures is None:
-            self._last = None
-            return views
         kept = labels if isinstance(labels, Labels) else list(labels)
         self._last = (kept, key, self._detached(views, signatures) if again else None)
         return views
