@@ -17,8 +17,9 @@ use super::{scan, simd, Bracket};
 use crate::magnitude::{Key, Weights};
 
 pub(crate) use super::fixup::{kth_candidate, CandidateKeys};
+pub(crate) use super::ranks::bracket_around;
 pub(crate) use super::sample::{
-    bracket_around, clustered_standard_error, estimate_bracket, sample_size, BRACKET_SIGMAS,
+    clustered_standard_error, estimate_bracket, sample_size, BRACKET_SIGMAS,
 };
 pub(crate) use super::scan::{Counts, Sink};
 pub(crate) use super::walk::Walk;

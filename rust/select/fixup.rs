@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::scan::{ChunkScan, FusedScan};
+use super::window::{self, InWindow};
 use super::Bracket;
 use crate::chunk::{self, Chunk};
 use crate::error::{Error, Result};
@@ -11,7 +12,8 @@ use crate::radix;
 
 /// Prune the `r` smallest candidates in (key, position) order and keep the rest; the fused pass
 /// provisionally pruned those below the bracket's `mid`, so only candidates between `mid` and
-/// the exact threshold are written.
+/// the exact threshold are written. `inside`, the sample's keys in the bracket, narrows the
+/// search to the candidates near the threshold ([`window`]).
 ///
 /// A candidate's key is re-read after its bracket test; one outside the bracket means a racing
 /// writer changed the weight in between ([`Error::WeightsChanged`], before any mask is touched).
@@ -19,39 +21,94 @@ pub(crate) fn fix_up<K: Key>(
     chunks: &mut [Chunk<'_>],
     scan: &FusedScan<K>,
     bracket: Bracket<K>,
+    inside: &mut [K],
     r: u64,
     granularity: u32,
     parallel: bool,
 ) -> Result<()> {
-    // r = 0 keeps every candidate: no key lies below ZERO, and no tie may go.
-    let (kth, tie_counts) = match r {
-        0 => {
-            let outside = |s: &ChunkScan<K>| {
-                s.candidates
-                    .iter()
-                    .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
-            };
-            let changed = if parallel {
-                scan.per_chunk.par_iter().any(outside)
-            } else {
-                scan.per_chunk.iter().any(outside)
-            };
-            if changed {
-                return Err(Error::WeightsChanged);
-            }
-            let none = Kth {
-                key: K::ZERO,
-                strictly_below: 0,
-                ties: 0,
-            };
-            (none, None)
+    if r == 0 {
+        // Every candidate is kept: no key lies below ZERO, and no tie may go.
+        let outside = |s: &ChunkScan<K>| {
+            s.candidates
+                .iter()
+                .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
+        };
+        let changed = if parallel {
+            scan.per_chunk.par_iter().any(outside)
+        } else {
+            scan.per_chunk.iter().any(outside)
+        };
+        if changed {
+            return Err(Error::WeightsChanged);
         }
-        _ => locate_kth(&scan.per_chunk, bracket, r, granularity, parallel)?,
-    };
+        let none = Kth {
+            key: K::ZERO,
+            strictly_below: 0,
+            ties: 0,
+        };
+        rewrite_chunks(
+            chunks,
+            &scan.per_chunk,
+            bracket.mid,
+            none,
+            None,
+            0,
+            parallel,
+        );
+        return Ok(());
+    }
+    if let Some(near) = window::narrow(scan, bracket, inside, r, parallel)? {
+        let (kth, ties) = locate_kth(&near.per_chunk, near.bracket, near.r, granularity, parallel)?;
+        rewrite_chunks(
+            chunks,
+            &near.per_chunk,
+            bracket.mid,
+            kth,
+            ties,
+            near.r,
+            parallel,
+        );
+        return Ok(());
+    }
+    let (kth, ties) = locate_kth(&scan.per_chunk, bracket, r, granularity, parallel)?;
+    rewrite_chunks(chunks, &scan.per_chunk, bracket.mid, kth, ties, r, parallel);
+    Ok(())
+}
+
+/// A chunk's candidates as (key, index within the chunk), in index order.
+pub(crate) trait CandidatePairs<K>: Sync {
+    fn pairs(&self) -> &[(K, u32)];
+}
+
+impl<K: Key> CandidatePairs<K> for ChunkScan<K> {
+    fn pairs(&self) -> &[(K, u32)] {
+        &self.candidates
+    }
+}
+
+impl<K: Key> CandidatePairs<K> for InWindow<K> {
+    fn pairs(&self) -> &[(K, u32)] {
+        &self.0
+    }
+}
+
+/// Rewrite each chunk's candidates (`groups`, one per chunk) so that the `r` smallest of them
+/// go, `kth` being the `r`-th: those between `mid` and it change. `tie_counts`: each group's
+/// ties with `kth`, where [`locate_kth`] counted them.
+fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
+    chunks: &mut [Chunk<'_>],
+    groups: &[G],
+    mid: K,
+    kth: Kth<K>,
+    tie_counts: Option<Vec<u64>>,
+    r: u64,
+    parallel: bool,
+) {
     let threshold = kth.key;
     let ties = r - kth.strictly_below;
-    let mut work: Vec<_> = chunks.iter_mut().zip(&scan.per_chunk).collect();
-    let (mid, provisional) = (bracket.mid.to_u64(), |k: K| k >= bracket.mid);
+    let mut work: Vec<_> = chunks.iter_mut().zip(groups).collect();
+    let provisional = |k: K| k >= mid;
+    let mid = mid.to_u64();
     if ties == 0 || ties == kth.ties {
         // No tie or every tie goes: a candidate is kept iff its key reaches `cut`.
         let cut = if ties == 0 {
@@ -60,22 +117,21 @@ pub(crate) fn fix_up<K: Key>(
             threshold.to_u64() + 1
         };
         let changed = mid.min(cut)..mid.max(cut);
-        chunk::map(&mut work, parallel, |(c, s)| {
-            rewrite(c.out, &s.candidates, changed.clone(), provisional, |k| {
+        chunk::map(&mut work, parallel, |(c, g)| {
+            rewrite(c.out, g.pairs(), changed.clone(), provisional, |k| {
                 k.to_u64() >= cut
             });
         });
-        return Ok(());
+        return;
     }
     // Some ties at the threshold stay: the earliest go, so each chunk learns its share (counted
     // while the k-th was located, or here where the histogram alone answered).
     let tie_counts = tie_counts.unwrap_or_else(|| {
-        let ties_of =
-            |s: &ChunkScan<K>| s.candidates.iter().filter(|c| c.0 == threshold).count() as u64;
+        let ties_of = |g: &G| g.pairs().iter().filter(|c| c.0 == threshold).count() as u64;
         if parallel {
-            scan.per_chunk.par_iter().map(ties_of).collect()
+            groups.par_iter().map(ties_of).collect()
         } else {
-            scan.per_chunk.iter().map(ties_of).collect()
+            groups.iter().map(ties_of).collect()
         }
     });
     let budgets = share_ties(&tie_counts, ties);
@@ -83,14 +139,13 @@ pub(crate) fn fix_up<K: Key>(
     // Every candidate between `mid` and the threshold changes; the threshold's ties may.
     let t = threshold.to_u64();
     let changed = mid.min(t)..mid.max(t + 1);
-    chunk::map(&mut work, parallel, |((c, s), ties)| {
-        rewrite(c.out, &s.candidates, changed.clone(), provisional, |k| {
+    chunk::map(&mut work, parallel, |((c, g), ties)| {
+        rewrite(c.out, g.pairs(), changed.clone(), provisional, |k| {
             let tie = (k == threshold) & (*ties > 0);
             *ties -= tie as u64;
             !((k < threshold) | tie)
         });
     });
-    Ok(())
 }
 
 /// Writes `keep(key)` over the fused pass's `provisional` mask byte of each candidate whose

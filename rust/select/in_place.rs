@@ -63,10 +63,11 @@ fn global<K: Key>(
 ) -> Result<Selection> {
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let parallel = total >= PARALLEL_MIN;
-    let bracket = {
+    let sampled = {
         let alive: Vec<&[u8]> = masks.iter().map(|m| &**m).collect();
-        sample::estimate_bracket::<K>(weights, Some(&alive), amount, sample::MAX_SAMPLES, parallel)?
+        sample::sample_bracket::<K>(weights, Some(&alive), amount, sample::MAX_SAMPLES, parallel)?
     };
+    let (bracket, mut inside) = (sampled.bracket, sampled.inside);
     let mut chunks = chunk::split(weights, None, masks);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
     let share = sample::candidate_share(total);
@@ -95,8 +96,16 @@ fn global<K: Key>(
             if needed {
                 let granularity = granularity::<K>(weights);
                 let r = k - scan.below;
-                if let Err(e) = fixup::fix_up(&mut chunks, &scan, bracket, r, granularity, parallel)
-                {
+                let fixed = fixup::fix_up(
+                    &mut chunks,
+                    &scan,
+                    bracket,
+                    &mut inside,
+                    r,
+                    granularity,
+                    parallel,
+                );
+                if let Err(e) = fixed {
                     return fail(&mut chunks, e);
                 }
             }

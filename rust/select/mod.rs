@@ -6,9 +6,10 @@
 //! inputs, for a sixteenth of the cache misses); the pass ([`scan`]) then reads every weight
 //! once, writes the provisional mask (pruned below the bracket, kept at or above it), counts
 //! survivors and collects the few in-bracket candidates with their positions. The exact k-th key
-//! among the candidates fixes up the mask ([`fixup`]). When the bracket misses (heavy ties,
-//! adversarial data) or the candidates overflow their budget, the exact radix select of
-//! [`crate::radix`] takes over ([`fallback`]). Extra memory: the sample and the candidates, both
+//! among the candidates fixes up the mask ([`fixup`]), searched among those near it: the
+//! sample's keys inside the bracket place a window around it ([`window`]). When the bracket
+//! misses (heavy ties, adversarial data) or the candidates overflow their budget, the exact
+//! radix select of [`crate::radix`] takes over ([`fallback`]). Extra memory: the sample and the candidates, both
 //! bounded — never a sorted or concatenated copy of the weights.
 //!
 //! The streaming threshold runs the same steps without a mask through [`engine`], the only part
@@ -18,10 +19,12 @@ pub(crate) mod engine;
 mod fallback;
 mod fixup;
 mod in_place;
+mod ranks;
 mod sample;
 mod scan;
 mod simd;
 mod walk;
+mod window;
 
 use rayon::prelude::*;
 
@@ -285,16 +288,17 @@ fn select_global<K: Key>(
 ) -> Result<Selection> {
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let parallel = total >= PARALLEL_MIN;
-    let bracket = if parallel {
+    let sampled = if parallel {
         // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
-        let (bracket, ()) = rayon::join(
-            || sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, true),
+        let (sampled, ()) = rayon::join(
+            || sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, true),
             || prefault(out),
         );
-        bracket?
+        sampled?
     } else {
-        sample::estimate_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, false)?
+        sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, false)?
     };
+    let (bracket, mut inside) = (sampled.bracket, sampled.inside);
     let mut chunks = chunk::split(weights, alive, out);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
     let share = sample::candidate_share(total);
@@ -315,6 +319,7 @@ fn select_global<K: Key>(
                     &mut chunks,
                     &scan,
                     bracket,
+                    &mut inside,
                     k - scan.below,
                     granularity,
                     parallel,

@@ -1,5 +1,6 @@
 //! Bracketing the threshold from a strided sample of the alive magnitudes.
 
+use super::ranks::bracket_and_inside;
 use super::walk::{sample_keys, Sample, CLUSTER};
 use super::{resolve, Amount, Bracket};
 use crate::error::Result;
@@ -21,6 +22,14 @@ pub(crate) const MAX_SAMPLES: usize = 1 << 23;
 /// slower exact fallback) then happens with probability below 1e-6.
 pub(crate) const BRACKET_SIGMAS: f64 = 5.0;
 
+/// A sampled bracket, and the sample's keys inside it (in no order): a sample of the fused
+/// pass's candidates, which narrows the fix-up's search ([`super::window`]). Empty where the
+/// bracket is exact or open at an end.
+pub(crate) struct Sampled<K> {
+    pub bracket: Bracket<K>,
+    pub inside: Vec<K>,
+}
+
 /// Bracket the k-th smallest alive key from a strided sample. Small inputs are sampled whole,
 /// which makes the bracket exact (only ties at the threshold become candidates).
 pub(crate) fn estimate_bracket<K: Key>(
@@ -30,10 +39,27 @@ pub(crate) fn estimate_bracket<K: Key>(
     max_probes: usize,
     parallel: bool,
 ) -> Result<Bracket<K>> {
+    sample_bracket(weights, alive, amount, max_probes, parallel).map(|s| s.bracket)
+}
+
+/// [`estimate_bracket`], with the sample's keys inside the bracket.
+pub(crate) fn sample_bracket<K: Key>(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    amount: Amount,
+    max_probes: usize,
+    parallel: bool,
+) -> Result<Sampled<K>> {
+    let only = |bracket| {
+        Ok(Sampled {
+            bracket,
+            inside: Vec::new(),
+        })
+    };
     let everything = Bracket::new(K::ZERO, K::MAX);
     match amount {
-        Amount::Fraction(0.0) | Amount::Count(0) => return Ok(Bracket::new(K::ZERO, K::ZERO)),
-        Amount::Fraction(f) if f >= 1.0 => return Ok(Bracket::new(K::MAX, K::MAX)),
+        Amount::Fraction(0.0) | Amount::Count(0) => return only(Bracket::new(K::ZERO, K::ZERO)),
+        Amount::Fraction(f) if f >= 1.0 => return only(Bracket::new(K::MAX, K::MAX)),
         _ => {}
     }
     let total: usize = weights.iter().map(|w| w.len()).sum();
@@ -41,20 +67,20 @@ pub(crate) fn estimate_bracket<K: Key>(
     let sample = sample_keys::<K>(weights, alive, probes, parallel);
     let m = sample.keys.len();
     if m == 0 {
-        return Ok(everything);
+        return only(everything);
     }
     if probes == total {
         // Whole input sampled: every alive key, so the bracket is exact. An invalid amount is
         // reported after the full pass, so NaN errors win at every size.
         let mut keys = sample.keys;
         let Ok(k) = resolve(amount, m as u64) else {
-            return Ok(everything);
+            return only(everything);
         };
         if k == 0 {
-            return Ok(Bracket::new(K::ZERO, K::ZERO));
+            return only(Bracket::new(K::ZERO, K::ZERO));
         }
         let (_, &mut t, _) = keys.select_nth_unstable(k as usize - 1);
-        return Ok(Bracket::new(t, K::from_u64(t.to_u64() + 1)));
+        return only(Bracket::new(t, K::from_u64(t.to_u64() + 1)));
     }
     let q = match amount {
         Amount::Fraction(f) => f,
@@ -62,7 +88,14 @@ pub(crate) fn estimate_bracket<K: Key>(
     };
     let spread = BRACKET_SIGMAS * standard_error(&sample, q) * m as f64 + 2.0;
     let mut keys = sample.keys;
-    Ok(bracket_around(&mut keys, q * m as f64, spread))
+    let (bracket, inside) = bracket_and_inside(&mut keys, q * m as f64, spread);
+    // The keys inside, moved to the front of the sample's own buffer.
+    keys.truncate(inside.end);
+    keys.drain(..inside.start);
+    Ok(Sampled {
+        bracket,
+        inside: keys,
+    })
 }
 
 /// Every [`PILOT_STEP`]-th sampled key: enough to place the quantile at which the spread
@@ -141,70 +174,6 @@ pub(crate) fn clustered_standard_error(
     clustered.max(independent)
 }
 
-/// The sample keys at ranks `centre - spread` and `centre + spread` as a bracket (`hi` one past
-/// its key; an end beyond the sample is open), and the key at rank `centre` as its `mid`.
-pub(crate) fn bracket_around<K: Key>(sample: &mut [K], centre: f64, spread: f64) -> Bracket<K> {
-    let m = sample.len();
-    let lo_rank = (centre - spread).floor();
-    let hi_rank = (centre + spread).ceil();
-    // `mid` lies above `lo` and `hi` at or above `mid`, each a rank of the sorted sample.
-    let first_above = if lo_rank <= 0.0 {
-        0
-    } else {
-        lo_rank as usize + 1
-    };
-    let mid_rank = (centre.max(0.0) as usize).clamp(first_above, m - 1);
-    let top_rank = if hi_rank >= m as f64 {
-        mid_rank
-    } else {
-        (hi_rank as usize).max(mid_rank)
-    };
-    let [lo, mid, top] = ranked(sample, [first_above.saturating_sub(1), mid_rank, top_rank]);
-    Bracket {
-        lo: if lo_rank <= 0.0 { K::ZERO } else { lo },
-        mid,
-        hi: if hi_rank >= m as f64 {
-            K::MAX
-        } else {
-            K::from_u64(top.to_u64() + 1)
-        },
-    }
-}
-
-/// The keys at three ascending ranks of the sorted `sample`, by selects of which the later run
-/// on the smaller side of the first: the ranks lie close together, so selecting first the
-/// outer one nearer an end leaves a small part for the others (about 1.2 sample lengths of
-/// work instead of 2.6 at a 20% amount).
-fn ranked<K: Key>(sample: &mut [K], [a, b, c]: [usize; 3]) -> [K; 3] {
-    debug_assert!(a <= b && b <= c && c < sample.len());
-    let (at_a, between, at_c) = if c < sample.len() - a {
-        let (below, &mut at_c, _) = sample.select_nth_unstable(c);
-        if a == c {
-            (at_c, &mut [][..], at_c)
-        } else {
-            let (_, &mut at_a, between) = below.select_nth_unstable(a);
-            (at_a, between, at_c)
-        }
-    } else {
-        let (_, &mut at_a, above) = sample.select_nth_unstable(a);
-        if a == c {
-            (at_a, &mut [][..], at_a)
-        } else {
-            let (between, &mut at_c, _) = above.select_nth_unstable(c - a - 1);
-            (at_a, between, at_c)
-        }
-    };
-    // `between` holds ranks a + 1 .. c.
-    let at_b = if b == a {
-        at_a
-    } else if b == c {
-        at_c
-    } else {
-        *between.select_nth_unstable(b - a - 1).1
-    };
-    [at_a, at_b, at_c]
-}
-
 /// The most candidates, as a share of `total` weights, that [`estimate_bracket`]'s bracket is
 /// expected to hold: its ±[`BRACKET_SIGMAS`] standard deviations at the widest (a 50% amount;
 /// fewer alive weights only narrow it). Coarse keys (bf16) can add a tie group. 0 where the
@@ -248,37 +217,9 @@ pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::super::scan::candidate_room;
     use super::super::walk::{sample_keys, CLUSTERED_FROM};
     use super::*;
-
-    /// What `bracket_around` promises, read off a sorted copy of the sample.
-    fn sorted_bracket(sample: &[u32], centre: f64, spread: f64) -> (u32, u32, u32) {
-        let mut sorted = sample.to_vec();
-        sorted.sort_unstable();
-        let m = sorted.len();
-        let lo_rank = (centre - spread).floor();
-        let hi_rank = (centre + spread).ceil();
-        let lo = if lo_rank <= 0.0 {
-            0
-        } else {
-            sorted[lo_rank as usize]
-        };
-        let first_above = if lo_rank <= 0.0 {
-            0
-        } else {
-            lo_rank as usize + 1
-        };
-        let mid_rank = (centre.max(0.0) as usize).clamp(first_above, m - 1);
-        let hi = if hi_rank >= m as f64 {
-            u32::MAX
-        } else {
-            sorted[(hi_rank as usize).max(mid_rank)] + 1
-        };
-        (lo, sorted[mid_rank], hi)
-    }
 
     /// The room a chunk's candidates start with ([`candidate_room`]) covers what the sampled
     /// bracket collects: f32 weights spread over many scales, at a 50% amount (the widest
@@ -399,26 +340,6 @@ mod tests {
                 let kth = sorted[k - 1];
                 assert!(b.lo <= kth && kth < b.hi, "seed {seed} amount {amount}");
             }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn bracket_is_read_at_the_sorted_ranks(
-            sample in prop::collection::vec(0u32..64, 1..400),
-            q in 0.0f64..=1.0,
-            sigmas in 0.0f64..40.0,
-        ) {
-            let m = sample.len() as f64;
-            let spread = sigmas + 2.0;
-            prop_assume!(q * m - spread < m - 1.0); // the callers' spread keeps lo inside
-            let mut work = sample.clone();
-            let b = bracket_around(&mut work, q * m, spread);
-            prop_assert_eq!((b.lo, b.mid, b.hi), sorted_bracket(&sample, q * m, spread));
-            let (mut a, mut w) = (sample.clone(), work);
-            a.sort_unstable();
-            w.sort_unstable();
-            prop_assert_eq!(a, w, "the sample is only permuted");
         }
     }
 }

@@ -1,0 +1,300 @@
+//! Narrowing the fix-up to the candidates near the k-th before searching them.
+//!
+//! After the fused pass the k-th key's rank among the candidates is known exactly, and the
+//! sample's keys inside the bracket are a sample of those candidates: their quantile at that
+//! rank places the k-th key within a few percent of the candidates. One pass over the
+//! candidates then counts those below that window and keeps those in it, and the k-th is
+//! searched, and the masks rewritten, from the window's candidates alone: otherwise a histogram
+//! pass, a gathering pass and the rewrite each read every candidate. The window always holds
+//! the bracket's `mid`, so every candidate the rewrite changes (those between `mid` and the
+//! k-th) lies in it. Where the k-th lies outside the window after all, the caller searches every
+//! candidate as before: only time is lost.
+
+use rayon::prelude::*;
+
+use super::fixup::CandidateKeys;
+use super::sample::BRACKET_SIGMAS;
+use super::scan::{ChunkScan, FusedScan};
+use super::Bracket;
+use crate::chunk;
+use crate::error::{Error, Result};
+use crate::magnitude::Key;
+
+/// Fewest candidates worth narrowing: below, one search over all of them costs little.
+const NARROWED_FROM: u64 = 1 << 15;
+/// Fewest sampled keys inside the bracket to place a window with.
+const MIN_INSIDE: usize = 64;
+
+/// One chunk's candidates inside the window, in index order.
+pub(crate) struct InWindow<K>(pub Vec<(K, u32)>);
+
+impl<K: Key> CandidateKeys<K> for InWindow<K> {
+    fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.0.iter().map(|c| c.0)
+    }
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The candidates of a window `[bracket.lo, bracket.hi)` (its `mid` the fused pass's), per
+/// chunk, and the k-th's rank among them.
+pub(crate) struct Narrowed<K> {
+    pub bracket: Bracket<K>,
+    pub per_chunk: Vec<InWindow<K>>,
+    pub r: u64,
+}
+
+/// The window around the `r`-th smallest candidate (1-based) and its candidates, or None where
+/// narrowing does not pay or the k-th lies outside the window. `inside`: the sample's keys in
+/// `bracket` (reordered here). A candidate outside `bracket` means a racing writer changed a
+/// weight after its bracket test ([`Error::WeightsChanged`]).
+pub(crate) fn narrow<K: Key>(
+    scan: &FusedScan<K>,
+    bracket: Bracket<K>,
+    inside: &mut [K],
+    r: u64,
+    parallel: bool,
+) -> Result<Option<Narrowed<K>>> {
+    if scan.candidates < NARROWED_FROM || inside.len() < MIN_INSIDE || r == 0 {
+        return Ok(None);
+    }
+    let Some(window) = window(inside, bracket, r, scan.candidates) else {
+        return Ok(None);
+    };
+    let [lo, hi] = [bracket.lo, bracket.hi].map(|k| k.to_u64());
+    let [start, end] = [window.lo, window.hi].map(|k| k.to_u64());
+    let width = end - start;
+    // One branch-free pass per chunk: each candidate is written to the next free slot of a
+    // scratch kept in the L1 cache, which only advances for one in the window (a few percent
+    // of them, a branch on which would mispredict on most); the slots taken are then copied.
+    let of_chunk = |s: &ChunkScan<K>, scratch: &mut Vec<(K, u32)>| {
+        let (mut below, mut outside) = (0u64, false);
+        scratch.clear();
+        scratch.resize(s.candidates.len() + 1, (K::ZERO, 0));
+        let mut n = 0;
+        for &(k, i) in &s.candidates {
+            let key = k.to_u64();
+            below += (key < start) as u64;
+            outside |= key.wrapping_sub(lo) >= hi - lo;
+            scratch[n] = (k, i);
+            n += (key.wrapping_sub(start) < width) as usize;
+        }
+        (below, outside, InWindow(scratch[..n].to_vec()))
+    };
+    let of_group = |group: &[ChunkScan<K>]| {
+        let mut scratch = Vec::new();
+        group
+            .iter()
+            .map(|s| of_chunk(s, &mut scratch))
+            .collect::<Vec<_>>()
+    };
+    let per_chunk: Vec<(u64, bool, InWindow<K>)> = if parallel {
+        let groups = scan
+            .per_chunk
+            .par_chunks(chunk::per_job(scan.per_chunk.len()));
+        groups.flat_map_iter(of_group).collect()
+    } else {
+        of_group(&scan.per_chunk)
+    };
+    if per_chunk.iter().any(|c| c.1) {
+        return Err(Error::WeightsChanged);
+    }
+    let below: u64 = per_chunk.iter().map(|c| c.0).sum();
+    let within: u64 = per_chunk.iter().map(|c| c.2 .0.len() as u64).sum();
+    if r <= below || r > below + within {
+        return Ok(None);
+    }
+    Ok(Some(Narrowed {
+        bracket: window,
+        per_chunk: per_chunk.into_iter().map(|c| c.2).collect(),
+        r: r - below,
+    }))
+}
+
+/// The keys around the `r`-th of `candidates` in `bracket`, from the sample's keys inside it:
+/// their quantile at that rank, ± [`BRACKET_SIGMAS`] standard deviations of a sampled fraction,
+/// widened to hold `mid`. None where that is the whole bracket.
+fn window<K: Key>(
+    inside: &mut [K],
+    bracket: Bracket<K>,
+    r: u64,
+    candidates: u64,
+) -> Option<Bracket<K>> {
+    inside.sort_unstable();
+    let n = inside.len() as f64;
+    let p = ((r as f64 - 0.5) / candidates as f64).clamp(0.0, 1.0);
+    let spread = BRACKET_SIGMAS * (n * p * (1.0 - p)).sqrt() + 2.0;
+    let (lo_rank, hi_rank) = ((p * n - spread).floor(), (p * n + spread).ceil());
+    let lo = if lo_rank < 0.0 {
+        bracket.lo
+    } else {
+        inside[lo_rank as usize]
+    };
+    let hi = if hi_rank >= n {
+        bracket.hi.to_u64()
+    } else {
+        inside[hi_rank as usize].to_u64() + 1
+    };
+    let (lo, hi) = (
+        lo.min(bracket.mid),
+        K::from_u64(hi.max(bracket.mid.to_u64() + 1)),
+    );
+    if lo <= bracket.lo && hi >= bracket.hi {
+        return None;
+    }
+    Some(Bracket {
+        lo,
+        mid: bracket.mid,
+        hi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::select::scan::ScanTotals;
+    use crate::select_props::generators::Rng;
+
+    /// A fused pass's candidates: `chunks` groups of keys in `[lo, hi)`, a few of them equal.
+    fn scan_of(rng: &mut Rng, chunks: usize, each: usize, lo: u32, hi: u32) -> FusedScan<u32> {
+        let per_chunk: Vec<ChunkScan<u32>> = (0..chunks)
+            .map(|_| ChunkScan {
+                tensor: 0,
+                alive: 0,
+                below: 0,
+                nan: false,
+                candidates: (0..each)
+                    .map(|i| (lo + (rng.below((hi - lo) as usize) as u32 & !3), i as u32))
+                    .collect(),
+            })
+            .collect();
+        let candidates = (chunks * each) as u64;
+        FusedScan {
+            totals: ScanTotals {
+                candidates,
+                ..ScanTotals::default()
+            },
+            per_chunk,
+        }
+    }
+
+    fn sorted_keys(scan: &FusedScan<u32>) -> Vec<u32> {
+        let mut keys: Vec<u32> = scan
+            .per_chunk
+            .iter()
+            .flat_map(|s| s.candidates.iter().map(|c| c.0))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Every `step`-th candidate's key: a sample of them, as the walk's keys inside the bracket.
+    fn sample_of(scan: &FusedScan<u32>, step: usize) -> Vec<u32> {
+        let all: Vec<u32> = scan
+            .per_chunk
+            .iter()
+            .flat_map(|s| s.candidates.iter().map(|c| c.0))
+            .collect();
+        all.into_iter().step_by(step).collect()
+    }
+
+    #[test]
+    fn the_window_holds_the_kth_its_ties_and_mid() {
+        let mut rng = Rng(3);
+        let (lo, hi) = (1 << 20, 1 << 22);
+        let scan = scan_of(&mut rng, 40, 1500, lo, hi);
+        let keys = sorted_keys(&scan);
+        for (parallel, r, mid_at) in [
+            (false, 1, 0.001),
+            (true, 30_000, 0.52),
+            (true, 59_999, 0.99),
+        ] {
+            let mid = keys[(mid_at * keys.len() as f64) as usize];
+            let bracket = Bracket { lo, mid, hi };
+            let mut inside = sample_of(&scan, 97);
+            let near = narrow(&scan, bracket, &mut inside, r, parallel)
+                .unwrap()
+                .expect("narrowed");
+            let kth = keys[r as usize - 1];
+            let window = near.bracket;
+            assert!(
+                window.lo <= kth && kth < window.hi,
+                "r {r}: the k-th in the window"
+            );
+            assert!(
+                window.lo <= mid && mid < window.hi,
+                "r {r}: mid in the window"
+            );
+            assert!(lo <= window.lo && window.hi <= hi && window.mid == mid);
+            let held: Vec<u32> = near.per_chunk.iter().flat_map(|w| w.keys()).collect();
+            assert!(
+                held.len() < keys.len() / 3,
+                "r {r}: {} of {} kept",
+                held.len(),
+                keys.len()
+            );
+            let expected: Vec<u32> = keys
+                .iter()
+                .copied()
+                .filter(|k| (window.lo..window.hi).contains(k))
+                .collect();
+            let mut sorted = held.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted, expected,
+                "r {r}: every candidate in the window, once"
+            );
+            let below = keys.iter().filter(|&&k| k < window.lo).count() as u64;
+            assert_eq!(near.r, r - below, "r {r}: rank within the window");
+            // Each chunk's window candidates keep their index order (ties go earliest first).
+            for w in &near.per_chunk {
+                assert!(w.0.windows(2).all(|p| p[0].1 < p[1].1));
+            }
+        }
+    }
+
+    #[test]
+    fn a_misplaced_window_or_too_few_candidates_give_way() {
+        let mut rng = Rng(5);
+        let (lo, hi) = (1 << 20, 1 << 22);
+        let scan = scan_of(&mut rng, 40, 1500, lo, hi);
+        let keys = sorted_keys(&scan);
+        let bracket = Bracket {
+            lo,
+            mid: keys[100],
+            hi,
+        };
+        // A sample that puts the 50_000th candidate near the bottom of the bracket.
+        let mut skewed: Vec<u32> = keys[..2_000].iter().step_by(10).copied().collect();
+        assert!(narrow(&scan, bracket, &mut skewed, 50_000, true)
+            .unwrap()
+            .is_none());
+        let small = scan_of(&mut rng, 2, 1000, lo, hi);
+        let mut inside = sample_of(&small, 10);
+        assert!(narrow(&small, bracket, &mut inside, 500, false)
+            .unwrap()
+            .is_none());
+        let mut few = sample_of(&scan, 2000);
+        assert!(narrow(&scan, bracket, &mut few, 500, false)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_candidate_outside_the_bracket_is_a_racing_writer() {
+        let mut rng = Rng(7);
+        let (lo, hi) = (1 << 20, 1 << 22);
+        let mut scan = scan_of(&mut rng, 40, 1500, lo, hi);
+        let mut inside = sample_of(&scan, 97);
+        let keys = sorted_keys(&scan);
+        let bracket = Bracket {
+            lo,
+            mid: keys[30_000],
+            hi,
+        };
+        scan.per_chunk[17].candidates[3].0 = hi;
+        let got = narrow(&scan, bracket, &mut inside, 30_000, true);
+        assert!(matches!(got, Err(Error::WeightsChanged)));
+    }
+}
