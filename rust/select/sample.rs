@@ -89,9 +89,11 @@ pub(crate) fn sample_bracket<K: Key>(
     let spread = BRACKET_SIGMAS * standard_error(&sample, q) * m as f64 + 2.0;
     let mut keys = sample.keys;
     let (bracket, inside) = bracket_and_inside(&mut keys, q * m as f64, spread);
-    // The keys inside, moved to the front of the sample's own buffer.
+    // The keys inside, moved to the front of the sample's own buffer, which then shrinks to
+    // them: the rest of the sample is not held through the fused pass.
     keys.truncate(inside.end);
     keys.drain(..inside.start);
+    keys.shrink_to_fit();
     Ok(Sampled {
         bracket,
         inside: keys,
