@@ -16,7 +16,7 @@
 use super::{scan, simd, Bracket};
 use crate::magnitude::{Key, Weights};
 
-pub(crate) use super::fixup::{kth_candidate, CandidateKeys};
+pub(crate) use super::kth::{kth_candidate, CandidateKeys};
 pub(crate) use super::ranks::bracket_around;
 pub(crate) use super::sample::{
     clustered_standard_error, estimate_bracket, sample_size, BRACKET_SIGMAS,

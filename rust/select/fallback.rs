@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::fixup::share_ties;
+use super::kth::share_ties;
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
 use crate::error::{Error, Result};
 use crate::magnitude::Key;

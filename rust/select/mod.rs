@@ -19,6 +19,7 @@ pub(crate) mod engine;
 mod fallback;
 mod fixup;
 mod in_place;
+mod kth;
 mod ranks;
 mod sample;
 mod scan;

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::fixup::CandidateKeys;
+use super::kth::CandidateKeys;
 use super::sample::BRACKET_SIGMAS;
 use super::scan::{ChunkScan, FusedScan};
 use super::Bracket;
@@ -179,6 +179,16 @@ mod tests {
         }
     }
 
+    const LO: u32 = 1 << 20;
+    const HI: u32 = 1 << 22;
+
+    /// 60 K candidates in `[LO, HI)` over 40 chunks, and their keys sorted.
+    fn many(seed: u64) -> (FusedScan<u32>, Vec<u32>) {
+        let scan = scan_of(&mut Rng(seed), 40, 1500, LO, HI);
+        let keys = sorted_keys(&scan);
+        (scan, keys)
+    }
+
     fn sorted_keys(scan: &FusedScan<u32>) -> Vec<u32> {
         let mut keys: Vec<u32> = scan
             .per_chunk
@@ -201,10 +211,8 @@ mod tests {
 
     #[test]
     fn the_window_holds_the_kth_its_ties_and_mid() {
-        let mut rng = Rng(3);
-        let (lo, hi) = (1 << 20, 1 << 22);
-        let scan = scan_of(&mut rng, 40, 1500, lo, hi);
-        let keys = sorted_keys(&scan);
+        let (scan, keys) = many(3);
+        let (lo, hi) = (LO, HI);
         for (parallel, r, mid_at) in [
             (false, 1, 0.001),
             (true, 30_000, 0.52),
@@ -256,10 +264,8 @@ mod tests {
 
     #[test]
     fn a_misplaced_window_or_too_few_candidates_give_way() {
-        let mut rng = Rng(5);
-        let (lo, hi) = (1 << 20, 1 << 22);
-        let scan = scan_of(&mut rng, 40, 1500, lo, hi);
-        let keys = sorted_keys(&scan);
+        let (scan, keys) = many(5);
+        let (lo, hi) = (LO, HI);
         let bracket = Bracket {
             lo,
             mid: keys[100],
@@ -270,7 +276,7 @@ mod tests {
         assert!(narrow(&scan, bracket, &mut skewed, 50_000, true)
             .unwrap()
             .is_none());
-        let small = scan_of(&mut rng, 2, 1000, lo, hi);
+        let small = scan_of(&mut Rng(6), 2, 1000, lo, hi);
         let mut inside = sample_of(&small, 10);
         assert!(narrow(&small, bracket, &mut inside, 500, false)
             .unwrap()
@@ -283,11 +289,9 @@ mod tests {
 
     #[test]
     fn a_candidate_outside_the_bracket_is_a_racing_writer() {
-        let mut rng = Rng(7);
-        let (lo, hi) = (1 << 20, 1 << 22);
-        let mut scan = scan_of(&mut rng, 40, 1500, lo, hi);
+        let (mut scan, keys) = many(7);
+        let (lo, hi) = (LO, HI);
         let mut inside = sample_of(&scan, 97);
-        let keys = sorted_keys(&scan);
         let bracket = Bracket {
             lo,
             mid: keys[30_000],
