@@ -9,8 +9,8 @@
 //! among the candidates fixes up the mask ([`fixup`]), searched among those near it: the
 //! sample's keys inside the bracket place a window around it ([`window`]). When the bracket
 //! misses (heavy ties, adversarial data) or the candidates overflow their budget, the exact
-//! radix select of [`crate::radix`] takes over ([`fallback`]). Extra memory: the sample and the candidates, both
-//! bounded — never a sorted or concatenated copy of the weights.
+//! radix select of [`crate::radix`] takes over ([`fallback`]). Extra memory: the sample and the
+//! candidates, both bounded — never a sorted or concatenated copy of the weights.
 //!
 //! The streaming threshold runs the same steps without a mask through [`engine`], the only part
 //! of this module it sees.
