@@ -3,9 +3,10 @@
 //!
 //! The fused pass reads each block's survivors before writing the provisional mask over them
 //! (with AVX2; the portable path copies a chunk's survivors into a per-thread scratch first),
-//! and keeps one bit per weight it provisionally prunes while alive (below the bracket's `mid`). Survivors are then `provisional | those bits`, which restores the
-//! masks exactly on an error (NaN, a count above the alive weights) and before the rare exact
-//! fallback, which ranks from a copy of them.
+//! and keeps one bit per weight it provisionally prunes while alive (below the bracket's
+//! `mid`). Survivors are then `provisional | those bits`, which restores the masks exactly on an
+//! error (NaN, a count above the alive weights) and before the rare exact fallback, which ranks
+//! from a copy of them.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -183,8 +184,8 @@ fn fused_pass<K: Key>(
     (FusedScan { totals, per_chunk }, lost)
 }
 
-/// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16, f16) the scanner reads
-/// each block's survivors before writing its mask bytes and reports the lost bits itself;
+/// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16, f16) the scanner
+/// reads each block's survivors before writing its mask bytes and reports the lost bits itself;
 /// otherwise the survivors are copied to a per-thread scratch first and compared after.
 fn scan_chunk<K: Key>(
     c: &mut Chunk<'_>,

@@ -130,7 +130,8 @@ mod tests {
             let mut work = sample.clone();
             let (b, inside) = bracket_and_inside(&mut work, q * m, spread);
             prop_assert_eq!((b.lo, b.mid, b.hi), sorted_bracket(&sample, q * m, spread));
-            let (open_below, open_above) = ((q * m - spread).floor() <= 0.0, (q * m + spread).ceil() >= m);
+            let open_below = (q * m - spread).floor() <= 0.0;
+            let open_above = (q * m + spread).ceil() >= m;
             if open_below || open_above {
                 prop_assert!(inside.is_empty());
             } else {
