@@ -121,20 +121,39 @@ fn standard_error<K: Key>(sample: &Sample<K>, q: f64) -> f64 {
     }
     let estimate = pilot_quantile(&sample.keys, q);
     let keys = sample.keys.as_slice();
+    // The last groups' lanes may run past the keys: those read a copy padded with the estimate
+    // (not below it), so every group reads a whole array of CLUSTER keys.
+    let tail_start = keys.len().saturating_sub(CLUSTER);
+    let mut tail = keys[tail_start..].to_vec();
+    tail.resize(tail.len() + CLUSTER, estimate);
     let mut at = 0;
     // Each group's count over all CLUSTER lanes, those past its size masked off: a loop of the
-    // group's own length (alive neighbours vary in place) mispredicted on most groups.
+    // group's own length (alive neighbours vary in place) mispredicted on most groups, and a
+    // fixed-length one over an array compiles to a few vector compares.
     let groups = sample.sizes.iter().map(|&size| {
         let size = size as usize;
-        let mut below = 0;
-        for lane in 0..CLUSTER {
-            let key = keys.get(at + lane).copied().unwrap_or(estimate);
-            below += ((key < estimate) & (lane < size)) as usize;
-        }
+        let lanes: &[K; CLUSTER] = if at + CLUSTER <= keys.len() {
+            keys[at..at + CLUSTER].try_into().expect("CLUSTER keys")
+        } else {
+            tail[at - tail_start..at - tail_start + CLUSTER]
+                .try_into()
+                .expect("CLUSTER keys")
+        };
+        let below = below_in_lanes(lanes, estimate, size);
         at += size;
         (below, size)
     });
     clustered_standard_error(groups, m, q)
+}
+
+/// How many of the first `size` of `lanes` lie below `estimate`.
+#[inline(always)]
+fn below_in_lanes<K: Key>(lanes: &[K; CLUSTER], estimate: K, size: usize) -> usize {
+    let mut below = 0u32;
+    for (lane, &key) in lanes.iter().enumerate() {
+        below += ((key < estimate) & (lane < size)) as u32;
+    }
+    below as usize
 }
 
 /// Standard error of a sampled fraction `q` of `m` keys drawn in groups of neighbours (a walk's
@@ -316,6 +335,53 @@ mod tests {
             for q in [0.3, 0.5] {
                 let ratio = error_ratio(&grouped(n, group, scale, 3), q);
                 assert!((lo..hi).contains(&ratio), "group {group} q {q}: {ratio}");
+            }
+        }
+    }
+
+    /// The groups' counts below the estimate, read CLUSTER lanes at a time with the last groups
+    /// from a padded copy, are each group's own count: short groups (dead neighbours), a short
+    /// last group, and keys equal to the estimate.
+    #[test]
+    fn standard_error_counts_each_group_alone() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for groups in [2usize, 3, 40, 1000] {
+            let sizes: Vec<u8> = (0..groups)
+                .map(|_| next(CLUSTER as u64 + 1) as u8)
+                .collect();
+            let m: usize = sizes.iter().map(|&s| s as usize).sum();
+            if m == 0 {
+                continue;
+            }
+            let keys: Vec<u32> = (0..m).map(|_| next(50) as u32).collect();
+            for q in [0.0, 0.2, 0.5, 1.0] {
+                let sample = Sample {
+                    keys: keys.clone(),
+                    sizes: sizes.clone(),
+                    read: m,
+                };
+                let estimate = pilot_quantile(&keys, q);
+                let mut at = 0;
+                let reference = sizes.iter().map(|&size| {
+                    let group = &keys[at..at + size as usize];
+                    at += size as usize;
+                    (
+                        group.iter().filter(|&&k| k < estimate).count(),
+                        size as usize,
+                    )
+                });
+                let expected = clustered_standard_error(reference, m, q);
+                let got = standard_error(&sample, q);
+                assert!(
+                    got == expected || (got.is_nan() && expected.is_nan()),
+                    "groups {groups} q {q}: {got} against {expected}"
+                );
             }
         }
     }
