@@ -36,7 +36,9 @@ class ArrayBackend(Protocol):
 
     Optionally a backend defines ``write_notifier(xs) -> Callable[[], None]``: built once for a
     list of its arrays, called after every kernel call that wrote them in place (torch bumps the
-    autograd version counters there).
+    autograd version counters there); and ``layouts(xs) -> list[tuple]``: for a list of its arrays
+    of one type, each array's ``(type, storage_address, dtype, shape, strides)``, which the view
+    caches compare on every call (one comprehension instead of a lookup per array).
     """
 
     name: str  # the framework, as stored in ticket files: "torch"

@@ -97,3 +97,31 @@ def test_written_views_follow_the_weights_shapes() -> None:
         global_magnitude_masks([np.arange(12, dtype=np.float32)], 1, masks=masks, out=masks)
     with pytest.raises(ValueError, match=r"masks\[0\]"):
         global_magnitude_masks([np.arange(12, dtype=np.float32).reshape(3, 4)], 1, masks=masks, out=masks)
+
+
+def test_tensors_of_one_type_are_compared_as_a_batch_like_one_by_one() -> None:
+    # A model's parameters share one type: their backend reads the layouts in one comprehension,
+    # which must say what the per-array signatures say, and still see every change.
+    torch.manual_seed(2)
+    params = [torch.nn.Parameter(torch.randn(30, 20)), torch.nn.Parameter(torch.randn(64))]
+    batched = _plan._signatures(params)
+    assert batched == [_plan._signature(p) for p in params]
+    global_magnitude_masks(params, 0.25)
+    global_magnitude_masks(params, 0.25)
+    assert _kept(_plan._READ) is not None  # the batch path keeps views like the other
+    params[0].data = torch.randn(30, 20) * 7  # new storage: not read through the old views
+    got = global_magnitude_masks(params, 0.25)
+    expected = _reference([p.detach().numpy() for p in params], round(0.25 * 664))
+    assert all(np.array_equal(g.numpy(), r) for g, r in zip(got, expected))
+    plain = [torch.randn(8, 8), torch.randn(10)]
+    for _ in range(2):
+        global_magnitude_masks(plain, 0.5)
+    before = _plan._signatures(plain)
+    plain[0].resize_(4, 8)  # the same address, a smaller shape: a new signature, new views
+    after = _plan._signatures(plain)
+    assert before is not None and after is not None
+    assert after[0][1] == before[0][1] and after != before
+    got = global_magnitude_masks(plain, 0.5)
+    assert tuple(got[0].shape) == (4, 8)
+    expected = _reference([plain[0].numpy(), plain[1].numpy()], round(0.5 * 42))
+    assert all(np.array_equal(g.numpy(), r) for g, r in zip(got, expected))

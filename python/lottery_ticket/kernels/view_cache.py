@@ -54,6 +54,14 @@ _backend_of_type: dict[type, ArrayBackend] = {}
 
 
 def _signatures(values: Sequence[Any]) -> list[Signature] | None:
+    kind = type(values[0]) if values else None
+    layouts = getattr(_backend_of_type.get(kind), "layouts", None)  # type: ignore[arg-type]
+    if layouts is not None and all(type(v) is kind for v in values):
+        # Arrays of one known type (a model's parameters): their backend reads them all at once.
+        try:
+            return list(layouts(values))
+        except (RuntimeError, TypeError, ValueError, AttributeError):
+            return None
     signatures = []
     for v in values:
         try:

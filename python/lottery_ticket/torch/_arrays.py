@@ -105,6 +105,9 @@ class TorchArrays:
     def storage_address(self, x: Any) -> int:
         return int(x.data_ptr())
 
+    def layouts(self, xs: list[Any]) -> list[tuple[Any, ...]]:
+        return [(type(x), x.data_ptr(), x.dtype, x.shape, x.stride()) for x in xs]
+
     def to_saved(self, x: Any, label: str) -> tuple[np.ndarray, str]:
         if hasattr(x, "full_tensor"):  # a DTensor: a ticket holds the whole tensor
             x = x.full_tensor()
