@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::kth::{locate_kth, share_ties, Kth};
-use super::scan::{ChunkScan, FusedScan};
+use super::scan::FusedScan;
 use super::window::{self, InWindow};
 use super::Bracket;
 use crate::chunk::{self, Chunk};
@@ -26,17 +26,15 @@ pub(crate) fn fix_up<K: Key>(
     granularity: u32,
     parallel: bool,
 ) -> Result<()> {
+    let lists = scan.candidates();
     if r == 0 {
         // Every candidate is kept: no key lies below ZERO, and no tie may go.
-        let outside = |s: &ChunkScan<K>| {
-            s.candidates
-                .iter()
-                .any(|c| c.0 < bracket.lo || c.0 >= bracket.hi)
-        };
+        let outside =
+            |list: &&[(K, u32)]| list.iter().any(|c| c.0 < bracket.lo || c.0 >= bracket.hi);
         let changed = if parallel {
-            scan.per_chunk.par_iter().any(outside)
+            lists.par_iter().any(outside)
         } else {
-            scan.per_chunk.iter().any(outside)
+            lists.iter().any(outside)
         };
         if changed {
             return Err(Error::WeightsChanged);
@@ -46,18 +44,10 @@ pub(crate) fn fix_up<K: Key>(
             strictly_below: 0,
             ties: 0,
         };
-        rewrite_chunks(
-            chunks,
-            &scan.per_chunk,
-            bracket.mid,
-            none,
-            None,
-            0,
-            parallel,
-        );
+        rewrite_chunks(chunks, &lists, bracket.mid, none, None, 0, parallel);
         return Ok(());
     }
-    if let Some(near) = window::narrow(scan, bracket, inside, r, parallel)? {
+    if let Some(near) = window::narrow(&lists, scan.candidates, bracket, inside, r, parallel)? {
         let (kth, ties) = locate_kth(&near.per_chunk, near.bracket, near.r, granularity, parallel)?;
         rewrite_chunks(
             chunks,
@@ -70,8 +60,8 @@ pub(crate) fn fix_up<K: Key>(
         );
         return Ok(());
     }
-    let (kth, ties) = locate_kth(&scan.per_chunk, bracket, r, granularity, parallel)?;
-    rewrite_chunks(chunks, &scan.per_chunk, bracket.mid, kth, ties, r, parallel);
+    let (kth, ties) = locate_kth(&lists, bracket, r, granularity, parallel)?;
+    rewrite_chunks(chunks, &lists, bracket.mid, kth, ties, r, parallel);
     Ok(())
 }
 
@@ -80,9 +70,9 @@ pub(crate) trait CandidatePairs<K>: Sync {
     fn pairs(&self) -> &[(K, u32)];
 }
 
-impl<K: Key> CandidatePairs<K> for ChunkScan<K> {
+impl<K: Key> CandidatePairs<K> for &[(K, u32)] {
     fn pairs(&self) -> &[(K, u32)] {
-        &self.candidates
+        self
     }
 }
 

@@ -9,9 +9,8 @@
 //! from a copy of them.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::scan::{candidate_room, scan_weights, ChunkScan, Counts, FusedScan, ScanTotals};
+use super::scan::{grouped_pass, scan_weights, Counts, FusedScan};
 use super::PARALLEL_MIN;
 use super::{
     candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
@@ -143,45 +142,10 @@ fn fused_pass<K: Key>(
     share: f64,
     parallel: bool,
 ) -> (FusedScan<K>, Vec<Lost>) {
-    let collected = AtomicU64::new(0);
-    let overflow = AtomicBool::new(false);
     let fast = K::BITS == 31 && simd::available();
-    let per_chunk: Vec<(ChunkScan<K>, Lost)> = chunk::map(chunks, parallel, |c| {
-        let collect = !overflow.load(Ordering::Relaxed);
-        let mut candidates = candidate_room(c.weights.len(), share, collect);
-        let (counts, lost) = scan_chunk(c, bracket, collect.then_some(&mut candidates), fast);
-        if collect {
-            let n = candidates.len() as u64;
-            if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
-                overflow.store(true, Ordering::Relaxed);
-            }
-        }
-        if overflow.load(Ordering::Relaxed) {
-            candidates = Vec::new();
-        }
-        let scan = ChunkScan {
-            tensor: c.tensor,
-            alive: counts.alive,
-            below: counts.below,
-            nan: counts.nan,
-            candidates,
-        };
-        (scan, lost)
-    });
-    let mut totals = ScanTotals {
-        overflow: overflow.into_inner(),
-        ..ScanTotals::default()
-    };
-    let (per_chunk, lost): (Vec<_>, Vec<_>) = per_chunk.into_iter().unzip();
-    for s in &per_chunk {
-        totals.alive += s.alive;
-        totals.below += s.below;
-        totals.candidates += s.candidates.len() as u64;
-        if s.nan && totals.nan_tensor.is_none() {
-            totals.nan_tensor = Some(s.tensor);
-        }
-    }
-    (FusedScan { totals, per_chunk }, lost)
+    grouped_pass(chunks, cap, share, parallel, |c, sink| {
+        scan_chunk(c, bracket, sink, fast)
+    })
 }
 
 /// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16, f16) the scanner

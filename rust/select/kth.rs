@@ -2,7 +2,6 @@
 
 use rayon::prelude::*;
 
-use super::scan::ChunkScan;
 use super::Bracket;
 use crate::chunk;
 use crate::error::{Error, Result};
@@ -155,12 +154,12 @@ pub(crate) trait CandidateKeys<K>: Sync {
     }
 }
 
-impl<K: Key> CandidateKeys<K> for ChunkScan<K> {
+impl<K: Key> CandidateKeys<K> for &[(K, u32)] {
     fn keys(&self) -> impl Iterator<Item = K> + '_ {
-        self.candidates.iter().map(|c| c.0)
+        self.iter().map(|c| c.0)
     }
     fn count(&self) -> usize {
-        self.candidates.len()
+        self.len()
     }
 }
 

@@ -14,7 +14,6 @@ use rayon::prelude::*;
 
 use super::kth::CandidateKeys;
 use super::sample::BRACKET_SIGMAS;
-use super::scan::{ChunkScan, FusedScan};
 use super::Bracket;
 use crate::chunk;
 use crate::error::{Error, Result};
@@ -50,16 +49,17 @@ pub(crate) struct Narrowed<K> {
 /// `bracket` (reordered here). A candidate outside `bracket` means a racing writer changed a
 /// weight after its bracket test ([`Error::WeightsChanged`]).
 pub(crate) fn narrow<K: Key>(
-    scan: &FusedScan<K>,
+    lists: &[&[(K, u32)]],
+    candidates: u64,
     bracket: Bracket<K>,
     inside: &mut [K],
     r: u64,
     parallel: bool,
 ) -> Result<Option<Narrowed<K>>> {
-    if scan.candidates < NARROWED_FROM || inside.len() < MIN_INSIDE || r == 0 {
+    if candidates < NARROWED_FROM || inside.len() < MIN_INSIDE || r == 0 {
         return Ok(None);
     }
-    let Some(window) = window(inside, bracket, r, scan.candidates) else {
+    let Some(window) = window(inside, bracket, r, candidates) else {
         return Ok(None);
     };
     let [lo, hi] = [bracket.lo, bracket.hi].map(|k| k.to_u64());
@@ -68,12 +68,12 @@ pub(crate) fn narrow<K: Key>(
     // One branch-free pass per chunk: each candidate is written to the next free slot of a
     // scratch kept in the L1 cache, which only advances for one in the window (a few percent
     // of them, a branch on which would mispredict on most); the slots taken are then copied.
-    let of_chunk = |s: &ChunkScan<K>, scratch: &mut Vec<(K, u32)>| {
+    let of_chunk = |list: &[(K, u32)], scratch: &mut Vec<(K, u32)>| {
         let (mut below, mut outside) = (0u64, false);
         scratch.clear();
-        scratch.resize(s.candidates.len() + 1, (K::ZERO, 0));
+        scratch.resize(list.len() + 1, (K::ZERO, 0));
         let mut n = 0;
-        for &(k, i) in &s.candidates {
+        for &(k, i) in list {
             let key = k.to_u64();
             below += (key < start) as u64;
             outside |= key.wrapping_sub(lo) >= hi - lo;
@@ -82,20 +82,18 @@ pub(crate) fn narrow<K: Key>(
         }
         (below, outside, InWindow(scratch[..n].to_vec()))
     };
-    let of_group = |group: &[ChunkScan<K>]| {
+    let of_group = |group: &[&[(K, u32)]]| {
         let mut scratch = Vec::new();
         group
             .iter()
-            .map(|s| of_chunk(s, &mut scratch))
+            .map(|list| of_chunk(list, &mut scratch))
             .collect::<Vec<_>>()
     };
     let per_chunk: Vec<(u64, bool, InWindow<K>)> = if parallel {
-        let groups = scan
-            .per_chunk
-            .par_chunks(chunk::per_job(scan.per_chunk.len()));
+        let groups = lists.par_chunks(chunk::per_job(lists.len()));
         groups.flat_map_iter(of_group).collect()
     } else {
-        of_group(&scan.per_chunk)
+        of_group(lists)
     };
     if per_chunk.iter().any(|c| c.1) {
         return Err(Error::WeightsChanged);
@@ -153,59 +151,54 @@ fn window<K: Key>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::select::scan::ScanTotals;
     use crate::select_props::generators::Rng;
 
-    /// A fused pass's candidates: `chunks` groups of keys in `[lo, hi)`, a few of them equal.
-    fn scan_of(rng: &mut Rng, chunks: usize, each: usize, lo: u32, hi: u32) -> FusedScan<u32> {
-        let per_chunk: Vec<ChunkScan<u32>> = (0..chunks)
-            .map(|_| ChunkScan {
-                tensor: 0,
-                alive: 0,
-                below: 0,
-                nan: false,
-                candidates: (0..each)
+    /// A fused pass's candidates, per chunk.
+    type Lists = Vec<Vec<(u32, u32)>>;
+
+    /// `chunks` lists of candidates with keys in `[lo, hi)`, a few of them equal.
+    fn scan_of(rng: &mut Rng, chunks: usize, each: usize, lo: u32, hi: u32) -> Lists {
+        (0..chunks)
+            .map(|_| {
+                (0..each)
                     .map(|i| (lo + (rng.below((hi - lo) as usize) as u32 & !3), i as u32))
-                    .collect(),
+                    .collect()
             })
-            .collect();
-        let candidates = (chunks * each) as u64;
-        FusedScan {
-            totals: ScanTotals {
-                candidates,
-                ..ScanTotals::default()
-            },
-            per_chunk,
-        }
+            .collect()
+    }
+
+    /// [`narrow`] over `lists`.
+    fn narrow_lists(
+        lists: &Lists,
+        bracket: Bracket<u32>,
+        inside: &mut [u32],
+        r: u64,
+        parallel: bool,
+    ) -> Result<Option<Narrowed<u32>>> {
+        let views: Vec<&[(u32, u32)]> = lists.iter().map(|l| l.as_slice()).collect();
+        let candidates = lists.iter().map(|l| l.len() as u64).sum();
+        narrow(&views, candidates, bracket, inside, r, parallel)
     }
 
     const LO: u32 = 1 << 20;
     const HI: u32 = 1 << 22;
 
     /// 60 K candidates in `[LO, HI)` over 40 chunks, and their keys sorted.
-    fn many(seed: u64) -> (FusedScan<u32>, Vec<u32>) {
+    fn many(seed: u64) -> (Lists, Vec<u32>) {
         let scan = scan_of(&mut Rng(seed), 40, 1500, LO, HI);
         let keys = sorted_keys(&scan);
         (scan, keys)
     }
 
-    fn sorted_keys(scan: &FusedScan<u32>) -> Vec<u32> {
-        let mut keys: Vec<u32> = scan
-            .per_chunk
-            .iter()
-            .flat_map(|s| s.candidates.iter().map(|c| c.0))
-            .collect();
+    fn sorted_keys(scan: &Lists) -> Vec<u32> {
+        let mut keys: Vec<u32> = scan.iter().flat_map(|l| l.iter().map(|c| c.0)).collect();
         keys.sort_unstable();
         keys
     }
 
     /// Every `step`-th candidate's key: a sample of them, as the walk's keys inside the bracket.
-    fn sample_of(scan: &FusedScan<u32>, step: usize) -> Vec<u32> {
-        let all: Vec<u32> = scan
-            .per_chunk
-            .iter()
-            .flat_map(|s| s.candidates.iter().map(|c| c.0))
-            .collect();
+    fn sample_of(scan: &Lists, step: usize) -> Vec<u32> {
+        let all: Vec<u32> = scan.iter().flat_map(|l| l.iter().map(|c| c.0)).collect();
         all.into_iter().step_by(step).collect()
     }
 
@@ -221,7 +214,7 @@ mod tests {
             let mid = keys[(mid_at * keys.len() as f64) as usize];
             let bracket = Bracket { lo, mid, hi };
             let mut inside = sample_of(&scan, 97);
-            let near = narrow(&scan, bracket, &mut inside, r, parallel)
+            let near = narrow_lists(&scan, bracket, &mut inside, r, parallel)
                 .unwrap()
                 .expect("narrowed");
             let kth = keys[r as usize - 1];
@@ -273,16 +266,16 @@ mod tests {
         };
         // A sample that puts the 50_000th candidate near the bottom of the bracket.
         let mut skewed: Vec<u32> = keys[..2_000].iter().step_by(10).copied().collect();
-        assert!(narrow(&scan, bracket, &mut skewed, 50_000, true)
+        assert!(narrow_lists(&scan, bracket, &mut skewed, 50_000, true)
             .unwrap()
             .is_none());
         let small = scan_of(&mut Rng(6), 2, 1000, lo, hi);
         let mut inside = sample_of(&small, 10);
-        assert!(narrow(&small, bracket, &mut inside, 500, false)
+        assert!(narrow_lists(&small, bracket, &mut inside, 500, false)
             .unwrap()
             .is_none());
         let mut few = sample_of(&scan, 2000);
-        assert!(narrow(&scan, bracket, &mut few, 500, false)
+        assert!(narrow_lists(&scan, bracket, &mut few, 500, false)
             .unwrap()
             .is_none());
     }
@@ -297,8 +290,8 @@ mod tests {
             mid: keys[30_000],
             hi,
         };
-        scan.per_chunk[17].candidates[3].0 = hi;
-        let got = narrow(&scan, bracket, &mut inside, 30_000, true);
+        scan[17][3].0 = hi;
+        let got = narrow_lists(&scan, bracket, &mut inside, 30_000, true);
         assert!(matches!(got, Err(Error::WeightsChanged)));
     }
 }
