@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::kth::{locate_kth, share_ties, Kth};
-use super::scan::FusedScan;
+use super::pass::FusedScan;
 use super::window::{self, InWindow};
 use super::Bracket;
 use crate::chunk::{self, Chunk};

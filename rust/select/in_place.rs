@@ -10,7 +10,8 @@
 
 use std::cell::RefCell;
 
-use super::scan::{grouped_pass, scan_weights, Counts, FusedScan};
+use super::pass::{grouped_pass, FusedScan};
+use super::scan::{scan_weights, Counts};
 use super::PARALLEL_MIN;
 use super::{
     candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
@@ -134,7 +135,7 @@ fn global<K: Key>(
     })
 }
 
-/// The fused pass of [`super::scan::fused_pass`] over masks that hold the survivors.
+/// The fused pass of [`super::pass::fused_pass`] over masks that hold the survivors.
 fn fused_pass<K: Key>(
     chunks: &mut [Chunk<'_>],
     bracket: Bracket<K>,

@@ -20,6 +20,7 @@ mod fallback;
 mod fixup;
 mod in_place;
 mod kth;
+mod pass;
 mod ranks;
 mod sample;
 mod scan;
@@ -83,7 +84,7 @@ pub enum Path {
 
 impl Path {
     /// The branch a selection of `k` takes once the fused pass has counted `scan`.
-    fn after_scan(scan: &scan::ScanTotals, k: u64) -> Path {
+    fn after_scan(scan: &pass::ScanTotals, k: u64) -> Path {
         if scan.overflow {
             Path::CandidateOverflow
         } else if k < scan.below || k > scan.below + scan.candidates {
@@ -303,7 +304,7 @@ fn select_global<K: Key>(
     let mut chunks = chunk::split(weights, alive, out);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
     let share = sample::candidate_share(total);
-    let scan = scan::fused_pass(&mut chunks, bracket, cap.min(total), share, parallel);
+    let scan = pass::fused_pass(&mut chunks, bracket, cap.min(total), share, parallel);
 
     if let Some(t) = scan.nan_tensor {
         return Err(Error::Nan {

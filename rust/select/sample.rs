@@ -238,7 +238,7 @@ pub(crate) fn sample_size(total: usize, max_probes: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scan::candidate_room;
+    use super::super::pass::candidate_room;
     use super::super::walk::{sample_keys, CLUSTERED_FROM};
     use super::*;
 
