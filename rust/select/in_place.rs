@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 
+use super::lost::{restore, Lost, LostBits, LostSpan};
 use super::pass::{grouped_pass, FusedScan};
 use super::scan::{scan_weights, Counts};
 use super::PARALLEL_MIN;
@@ -51,10 +52,6 @@ pub fn select_masks_in_place(
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
 }
-
-/// Per chunk, bit `i` of word `i / 32`: alive before the pass, provisionally pruned by it
-/// (empty when there are none).
-type Lost = Vec<u32>;
 
 fn global<K: Key>(
     weights: &[Weights<'_>],
@@ -142,11 +139,15 @@ fn fused_pass<K: Key>(
     cap: usize,
     share: f64,
     parallel: bool,
-) -> (FusedScan<K>, Vec<Lost>) {
+) -> (FusedScan<K>, LostBits) {
     let fast = K::BITS == 31 && simd::available();
-    grouped_pass(chunks, cap, share, parallel, |c, sink| {
-        scan_chunk(c, bracket, sink, fast)
-    })
+    let job_state = |job: &[Chunk<'_>]| Lost::for_chunks(job.iter().map(|c| c.out.len()));
+    let (scan, spans, jobs) =
+        grouped_pass(chunks, cap, share, parallel, job_state, |c, sink, lost| {
+            scan_chunk(c, bracket, sink, lost, fast)
+        });
+    let spans = scan.per_chunk.iter().map(|s| s.job()).zip(spans).collect();
+    (scan, LostBits { jobs, spans })
 }
 
 /// One chunk of the fused pass over its survivor masks: with AVX2 (f32, bf16, f16) the scanner
@@ -156,41 +157,40 @@ fn scan_chunk<K: Key>(
     c: &mut Chunk<'_>,
     bracket: Bracket<K>,
     mut sink: Option<&mut Vec<(K, u32)>>,
+    lost: &mut Lost,
     fast: bool,
-) -> (Counts, Lost) {
+) -> (Counts, LostSpan) {
     #[cfg(target_arch = "x86_64")]
     if fast {
-        let mut lost = Vec::new();
         // SAFETY: `fast` says the CPU has AVX2 and POPCNT, and the keys are u32.
-        let counts = unsafe {
+        let scanned = unsafe {
             match c.weights {
                 Weights::F32(w) => Some(simd::scan_in_place(
                     w,
                     c.out,
                     bracket,
                     sink.as_deref_mut(),
-                    &mut lost,
+                    lost,
                 )),
                 Weights::Bf16(w) => Some(simd::scan_in_place(
                     w,
                     c.out,
                     bracket,
                     sink.as_deref_mut(),
-                    &mut lost,
+                    lost,
                 )),
                 Weights::F16(w) => Some(simd::scan_in_place(
                     simd::F16Bits::cast(w),
                     c.out,
                     bracket,
                     sink.as_deref_mut(),
-                    &mut lost,
+                    lost,
                 )),
                 Weights::F64(_) => None,
             }
         };
-        if let Some(counts) = counts {
-            let none_lost = lost.iter().all(|&w| w == 0);
-            return (counts, if none_lost { Vec::new() } else { lost });
+        if let Some(scanned) = scanned {
+            return scanned;
         }
     }
     SCRATCH.with(|scratch| {
@@ -205,44 +205,33 @@ fn scan_chunk<K: Key>(
             sink,
             fast,
         );
-        (counts, lost_bits(alive, c.out))
+        (counts, lost_bits(alive, c.out, lost))
     })
 }
 
 /// Bits of the weights alive before the pass (`alive`) and pruned by it (`out`, bytes 0 or 1).
 /// Eight bytes at a time: a per-byte loop cost twice the fused pass itself.
-fn lost_bits(alive: &[u8], out: &[u8]) -> Lost {
-    let mut any = 0;
-    let words: Lost = alive
-        .chunks(32)
-        .zip(out.chunks(32))
-        .map(|(a, o)| {
-            let word = if a.len() == 32 {
-                a.chunks_exact(8).zip(o.chunks_exact(8)).enumerate().fold(
-                    0u32,
-                    |word, (q, (a, o))| {
-                        let a = u64::from_le_bytes(a.try_into().expect("8 bytes"));
-                        let o = u64::from_le_bytes(o.try_into().expect("8 bytes"));
-                        word | pack(nonzero_bytes(a) & !o & ONES) << (8 * q)
-                    },
-                )
-            } else {
-                a.iter()
-                    .zip(o)
-                    .enumerate()
-                    .fold(0u32, |word, (i, (&a, &o))| {
-                        word | (((a != 0) & (o == 0)) as u32) << i
-                    })
-            };
-            any |= word;
-            word
-        })
-        .collect();
-    if any == 0 {
-        Vec::new()
-    } else {
-        words
-    }
+fn lost_bits(alive: &[u8], out: &[u8], lost: &mut Lost) -> LostSpan {
+    let words = alive.chunks(32).zip(out.chunks(32)).map(|(a, o)| {
+        if a.len() == 32 {
+            a.chunks_exact(8)
+                .zip(o.chunks_exact(8))
+                .enumerate()
+                .fold(0u32, |word, (q, (a, o))| {
+                    let a = u64::from_le_bytes(a.try_into().expect("8 bytes"));
+                    let o = u64::from_le_bytes(o.try_into().expect("8 bytes"));
+                    word | pack(nonzero_bytes(a) & !o & ONES) << (8 * q)
+                })
+        } else {
+            a.iter()
+                .zip(o)
+                .enumerate()
+                .fold(0u32, |word, (i, (&a, &o))| {
+                    word | (((a != 0) & (o == 0)) as u32) << i
+                })
+        }
+    });
+    lost.push_words(words)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -258,20 +247,6 @@ fn nonzero_bytes(x: u64) -> u64 {
 #[inline(always)]
 fn pack(x: u64) -> u32 {
     (x.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
-}
-
-/// Masks back to the survivors they held before the fused pass.
-fn restore(chunks: &mut [Chunk<'_>], lost: &[Lost], parallel: bool) {
-    let mut work: Vec<_> = chunks.iter_mut().zip(lost).collect();
-    chunk::map(&mut work, parallel, |(c, lost)| {
-        for (w, &word) in lost.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                c.out[w * 32 + bits.trailing_zeros() as usize] = 1;
-                bits &= bits - 1;
-            }
-        }
-    });
 }
 
 #[cfg(test)]
@@ -310,7 +285,9 @@ mod tests {
                 .iter()
                 .map(|&a| (a != 0 && next() % 2 == 0) as u8)
                 .collect();
-            let words = lost_bits(&alive, &out);
+            let mut lost = Lost::default();
+            let span = lost_bits(&alive, &out, &mut lost);
+            let words = lost.words(span);
             for i in 0..n {
                 let expected = alive[i] != 0 && out[i] == 0;
                 let got = words.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1);
@@ -321,7 +298,8 @@ mod tests {
 
     #[test]
     fn equals_the_fresh_masks_and_restores_on_error() {
-        for (n, seed) in [(100usize, 1u64), (70_000, 2), (600_000, 3)] {
+        // The largest spans two parallel jobs of chunks, each with its own lost bits.
+        for (n, seed) in [(100usize, 1u64), (70_000, 2), (600_000, 3), (1_200_000, 4)] {
             let w = keys(n, seed);
             let weights = [Weights::F32(&w)];
             let survivors: Vec<u8> = (0..n).map(|i| (i % 7 != 0) as u8).collect();

@@ -20,6 +20,7 @@ mod fallback;
 mod fixup;
 mod in_place;
 mod kth;
+mod lost;
 mod pass;
 mod ranks;
 mod sample;

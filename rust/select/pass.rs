@@ -30,7 +30,8 @@ pub(crate) fn fused_pass<K: Key>(
     parallel: bool,
 ) -> FusedScan<K> {
     let fast = K::BITS == 31 && simd::available();
-    let (scan, _) = grouped_pass(chunks, cap, share, parallel, |c, sink| {
+    let no_state = |_: &[Chunk<'_>]| ();
+    let (scan, _, _) = grouped_pass(chunks, cap, share, parallel, no_state, |c, sink, _| {
         (scan_chunk(c, bracket, sink, fast), ())
     });
     scan
@@ -44,15 +45,17 @@ const CHUNKS_PER_BUFFER: usize = 16;
 
 /// The fused pass over `chunks`, [`CHUNKS_PER_BUFFER`] at a time: `scan_one` scans a chunk,
 /// appending its candidates to the sink it is given (None once more than `cap` were collected:
-/// the exact fallback will run, and every candidate is dropped). Returns what `scan_one`
-/// returned beside the counts, per chunk.
-pub(crate) fn grouped_pass<K: Key, E: Send>(
+/// the exact fallback will run, and every candidate is dropped) and anything else to its job's
+/// state (made by `job_state` from the job's chunks). Returns what `scan_one` returned beside
+/// the counts, per chunk, and each job's state.
+pub(crate) fn grouped_pass<K: Key, E: Send, G: Send>(
     chunks: &mut [Chunk<'_>],
     cap: usize,
     share: f64,
     parallel: bool,
-    scan_one: impl Fn(&mut Chunk<'_>, Option<&mut Vec<(K, u32)>>) -> (Counts, E) + Sync,
-) -> (FusedScan<K>, Vec<E>) {
+    job_state: impl Fn(&[Chunk<'_>]) -> G + Sync,
+    scan_one: impl Fn(&mut Chunk<'_>, Option<&mut Vec<(K, u32)>>, &mut G) -> (Counts, E) + Sync,
+) -> (FusedScan<K>, Vec<E>, Vec<G>) {
     let collected = AtomicU64::new(0);
     let overflow = AtomicBool::new(false);
     let group = |(buffer_index, group): (usize, &mut [Chunk<'_>])| {
@@ -61,11 +64,12 @@ pub(crate) fn grouped_pass<K: Key, E: Send>(
             .map(|c| candidate_room(c.weights.len(), share))
             .sum();
         let mut buffer = Vec::with_capacity(room);
+        let mut state = job_state(group);
         let mut scans = Vec::with_capacity(group.len());
         for c in group.iter_mut() {
             let collect = !overflow.load(Ordering::Relaxed);
             let start = buffer.len();
-            let (counts, extra) = scan_one(c, collect.then_some(&mut buffer));
+            let (counts, extra) = scan_one(c, collect.then_some(&mut buffer), &mut state);
             if collect {
                 let n = (buffer.len() - start) as u64;
                 if collected.fetch_add(n, Ordering::Relaxed) + n > cap as u64 {
@@ -85,7 +89,7 @@ pub(crate) fn grouped_pass<K: Key, E: Send>(
             };
             scans.push((scan, extra));
         }
-        (scans, buffer)
+        (scans, buffer, state)
     };
     let groups: Vec<_> = if parallel {
         let jobs = chunks.par_chunks_mut(CHUNKS_PER_BUFFER).enumerate();
@@ -104,7 +108,9 @@ pub(crate) fn grouped_pass<K: Key, E: Send>(
     let mut per_chunk = Vec::with_capacity(chunks.len());
     let mut extras = Vec::with_capacity(chunks.len());
     let mut buffers = Vec::with_capacity(groups.len());
-    for (scans, buffer) in groups {
+    let mut states = Vec::with_capacity(groups.len());
+    for (scans, buffer, state) in groups {
+        states.push(state);
         for (mut s, extra) in scans {
             if totals.overflow {
                 s.span = 0..0;
@@ -125,7 +131,7 @@ pub(crate) fn grouped_pass<K: Key, E: Send>(
         per_chunk,
         buffers,
     };
-    (scan, extras)
+    (scan, extras, states)
 }
 
 /// Room for `share` of `len` weights' candidates and a margin. Growing a chunk's list from
@@ -180,6 +186,13 @@ pub(crate) struct ChunkScan {
     /// Its candidates: `buffers[buffer][span]` of the [`FusedScan`].
     buffer: usize,
     span: std::ops::Range<usize>,
+}
+
+impl ChunkScan {
+    /// The parallel job that scanned the chunk: its index among the jobs' states.
+    pub(crate) fn job(&self) -> usize {
+        self.buffer
+    }
 }
 
 #[cfg(test)]

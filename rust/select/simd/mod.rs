@@ -24,6 +24,7 @@ pub(crate) use widest::widest;
 
 use std::sync::OnceLock;
 
+use super::lost::{Lost, LostSpan};
 use super::scan::{push_up_to_two, Counts, Sink};
 use super::Bracket;
 use crate::magnitude::Key;
@@ -180,13 +181,13 @@ pub(crate) unsafe fn scan<L: Lanes, K: Key, S: Sink<K>>(
     let alive = alive.map(|a| a.as_ptr());
     let out = out.map(|o| o.as_mut_ptr());
     let level = level().expect("a block scanner");
-    scan_at(level, bits, alive, out, bracket, sink, None)
+    scan_at(level, bits, alive, out, bracket, sink, None).0
 }
 
 /// [`scan`] over masks that hold the survivors and receive the provisional mask: each block's
-/// survivors are read before its mask bytes are written, so no copy of them is needed. Pushes
+/// survivors are read before its mask bytes are written, so no copy of them is needed. Writes
 /// one word per 32 weights to `lost`: the bits of those alive before and provisionally pruned
-/// (below the bracket's `mid`).
+/// (below the bracket's `mid`), after the chunks `lost` holds.
 ///
 /// # Safety
 /// A block scanner must be available ([`available`]).
@@ -196,8 +197,8 @@ pub(crate) unsafe fn scan_in_place<L: Lanes, K: Key, S: Sink<K>>(
     masks: &mut [u8],
     bracket: Bracket<K>,
     sink: Option<&mut S>,
-    lost: &mut Vec<u32>,
-) -> Counts {
+    lost: &mut Lost,
+) -> (Counts, LostSpan) {
     assert!(masks.len() >= bits.len(), "mask shorter than its weights");
     let at = masks.as_mut_ptr();
     let level = level().expect("a block scanner");
@@ -224,8 +225,8 @@ unsafe fn scan_at<L: Lanes, K: Key, S: Sink<K>>(
     out: Option<*mut u8>,
     bracket: Bracket<K>,
     sink: Option<&mut S>,
-    lost: Option<&mut Vec<u32>>,
-) -> Counts {
+    lost: Option<&mut Lost>,
+) -> (Counts, LostSpan) {
     match level {
         Level::Avx2 => scan_avx2(bits, alive, out, bracket, sink, lost),
         Level::Avx512 => scan_avx512(bits, alive, out, bracket, sink, lost),
@@ -240,8 +241,8 @@ unsafe fn scan_avx2<L: Lanes, K: Key, S: Sink<K>>(
     out: Option<*mut u8>,
     bracket: Bracket<K>,
     sink: Option<&mut S>,
-    lost: Option<&mut Vec<u32>>,
-) -> Counts {
+    lost: Option<&mut Lost>,
+) -> (Counts, LostSpan) {
     scan_raw::<avx2::Avx2, L, K, S>(bits, alive, out, bracket, sink, lost)
 }
 
@@ -253,8 +254,8 @@ unsafe fn scan_avx512<L: Lanes, K: Key, S: Sink<K>>(
     out: Option<*mut u8>,
     bracket: Bracket<K>,
     sink: Option<&mut S>,
-    lost: Option<&mut Vec<u32>>,
-) -> Counts {
+    lost: Option<&mut Lost>,
+) -> (Counts, LostSpan) {
     scan_raw::<avx512::Avx512, L, K, S>(bits, alive, out, bracket, sink, lost)
 }
 
@@ -302,15 +303,16 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
     out: Option<*mut u8>,
     bracket: Bracket<K>,
     mut sink: Option<&mut S>,
-    mut lost: Option<&mut Vec<u32>>,
-) -> Counts {
+    mut lost: Option<&mut Lost>,
+) -> (Counts, LostSpan) {
     debug_assert_eq!(K::BITS, 31, "u32 keys only");
     let bounds = Bounds::of::<L, K>(bracket);
     let (mut n_alive, mut n_below, mut nan) = (0u32, 0u32, 0u32);
     let full = bits.len() / 32 * 32;
-    if let Some(lost) = lost.as_deref_mut() {
-        lost.reserve(bits.len().div_ceil(32));
-    }
+    let lost_start = lost
+        .as_deref_mut()
+        .map(|l| l.begin(bits.len().div_ceil(32)));
+    let mut any_lost = 0u32;
     // Each block's weights as compared: candidates are read from here, not from `bits` again.
     let mut copy = [L::default(); 32];
     let mut start = 0;
@@ -321,7 +323,9 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
             I::store_bits(o.add(start), !block.below_mid & alive_bits);
         }
         if let Some(lost) = lost.as_deref_mut() {
-            lost.push(block.below_mid & alive_bits);
+            let word = block.below_mid & alive_bits;
+            lost.push(word);
+            any_lost |= word;
         }
         n_alive += alive_bits.count_ones();
         n_below += (block.below & alive_bits).count_ones();
@@ -351,12 +355,18 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
             }
         }
     }
-    if let (Some(lost), true) = (lost, full < bits.len()) {
-        lost.push(tail_lost);
+    let mut span = LostSpan::default();
+    if let (Some(lost), Some(start)) = (lost, lost_start) {
+        if full < bits.len() {
+            lost.push(tail_lost);
+            any_lost |= tail_lost;
+        }
+        span = lost.end(start, any_lost);
     }
-    Counts {
+    let counts = Counts {
         alive: n_alive as u64,
         below: n_below as u64,
         nan: nan != 0,
-    }
+    };
+    (counts, span)
 }

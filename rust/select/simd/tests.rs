@@ -151,23 +151,27 @@ fn agrees<L: Lanes>(
             b,
             Some(&mut pairs),
             None,
-        );
+        )
+        .0;
         same(c, "fresh");
         assert_eq!(mask, want.mask, "{level:?} mask");
         assert_eq!(pairs, want.candidates, "{level:?} candidates");
 
         let mut pushes = Pushes(Vec::new());
         same(
-            scan_at(level, bits, alive_at, None, b, Some(&mut pushes), None),
+            scan_at(level, bits, alive_at, None, b, Some(&mut pushes), None).0,
             "no mask",
         );
         assert_eq!(pushes.0, want.candidates, "{level:?} pushed candidates");
 
         let mut masks = alive.map_or_else(|| vec![1u8; bits.len()], |a| a.to_vec());
         let before = masks.clone();
-        let (mut lost, mut pairs) = (Vec::new(), Vec::new());
+        // After another chunk's words, as in a parallel job.
+        let mut lost = Lost::for_chunks([40, bits.len()].into_iter());
+        let earlier = lost.push_words([5u32, 0].into_iter());
+        let mut pairs = Vec::new();
         let at = masks.as_mut_ptr();
-        let c = scan_at(
+        let (c, span) = scan_at(
             level,
             bits,
             Some(at as *const u8),
@@ -194,7 +198,18 @@ fn agrees<L: Lanes>(
                 (0..a.len()).fold(0, |w, i| w | (((a[i] != 0) & (m[i] == 0)) as u32) << i)
             })
             .collect();
-        assert_eq!(lost, want_lost, "{level:?} lost bits");
+        // None kept where no bit is set.
+        let want_lost: &[u32] = if want_lost.iter().any(|&w| w != 0) {
+            &want_lost
+        } else {
+            &[]
+        };
+        assert_eq!(lost.words(span), want_lost, "{level:?} lost bits");
+        assert_eq!(
+            lost.words(earlier),
+            &[5, 0],
+            "{level:?} the earlier chunk's"
+        );
     }
 }
 
