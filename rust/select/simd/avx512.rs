@@ -160,3 +160,40 @@ unsafe fn pack_pairs<L: Lanes>(w: *const L, start: u32, bits: u32, dst: *mut u32
     }
     n
 }
+
+/// See [`super::window_filter`]: eight pairs a step, the keys compared as the low halves of
+/// 64-bit lanes, the pairs in the window compressed in a register and stored whole (a
+/// compressing store to memory is microcoded on some AVX-512 cores).
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `pairs` must point to `len` readable pairs and `dst` to room
+/// for `len + 8`.
+#[target_feature(enable = "avx512f,popcnt")]
+pub(super) unsafe fn window_filter(
+    pairs: *const u64,
+    len: usize,
+    bounds: super::WindowBounds,
+    dst: *mut u64,
+) -> (u64, bool, usize) {
+    let low_half = _mm512_set1_epi64(0xFFFF_FFFF);
+    let [lo, span, start, width] = [
+        bounds.lo,
+        bounds.hi - bounds.lo,
+        bounds.start,
+        bounds.end - bounds.start,
+    ]
+    .map(|b| _mm512_set1_epi64(b as i64));
+    let (mut below, mut outside, mut n) = (0u64, 0u8, 0usize);
+    let full = len / 8 * 8;
+    for at in (0..full).step_by(8) {
+        let pair = _mm512_loadu_si512(pairs.add(at).cast());
+        let key = _mm512_and_si512(pair, low_half);
+        below += _mm512_cmplt_epu64_mask(key, start).count_ones() as u64;
+        outside |= _mm512_cmpge_epu64_mask(_mm512_sub_epi64(key, lo), span);
+        let inside = _mm512_cmplt_epu64_mask(_mm512_sub_epi64(key, start), width);
+        _mm512_storeu_si512(dst.add(n).cast(), _mm512_maskz_compress_epi64(inside, pair));
+        n += inside.count_ones() as usize;
+    }
+    let (b, o, m) = super::window_filter_portable(pairs.add(full), len - full, bounds, dst.add(n));
+    (below + b, outside != 0 || o, n + m)
+}

@@ -341,3 +341,51 @@ fn pack_pairs_keeps_the_candidates_in_order_f16() {
     let w: Vec<u16> = (0..32u16).map(|i| (i * 0x0403) ^ (i << 15)).collect();
     packs_at(F16Bits::cast(&w));
 }
+
+/// The AVX-512 window filter against the pair-at-a-time loop: counts below the window, keys
+/// outside the bracket, and the pairs in the window in order, at every length around the
+/// 8-pair step and from a 4-byte aligned start (pairs of u32 are only that aligned).
+#[test]
+fn window_filter_matches_the_portable_loop() {
+    let mut state = 0x1234_5678_9ABC_DEF1u64;
+    let bounds = WindowBounds {
+        lo: 1_000,
+        hi: 2_000,
+        start: 1_400,
+        end: 1_460,
+    };
+    for len in (0..40).chain([1_000, 4_099]) {
+        for stray in [false, true] {
+            // Keys mostly in the bracket and often in the window; a stray one outside it.
+            let mut words = vec![0u32; 2 * len + 1];
+            for i in 0..len {
+                let r = next(&mut state);
+                let key = if r.is_multiple_of(3) {
+                    1_390 + (r >> 8) % 80
+                } else {
+                    1_000 + (r >> 8) % 1_000
+                };
+                words[1 + 2 * i] = key as u32;
+                words[2 + 2 * i] = i as u32;
+            }
+            if stray && len > 0 {
+                words[1 + 2 * (len / 2)] = if len.is_multiple_of(2) { 999 } else { 2_000 };
+            }
+            let pairs = words[1..].as_ptr().cast::<u64>(); // 4-byte aligned
+            let mut want = vec![0u64; len + 8];
+            let mut got = vec![0u64; len + 8];
+            // SAFETY: `len` pairs readable at `pairs` (unaligned reads), room for `len + 8`.
+            let expected = unsafe { window_filter_portable(pairs, len, bounds, want.as_mut_ptr()) };
+            let Some(filtered) = (unsafe { window_filter(pairs, len, bounds, got.as_mut_ptr()) })
+            else {
+                return; // no AVX-512 here
+            };
+            assert_eq!(filtered, expected, "{len} pairs, stray {stray}");
+            assert_eq!(expected.1, stray && len > 0);
+            assert_eq!(got[..filtered.2], want[..expected.2], "{len} pairs");
+            assert!(want[..expected.2]
+                .iter()
+                .all(|&p| (1_400..1_460).contains(&(p & 0xFFFF_FFFF))));
+        }
+    }
+}
