@@ -7,7 +7,7 @@
 //! the kernel: the next call faulted hundreds to a thousand-odd zeroed pages back in, and took
 //! longer by about a tenth of the pass.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::chunk::{self, Chunk};
 
@@ -15,13 +15,58 @@ use crate::chunk::{self, Chunk};
 pub(crate) const RETAINED: usize = 32 << 20;
 
 /// Buffers given back by earlier calls, emptied, and the bytes they hold.
-static SPARE: Mutex<(Vec<Vec<u32>>, usize)> = Mutex::new((Vec::new(), 0));
+static SPARE: Spare = Spare::new(RETAINED);
 
-fn spare() -> MutexGuard<'static, (Vec<Vec<u32>>, usize)> {
-    // A panic while the lock was held leaves only a list of empty buffers behind.
-    SPARE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+struct Spare {
+    buffers: Mutex<(Vec<Vec<u32>>, usize)>,
+    retained: usize,
+}
+
+impl Spare {
+    const fn new(retained: usize) -> Spare {
+        Spare {
+            buffers: Mutex::new((Vec::new(), 0)),
+            retained,
+        }
+    }
+
+    /// The buffers, or None while another thread holds them: never waited for, because a
+    /// `fork()` taken while another thread holds the lock (a DataLoader starting its workers
+    /// while a selection runs without the GIL) would leave the child waiting forever. A busy
+    /// lock only means a fresh buffer, or one not kept.
+    fn held(&self) -> Option<MutexGuard<'_, (Vec<Vec<u32>>, usize)>> {
+        match self.buffers.try_lock() {
+            Ok(guard) => Some(guard),
+            // A panic while the lock was held leaves only a list of empty buffers behind.
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// An empty buffer, one given back where there is one.
+    fn take(&self) -> Vec<u32> {
+        let Some(mut held) = self.held() else {
+            return Vec::new();
+        };
+        let words = held.0.pop().unwrap_or_default();
+        held.1 -= bytes(&words);
+        words
+    }
+
+    /// Keep `buffers`, emptied, while they fit in the bytes retained.
+    fn give(&self, buffers: impl Iterator<Item = Vec<u32>>) {
+        let Some(mut held) = self.held() else {
+            return;
+        };
+        for mut words in buffers {
+            let size = bytes(&words);
+            if size > 0 && held.1 + size <= self.retained {
+                words.clear();
+                held.0.push(words);
+                held.1 += size;
+            }
+        }
+    }
 }
 
 fn bytes(words: &Vec<u32>) -> usize {
@@ -43,12 +88,7 @@ impl Lost {
     /// back where there is one.
     pub(crate) fn for_chunks(lens: impl Iterator<Item = usize>) -> Lost {
         let needed = lens.map(|n| n.div_ceil(32)).sum();
-        let mut words = {
-            let mut spare = spare();
-            let words = spare.0.pop().unwrap_or_default();
-            spare.1 -= bytes(&words);
-            words
-        };
+        let mut words = SPARE.take();
         words.reserve(needed);
         Lost { words }
     }
@@ -98,15 +138,7 @@ pub(crate) struct LostBits {
 
 impl Drop for LostBits {
     fn drop(&mut self) {
-        let mut spare = spare();
-        for mut job in self.jobs.drain(..) {
-            let size = bytes(&job.words);
-            if size > 0 && spare.1 + size <= RETAINED {
-                job.words.clear();
-                spare.0.push(job.words);
-                spare.1 += size;
-            }
-        }
+        SPARE.give(self.jobs.drain(..).map(|job| job.words));
     }
 }
 
@@ -129,9 +161,9 @@ mod tests {
     use super::*;
 
     /// Chunks of a job, one after another, read back as written; one with no bit set keeps
-    /// nothing. Buffers given back are reused, emptied, up to the bytes retained.
+    /// nothing.
     #[test]
-    fn each_chunk_reads_back_its_own_words_and_buffers_are_reused() {
+    fn each_chunk_reads_back_its_own_words() {
         let sizes = [0usize, 1, 15, 40, 33, 2049];
         let chunks: Vec<Vec<u32>> = sizes
             .iter()
@@ -155,27 +187,30 @@ mod tests {
             assert_eq!(lost.words(span.clone()), expected, "chunk {c}");
         }
         assert_eq!(lost.words.capacity(), room, "reserved once for the job");
+    }
 
-        // Other tests share the spare buffers: ours is found by its address.
-        let address = lost.words.as_ptr();
-        drop(LostBits {
-            jobs: vec![lost],
-            spans: Vec::new(),
-        });
-        let kept = spare()
-            .0
-            .iter()
-            .any(|w| w.as_ptr() == address && w.is_empty());
-        assert!(kept, "the buffer is kept, emptied");
-        let huge = Lost {
-            words: Vec::with_capacity(RETAINED / 4 + 1),
-        };
-        let address = huge.words.as_ptr();
-        drop(LostBits {
-            jobs: vec![huge],
-            spans: Vec::new(),
-        });
-        assert!(!spare().0.iter().any(|w| w.as_ptr() == address));
-        assert!(spare().1 <= RETAINED);
+    /// Buffers given back are taken again, emptied, up to the bytes retained; while another
+    /// thread holds the lock nothing waits: a fresh buffer, and none kept.
+    #[test]
+    fn spare_buffers_are_reused_within_the_bytes_retained() {
+        let spare = Spare::new(1 << 12); // 1,024 words
+        let mut words = Vec::with_capacity(600);
+        words.extend([1u32, 2, 3]);
+        let address = words.as_ptr();
+        spare.give([words, Vec::with_capacity(600), Vec::new()].into_iter());
+        assert_eq!(
+            spare.held().expect("free").0.len(),
+            1,
+            "the second is over, the third empty"
+        );
+        let again = spare.take();
+        assert_eq!((again.as_ptr(), again.len()), (address, 0));
+        assert_eq!(spare.held().expect("free").1, 0);
+        assert_eq!(spare.take().capacity(), 0, "none left");
+        spare.give([again].into_iter());
+        let held = spare.held().expect("free");
+        assert_eq!(spare.take().capacity(), 0, "busy: a fresh buffer");
+        spare.give([Vec::with_capacity(10)].into_iter());
+        assert_eq!(held.0.len(), 1, "busy: not kept");
     }
 }

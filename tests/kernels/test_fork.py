@@ -19,6 +19,10 @@ FORK_AFTER_USE = """
 import os, numpy as np, lottery_ticket as lt
 w = [np.arange(10, dtype=np.float32)]
 parent = lt.global_magnitude_masks(w, 0.5)[0]
+# A later round in place in the parent leaves its lost-bit buffers kept for the next call.
+later = [np.random.default_rng(9).normal(size=600_000).astype(np.float32)]
+kept = lt.global_magnitude_masks(later, 0.5)
+lt.global_magnitude_masks(later, 0.5, masks=kept, out=kept)
 depth = int(os.environ.get("FORK_DEPTH", "1"))
 for level in range(depth):
     pid = os.fork()
@@ -30,6 +34,9 @@ masks = lt.global_magnitude_masks(big, 0.3)
 assert int(masks[0].sum()) == 210_000
 assert (lt.global_magnitude_masks(w, 0.5)[0] == parent).all()
 lt.apply_masks(big, masks); lt.rewind(big, [big[0].copy()], masks)
+survivors = [m.copy() for m in kept]
+lt.global_magnitude_masks(later, 0.5, masks=kept, out=kept)  # the kept buffers, in the child
+assert int(kept[0].sum()) == 75_000 and not (kept[0] & ~survivors[0]).any()
 print("child ok", flush=True)
 os._exit(0)
 """
