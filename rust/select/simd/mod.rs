@@ -407,6 +407,7 @@ pub(crate) unsafe fn window_filter(
 ///
 /// # Safety
 /// `pairs` must point to `len` readable pairs and `dst` to room for `len`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn window_filter_portable(
     pairs: *const u64,
     len: usize,
