@@ -7,12 +7,23 @@ semantics (tie order, NaN policy, amount rules).
 
 from ._core import __version__
 from .config import EarlyBird, LotteryTicketConfig, RewindStrategy
-from .kernels import MaskApplier, alive_counts, apply_masks, global_magnitude_masks, rewind
+from .kernels import (
+    BufferCacheStats,
+    MaskApplier,
+    alive_counts,
+    apply_masks,
+    buffer_cache_stats,
+    global_magnitude_masks,
+    release_buffers,
+    rewind,
+    set_buffer_cache_limit,
+)
 from .pruner import LotteryTicketPruner
 from .safetensors_stream import prune_checkpoint
 from .ticket import Ticket
 
 __all__ = [
+    "BufferCacheStats",
     "EarlyBird",
     "LotteryTicketConfig",
     "LotteryTicketPruner",
@@ -22,7 +33,10 @@ __all__ = [
     "__version__",
     "alive_counts",
     "apply_masks",
+    "buffer_cache_stats",
     "global_magnitude_masks",
     "prune_checkpoint",
+    "release_buffers",
     "rewind",
+    "set_buffer_cache_limit",
 ]

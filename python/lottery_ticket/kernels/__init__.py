@@ -24,6 +24,10 @@ Semantics (exact, reproducible, identical across runs and thread counts):
 * **Tied weights.** One storage is one tensor: passing memory twice is a ``ValueError``.
 * **torch.** In-place writes bump the autograd version counter, as torch's own in-place ops do,
   and inference tensors are refused outside inference mode.
+* **Memory.** Result buffers of 1 MiB and more are kept once every array over them is dropped
+  and reused by a later call of the same size (`release_buffers`, `set_buffer_cache_limit`,
+  ``LOTTERY_TICKET_BUFFER_CACHE_MIB``; an eighth of the physical memory by default): faulting
+  a fresh buffer in costs the kernel a zeroing pass over it.
 * **Devices and ranks.** NumPy arrays and CPU tensors run the Rust kernels; tensors on any other
   device (CUDA), DTensors and ``process_group=`` run the framework's own ops on that device
   (`backends.DeviceKernels`), with bit-identical masks. ``backend="torch"`` forces those ops.
@@ -39,7 +43,21 @@ import numpy as np
 from .. import _core, _validation, backends
 from . import arrays as _arrays
 from . import view_cache as _plan
+from .buffer_cache import BufferCacheStats, buffer_cache_stats, host_array, release_buffers, set_buffer_cache_limit
 from .gc_pause import gc_paused
+
+__all__ = [
+    "BufferCacheStats",
+    "MaskApplier",
+    "alive_counts",
+    "apply_masks",
+    "buffer_cache_stats",
+    "global_magnitude_masks",
+    "mask_products",
+    "release_buffers",
+    "rewind",
+    "set_buffer_cache_limit",
+]
 
 Scope = Literal["global", "layer"]
 
@@ -301,8 +319,8 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
     previous_bits = _previous_bits(previous, names, views)
     # One array per tensor (never views of one buffer): each becomes a module's own buffer.
     # Allocated as the weights' bits (NumPy has no bf16), then viewed in their dtype.
-    masks = [np.empty(v.shape, dtype=v.bits.dtype) for v in views]
-    made = [np.empty(v.shape, dtype=v.bits.dtype) for v in views] if products else None
+    masks = [host_array(v.shape, v.bits.dtype) for v in views]
+    made = [host_array(v.shape, v.bits.dtype) for v in views] if products else None
     _core.mask_products(
         [v.bits for v in views],
         [v.dtype for v in views],

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._validation import labels, mask_dtype, relabel, same_shape, unsupported_dtype
 from ..backends import SUPPORTED, ArrayBackend, Bits, array_backend
+from .buffer_cache import host_buffer
 
 # dtype name -> unsigned dtype of the same width, for the bit views handed to the kernels.
 BITS_DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {
@@ -199,10 +200,11 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
     One NumPy buffer: NumPy asks the kernel for transparent huge pages on large arrays (torch's
     CPU allocator does not, and a BERT layer's mask is too small to get them alone), so
     first-touching the masks takes far fewer page faults, and it is one allocation instead of
-    one per tensor.
+    one per tensor. A previous call's buffer of the same size is reused once dropped
+    (`buffer_cache`): no pages to fault in at all.
     """
     sizes = [math.prod(shape) for shape in shapes]
-    buffer = np.empty(sum(sizes), dtype=np.bool_)
+    buffer = host_buffer(sum(sizes))
     whole = buffer.data
     masks = []
     start = 0
@@ -216,7 +218,7 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
         )
         masks.append(backend.from_numpy(array) if backend is not None else array)
         start = end
-    return buffer.view(np.uint8), masks
+    return buffer, masks
 
 
 def check_no_overlap(written: Sequence[tuple[str, np.ndarray]], read: Sequence[tuple[str, np.ndarray]]) -> None:

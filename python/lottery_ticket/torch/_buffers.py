@@ -7,10 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 import torch
 
+from ..kernels.buffer_cache import host_buffer
 from . import _device
 
 if TYPE_CHECKING:
@@ -90,7 +89,8 @@ def count_true(flags: torch.Tensor, *, written: bool = False) -> torch.Tensor:
 def empty(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised 1-D tensor. On the host from NumPy, which asks the kernel for transparent
     huge pages on large arrays (torch's CPU allocator does not): first-touching it then takes
-    far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels)."""
+    far fewer page faults (`kernels.arrays.new_masks` does the same for the Rust kernels), and
+    none when a previous call's buffer of that size is reused (`kernels.buffer_cache`)."""
     return _host_or_device(n, dtype, device, prefault=False)
 
 
@@ -108,7 +108,7 @@ def _host_or_device(n: int, dtype: torch.dtype, device: torch.device, prefault: 
     if not _device.is_host(device) or n == 0:
         return torch.empty(n, dtype=dtype, device=device)
     size = torch.empty((), dtype=dtype).element_size()
-    raw = np.empty(n * size, dtype=np.uint8)
+    raw = host_buffer(n * size)
     if prefault:
         raw[::_PAGE] = 0
     return torch.from_numpy(raw).view(dtype)

@@ -4,7 +4,10 @@
   after the method's untimed ``setup``, until their spread is small (`hygiene.repeat_until_stable`);
   the median and the spread of the recent rounds are reported. Rows with a target relative to
   the read floor or a peer (`methods.paired_with`) also time those before each round, for
-  paired ratios. ``benches/`` passes a timer that runs them inside pytest-benchmark.
+  paired ratios. ``benches/`` passes a timer that runs them inside pytest-benchmark. Each
+  round drops the previous result, so the kernels reuse its buffer (`kernels.buffer_cache`) as
+  an IMP loop does; the buffers are released after each row, and the "fresh pages" row turns
+  the cache off.
 * Peak extra memory: Rust allocations are invisible to tracemalloc, so a fresh subprocess
   rebuilds the workload, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), makes one
   call and reads ``VmHWM``; extra = peak - RSS before the call - bytes of the returned masks.
@@ -30,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ... import kernels
 from .hygiene import Call, Rounds, repeat_until_stable
 from .methods import BY_KEY, ONE_THREAD, ONE_THREAD_LABEL, Method, paired_with
 from .table import Measurement
@@ -103,6 +107,8 @@ def measure_method(method: Method, workload: Workload, timer: Timer = time_round
     m.record(timer(method.run, functools.partial(method.setup, state), references))
     del state, references
     gc.collect()
+    # The next row starts as a first call does, and this row's buffers leave room for its workload.
+    kernels.release_buffers()
     if memory:
         m.peak_extra_bytes = in_subprocess(method.key, spec)["peak_extra_bytes"]
     return m

@@ -267,6 +267,7 @@ BERT_KEYS = (
     "torch_prune",
     "ours",
     "ours_1thread",
+    "ours_cold",
     "ours_masked",
     "ours_in_place",
     "ours_torch",
