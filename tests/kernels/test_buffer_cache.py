@@ -247,3 +247,24 @@ def test_the_default_limit_is_an_eighth_of_the_memory(monkeypatch: pytest.Monkey
         assert cache_module.default_limit() == total // 8
     monkeypatch.delattr(os, "sysconf", raising=False)
     assert cache_module.default_limit() == cache_module.FALLBACK_LIMIT
+
+
+def test_repeated_drop_in_rounds_on_one_model_reuse_the_state_each_round_replaced() -> None:
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 512))
+    pairs = [(net[0], "weight"), (net[1], "weight")]
+    hits = []
+    with torch.no_grad():
+        for _ in range(3):
+            before = buffer_cache_stats().hits
+            ltt.global_unstructured(pairs, amount=0.3)
+            hits.append(buffer_cache_stats().hits - before)
+    # Round 1 allocates; round 2 replaces its state while it is installed (new buffers); round 3
+    # takes back round 1's two float masks and two masked weights (each round's bool survivors
+    # stay with torch's PruningContainer, which keeps every method it ran).
+    assert hits == [0, 0, 4]
+    expected = 1024 * 1024 + 1024 * 512
+    for _ in range(3):
+        expected -= round(0.3 * expected)
+    assert sum(int(m.weight_mask.sum()) for m in net) == expected
+    assert torch.equal(net[0].weight, net[0].weight_orig * net[0].weight_mask)
