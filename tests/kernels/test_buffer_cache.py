@@ -268,3 +268,19 @@ def test_repeated_drop_in_rounds_on_one_model_reuse_the_state_each_round_replace
         expected -= round(0.3 * expected)
     assert sum(int(m.weight_mask.sum()) for m in net) == expected
     assert torch.equal(net[0].weight, net[0].weight_orig * net[0].weight_mask)
+
+
+def test_buffers_held_for_good_neither_block_reuse_nor_make_requests_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = [lt.global_magnitude_masks(weights(10), 0.3) for _ in range(cache_module.MAX_CHECKS + 8)]
+    dropped = lt.global_magnitude_masks(weights(10), 0.3)  # the newest: at the back of its size
+    where = address(dropped[0])
+    del dropped
+    checks: list[int] = []
+    count = cache_module.BufferCache._count
+    monkeypatch.setattr(cache_module.BufferCache, "_count", lambda self, g, k: checks.append(1) or count(self, g, k))
+    starts = [address(lt.global_magnitude_masks(weights(11), 0.3)[0]) for _ in range(2)]
+    # The first request reads MAX_CHECKS held buffers and allocates; the held ones it read move
+    # back, so the second reaches the dropped buffer.
+    assert len(checks) <= 2 * cache_module.MAX_CHECKS
+    assert where in starts
+    assert all(int(m[0].sum()) + int(m[1].sum()) == round(0.7 * N) for m in kept)

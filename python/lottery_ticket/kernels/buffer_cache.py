@@ -30,6 +30,9 @@ import numpy as np
 # Below this, a freed buffer stays in glibc's heap and is reused without faults.
 MIN_BYTES = 1 << 20
 VARIABLE = "LOTTERY_TICKET_BUFFER_CACHE_MIB"
+# Reference counts read per request at most: a size whose many buffers are all held (every
+# round's masks kept) allocates after these instead of reading them all, call after call.
+MAX_CHECKS = 16
 # Two rounds of an IMP loop whose results overlap (`masks = f(w, p, masks=masks)`) hold two
 # buffers of each size; the drop-in adds float masks and products (9 bytes a weight for f32).
 # An eighth of the memory covers that for the models the machine can train, and stays small
@@ -88,14 +91,16 @@ class BufferCache:
         if nbytes < MIN_BYTES or nbytes > self._limit or not self._unheld:
             return np.empty(nbytes, dtype=np.uint8)
         with self._lock:
-            group = self._by_size.get(nbytes)
-            if group:
-                for key in group:
-                    if self._is_free(group, key):
-                        group.move_to_end(key)
-                        self._order.move_to_end(key)
-                        self._hits += 1
-                        return group[key]
+            group = self._by_size.get(nbytes, OrderedDict())
+            for _ in range(min(len(group), MAX_CHECKS)):
+                key = next(iter(group))
+                # To the back either way: a held buffer (masks kept for good) is looked at after
+                # the others next time, so buffers held for long never stand before free ones.
+                group.move_to_end(key)
+                if self._is_free(group, key):
+                    self._order.move_to_end(key)
+                    self._hits += 1
+                    return group[key]
             self._misses += 1
             buffer = np.empty(nbytes, dtype=np.uint8)
             self._remember(buffer)
