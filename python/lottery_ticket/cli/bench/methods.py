@@ -217,6 +217,20 @@ def _torch_where(state: InPlace) -> None:
         torch.where(m, snap, torch.zeros((), dtype=w.dtype), out=w)
 
 
+def _new_masks(key: str, label: str, run: Callable[[Inputs], Any], bytes_per_weight: int) -> Method:
+    """A row of ours that returns new masks for the workload's weights, checked exactly."""
+    return Method(
+        key,
+        label,
+        "mask",
+        _weights,
+        run,
+        lambda wl, st, r: check_masks(wl, r),
+        _masks_bytes,
+        bytes_per_weight=bytes_per_weight,
+    )
+
+
 METHODS: tuple[Method, ...] = (
     Method("floor", "read floor: torch sum of each tensor", "read", _weights, _sum_each, _check_sums),
     Method(
@@ -250,25 +264,9 @@ METHODS: tuple[Method, ...] = (
         setup=modules,
         bytes_per_weight=60,
     ),
-    Method(
-        "ours",
-        "ours: global_magnitude_masks",
-        "mask",
-        _weights,
-        _ours,
-        lambda wl, st, r: check_masks(wl, r),
-        _masks_bytes,
-        bytes_per_weight=2,
-    ),
-    Method(
-        "ours_cold",
-        "ours: global_magnitude_masks, fresh pages (buffer cache off)",
-        "mask",
-        _weights,
-        _ours_cold,
-        lambda wl, st, r: check_masks(wl, r),
-        _masks_bytes,
-        bytes_per_weight=2,
+    _new_masks("ours", "ours: global_magnitude_masks", _ours, bytes_per_weight=2),
+    _new_masks(
+        "ours_cold", "ours: global_magnitude_masks, fresh pages (buffer cache off)", _ours_cold, bytes_per_weight=2
     ),
     Method(
         "ours_masked",
@@ -290,15 +288,8 @@ METHODS: tuple[Method, ...] = (
         setup=refill,
         bytes_per_weight=4,
     ),
-    Method(
-        "ours_torch",
-        "ours: torch-op backend on host tensors (backend='torch')",
-        "mask",
-        _weights,
-        _ours_torch_ops,
-        lambda wl, st, r: check_masks(wl, r),
-        _masks_bytes,
-        bytes_per_weight=8,
+    _new_masks(
+        "ours_torch", "ours: torch-op backend on host tensors (backend='torch')", _ours_torch_ops, bytes_per_weight=8
     ),
     Method(
         "drop_in",
