@@ -28,6 +28,7 @@ use super::lost::{Lost, LostSpan};
 use super::scan::{push_up_to_two, Counts, Sink};
 use super::Bracket;
 use crate::magnitude::Key;
+use crate::prefetch;
 
 /// Bracket bounds as "key <= bound" thresholds for signed lane compares: `k < lo` is
 /// `k <= lo - 1`. Keys never exceed `top` (sign bit clear), so larger bounds clamp to it.
@@ -317,6 +318,7 @@ unsafe fn scan_raw<I: Isa, L: Lanes, K: Key, S: Sink<K>>(
     let mut copy = [L::default(); 32];
     let mut start = 0;
     while start < full {
+        prefetch::ahead(bits.as_ptr().wrapping_add(start), 32);
         let block = I::block(bits.as_ptr().add(start), copy.as_mut_ptr(), bounds);
         let alive_bits = alive.map_or(u32::MAX, |a| I::alive_bits(a.add(start)));
         if let Some(o) = out {
