@@ -4,7 +4,7 @@
 //! ask for huge pages, so a loop streaming a tensor otherwise began each page with a stall on
 //! memory. Paired with the read floor, a fresh selection ran a few percent faster with it. Not
 //! in the plain streaming loops (apply, rewind): cut into blocks to prefetch, mask application
-//! ran slower, its loop vectorised worse.
+//! ran slower.
 
 /// How far ahead of the element being processed its stream is prefetched, in elements (a few
 /// pages of f32).
