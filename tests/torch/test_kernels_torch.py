@@ -66,6 +66,22 @@ def test_bf16_ties_across_dtypes_break_by_tensor_order() -> None:
     assert [g.tolist() for g in got] == [[False, False], [False, True]]
 
 
+def test_fresh_masks_are_disjoint_views_that_go_back_as_masks_and_out(reference: Reference) -> None:
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(4, 5), (0, 3), (7,), (0,), (2, 3, 2)]
+    weights = [random(s, torch.float32, gen) for s in shapes]
+    first = global_magnitude_masks(weights, 0.4)
+    want = reference(weights, 0.4)
+    assert_masks(first, want)
+    spans = sorted((m.data_ptr(), m.data_ptr() + m.numel()) for m in first)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "masks overlap"
+    assert all(m.is_contiguous() for m in first)
+    assert_masks(global_magnitude_masks(weights, 0.5, masks=first), reference(weights, 0.5, want))
+    same = global_magnitude_masks(weights, 0.5, masks=first, out=first)
+    assert same is first
+    assert_masks(first, reference(weights, 0.5, want))
+
+
 def test_large_bf16_above_sample_size(reference: Reference) -> None:
     gen = torch.Generator().manual_seed(2)
     weights = [random((600, 500), torch.bfloat16, gen), tied((1000,), torch.float16, gen)]

@@ -205,18 +205,24 @@ def new_masks(likes: Sequence[object], shapes: Sequence[tuple[int, ...]]) -> tup
     """
     sizes = [math.prod(shape) for shape in shapes]
     buffer = host_buffer(sum(sizes))
-    whole = buffer.data
+    whole, flat = buffer.data, buffer.view(np.bool_)
     masks = []
     start = 0
     for shape, size, backend in zip(shapes, sizes, backends_of(likes)):
         end = start + size
-        # An empty view would share its address with the next mask: give it its own, so that no
-        # two masks look like one buffer to a later call's overlap checks. Each mask is a view of
-        # its own buffer object, or passing them back as ``masks=`` would cost N^2 borrow checks.
-        array = (
-            np.frombuffer(whole[start:end], dtype=np.bool_).reshape(shape) if size else np.empty(shape, dtype=np.bool_)
-        )
-        masks.append(backend.from_numpy(array) if backend is not None else array)
+        if not size:
+            # An empty view would share its address with the next mask: give it its own, so
+            # that no two masks look like one buffer to a later call's overlap checks.
+            empty = np.empty(shape, dtype=np.bool_)
+            masks.append(backend.from_numpy(empty) if backend is not None else empty)
+        elif backend is not None:
+            # A framework's mask is later read through its framework's own view (based on that
+            # mask, not on this buffer), so a plain slice serves: the cheapest view to make.
+            masks.append(backend.from_numpy(flat[start:end].reshape(shape)))
+        else:
+            # Each NumPy mask is a view of its own buffer object, or passing them back as
+            # ``masks=`` would cost N^2 borrow checks (one base shared by all).
+            masks.append(np.frombuffer(whole[start:end], dtype=np.bool_).reshape(shape))
         start = end
     return buffer, masks
 
