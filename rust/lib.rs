@@ -9,7 +9,6 @@ pub mod error;
 pub mod fault;
 pub mod magnitude;
 pub mod mask;
-#[cfg(target_arch = "x86_64")] // only the x86 block scanners prefetch
 mod prefetch;
 pub mod pruned_state;
 pub mod radix;

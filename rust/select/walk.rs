@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::magnitude::{Key, KeyVisitor, Weights};
+use crate::prefetch;
 
 /// Neighbouring weights read at each sampled position. The walk costs a cache miss per
 /// position (a line of weights and a line of survivor flags), so reading sixteen weights of the
@@ -197,19 +198,6 @@ impl<K: Key> Walk<K> {
 /// waits on each position in turn (at LeNet size it cost more than the fused pass).
 const PREFETCH_PROBES: usize = 4;
 
-/// Ask for the cache line at `p` without waiting for it (a hint: it never faults, so `p` may
-/// lie past the tensor's end).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that reads nothing architecturally, valid for any address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Visit a walk's positions while they lie in one tensor, whose first element is at `start` of
 /// the concatenated input.
 struct InTensor<'a, K> {
@@ -252,7 +240,7 @@ impl<K: Key> Walk<K> {
         let ahead = PREFETCH_PROBES * self.stride;
         while self.left > 0 && self.pos < end {
             let i = self.pos - start;
-            prefetch(bits.as_ptr().wrapping_add(i + ahead));
+            prefetch::line(bits.as_ptr().wrapping_add(i + ahead));
             if alive.is_none_or(|a| a[i] != 0) {
                 self.keys.push(key(bits[i]));
             }
@@ -274,9 +262,9 @@ impl<K: Key> Walk<K> {
         let ahead = PREFETCH_PROBES * self.stride;
         while self.left > 0 && self.pos < end {
             let i = self.pos - start;
-            prefetch(bits.as_ptr().wrapping_add(i + ahead));
+            prefetch::line(bits.as_ptr().wrapping_add(i + ahead));
             if let Some(a) = alive {
-                prefetch(a.as_ptr().wrapping_add(i + ahead));
+                prefetch::line(a.as_ptr().wrapping_add(i + ahead));
             }
             // Aligned down, so that the neighbours share a cache line.
             let first = i & !(CLUSTER - 1);
