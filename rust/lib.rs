@@ -9,6 +9,7 @@ pub mod error;
 pub mod fault;
 pub mod magnitude;
 pub mod mask;
+mod nontemporal;
 mod prefetch;
 pub mod pruned_state;
 pub mod radix;

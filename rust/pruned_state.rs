@@ -5,7 +5,8 @@
 //! multiply pass over fresh pages (at BERT scale more time than the selection); here both come
 //! from one read of the weights. The product is a float multiply, so a pruned entry is what
 //! torch's product gives (-0.0 for a negative weight, NaN for an infinite one); bf16 and f16
-//! weights get the same values from their bits ([`half_floats`]).
+//! weights get the same values from their bits ([`half_floats`]). f32 and f64 outputs far
+//! larger than the caches are written past them ([`crate::nontemporal`]).
 
 use std::ops::Mul;
 
@@ -14,12 +15,13 @@ use rayon::prelude::*;
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::Weights;
 use crate::mask::{Bits, BitsMut, STREAM_CHUNK};
+use crate::nontemporal;
 use crate::select::{widest, PARALLEL_MIN};
 
 mod half_floats;
 
 /// An element width of raw bits: its slices out of the width-tagged views.
-trait Width: Copy + Send + Sync + Sized {
+trait Width: Copy + PartialEq + Send + Sync + Sized {
     /// The tensor's bits if they are this width.
     fn of(bits: Bits<'_>) -> Option<&[Self]>;
     /// [`Width::of`] for an output.
@@ -171,18 +173,32 @@ pub fn mask_products(
             });
         }
     }
-    let parallel = sizes.iter().sum::<usize>() >= PARALLEL_MIN;
+    // The f32 and f64 outputs are streamed past the caches when they dwarf them; 16-bit ones
+    // measured no faster streamed (their loops are not bound by the stores).
+    let wide_bytes: usize = weights
+        .iter()
+        .map(|w| match w {
+            Weights::F32(x) => std::mem::size_of_val(*x),
+            Weights::F64(x) => std::mem::size_of_val(*x),
+            Weights::Bf16(_) | Weights::F16(_) => 0,
+        })
+        .sum();
+    let outputs = if products.is_some() { 2 } else { 1 };
+    let run = Run {
+        parallel: sizes.iter().sum::<usize>() >= PARALLEL_MIN,
+        stream: nontemporal::wanted(wide_bytes * outputs),
+    };
     for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
         let p = products.as_deref_mut().map(|p| &mut p[index]);
         let (w, q) = (bits_of(*w), previous[index]);
         match weights[index] {
-            Weights::F32(_) => fill_tensor::<f32>(slices(w, q, m, p), k, parallel),
-            Weights::F64(_) => fill_tensor::<f64>(slices(w, q, m, p), k, parallel),
+            Weights::F32(_) => fill_tensor::<f32>(slices(w, q, m, p), k, run),
+            Weights::F64(_) => fill_tensor::<f64>(slices(w, q, m, p), k, run),
             Weights::Bf16(_) => {
-                half_floats::fill::<half_floats::Bf16>(slices(w, q, m, p), k, parallel)
+                half_floats::fill::<half_floats::Bf16>(slices(w, q, m, p), k, run.parallel)
             }
             Weights::F16(_) => {
-                half_floats::fill::<half_floats::F16>(slices(w, q, m, p), k, parallel)
+                half_floats::fill::<half_floats::F16>(slices(w, q, m, p), k, run.parallel)
             }
         }
     }
@@ -199,12 +215,8 @@ fn bits_of(w: Weights<'_>) -> Bits<'_> {
 }
 
 /// [`fill`] for one tensor's [`slices`].
-fn fill_tensor<F: Float>(
-    (w, previous, mask, product): Slices<'_, F::Bits>,
-    keep: &[u8],
-    parallel: bool,
-) {
-    fill::<F>(w, keep, previous, mask, product, parallel)
+fn fill_tensor<F: Float>((w, previous, mask, product): Slices<'_, F::Bits>, keep: &[u8], run: Run) {
+    fill::<F>(w, keep, previous, mask, product, run)
 }
 
 fn factor<F: Float>(keep: u8) -> F {
@@ -234,43 +246,64 @@ fn fill<F: Float>(
     previous: Option<&[F::Bits]>,
     mask: &mut [F::Bits],
     product: Option<&mut [F::Bits]>,
-    parallel: bool,
+    run: Run,
 ) {
     // One piece of the tensor, starting at element `at`; each case its own plain loop, which
-    // LLVM vectorises (a per-element branch on the options would not).
+    // LLVM vectorises (a per-element branch on the options would not), over the piece or, when
+    // streaming, over each line's worth of it.
     let piece = |at: usize, mask: &mut [F::Bits], product: Option<&mut [F::Bits]>| {
         let end = at + mask.len();
         let (w, keep) = (&w[at..end], &keep[at..end]);
         let previous = previous.map(|p| &p[at..end]);
-        widest(|| match (previous, product) {
-            (None, None) => {
-                for (&k, m) in keep.iter().zip(mask) {
-                    *m = factor::<F>(k).to_bits();
+        widest(
+            #[inline(always)]
+            || match (previous, product) {
+                (None, None) => nontemporal::by_lines(run.stream, mask, None, |r, mask, _| {
+                    for (&k, m) in keep[r].iter().zip(mask) {
+                        *m = factor::<F>(k).to_bits();
+                    }
+                }),
+                (Some(previous), None) => {
+                    nontemporal::by_lines(run.stream, mask, None, |r, mask, _| {
+                        for ((&k, &q), m) in keep[r.clone()].iter().zip(&previous[r]).zip(mask) {
+                            *m = combined::<F>(F::from_bits(q), k).to_bits();
+                        }
+                    })
                 }
-            }
-            (Some(previous), None) => {
-                for ((&k, &q), m) in keep.iter().zip(previous).zip(mask) {
-                    *m = combined::<F>(F::from_bits(q), k).to_bits();
+                (None, Some(product)) => {
+                    nontemporal::by_lines(run.stream, mask, Some(product), |r, mask, product| {
+                        let product = product.expect("products");
+                        let inputs = w[r.clone()].iter().zip(&keep[r]);
+                        for ((&x, &k), (m, p)) in inputs.zip(mask.iter_mut().zip(product)) {
+                            let f = factor::<F>(k);
+                            *m = f.to_bits();
+                            *p = (f * F::from_bits(x)).to_bits();
+                        }
+                    })
                 }
-            }
-            (None, Some(product)) => {
-                for (((&x, &k), m), p) in w.iter().zip(keep).zip(mask).zip(product) {
-                    let f = factor::<F>(k);
-                    *m = f.to_bits();
-                    *p = (f * F::from_bits(x)).to_bits();
+                (Some(previous), Some(product)) => {
+                    nontemporal::by_lines(run.stream, mask, Some(product), |r, mask, product| {
+                        let product = product.expect("products");
+                        let inputs = w[r.clone()].iter().zip(&keep[r.clone()]).zip(&previous[r]);
+                        for (((&x, &k), &q), (m, p)) in inputs.zip(mask.iter_mut().zip(product)) {
+                            let f = combined::<F>(F::from_bits(q), k);
+                            *m = f.to_bits();
+                            *p = (f * F::from_bits(x)).to_bits();
+                        }
+                    })
                 }
-            }
-            (Some(previous), Some(product)) => {
-                let inputs = w.iter().zip(keep).zip(previous);
-                for (((&x, &k), &q), (m, p)) in inputs.zip(mask.iter_mut().zip(product)) {
-                    let f = combined::<F>(F::from_bits(q), k);
-                    *m = f.to_bits();
-                    *p = (f * F::from_bits(x)).to_bits();
-                }
-            }
-        })
+            },
+        )
     };
-    in_pieces(mask, product, parallel, piece);
+    in_pieces(mask, product, run.parallel, piece);
+}
+
+/// How a call writes its outputs: on several threads, past the caches.
+#[derive(Clone, Copy)]
+struct Run {
+    parallel: bool,
+    /// Non-temporal stores ([`nontemporal`]): the call's outputs dwarf the caches.
+    stream: bool,
 }
 
 /// `piece(at, mask, product)` over [`STREAM_CHUNK`]-sized pieces of the outputs (`at`: the

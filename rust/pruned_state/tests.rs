@@ -309,3 +309,70 @@ fn half_floats_combine_a_previous_mask_as_torch_does() {
         }
     }
 }
+
+/// Every case written with non-temporal stores, bit for bit as with ordinary ones: lengths
+/// across the streamed blocks, outputs starting anywhere in a line, and the two outputs at
+/// different offsets from a line (then nothing is streamed).
+#[test]
+fn streamed_outputs_match_cached_ones_bit_for_bit() {
+    fn check<F: Float>(value: impl Fn(usize) -> F, previous_value: impl Fn(usize) -> F) {
+        let total = 300;
+        let w: Vec<F::Bits> = (0..total).map(|i| value(i).to_bits()).collect();
+        let q: Vec<F::Bits> = (0..total).map(|i| previous_value(i).to_bits()).collect();
+        let keep: Vec<u8> = (0..total).map(|i| (i * 7 % 5 % 2) as u8).collect();
+        let zero = F::ZERO.to_bits();
+        for (start, product_start) in [(0, 0), (1, 1), (3, 3), (5, 5), (0, 1), (2, 7)] {
+            for n in [0, 1, 15, 16, 17, 40, 64, 129, 250] {
+                for (previous, products) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let run = |stream| {
+                        let (mut m, mut p) = (vec![zero; total + 64], vec![zero; total + 64]);
+                        // Each output `start` elements past a line boundary.
+                        let (sm, sp) = (at_line(&m) + start, at_line(&p) + product_start);
+                        let product = products.then_some(&mut p[sp..sp + n]);
+                        fill::<F>(
+                            &w[..n],
+                            &keep[..n],
+                            previous.then_some(&q[..n]),
+                            &mut m[sm..sm + n],
+                            product,
+                            Run {
+                                parallel: false,
+                                stream,
+                            },
+                        );
+                        (m[sm..sm + n].to_vec(), p[sp..sp + n].to_vec())
+                    };
+                    let same = |a: &[F::Bits], b: &[F::Bits]| {
+                        a.iter().zip(b).all(|(&x, &y)| {
+                            let (x, y) = (F::from_bits(x), F::from_bits(y));
+                            x.to_bits() == y.to_bits() || (x != x && y != y)
+                        })
+                    };
+                    let (cached, streamed) = (run(false), run(true));
+                    let case = format!("start {start}/{product_start} n {n} previous {previous} products {products}");
+                    assert!(same(&cached.0, &streamed.0), "masks: {case}");
+                    assert!(same(&cached.1, &streamed.1), "products: {case}");
+                }
+            }
+        }
+    }
+    let special = |i: usize, x: f64| match i % 11 {
+        3 => f64::INFINITY,
+        5 => f64::NAN,
+        7 => -0.0,
+        _ => x,
+    };
+    let previous = |i: usize| [1.0, 0.0, 0.5, 1.0, -0.0, 1.0][i % 6];
+    check::<f32>(
+        |i| special(i, i as f64 - 150.5) as f32,
+        |i| previous(i) as f32,
+    );
+    check::<f64>(|i| special(i, 150.25 - i as f64), previous);
+}
+
+/// Elements from the start of `v` to its first cache-line boundary.
+fn at_line<T>(v: &[T]) -> usize {
+    v.as_ptr().align_offset(64)
+}

@@ -49,7 +49,7 @@ pub(crate) use {
 pub const PARALLEL_MIN: usize = 1 << 19;
 
 pub use in_place::select_masks_in_place;
-pub(crate) use simd::widest;
+pub(crate) use simd::{level, widest, Level};
 pub use simd::{scanner, SIMD_ENV};
 
 /// How much to prune, relative to the weights that are still alive.
