@@ -285,7 +285,9 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
     """``torch.nn.utils.prune``'s state for bool masks, in one pass over the weights: per weight,
     its mask in the weight's dtype (1.0 kept, 0.0 pruned) and the product ``mask * weight`` (a
     float multiply, so a pruned negative weight gives -0.0 and an infinite one NaN, as torch's
-    product does). Two conversions by array ops would each write fresh pages.
+    product does). Two conversions by array ops would each write fresh pages. float32 and
+    float64 outputs of 64 MiB or more in one call are written past the CPU caches (x86-64),
+    which would not hold them anyway.
 
     ``weights``: float host arrays (float16, bfloat16, float32, float64; bf16 products from
     its bits, the same values); ``keep``: bool masks of their shapes, in the
