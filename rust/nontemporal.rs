@@ -45,7 +45,7 @@ pub(crate) fn by_lines<T: Copy>(
     if !stream || !aligned || n < head + BLOCK {
         return body(0..n, a, b);
     }
-    let width = Width::of_cpu();
+    let wide = wide_stores();
     body(
         0..head,
         &mut a[..head],
@@ -60,9 +60,9 @@ pub(crate) fn by_lines<T: Copy>(
             &mut block_a,
             b.is_some().then_some(&mut block_b[..]),
         );
-        store(width, &mut a[start..start + BLOCK], &block_a);
+        store(wide, &mut a[start..start + BLOCK], &block_a);
         if let Some(b) = b.as_deref_mut() {
-            store(width, &mut b[start..start + BLOCK], &block_b);
+            store(wide, &mut b[start..start + BLOCK], &block_b);
         }
     }
     body(
@@ -75,52 +75,42 @@ pub(crate) fn by_lines<T: Copy>(
 
 const LINE: usize = 64;
 
-/// The widest streaming store the CPU has (looked up once per call), so that a block leaves
-/// its registers in as few stores as possible.
-#[derive(Clone, Copy, PartialEq)]
-enum Width {
-    Sse2,
-    Avx,
-    Avx512,
-}
-
-impl Width {
-    #[inline(always)]
-    fn of_cpu() -> Width {
-        #[cfg(target_arch = "x86_64")]
-        {
-            match crate::select::level() {
-                Some(crate::select::Level::Avx512) => Width::Avx512,
-                Some(crate::select::Level::Avx2) => Width::Avx,
-                None => Width::Sse2,
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Width::Sse2
+/// Whether the block can leave its registers in 64-byte streaming stores (AVX-512, looked up
+/// once per call); otherwise SSE2's 16-byte ones, which fill the same lines.
+#[inline(always)]
+fn wide_stores() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::select::level() == Some(crate::select::Level::Avx512)
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `dst = src` with non-temporal stores: `dst` starts on a line boundary ([`by_lines`] arranges
 /// it) and a block is whole lines.
 #[inline(always)]
-fn store<T: Copy>(width: Width, dst: &mut [T], src: &[T; BLOCK]) {
+fn store<T: Copy>(wide: bool, dst: &mut [T], src: &[T; BLOCK]) {
     debug_assert_eq!(dst.len(), BLOCK);
     #[cfg(target_arch = "x86_64")]
     {
         let bytes = std::mem::size_of_val(src);
         let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
-        // SAFETY: both hold `bytes` bytes (whole lines), `d` is line-aligned, and the CPU has
-        // the instructions `width` names (SSE2 is baseline).
+        // SAFETY: both hold `bytes` bytes (whole lines), `d` is line-aligned, `wide` only where
+        // the CPU has AVX-512, and SSE2 is baseline.
         unsafe {
-            match width {
-                Width::Avx512 => stream_64(d, s, bytes),
-                Width::Avx => stream_32(d, s, bytes),
-                Width::Sse2 => stream_16(d, s, bytes),
+            if wide {
+                stream_64(d, s, bytes)
+            } else {
+                stream_16(d, s, bytes)
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    dst.copy_from_slice(src);
+    {
+        let _ = wide;
+        dst.copy_from_slice(src);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -132,19 +122,6 @@ unsafe fn stream_64(d: *mut u8, s: *const u8, bytes: usize) {
         _mm512_stream_si512(
             d.add(at) as *mut __m512i,
             _mm512_loadu_si512(s.add(at) as *const __m512i),
-        );
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-#[inline]
-unsafe fn stream_32(d: *mut u8, s: *const u8, bytes: usize) {
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
-    for at in (0..bytes).step_by(32) {
-        _mm256_stream_si256(
-            d.add(at) as *mut __m256i,
-            _mm256_loadu_si256(s.add(at) as *const __m256i),
         );
     }
 }
