@@ -259,13 +259,9 @@ impl<K: Key> Walk<K> {
         key: F,
     ) {
         let end = start + bits.len();
-        let ahead = PREFETCH_PROBES * self.stride;
+        self.request_lines(bits, start, alive);
         while self.left > 0 && self.pos < end {
             let i = self.pos - start;
-            prefetch::line(bits.as_ptr().wrapping_add(i + ahead));
-            if let Some(a) = alive {
-                prefetch::line(a.as_ptr().wrapping_add(i + ahead));
-            }
             // Aligned down, so that the neighbours share a cache line.
             let first = i & !(CLUSTER - 1);
             let last = (first + CLUSTER).min(bits.len());
@@ -287,16 +283,42 @@ impl<K: Key> Walk<K> {
         }
     }
 
+    /// Ask the memory for the line at each of the walk's positions in `bits` (from `start`)
+    /// before reading any. Each position lies on a page of its own, and a prefetch that misses
+    /// the TLB holds up the instructions after it until its page walk ends: issued from a loop
+    /// of a few instructions per position, many walks overlap, where among the reading loop's
+    /// keys and copies only a few did.
+    #[inline(always)]
+    fn request_lines<T>(&self, bits: &[T], start: usize, alive: Option<&[u8]>) {
+        let end = start + bits.len();
+        let (mut pos, mut rem, mut left) = (self.pos, self.rem, self.left);
+        while left > 0 && pos < end {
+            let i = pos - start;
+            prefetch::line(bits.as_ptr().wrapping_add(i));
+            if let Some(a) = alive {
+                prefetch::line(a.as_ptr().wrapping_add(i));
+            }
+            (pos, rem) = self.after(pos, rem);
+            left -= 1;
+        }
+    }
+
     /// On to the next position.
     #[inline(always)]
     fn advance(&mut self) {
-        self.pos += self.stride;
-        self.rem += self.step;
-        if self.rem >= self.probes {
-            self.pos += 1;
-            self.rem -= self.probes;
-        }
+        (self.pos, self.rem) = self.after(self.pos, self.rem);
         self.left -= 1;
+    }
+
+    /// The position after `pos`, whose fractional stride's remainder is `rem`, and its own.
+    #[inline(always)]
+    fn after(&self, pos: usize, rem: usize) -> (usize, usize) {
+        let (pos, rem) = (pos + self.stride, rem + self.step);
+        if rem >= self.probes {
+            (pos + 1, rem - self.probes)
+        } else {
+            (pos, rem)
+        }
     }
 }
 
