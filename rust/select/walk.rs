@@ -192,7 +192,8 @@ impl<K: Key> Walk<K> {
     }
 }
 
-/// Positions the walk asks the memory for ahead of the one it reads. The positions are evenly
+/// Positions a walk of single probes asks the memory for ahead of the one it reads (a clustered
+/// walk asks for a whole run's first, [`Walk::request_lines`]). The positions are evenly
 /// spaced but their spacing varies by one element, so the hardware prefetcher does not follow
 /// them: in IMP the call comes after training has evicted the weights, and a cold walk then
 /// waits on each position in turn (at LeNet size it cost more than the fused pass).
