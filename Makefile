@@ -19,7 +19,7 @@ WHEEL_FLAGS := --zig --compatibility manylinux_2_17
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-rust test-python lint docs bench gpu-check wheel wheel-aarch64 fuzz clean
+.PHONY: help demo test test-rust test-python lint docs bench bench-publish gpu-check wheel wheel-aarch64 fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ test-python: $(BUILD_STAMP) $(WHEEL_STAMP) ## stub check, mypy --strict, pytest 
 
 bench: $(BUILD_STAMP) ## Side-by-side benchmarks against peers (prints one table)
 	$(BIN)/python -m pytest benches -q --benchmark-enable
+
+bench-publish: $(BUILD_STAMP) ## Copy the last idle `make bench` table into the README and the performance page
+	$(BIN)/python benches/publish.py
 
 # GPU_CHECK_ARGS: --big adds the 4 B f32 workload; --out DIR, --budget SECONDS (benches/gpu_check.sh).
 gpu-check: $(BUILD_STAMP) ## On a machine with a GPU: the CUDA tests (torch ops, then fused passes) and the GPU table, into gpu-check/

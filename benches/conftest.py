@@ -14,6 +14,7 @@ Environment knobs (the code that measures is shared with `lottery-ticket bench`)
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +42,29 @@ def _big() -> bool:
     return setting == "1"
 
 
+def _build() -> str:
+    """What this run measures, for the table's header: the commit the extension was built from
+    (``+dirty`` with uncommitted changes) and the workloads' scale when it is not full size
+    (`publish.py` refuses such tables)."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        commit = described.stdout.strip() if described.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):  # no git, or not a clone
+        commit = ""
+    scale = "" if SCALE == 1 else f"workloads at {SCALE:g} of full size (LT_BENCH_SCALE)"
+    return ", ".join(part for part in (commit or "commit unknown", scale) if part)
+
+
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 SPECS = suite(SCALE, big=_big())
 MEASURE_MEMORY = os.environ.get("LT_BENCH_MEMORY", "1") != "0"
-REPORT = Report(read_machine())
+REPORT = Report(read_machine(build=_build()))
 CASES = [(spec, key) for spec in SPECS for key in suite_keys(spec)]
 _CURRENT: dict[WorkloadSpec, Workload] = {}
 

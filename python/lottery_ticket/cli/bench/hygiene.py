@@ -57,6 +57,9 @@ class Machine:
     # other processes' CPU use says whether the machine was shared.
     load_is_ours: bool = False
     scanner: str = "?"  # the selection's block scanner: avx512, avx2 or portable (`_core.scanner`)
+    # When the run began (UTC) and what was measured: a table in the docs names its run.
+    started: str = ""
+    build: str = ""  # e.g. the commit `make bench` built from; empty where unknown
 
     @property
     def idle(self) -> bool:
@@ -73,10 +76,13 @@ class Machine:
     def summary(self) -> str:
         state = "idle" if self.idle else f"NOT idle ({self.why_not_idle()}): every row is noisy"
         torch_threads = "—" if self.torch_threads is None else str(self.torch_threads)
+        when = "".join(
+            f" · {label} {value}" for label, value in (("started", self.started), ("build", self.build)) if value
+        )
         return (
             f"{self.cpu_model} · {self.logical_cpus} logical CPUs · ours on {self.rayon_threads} threads "
             f"({self.scanner} scanner) · "
-            f"torch on {torch_threads} threads · load average {self.load_average:.2f} · {state}"
+            f"torch on {torch_threads} threads · load average {self.load_average:.2f} · {state}{when}"
         )
 
 
@@ -136,10 +142,11 @@ def read_machine(
     busy: Callable[[], tuple[str, ...]] = busy_processes,
     *,
     after_own_run: bool = False,
+    build: str = "",
 ) -> Machine:
     """The machine now (``load`` and ``busy`` are the readers, replaced in tests). With
     ``after_own_run`` the load average, which still counts the run just ended, is recorded but
-    not judged: other processes' CPU use is."""
+    not judged: other processes' CPU use is. ``build`` names what is measured (a commit)."""
     try:
         import torch
 
@@ -155,6 +162,8 @@ def read_machine(
         torch_threads,
         after_own_run,
         scanner=_core.scanner(),
+        started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        build=build,
     )
 
 
