@@ -9,6 +9,8 @@ Environment knobs (the code that measures is shared with `lottery-ticket bench`)
 * ``LT_BENCH_SCALE``: multiplies every workload's size (e.g. ``0.02`` for a quick dry run).
 * ``LT_BENCH_MEMORY``: ``0`` skips the peak-memory subprocesses (measured for ``ours`` only).
 * ``LT_BENCH_OUT``: where the Markdown table is written (default ``.benchmarks/table.md``).
+* ``LT_BENCH_WAIT_IDLE``: seconds to wait at the start for an idle machine (default 300; ``0``
+  starts at once, and a busy machine's rows are marked noisy either way).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from lottery_ticket.cli.bench.hygiene import Rounds, busy_processes, read_machine
+from lottery_ticket.cli.bench.hygiene import Rounds, busy_processes, read_machine, wait_until_idle
 from lottery_ticket.cli.bench.measure import Timer, available_memory, time_rounds
 from lottery_ticket.cli.bench.methods import ONE_THREAD
 from lottery_ticket.cli.bench.table import Report, write_text
@@ -64,7 +66,8 @@ def _build() -> str:
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 SPECS = suite(SCALE, big=_big())
 MEASURE_MEMORY = os.environ.get("LT_BENCH_MEMORY", "1") != "0"
-REPORT = Report(read_machine(build=_build()))
+BUILD = _build()
+REPORT = Report(wait_until_idle(float(os.environ.get("LT_BENCH_WAIT_IDLE", "300")), lambda: read_machine(build=BUILD)))
 CASES = [(spec, key) for spec in SPECS for key in suite_keys(spec)]
 _CURRENT: dict[WorkloadSpec, Workload] = {}
 

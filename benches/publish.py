@@ -72,7 +72,8 @@ def parse(text: str, arg: str = "--table") -> BenchTable:
 def refusal(table: BenchTable) -> str | None:
     """Why ``table`` may not go into the docs, or None."""
     if table.state != "idle":
-        return f"the machine was not idle ({table.state or 'not recorded'})"
+        why = table.state.removeprefix("NOT idle (").rpartition("): every row")[0] or "its load was not recorded"
+        return f"the machine was not idle ({why})"
     if "verdicts withheld" in table.text:
         return "its verdicts were withheld (the machine was busy at the end of the run)"
     if "of full size" in table.fields.get("build", ""):

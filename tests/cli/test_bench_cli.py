@@ -9,7 +9,16 @@ import pytest
 
 import torch
 from lottery_ticket import _core, cli, global_magnitude_masks
-from lottery_ticket.cli.bench.hygiene import WARM_S, Machine, Rounds, busy_processes, read_machine, repeat_until_stable
+from lottery_ticket.cli.bench.hygiene import (
+    WAIT_POLL_S,
+    WARM_S,
+    Machine,
+    Rounds,
+    busy_processes,
+    read_machine,
+    repeat_until_stable,
+    wait_until_idle,
+)
 from lottery_ticket.cli.bench.measure import in_subprocess, measure_method
 from lottery_ticket.cli.bench.methods import BY_KEY, METHODS, ONE_THREAD_LABEL, check_masks, paired_with
 from lottery_ticket.cli.bench.table import Measurement, Report
@@ -88,6 +97,14 @@ def test_bench_rejects_an_unknown_dtype(dtype: str, capsys: pytest.CaptureFixtur
     assert "--dtype" in capsys.readouterr().err
     with pytest.raises(ValueError, match="dtype: expected one of f32, bf16, f16"):
         WorkloadSpec("bert", 20_000, dtype)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", ["-1", "soon", "nan", "1e9"])
+def test_bench_rejects_a_bad_wait(seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--wait-idle", seconds])
+    assert exit_info.value.code == 2
+    assert "--wait-idle" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("params", ["10", "lots", "-5e6"])
@@ -202,6 +219,58 @@ def test_after_our_own_run_only_other_processes_make_the_machine_busy() -> None:
     assert after.idle and "load average 1.90" in after.summary()
     shared = read_machine(load=lambda: 1.9, busy=lambda: ("cc1 (7) 90%",), after_own_run=True)
     assert not shared.idle and shared.why_not_idle() == "busy: cc1 (7) 90%"
+
+
+class FakeClock:
+    """Time that passes only when slept through."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+def test_a_wait_for_an_idle_machine_ends_when_it_is_idle() -> None:
+    loads, clock, said = iter([1.4, 0.9, 0.3, 0.1]), FakeClock(), []
+    machine = wait_until_idle(
+        60,
+        lambda: read_machine(load=lambda: next(loads), busy=lambda: ()),
+        sleep=clock.sleep,
+        clock=lambda: clock.now,
+        say=said.append,
+    )
+    assert machine.idle and machine.load_average == 0.3
+    assert clock.now == 2 * WAIT_POLL_S
+    assert len(said) == 1 and "load average 1.40 > 0.5" in said[0]
+
+
+def test_a_wait_gives_up_at_its_limit_and_says_the_rows_will_be_noisy() -> None:
+    clock, said = FakeClock(), []
+    machine = wait_until_idle(
+        12,
+        lambda: read_machine(load=lambda: 0.1, busy=lambda: ("cc1 (7) 90%",)),
+        sleep=clock.sleep,
+        clock=lambda: clock.now,
+        say=said.append,
+    )
+    assert not machine.idle and clock.now == 12
+    assert "cc1 (7) 90%" in said[0] and "noisy" in said[-1]
+
+
+def test_no_wait_reads_the_machine_once() -> None:
+    reads: list[Machine] = []
+
+    def read() -> Machine:
+        reads.append(read_machine(load=lambda: 2.0, busy=lambda: ()))
+        return reads[-1]
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("slept")
+
+    machine = wait_until_idle(0, read, sleep=no_sleep, say=lambda line: None)
+    assert reads == [machine] and not machine.idle
 
 
 def test_busy_processes_sees_another_process_using_the_cpu() -> None:

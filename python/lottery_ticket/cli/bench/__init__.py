@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from .._deps import TORCH, Requirement
 from .._errors import UserError
 from .workloads import DTYPES, MIXES, WorkloadSpec, torch_dtype
+
+if TYPE_CHECKING:
+    from .hygiene import Machine
 
 
 def _weight_count(text: str) -> int:
@@ -31,6 +35,16 @@ def _weight_count(text: str) -> int:
     if not value >= 1000 or value > 1e12:
         raise argparse.ArgumentTypeError(f"expected between 1e3 and 1e12 weights, got {text}")
     return round(value)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 86_400:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected between 0 and 86400 seconds, got {text}")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +78,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and the fused Triton passes) beside topk, kthvalue and torch.prune",
     )
     parser.add_argument("--markdown", metavar="PATH", help="also write the table to this Markdown file")
+    parser.add_argument(
+        "--wait-idle",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for an idle machine (load average <= 0.5, no other busy process); "
+        "default 0: start at once (rows are marked noisy on a busy machine)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
 
 
@@ -84,11 +106,17 @@ def check_memory(spec: WorkloadSpec, free: int) -> None:
         )
 
 
+def machine_when_ready(args: argparse.Namespace) -> Machine:
+    """The machine the table is measured on, after ``--wait-idle``'s wait."""
+    from .hygiene import wait_until_idle
+
+    return wait_until_idle(args.wait_idle)
+
+
 def run_cuda(args: argparse.Namespace) -> int:
     import torch
 
     from . import gpu
-    from .hygiene import read_machine
     from .table import write_text
 
     if not torch.cuda.is_available():
@@ -106,7 +134,7 @@ def run_cuda(args: argparse.Namespace) -> int:
     device = torch.device("cuda", torch.cuda.current_device())
     gpu.check(device)
     lines = []
-    for line in gpu.table(cases, device, read_machine().summary(), args.seed):
+    for line in gpu.table(cases, device, machine_when_ready(args).summary(), args.seed):
         print(line, flush=True)
         lines.append(line)
     if args.markdown:
@@ -119,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
         return run_cuda(args)
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-    from .hygiene import read_machine
     from .measure import available_memory, measure_method, measure_one_thread, memory_measured
     from .methods import BY_KEY, ONE_THREAD, ROW_ORDER
     from .table import Report, write_text
@@ -132,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         cases = [(spec, tuple(ROW_ORDER))]
     for spec, _ in cases:
         check_memory(spec, available_memory())
-    report = Report(read_machine())
+    report = Report(machine_when_ready(args))
     steps = sum(len(keys) + 1 for _, keys in cases)
     with tqdm(total=steps, desc="generating weights", unit="step", file=sys.stderr) as progress:
         for spec, keys in cases:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -165,6 +166,35 @@ def read_machine(
         started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         build=build,
     )
+
+
+WAIT_POLL_S = 5.0  # how often a wait for an idle machine reads it again
+WAIT_SAY_EVERY = 6  # polls between progress lines
+
+
+def wait_until_idle(
+    limit_s: float,
+    read: Callable[[], Machine] = read_machine,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> Machine:
+    """The machine once it is idle, or as it is after ``limit_s`` seconds of waiting (its rows are
+    then marked noisy). A build or test run that just ended keeps the 1-minute load average above
+    `LOAD_LIMIT` for a minute or more, and a run started meanwhile times the competition."""
+    deadline = clock() + limit_s
+    machine = read()
+    polls = 0
+    while not machine.idle and clock() < deadline:
+        if polls % WAIT_SAY_EVERY == 0:
+            say(f"waiting for an idle machine ({machine.why_not_idle()}), {deadline - clock():.0f} s at most")
+        sleep(max(0.0, min(WAIT_POLL_S, deadline - clock())))
+        polls += 1
+        machine = read()
+    if not machine.idle and limit_s > 0:
+        say(f"the machine is still not idle ({machine.why_not_idle()}): every row will be marked noisy")
+    return machine
 
 
 @dataclass
