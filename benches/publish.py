@@ -7,7 +7,8 @@ with a line naming the run. Nothing else in either file changes: the prose aroun
 (what changed before the run, the history) is written by hand.
 
 A table is refused, and no file touched, when its machine was not idle, its verdicts were
-withheld, a target went unmeasured, or its workloads ran below full size. ``--check`` writes
+withheld, a target went unmeasured, its workloads ran below full size, or it measured
+uncommitted changes (the header names the commit, so the docs say what was measured). ``--check`` writes
 nothing and exits 1 when the README's targets are not the performance page's table's (an edit
 of one without the other); the test suite runs it on the repository's own docs.
 
@@ -76,8 +77,11 @@ def refusal(table: BenchTable) -> str | None:
         return f"the machine was not idle ({why})"
     if "verdicts withheld" in table.text:
         return "its verdicts were withheld (the machine was busy at the end of the run)"
-    if "of full size" in table.fields.get("build", ""):
-        return f"its workloads were scaled ({table.fields['build']})"
+    build = table.fields.get("build", "")
+    if "of full size" in build:
+        return f"its workloads were scaled ({build})"
+    if "+dirty" in build:
+        return f"it measured uncommitted changes ({build}): commit them, then run `make bench` again"
     if not table.targets:
         return "it lists no targets"
     unjudged = [row[0] for row in table.targets if len(row) != 4 or row[3] not in VERDICTS]

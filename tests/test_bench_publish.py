@@ -92,11 +92,12 @@ def _refused(tmp_path: Path, table_text: str, match: str) -> None:
         ),
         (lambda t: t + "\n\nverdicts withheld: the machine was not idle (busy: cc1 (7) 90%)", "withheld"),
         (lambda t: t.replace(" · idle · ", " · idle · build abc1234, workloads at 0.02 of full size · ", 1), "scaled"),
+        (lambda t: t.replace(" · idle · ", " · idle · build abc1234+dirty · ", 1), "uncommitted"),
         (lambda t: t.replace("| pass    |", "| n/a     |", 1), "without a verdict"),
         (lambda t: t.split("| target (idle machine)")[0], "no targets"),
         (lambda t: "some other table\n" + t, "not a `make bench` table"),
     ],
-    ids=["busy", "withheld", "scaled", "unmeasured", "no-targets", "not-a-bench-table"],
+    ids=["busy", "withheld", "scaled", "dirty", "unmeasured", "no-targets", "not-a-bench-table"],
 )
 def test_a_table_that_is_not_one_idle_full_run_is_refused_and_no_file_changes(tmp_path: Path, edit, match) -> None:  # type: ignore[no-untyped-def]
     edited = edit(PUBLISHED)
@@ -116,12 +117,12 @@ def test_missing_markers_or_table_are_named_and_no_file_changes(tmp_path: Path) 
 
 
 def test_the_header_names_when_the_run_started_and_what_it_measured() -> None:
-    machine = Machine(0.12, (), "Test CPU", 2, 2, 2, started="2026-12-06 22:25 UTC", build="abc1234+dirty")
+    machine = Machine(0.12, (), "Test CPU", 2, 2, 2, started="2026-12-06 22:25 UTC", build="abc1234")
     header = Report(machine).render().splitlines()[0]
     targets = "| target (idle machine) | workload | measured | verdict |\n|---|---|---|---|\n| t | w | 1.0x | pass |"
     table = publish.parse(header + "\n\n" + targets)
-    assert table.fields == {"load average": "0.12", "started": "2026-12-06 22:25 UTC", "build": "abc1234+dirty"}
+    assert table.fields == {"load average": "0.12", "started": "2026-12-06 22:25 UTC", "build": "abc1234"}
     assert table.cpu == "Test CPU" and table.state == "idle" and table.targets == [["t", "w", "1.0x", "pass"]]
     assert publish.refusal(table) is None
     block = publish.targets_block(table)
-    assert "started 2026-12-06 22:25 UTC, build abc1234+dirty, Test CPU, load average 0.12, idle" in block
+    assert "started 2026-12-06 22:25 UTC, build abc1234, Test CPU, load average 0.12, idle" in block
