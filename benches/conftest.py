@@ -66,8 +66,21 @@ def _build() -> str:
 SCALE = float(os.environ.get("LT_BENCH_SCALE", "1"))
 SPECS = suite(SCALE, big=_big())
 MEASURE_MEMORY = os.environ.get("LT_BENCH_MEMORY", "1") != "0"
-BUILD = _build()
-REPORT = Report(wait_until_idle(float(os.environ.get("LT_BENCH_WAIT_IDLE", "300")), lambda: read_machine(build=BUILD)))
+REPORT = Report()  # its machine is read once the wait for an idle one is over (below)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    build = _build()
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        with capture.global_and_fixture_disabled():  # shown while pytest captures output
+            print(line, file=sys.stderr, flush=True)
+
+    wait_s = float(os.environ.get("LT_BENCH_WAIT_IDLE", "300"))
+    REPORT.machine = wait_until_idle(wait_s, lambda: read_machine(build=build), say=say)
+
+
 CASES = [(spec, key) for spec in SPECS for key in suite_keys(spec)]
 _CURRENT: dict[WorkloadSpec, Workload] = {}
 
