@@ -15,6 +15,8 @@ pub const CHUNK: usize = 1 << 16;
 pub struct Chunk<'a> {
     /// Position of the tensor in the caller's list (for error messages and tie order).
     pub tensor: usize,
+    /// Position of the chunk's first element within its tensor.
+    pub start: usize,
     pub weights: Weights<'a>,
     /// Survivors so far (`None`: every weight is alive). Nonzero byte = alive.
     pub alive: Option<&'a [u8]>,
@@ -56,6 +58,7 @@ pub fn split<'a>(
             let end = start + out_c.len();
             chunks.push(Chunk {
                 tensor,
+                start,
                 weights: w.slice(start, end),
                 alive: alive.map(|m| &m[tensor][start..end]),
                 out: out_c,
@@ -73,6 +76,7 @@ pub fn split_read<'a>(weights: &[Weights<'a>], alive: Option<&[&'a [u8]]>) -> Ve
             let end = (start + CHUNK).min(w.len());
             chunks.push(Chunk {
                 tensor,
+                start,
                 weights: w.slice(start, end),
                 alive: alive.map(|m| &m[tensor][start..end]),
                 out: &mut [],

@@ -19,6 +19,9 @@ use crate::nontemporal;
 use crate::select::{widest, PARALLEL_MIN};
 
 mod half_floats;
+mod selected;
+
+pub use selected::select_with_state;
 
 /// An element width of raw bits: its slices out of the width-tagged views.
 trait Width: Copy + PartialEq + Send + Sync + Sized {
@@ -113,12 +116,8 @@ pub fn mask_products(
     masks: &mut [BitsMut<'_>],
     mut products: Option<&mut [BitsMut<'_>]>,
 ) -> Result<()> {
-    if weights.is_empty() {
-        return Err(Error::Empty { arg: "weights" });
-    }
-    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+    let sizes = check_outputs(weights, masks, products.as_deref())?;
     check_lengths("keep", &sizes, keep.iter().map(|k| k.len()))?;
-    check_lengths("masks", &sizes, masks.iter().map(|m| m.len()))?;
     if previous.len() != weights.len() {
         return Err(Error::Argument {
             arg: "previous",
@@ -137,12 +136,50 @@ pub fn mask_products(
             }
             _ => {}
         }
+        let same_previous = match p {
+            None => true,
+            Some(q) => matches!(
+                (bits_of(weights[index]), q),
+                (Bits::U16(_), Bits::U16(_))
+                    | (Bits::U32(_), Bits::U32(_))
+                    | (Bits::U64(_), Bits::U64(_))
+            ),
+        };
+        if !same_previous {
+            return Err(Error::Width {
+                arg: "previous",
+                index,
+            });
+        }
     }
-    if let Some(products) = products.as_deref() {
+    let run = Run {
+        parallel: sizes.iter().sum::<usize>() >= PARALLEL_MIN,
+        stream: streamed(weights, products.is_some()),
+    };
+    for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
+        let p = products.as_deref_mut().map(|p| &mut p[index]);
+        fill_any(*w, previous[index], m, p, k, run);
+    }
+    Ok(())
+}
+
+/// At least one tensor, and masks (and products) of each weight's length and width. Returns
+/// the weights' lengths.
+fn check_outputs(
+    weights: &[Weights<'_>],
+    masks: &[BitsMut<'_>],
+    products: Option<&[BitsMut<'_>]>,
+) -> Result<Vec<usize>> {
+    if weights.is_empty() {
+        return Err(Error::Empty { arg: "weights" });
+    }
+    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+    check_lengths("masks", &sizes, masks.iter().map(|m| m.len()))?;
+    if let Some(products) = products {
         check_lengths("products", &sizes, products.iter().map(|p| p.len()))?;
     }
     for (index, w) in weights.iter().map(|&w| bits_of(w)).enumerate() {
-        let product = products.as_deref().map(|p| &p[index]);
+        let product = products.map(|p| &p[index]);
         for (arg, out) in [("masks", Some(&masks[index])), ("products", product)] {
             let same = match out {
                 None => true,
@@ -157,24 +194,13 @@ pub fn mask_products(
                 return Err(Error::Width { arg, index });
             }
         }
-        let same_previous = match previous[index] {
-            None => true,
-            Some(q) => matches!(
-                (w, q),
-                (Bits::U16(_), Bits::U16(_))
-                    | (Bits::U32(_), Bits::U32(_))
-                    | (Bits::U64(_), Bits::U64(_))
-            ),
-        };
-        if !same_previous {
-            return Err(Error::Width {
-                arg: "previous",
-                index,
-            });
-        }
     }
-    // The f32 and f64 outputs are streamed past the caches when they dwarf them; 16-bit ones
-    // measured no faster streamed (their loops are not bound by the stores).
+    Ok(sizes)
+}
+
+/// Whether a call's outputs are streamed past the caches: the f32 and f64 ones when they dwarf
+/// them; 16-bit ones measured no faster streamed (their loops are not bound by the stores).
+fn streamed(weights: &[Weights<'_>], products: bool) -> bool {
     let wide_bytes: usize = weights
         .iter()
         .map(|w| match w {
@@ -183,26 +209,33 @@ pub fn mask_products(
             Weights::Bf16(_) | Weights::F16(_) => 0,
         })
         .sum();
-    let outputs = if products.is_some() { 2 } else { 1 };
-    let run = Run {
-        parallel: sizes.iter().sum::<usize>() >= PARALLEL_MIN,
-        stream: nontemporal::wanted(wide_bytes * outputs),
-    };
-    for (index, ((w, k), m)) in weights.iter().zip(keep).zip(masks.iter_mut()).enumerate() {
-        let p = products.as_deref_mut().map(|p| &mut p[index]);
-        let (w, q) = (bits_of(*w), previous[index]);
-        match weights[index] {
-            Weights::F32(_) => fill_tensor::<f32>(slices(w, q, m, p), k, run),
-            Weights::F64(_) => fill_tensor::<f64>(slices(w, q, m, p), k, run),
-            Weights::Bf16(_) => {
-                half_floats::fill::<half_floats::Bf16>(slices(w, q, m, p), k, run.parallel)
-            }
-            Weights::F16(_) => {
-                half_floats::fill::<half_floats::F16>(slices(w, q, m, p), k, run.parallel)
-            }
-        }
+    nontemporal::wanted(wide_bytes * if products { 2 } else { 1 })
+}
+
+/// One tensor's mask (and product) from its `keep` bytes, by its float type.
+fn fill_any(
+    w: Weights<'_>,
+    previous: Option<Bits<'_>>,
+    mask: &mut BitsMut<'_>,
+    product: Option<&mut BitsMut<'_>>,
+    keep: &[u8],
+    run: Run,
+) {
+    let bits = bits_of(w);
+    match w {
+        Weights::F32(_) => fill_tensor::<f32>(slices(bits, previous, mask, product), keep, run),
+        Weights::F64(_) => fill_tensor::<f64>(slices(bits, previous, mask, product), keep, run),
+        Weights::Bf16(_) => half_floats::fill::<half_floats::Bf16>(
+            slices(bits, previous, mask, product),
+            keep,
+            run.parallel,
+        ),
+        Weights::F16(_) => half_floats::fill::<half_floats::F16>(
+            slices(bits, previous, mask, product),
+            keep,
+            run.parallel,
+        ),
     }
-    Ok(())
 }
 
 /// The weights' bits, tagged by width only (what the outputs are checked against).

@@ -31,6 +31,11 @@ def select_masks(
     amount: int | float,
     scope: str,
     names: Sequence[str],
+    state: tuple[
+        Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
+        Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
+    ]
+    | None = None,
 ) -> tuple[int, int]: ...
 def select_masks_in_place(
     weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],

@@ -79,20 +79,10 @@ pub(super) fn mask_products_py(
         .enumerate()
         .map(|(i, p)| p.as_ref().map(|p| p.bits("previous", i)).transpose())
         .collect::<PyResult<_>>()?;
-    let mut mask_views: Vec<BitsMut<'_>> = masks
-        .iter_mut()
-        .enumerate()
-        .map(|(i, m)| m.bits_mut("masks", i))
-        .collect::<PyResult<_>>()?;
-    let mut product_views: Option<Vec<BitsMut<'_>>> = products
+    let mut mask_views = bits_mut(&mut masks, "masks")?;
+    let mut product_views = products
         .as_mut()
-        .map(|products| {
-            products
-                .iter_mut()
-                .enumerate()
-                .map(|(i, p)| p.bits_mut("products", i))
-                .collect::<PyResult<_>>()
-        })
+        .map(|p| bits_mut(p, "products"))
         .transpose()?;
     let elements = weights.iter().map(|w| w.len()).sum();
     run_kernel(py, elements, || {
@@ -105,6 +95,18 @@ pub(super) fn mask_products_py(
         )
     })?
     .map_err(|e| to_py(e, &names))
+}
+
+/// Each output array's bits, by its element width.
+pub(super) fn bits_mut<'a>(
+    arrays: &'a mut [BitsArrayMut<'_>],
+    arg: &str,
+) -> PyResult<Vec<BitsMut<'a>>> {
+    arrays
+        .iter_mut()
+        .enumerate()
+        .map(|(i, a)| a.bits_mut(arg, i))
+        .collect()
 }
 
 /// `w[i] = snapshot[i]` where `mask[i]` is nonzero, else 0, in place.

@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use crate::error::{Error, Kind};
 use crate::fault;
 use crate::magnitude::Weights;
+use crate::pruned_state;
 use crate::select::{self, Amount, Scope};
 use crate::threshold;
 use arrays::{borrow_bytes, byte_slices, weight_views, AmountArg, BitsArray, BitsArrayMut};
@@ -127,8 +128,12 @@ fn not_contiguous(arg: &str, index: usize) -> PyErr {
 /// new borrow against every live borrow of the same base array, so a view per mask into one
 /// buffer made the set-up quadratic in the number of tensors.
 /// Returns `(alive_before, pruned)`.
+///
+/// `state`: `(float_masks, products or None)`, fresh arrays of the weights' bit widths that
+/// also receive torch.prune's state of the masks, written inside the selection's pass
+/// (`crate::pruned_state::select_with_state`).
 #[pyfunction(name = "select_masks")]
-#[pyo3(signature = (weights, dtypes, masks, out, amount, scope, names))]
+#[pyo3(signature = (weights, dtypes, masks, out, amount, scope, names, state=None))]
 #[allow(clippy::too_many_arguments)]
 fn select_masks_py(
     py: Python<'_>,
@@ -139,6 +144,7 @@ fn select_masks_py(
     amount: AmountArg,
     scope: &str,
     names: Vec<String>,
+    state: Option<StateArg<'_>>,
 ) -> PyResult<(u64, u64)> {
     let scope = match scope {
         "global" => Scope::Global,
@@ -176,13 +182,40 @@ fn select_masks_py(
         outs.push(head);
         rest = tail;
     }
-    let result = run_kernel(py, elements, || {
-        select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
-    })?;
+    let result = match state {
+        None => run_kernel(py, elements, || {
+            select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
+        })?,
+        Some((masks, products)) => {
+            let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
+            let mut products = products
+                .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
+                .transpose()?;
+            let mut mask_views = masks::bits_mut(&mut masks, "masks")?;
+            let mut product_views = products
+                .as_mut()
+                .map(|p| masks::bits_mut(p, "products"))
+                .transpose()?;
+            run_kernel(py, elements, || {
+                pruned_state::select_with_state(
+                    &views,
+                    alive.as_deref(),
+                    &mut outs,
+                    &mut mask_views,
+                    product_views.as_deref_mut(),
+                    amount,
+                    scope,
+                )
+            })?
+        }
+    };
     result
         .map(|s| (s.alive, s.pruned))
         .map_err(|e| to_py(e, &names))
 }
+
+/// `select_masks`' `state`: the float masks, and the products unless autograd makes them.
+type StateArg<'py> = (Vec<Bound<'py, PyAny>>, Option<Vec<Bound<'py, PyAny>>>);
 
 /// `select_masks` writing over the survivor masks themselves (a later IMP round): no fresh
 /// mask pages. On error the masks are left as they were. Returns `(alive_before, pruned)`.

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::kth::{locate_kth, share_ties, Kth};
 use super::pass::FusedScan;
 use super::window::{self, InWindow};
-use super::Bracket;
+use super::{Bracket, Follower};
 use crate::chunk::{self, Chunk};
 use crate::error::{Error, Result};
 use crate::magnitude::Key;
@@ -17,6 +17,8 @@ use crate::magnitude::Key;
 ///
 /// A candidate's key is re-read after its bracket test; one outside the bracket means a racing
 /// writer changed the weight in between ([`Error::WeightsChanged`], before any mask is touched).
+/// `follow` is told every mask byte that changes.
+#[allow(clippy::too_many_arguments)] // the fused pass's results and the selection's settings
 pub(crate) fn fix_up<K: Key>(
     chunks: &mut [Chunk<'_>],
     scan: &FusedScan<K>,
@@ -25,6 +27,7 @@ pub(crate) fn fix_up<K: Key>(
     r: u64,
     granularity: u32,
     parallel: bool,
+    follow: Option<&dyn Follower>,
 ) -> Result<()> {
     let lists = scan.candidates();
     if r == 0 {
@@ -44,7 +47,7 @@ pub(crate) fn fix_up<K: Key>(
             strictly_below: 0,
             ties: 0,
         };
-        rewrite_chunks(chunks, &lists, bracket.mid, none, None, 0, parallel);
+        rewrite_chunks(chunks, &lists, bracket.mid, none, None, 0, parallel, follow);
         return Ok(());
     }
     if let Some(near) = window::narrow(&lists, scan.candidates, bracket, inside, r, parallel)? {
@@ -57,11 +60,12 @@ pub(crate) fn fix_up<K: Key>(
             ties,
             near.r,
             parallel,
+            follow,
         );
         return Ok(());
     }
     let (kth, ties) = locate_kth(&lists, bracket, r, granularity, parallel)?;
-    rewrite_chunks(chunks, &lists, bracket.mid, kth, ties, r, parallel);
+    rewrite_chunks(chunks, &lists, bracket.mid, kth, ties, r, parallel, follow);
     Ok(())
 }
 
@@ -84,7 +88,8 @@ impl<K: Key> CandidatePairs<K> for InWindow<K> {
 
 /// Rewrite each chunk's candidates (`groups`, one per chunk) so that the `r` smallest of them
 /// go, `kth` being the `r`-th: those between `mid` and it change. `tie_counts`: each group's
-/// ties with `kth`, where [`locate_kth`] counted them.
+/// ties with `kth`, where [`locate_kth`] counted them. `follow` is told each byte changed.
+#[allow(clippy::too_many_arguments)] // the k-th's parts, as `fix_up` found them
 fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
     chunks: &mut [Chunk<'_>],
     groups: &[G],
@@ -93,6 +98,7 @@ fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
     tie_counts: Option<Vec<u64>>,
     r: u64,
     parallel: bool,
+    follow: Option<&dyn Follower>,
 ) {
     let threshold = kth.key;
     let ties = r - kth.strictly_below;
@@ -108,7 +114,8 @@ fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
         };
         let changed = mid.min(cut)..mid.max(cut);
         chunk::map(&mut work, parallel, |(c, g)| {
-            rewrite(c.out, g.pairs(), changed.clone(), provisional, |k| {
+            let told = Told::new(follow, c);
+            rewrite(c.out, told, g.pairs(), changed.clone(), provisional, |k| {
                 k.to_u64() >= cut
             });
         });
@@ -130,7 +137,8 @@ fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
     let t = threshold.to_u64();
     let changed = mid.min(t)..mid.max(t + 1);
     chunk::map(&mut work, parallel, |((c, g), ties)| {
-        rewrite(c.out, g.pairs(), changed.clone(), provisional, |k| {
+        let told = Told::new(follow, c);
+        rewrite(c.out, told, g.pairs(), changed.clone(), provisional, |k| {
             let tie = (k == threshold) & (*ties > 0);
             *ties -= tie as u64;
             !((k < threshold) | tie)
@@ -146,6 +154,7 @@ fn rewrite_chunks<K: Key, G: CandidatePairs<K>>(
 /// masks per candidate.
 fn rewrite<K: Key>(
     out: &mut [u8],
+    told: Option<Told<'_>>,
     candidates: &[(K, u32)],
     changed: std::ops::Range<u64>,
     provisional: impl Fn(K) -> bool,
@@ -162,8 +171,28 @@ fn rewrite<K: Key>(
             let kept = keep(k);
             if kept != provisional(k) {
                 out[i as usize] = kept as u8;
+                if let Some(t) = &told {
+                    t.follow.set(t.tensor, t.start + i as usize, kept);
+                }
             }
             bits &= bits - 1;
         }
+    }
+}
+
+/// Where a chunk's changed bytes are told: its tensor and first element.
+struct Told<'f> {
+    follow: &'f dyn Follower,
+    tensor: usize,
+    start: usize,
+}
+
+impl<'f> Told<'f> {
+    fn new(follow: Option<&'f dyn Follower>, c: &Chunk<'_>) -> Option<Told<'f>> {
+        follow.map(|follow| Told {
+            follow,
+            tensor: c.tensor,
+            start: c.start,
+        })
     }
 }

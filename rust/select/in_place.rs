@@ -102,6 +102,7 @@ fn global<K: Key>(
                     r,
                     granularity,
                     parallel,
+                    None,
                 );
                 if let Err(e) = fixed {
                     return fail(&mut chunks, e);

@@ -18,6 +18,7 @@
 pub(crate) mod engine;
 mod fallback;
 mod fixup;
+mod follow;
 mod in_place;
 mod kth;
 mod lost;
@@ -48,6 +49,7 @@ pub(crate) use {
 /// makes several hand-offs. The streaming kernels (masks, rewinding) use the same bound.
 pub const PARALLEL_MIN: usize = 1 << 19;
 
+pub use follow::Follower;
 pub use in_place::select_masks_in_place;
 pub(crate) use simd::{level, widest, Level};
 pub use simd::{scanner, SIMD_ENV};
@@ -179,19 +181,46 @@ pub fn select_masks(
     amount: Amount,
     scope: Scope,
 ) -> Result<Selection> {
+    select(weights, alive, out, amount, scope, None)
+}
+
+/// [`select_masks`], telling `follow` each piece of mask as it is settled: once per chunk after
+/// the fused pass (its weights still in cache), then each element the fix-up changes (or every
+/// chunk again after the exact fallback).
+pub fn select_masks_following(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    scope: Scope,
+    follow: &dyn Follower,
+) -> Result<Selection> {
+    select(weights, alive, out, amount, scope, Some(follow))
+}
+
+fn select(
+    weights: &[Weights<'_>],
+    alive: Option<&[&[u8]]>,
+    out: &mut [&mut [u8]],
+    amount: Amount,
+    scope: Scope,
+    follow: Option<&dyn Follower>,
+) -> Result<Selection> {
     validate(weights, alive, out, amount)?;
     let wide = wide_keys(weights);
     match scope {
-        Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0),
-        Scope::Global => select_global::<u32>(weights, alive, out, amount, 0),
+        Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0, follow),
+        Scope::Global => select_global::<u32>(weights, alive, out, amount, 0, follow),
         Scope::Layer => each_tensor(out, |t, out_t| {
             let w = &weights[t..t + 1];
             let a = alive.map(|a| &a[t..t + 1]);
             let o = std::slice::from_mut(out_t);
+            let shifted = follow.map(|inner| follow::Shifted { inner, tensor: t });
+            let follow = shifted.as_ref().map(|f| f as &dyn Follower);
             if wide {
-                select_global::<u64>(w, a, o, amount, t)
+                select_global::<u64>(w, a, o, amount, t, follow)
             } else {
-                select_global::<u32>(w, a, o, amount, t)
+                select_global::<u32>(w, a, o, amount, t, follow)
             }
         }),
     }
@@ -288,6 +317,7 @@ fn select_global<K: Key>(
     out: &mut [&mut [u8]],
     amount: Amount,
     first_tensor: usize,
+    follow: Option<&dyn Follower>,
 ) -> Result<Selection> {
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let parallel = total >= PARALLEL_MIN;
@@ -305,7 +335,14 @@ fn select_global<K: Key>(
     let mut chunks = chunk::split(weights, alive, out);
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
     let share = sample::candidate_share(total);
-    let scan = pass::fused_pass(&mut chunks, bracket, cap.min(total), share, parallel);
+    let scan = pass::fused_pass(
+        &mut chunks,
+        bracket,
+        cap.min(total),
+        share,
+        parallel,
+        follow,
+    );
 
     if let Some(t) = scan.nan_tensor {
         return Err(Error::Nan {
@@ -326,11 +363,15 @@ fn select_global<K: Key>(
                     k - scan.below,
                     granularity,
                     parallel,
+                    follow,
                 )?
             }
         }
         Path::BracketMiss | Path::CandidateOverflow => {
-            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?
+            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?;
+            if let Some(follow) = follow {
+                follow::retell(&mut chunks, follow, parallel);
+            }
         }
     }
     Ok(Selection {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::scan::{scan_weights, Counts, BLOCK};
-use super::{simd, Bracket};
+use super::{simd, Bracket, Follower};
 use crate::chunk::Chunk;
 use crate::magnitude::Key;
 
@@ -21,18 +21,24 @@ pub(crate) struct ScanTotals {
 }
 
 /// Provisional masks, counts and in-bracket candidates (per chunk, parallel to `chunks`). Each
-/// chunk's candidates start with room for `share` of its weights ([`candidate_room`]).
+/// chunk's candidates start with room for `share` of its weights ([`candidate_room`]); `follow`
+/// is told each chunk's provisional mask right after its scan.
 pub(crate) fn fused_pass<K: Key>(
     chunks: &mut [Chunk<'_>],
     bracket: Bracket<K>,
     cap: usize,
     share: f64,
     parallel: bool,
+    follow: Option<&dyn Follower>,
 ) -> FusedScan<K> {
     let fast = K::BITS == 31 && simd::available();
     let no_state = |_: &[Chunk<'_>]| ();
     let (scan, _, _) = grouped_pass(chunks, cap, share, parallel, no_state, |c, sink, _| {
-        (scan_chunk(c, bracket, sink, fast), ())
+        let counts = scan_chunk(c, bracket, sink, fast);
+        if let Some(follow) = follow {
+            follow.chunk(c.tensor, c.start, c.out);
+        }
+        (counts, ())
     });
     scan
 }
@@ -246,7 +252,7 @@ mod tests {
             let mut masks: Vec<Vec<u8>> = [a, b, c].iter().map(|w| vec![0; w.len()]).collect();
             let mut outs: Vec<&mut [u8]> = masks.iter_mut().map(|m| m.as_mut_slice()).collect();
             let mut chunks = chunk::split(&weights, None, &mut outs);
-            let scan = fused_pass(&mut chunks, bracket, n, 0.01, parallel);
+            let scan = fused_pass(&mut chunks, bracket, n, 0.01, parallel, None);
             assert!(!scan.overflow);
             assert_eq!(scan.candidates as usize, total);
             let got: Vec<Vec<(u32, u32)>> = scan.candidates().iter().map(|l| l.to_vec()).collect();
@@ -254,7 +260,7 @@ mod tests {
             drop(chunks);
             let mut outs: Vec<&mut [u8]> = masks.iter_mut().map(|m| m.as_mut_slice()).collect();
             let mut chunks = chunk::split(&weights, None, &mut outs);
-            let capped = fused_pass(&mut chunks, bracket, total / 2, 0.01, parallel);
+            let capped = fused_pass(&mut chunks, bracket, total / 2, 0.01, parallel, None);
             assert!(capped.overflow);
             assert_eq!(capped.candidates, 0);
             assert!(capped.candidates().iter().all(|l| l.is_empty()));

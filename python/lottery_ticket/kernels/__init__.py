@@ -43,16 +43,19 @@ import numpy as np
 from .. import _core, _validation, backends
 from . import arrays as _arrays
 from . import view_cache as _plan
-from .buffer_cache import BufferCacheStats, buffer_cache_stats, host_array, release_buffers, set_buffer_cache_limit
+from .buffer_cache import BufferCacheStats, buffer_cache_stats, release_buffers, set_buffer_cache_limit
 from .gc_pause import gc_paused
+from .pruned_state import PrunedState, global_magnitude_state, mask_products
 
 __all__ = [
     "BufferCacheStats",
     "MaskApplier",
+    "PrunedState",
     "alive_counts",
     "apply_masks",
     "buffer_cache_stats",
     "global_magnitude_masks",
+    "global_magnitude_state",
     "mask_products",
     "release_buffers",
     "rewind",
@@ -278,87 +281,6 @@ def rewind(weights: Any, snapshots: Any, masks: Any) -> None:
     _core.rewind([b.bits for b in views], [s.bits for s in snaps], mask_views, _validation.quoted(names))
     for notify in written:
         notify()
-
-
-@gc_paused
-def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bool = True) -> tuple[Any, Any]:
-    """``torch.nn.utils.prune``'s state for bool masks, in one pass over the weights: per weight,
-    its mask in the weight's dtype (1.0 kept, 0.0 pruned) and the product ``mask * weight`` (a
-    float multiply, so a pruned negative weight gives -0.0 and an infinite one NaN, as torch's
-    product does). Two conversions by array ops would each write fresh pages. float32 and
-    float64 outputs of 64 MiB or more in one call are written past the CPU caches (x86-64),
-    which would not hold them anyway.
-
-    ``weights``: float host arrays (float16, bfloat16, float32, float64; bf16 products from
-    its bits, the same values); ``keep``: bool masks of their shapes, in the
-    same container. ``previous``: optional float masks of an earlier pruning, in that container
-    too (an entry may be None: pruned for the first time), each of its weight's shape and
-    dtype, combined as torch's ``PruningContainer`` combines a repeated pruning: an entry whose
-    previous mask is 1 was ranked and takes ``keep``; any other previous value is multiplied
-    in once more (0 stays 0, a custom 0.5 becomes 0.25). Returns ``(masks, products)``: new
-    arrays of the weights' framework, in that container (list or dict); ``products`` is None
-    when not asked for (``products=False``: a product that autograd must record is the
-    caller's to compute).
-
-    Example:
-        >>> import numpy as np
-        >>> masks, products = mask_products([np.array([2.0, -3.0])], [np.array([True, False])])
-        >>> masks[0].tolist(), products[0].tolist()
-        ([1.0, 0.0], [2.0, -0.0])
-        >>> again, _ = mask_products([np.array([2.0, -3.0])], [np.array([False, True])], previous=masks)
-        >>> again[0].tolist()
-        [0.0, 0.0]
-    """
-    names, values = _arrays.items(weights, "weights")
-    keep_values = _arrays.matching_items(keep, "keep", names, len(values))
-    labels = _validation.labels("weights", names, len(values))
-    views = [_arrays.float_bits(v, label, writable=False) for v, label in zip(values, labels)]
-    keep_labels = _validation.labels("keep", names, len(values))
-    keep_views = [
-        _arrays.own_buffer(_arrays.mask_bytes(k, label, v.shape))
-        for k, label, v in zip(keep_values, keep_labels, views)
-    ]
-    previous_bits = _previous_bits(previous, names, views)
-    # One array per tensor (never views of one buffer): each becomes a module's own buffer.
-    # Allocated as the weights' bits (NumPy has no bf16), then viewed in their dtype.
-    masks = [host_array(v.shape, v.bits.dtype) for v in views]
-    made = [host_array(v.shape, v.bits.dtype) for v in views] if products else None
-    _core.mask_products(
-        [v.bits for v in views],
-        [v.dtype for v in views],
-        keep_views,
-        previous_bits,
-        masks,
-        made,
-        _validation.quoted(names),
-    )
-    wrap = _arrays.float_wrappers(values)
-
-    def typed(arrays: list[np.ndarray]) -> Any:
-        return _arrays.shaped_like(names, [w(a, v.dtype) for w, a, v in zip(wrap, arrays, views)])
-
-    return typed(masks), None if made is None else typed(made)
-
-
-def _previous_bits(previous: Any, names: list[Hashable] | None, views: list[_arrays.Bits]) -> list[np.ndarray | None]:
-    """Bit views of `mask_products`' ``previous`` masks (None entries stay None), each checked
-    against its weight's shape and dtype."""
-    if previous is None:
-        return [None] * len(views)
-    values = _arrays.matching_items(previous, "previous", names, len(views))
-    labels = _validation.labels("previous", names, len(views))
-    bits: list[np.ndarray | None] = []
-    for value, label, view in zip(values, labels, views):
-        if value is None:
-            bits.append(None)
-            continue
-        mask = _arrays.float_bits(value, label, writable=False)
-        if mask.dtype != view.dtype or mask.shape != view.shape:
-            raise ValueError(
-                f"{label}: dtype {mask.dtype} and shape {mask.shape}, but its weight has {view.dtype} {view.shape}"
-            )
-        bits.append(mask.bits)
-    return bits
 
 
 @gc_paused
