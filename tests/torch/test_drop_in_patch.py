@@ -162,19 +162,26 @@ def fit_with_model_pruning(root: str) -> dict[str, torch.Tensor]:
 def test_lightning_model_pruning_under_the_patch_runs_ours_with_the_same_masks(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = []
-    kernel = _prune.global_magnitude_masks
+    calls: list[str] = []
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return kernel(*args, **kwargs)
+    def spied(name: str) -> Any:
+        kernel = getattr(_prune, name)
 
-    monkeypatch.setattr(_prune, "global_magnitude_masks", spy)
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return kernel(*args, **kwargs)
+
+        return spy
+
+    # A first pruning writes its state in the selection's pass; later ones rank the survivors.
+    for name in ("global_magnitude_state", "global_magnitude_masks"):
+        monkeypatch.setattr(_prune, name, spied(name))
     torch_masks = fit_with_model_pruning(str(tmp_path / "torch"))
     assert calls == []
     with ltt.patch_prune():
         our_masks = fit_with_model_pruning(str(tmp_path / "ours"))
-    assert len(calls) == 3  # one global pruning per epoch
+    # One global pruning per epoch.
+    assert calls == ["global_magnitude_state", "global_magnitude_masks", "global_magnitude_masks"]
     assert list(our_masks) == list(torch_masks) and len(our_masks) == 4  # both Linears' weight and bias
     for name, mask in torch_masks.items():
         assert torch.equal(our_masks[name], mask), name

@@ -139,3 +139,96 @@ def test_survivors_of_a_float_mask_are_its_entries_equal_to_one(dtype: torch.dty
         out = torch.zeros(m.shape, dtype=torch.bool)
         _equals_one(m, out)
         assert torch.equal(out, m == 1) and int(out.sum()) == 8
+
+
+def _count_one_pass_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the first-round path's calls of `kernels.global_magnitude_state`."""
+    import lottery_ticket.torch._prune as drop_in
+
+    calls: list[int] = []
+    real = drop_in.global_magnitude_state
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(drop_in, "global_magnitude_state", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("amount", [0.5, 1.0])
+def test_a_first_pruning_of_the_weights_takes_one_pass_and_is_torchs(
+    dtype: torch.dtype, grad: bool, amount: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No importance scores: the selection writes each mask and product in its own pass
+    # (`kernels.global_magnitude_state`); pruning everything reaches the infinities (NaN products).
+    calls = _count_one_pass_calls(monkeypatch)
+    torch.manual_seed(5)
+    theirs = distinct_16_bit(nn.Sequential(nn.Linear(100, 120), nn.Linear(120, 7)).to(dtype), 5)
+    with torch.no_grad():
+        theirs[0].weight[0, :4] = torch.tensor([float("inf"), -float("inf"), -0.0, -1e-30], dtype=dtype)
+    ours = copy.deepcopy(theirs)
+    with torch.set_grad_enabled(grad):
+        prune.global_unstructured([(m, "weight") for m in theirs], prune.L1Unstructured, amount=amount)
+        ltt.global_unstructured([(m, "weight") for m in ours], prune.L1Unstructured, amount=amount)
+    assert calls == [1]
+    for t, o in zip(theirs, ours):
+        assert o.weight_mask.dtype == dtype and torch.equal(o.weight_mask, t.weight_mask)
+        assert same_bits(o.weight, t.weight)
+        assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
+        assert hook_kinds(o) == hook_kinds(t)
+    if amount == 1.0:
+        assert bool(torch.isnan(ours[0].weight[0, :2]).all())
+
+
+def test_products_autograd_records_have_torchs_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parameters that require grad (one that does not beside them) under grad: the kernels make
+    # every product, and autograd records each as torch records `mask * orig`: the same
+    # gradient reaches `weight_orig` through the pruned weight, before and after a forward.
+    calls = _count_one_pass_calls(monkeypatch)
+    torch.manual_seed(6)
+    theirs = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 9))
+    theirs[1].weight.requires_grad_(False)
+    ours = copy.deepcopy(theirs)
+    prune.global_unstructured([(m, "weight") for m in theirs], prune.L1Unstructured, amount=0.4)
+    ltt.global_unstructured([(m, "weight") for m in ours], prune.L1Unstructured, amount=0.4)
+    assert calls == [1]
+    assert ours[0].weight.grad_fn is not None and ours[1].weight.grad_fn is None
+    upstream = torch.randn(40, 50)
+    for net in (theirs, ours):
+        (net[0].weight * upstream).sum().backward()
+    assert torch.equal(ours[0].weight_orig.grad, theirs[0].weight_orig.grad)
+    assert torch.equal(ours[0].weight_orig.grad, upstream * ours[0].weight_mask)
+    x = torch.randn(3, 50)
+    for net in (theirs, ours):
+        net[0].weight_orig.grad = None
+        net(x).square().sum().backward()
+    assert torch.equal(ours[0].weight_orig.grad, theirs[0].weight_orig.grad)
+    for t, o in zip(theirs, ours):
+        assert torch.equal(o.weight_mask, t.weight_mask) and same_bits(o.weight, t.weight)
+
+
+def test_the_two_step_path_keeps_what_one_pass_cannot_make(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Importance scores, a later round and a parameter that is not contiguous each take the
+    # selection then `mask_products` (or torch's ops); the results stay torch's.
+    calls = _count_one_pass_calls(monkeypatch)
+    torch.manual_seed(7)
+    theirs = nn.Sequential(nn.Linear(50, 40), nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last))
+    ours = copy.deepcopy(theirs)
+    prune.global_unstructured([(theirs[0], "weight")], prune.L1Unstructured, amount=0.4)
+    ltt.global_unstructured([(ours[0], "weight")], prune.L1Unstructured, amount=0.4)
+    assert calls == [1]
+    prune.global_unstructured([(theirs[0], "weight")], prune.L1Unstructured, amount=0.3)
+    ltt.global_unstructured([(ours[0], "weight")], prune.L1Unstructured, amount=0.3)  # a later round
+    ltt.global_unstructured([(ours[1], "weight")], prune.L1Unstructured, amount=0.3)  # channels last
+    assert calls == [1]
+    assert torch.equal(ours[0].weight_mask, theirs[0].weight_mask) and same_bits(ours[0].weight, theirs[0].weight)
+    assert torch.equal(ours[1].weight, ours[1].weight_mask * ours[1].weight_orig)
+    fresh = nn.Linear(20, 10)
+    theirs_fresh = copy.deepcopy(fresh)
+    score = torch.rand(10, 20)
+    for module, prune_fn in ((fresh, ltt.global_unstructured), (theirs_fresh, prune.global_unstructured)):
+        prune_fn([(module, "weight")], prune.L1Unstructured, importance_scores={(module, "weight"): score}, amount=0.5)
+    assert calls == [1] and torch.equal(fresh.weight_mask, theirs_fresh.weight_mask)

@@ -21,11 +21,9 @@ from torch.nn.utils import prune
 import torch
 from torch import nn
 
-from ..kernels import global_magnitude_masks, mask_products
+from ..kernels import global_magnitude_masks, global_magnitude_state
 from ..kernels.arrays import new_masks
-from ._buffers import empty_like
-
-Pair = tuple[nn.Module, str]
+from ._pruned_state import Pair, install, one_pass_ready, states
 
 # torch's own function, captured before any `patch_prune` can replace it: the methods this
 # drop-in does not accelerate are handed to it, also while the patch is on.
@@ -198,10 +196,15 @@ def global_unstructured(
     scores = _importances(pairs, importance_scores)
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
-    masks = global_magnitude_masks(scores, amount, masks=current, out=current)
-    made = _states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
+    if current is None and not importance_scores and one_pass_ready(pairs):
+        # A first pruning of the parameters themselves: masks and state in the selection's pass.
+        masks, float_masks, products = global_magnitude_state(scores, amount)
+        made = {i: (float_masks[key], products[key]) for i, key in enumerate(scores)}
+    else:
+        masks = global_magnitude_masks(scores, amount, masks=current, out=current)
+        made = states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
     for i, (module, name) in enumerate(pairs):
-        _install(module, name, masks[f"parameters[{i}]"], made.get(i))
+        install(module, name, masks[f"parameters[{i}]"], made.get(i))
 
 
 _patch_lock = threading.Lock()
@@ -263,126 +266,3 @@ def patch_prune() -> PrunePatch:
             prune.global_unstructured = global_unstructured
         _patch_depth += 1
     return PrunePatch()
-
-
-State = tuple[torch.Tensor, torch.Tensor | None]  # a float mask, and `mask * orig` unless autograd makes it
-
-# Plain tensors only: a subclass (DTensor, a quantised or user type) keeps torch's own ops.
-_PLAIN = (torch.Tensor, nn.Parameter)
-
-
-def _kernel_ready(t: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
-    return (
-        type(t) in _PLAIN
-        and t.device.type == "cpu"
-        and t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        and (dtype is None or t.dtype == dtype)
-        and t.is_contiguous()
-    )
-
-
-def _states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
-    """The float mask and masked weight of each host float parameter, from one pass of
-    the kernels (`kernels.mask_products`) where torch's ops would convert the mask, combine it
-    with the previous one and multiply, each a pass over fresh pages. A parameter pruned before
-    has its mask combined as torch's ``PruningContainer`` does when the previous mask and the
-    pruned tensor share the parameter's dtype. A product autograd records
-    (a parameter that requires grad, with grad enabled) stays torch's ``mask * orig``: only its
-    mask is made."""
-    groups: dict[bool, dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = {True: {}, False: {}}
-    for i, ((module, name), keep) in enumerate(zip(pairs, keeps)):
-        orig = module._parameters.get(name)  # None once pruned: `name` became `name + "_orig"`
-        previous = None
-        if orig is None:
-            orig = module._parameters.get(name + "_orig")
-            previous = getattr(module, name + "_mask", None)
-            pruned = getattr(module, name, None)
-            if not (
-                orig is not None
-                and isinstance(previous, torch.Tensor)
-                and isinstance(pruned, torch.Tensor)
-                and _kernel_ready(previous, orig.dtype)
-                and pruned.dtype == orig.dtype
-                and previous.shape == orig.shape
-            ):
-                continue
-            previous = previous.detach()
-        if not _kernel_ready(orig):
-            continue
-        recorded = orig.requires_grad and torch.is_grad_enabled()
-        groups[not recorded][i] = (orig.detach(), keep, previous)
-    states: dict[int, State] = {}
-    for with_products, group in groups.items():
-        if not group:
-            continue
-        entries = list(group.values())
-        masks, products = mask_products(
-            [w for w, _, _ in entries],
-            [k for _, k, _ in entries],
-            previous=[p for _, _, p in entries],
-            products=with_products,
-        )
-        for j, i in enumerate(group):
-            states[i] = (masks[j], None if products is None else products[j])
-    return states
-
-
-def _install(module: nn.Module, name: str, keep: torch.Tensor, made: State | None = None) -> None:
-    """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly
-    (``made``: the mask and product from `_states`).
-
-    torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
-    keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
-    more than the selection itself. Every attribute, buffer, hook and value is as torch makes it.
-    """
-    product = None
-    method = prune.CustomFromMask(keep)
-    method._tensor_name = name
-    previous = [
-        (key, hook)
-        for key, hook in module._forward_pre_hooks.items()
-        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name
-    ]
-    hook_to_register: prune.BasePruningMethod = method
-    if not previous:
-        orig = module._parameters[name]
-        assert orig is not None  # _pairs refused anything but a parameter
-        module.register_parameter(name + "_orig", orig)
-        del module._parameters[name]
-        if made is not None:
-            mask, product = made
-        else:
-            mask = empty_like(orig).copy_(keep)  # torch: ones_like(orig) * keep
-    else:
-        # torch: the old hook moves into a PruningContainer (or the container gains the new
-        # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
-        ((key, hook),) = previous
-        del module._forward_pre_hooks[key]
-        if isinstance(hook, prune.PruningContainer):
-            hook.add_pruning_method(method)
-            container = hook
-        else:
-            container = prune.PruningContainer(hook)
-            container.add_pruning_method(method)
-        orig = getattr(module, name + "_orig")
-        if made is not None:
-            mask, product = made
-        else:
-            default: torch.Tensor = getattr(module, name + "_mask").detach()
-            pruned: torch.Tensor = getattr(module, name)
-            # torch ranks only the entries at 1; any other value is multiplied in once more.
-            again = torch.where(default == 1, keep.to(dtype=default.dtype), default)
-            mask = (default * again).to(dtype=pruned.dtype)
-        hook_to_register = container
-    module.register_buffer(name + "_mask", mask)
-    setattr(module, name, product if product is not None else _masked(orig, mask))
-    module.register_forward_pre_hook(hook_to_register)
-
-
-def _masked(orig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mask * orig`` as torch's hook computes it; outside autograd into a buffer of ours (on
-    the host with huge pages: at BERT scale faulting in torch's fresh pages costs more than the
-    product)."""
-    if orig.requires_grad and torch.is_grad_enabled():
-        return mask.to(dtype=orig.dtype) * orig
-    return torch.mul(mask.to(dtype=orig.dtype), orig, out=empty_like(orig))
