@@ -19,11 +19,13 @@ from .later import check_later_round, in_place_round, later_round, ours_in_place
 from .pruned_modules import (
     check_modules,
     check_pruned_again,
+    check_recorded_modules,
     module_masks_bytes,
     modules,
     ours_drop_in,
     pruned_once,
     torch_prune,
+    training_modules,
 )
 from .workloads import Workload, WorkloadSpec
 
@@ -300,6 +302,17 @@ METHODS: tuple[Method, ...] = (
         check_modules,
         module_masks_bytes,
         setup=modules,
+        bytes_per_weight=16,
+    ),
+    Method(
+        "drop_in_grad",
+        "ours: lottery_ticket.torch.global_unstructured, weights that require grad",
+        "mask",
+        _weights,
+        ours_drop_in,
+        check_recorded_modules,
+        module_masks_bytes,
+        setup=training_modules,
         bytes_per_weight=16,
     ),
     Method(

@@ -31,15 +31,21 @@ class Modules:
     amount: float
 
 
-def modules(inputs: WeightsAndAmount) -> Modules:
+def modules(inputs: WeightsAndAmount, requires_grad: bool = False) -> Modules:
     from torch import nn
 
     holders = []
     for w in inputs.weights:
         holder = nn.Module()
-        holder.weight = nn.Parameter(w, requires_grad=False)
+        holder.weight = nn.Parameter(w, requires_grad=requires_grad)
         holders.append(holder)
     return Modules(holders, inputs.amount)
+
+
+def training_modules(inputs: WeightsAndAmount) -> Modules:
+    """`modules` whose parameters require grad, as a training script's are: with grad enabled
+    (the bench's default), autograd records each pruned weight as ``mask * orig``."""
+    return modules(inputs, requires_grad=True)
 
 
 def pruned_once(inputs: WeightsAndAmount) -> Modules:
@@ -72,6 +78,12 @@ def check_modules(workload: Workload, state: Any, holders: list[nn.Module]) -> N
 
     assert all(prune.is_pruned(h) for h in holders), "every module carries a pruning hook"
     check_masks(workload, [h.weight_mask != 0 for h in holders])
+
+
+def check_recorded_modules(workload: Workload, state: Any, holders: list[nn.Module]) -> None:
+    """`check_modules`, and each pruned weight is recorded by autograd (it has a ``grad_fn``)."""
+    check_modules(workload, state, holders)
+    assert all(h.weight.grad_fn is not None for h in holders), "autograd records the pruned weight"
 
 
 def check_pruned_again(workload: Workload, state: Any, holders: list[nn.Module]) -> None:
