@@ -20,8 +20,10 @@ use crate::select::{widest, PARALLEL_MIN};
 
 mod half_floats;
 mod selected;
+mod survivors;
 
 pub use selected::select_with_state;
+pub use survivors::ones_of;
 
 /// An element width of raw bits: its slices out of the width-tagged views.
 trait Width: Copy + PartialEq + Send + Sync + Sized {

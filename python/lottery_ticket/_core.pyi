@@ -11,6 +11,7 @@ __all__ = [
     "apply_masks",
     "mapping_faulted",
     "mask_products",
+    "ones_of",
     "rewind",
     "scanner",
     "select_masks",
@@ -57,6 +58,13 @@ def mask_products(
     previous: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None],
     masks: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     products: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]] | None,
+    names: Sequence[str],
+) -> None: ...
+def ones_of(
+    masks: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None],
+    dtypes: Sequence[str],
+    out: npt.NDArray[np.uint8],
+    sizes: Sequence[int],
     names: Sequence[str],
 ) -> None: ...
 def rewind(

@@ -1,8 +1,8 @@
 //! Bindings of the in-place mask kernels: apply, rewind, survivor counts, and torch.prune's
 //! float mask and masked weight (`crate::pruned_state`).
 
-use numpy::{PyArrayDyn, PyArrayMethods};
-use pyo3::exceptions::PyTypeError;
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadwriteArray1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use super::arrays::{borrow_bytes, byte_slices, in_place_views, BitsArray, BitsArrayMut};
@@ -47,15 +47,7 @@ pub(super) fn mask_products_py(
 ) -> PyResult<()> {
     let weights = borrow_bits!(weights, "weights", &names, try_readonly, BitsArray)?;
     let keep = borrow_bytes(&keep, "keep", &names)?;
-    let previous = previous
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            p.as_ref()
-                .map(|p| borrow_bit!(p, i, "previous", &names, try_readonly, BitsArray))
-                .transpose()
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+    let previous = borrow_optional(&previous, "previous", &names)?;
     let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
     let mut products = products
         .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
@@ -95,6 +87,70 @@ pub(super) fn mask_products_py(
         )
     })?
     .map_err(|e| to_py(e, &names))
+}
+
+/// Per tensor, `out = mask == 1.0` into one byte buffer (`sizes[t]` bytes each, in order), or
+/// all 1 where a mask is None: the survivors torch.prune ranks again.
+#[pyfunction(name = "ones_of")]
+#[pyo3(signature = (masks, dtypes, out, sizes, names))]
+pub(super) fn ones_of_py(
+    py: Python<'_>,
+    masks: Vec<Option<Bound<'_, PyAny>>>,
+    dtypes: Vec<String>,
+    mut out: PyReadwriteArray1<'_, u8>,
+    sizes: Vec<usize>,
+    names: Vec<String>,
+) -> PyResult<()> {
+    if dtypes.len() != masks.len() || sizes.len() != masks.len() {
+        return Err(PyTypeError::new_err(format!(
+            "masks: {} entries, but {} dtypes and {} sizes",
+            masks.len(),
+            dtypes.len(),
+            sizes.len()
+        )));
+    }
+    let masks = borrow_optional(&masks, "masks", &names)?;
+    let views: Vec<Option<Weights<'_>>> = masks
+        .iter()
+        .zip(&dtypes)
+        .enumerate()
+        .map(|(i, (m, dtype))| m.as_ref().map(|m| m.weights("masks", dtype, i)).transpose())
+        .collect::<PyResult<_>>()?;
+    let mut rest = out
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out: array must be C-contiguous"))?;
+    let total: usize = sizes.iter().sum();
+    if rest.len() != total {
+        return Err(PyValueError::new_err(format!(
+            "out: expected {total} bytes (one per entry), got {}",
+            rest.len()
+        )));
+    }
+    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(sizes.len());
+    for &size in &sizes {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(size);
+        outs.push(head);
+        rest = tail;
+    }
+    run_kernel(py, total, || pruned_state::ones_of(&views, &mut outs))?
+        .map_err(|e| to_py(e, &names))
+}
+
+/// Read-only bit views of arrays where given (None entries stay None).
+fn borrow_optional<'py>(
+    arrays: &[Option<Bound<'py, PyAny>>],
+    arg: &str,
+    names: &[String],
+) -> PyResult<Vec<Option<BitsArray<'py>>>> {
+    arrays
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.as_ref()
+                .map(|a| borrow_bit!(a, i, arg, names, try_readonly, BitsArray))
+                .transpose()
+        })
+        .collect()
 }
 
 /// Each output array's bits, by its element width.

@@ -378,6 +378,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(masks::apply_masks_py, m)?)?;
     m.add_function(wrap_pyfunction!(masks::rewind_py, m)?)?;
     m.add_function(wrap_pyfunction!(masks::mask_products_py, m)?)?;
+    m.add_function(wrap_pyfunction!(masks::ones_of_py, m)?)?;
     m.add_function(wrap_pyfunction!(masks::alive_counts_py, m)?)?;
     m.add_function(wrap_pyfunction!(select_threshold_py, m)?)?;
     m.add_function(wrap_pyfunction!(write_pruned_py, m)?)?;

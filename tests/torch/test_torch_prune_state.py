@@ -130,15 +130,37 @@ def test_later_round_masks_and_products_are_torchs_bit_for_bit(dtype: torch.dtyp
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_survivors_of_a_float_mask_are_its_entries_equal_to_one(dtype: torch.dtype) -> None:
     # torch ranks only the entries whose previous mask is exactly 1: ours compares the bits on
-    # the host (1.0 has one pattern), torch's eq elsewhere (here: a strided mask).
-    from lottery_ticket.torch._prune import _equals_one
+    # the host (1.0 has one pattern), in one parallel pass over every mask (`ranked_again`), a
+    # strided mask too; a parameter never pruned is all survivors.
+    from lottery_ticket.kernels import ranked_again
 
     values = torch.tensor([1.0, 0.0, -0.0, 0.5, -1.0, float("inf"), float("nan"), 1.0 + 2**-7], dtype=dtype)
-    mask = values[torch.arange(64) % values.numel()].reshape(8, 8)
-    for m in (mask, mask.t()):
-        out = torch.zeros(m.shape, dtype=torch.bool)
-        _equals_one(m, out)
-        assert torch.equal(out, m == 1) and int(out.sum()) == 8
+    big = values[torch.arange(600_000) % values.numel()].reshape(600, 1000)  # a parallel pass
+    mask = big[:8, :8].clone()
+    params = [torch.empty(8, 8, dtype=dtype), torch.empty(3, dtype=dtype), torch.empty(1000, 600, dtype=dtype)]
+    out = ranked_again([mask.t(), None, big.t()], params)
+    assert all(o.dtype == torch.bool and o.shape == p.shape for o, p in zip(out, params))
+    assert torch.equal(out[0], mask.t() == 1) and int(out[0].sum()) == 8
+    assert bool(out[1].all()) and torch.equal(out[2], big.t() == 1)
+    with pytest.raises(ValueError, match=r"masks\[0\]: shape \(8, 8\)"):
+        ranked_again([mask], [params[1]])
+    with pytest.raises(TypeError, match=r"masks\[0\]"):
+        ranked_again([mask.to(torch.int32)], [params[0]])
+
+
+def test_a_later_round_over_masks_off_the_kernels_path_is_torchs() -> None:
+    # A mask of an integer dtype (a custom one) takes torch's `eq`: the survivors are still its
+    # entries equal to 1, and the round is torch's.
+    torch.manual_seed(8)
+    nets = [nn.Sequential(nn.Linear(30, 20)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    custom = (torch.rand(20, 30) < 0.7).to(torch.int32)
+    for net in nets:
+        prune.custom_from_mask(net[0], "weight", custom)
+    prune.global_unstructured([(nets[0][0], "weight")], prune.L1Unstructured, amount=0.3)
+    ltt.global_unstructured([(nets[1][0], "weight")], prune.L1Unstructured, amount=0.3)
+    assert torch.equal(nets[1][0].weight_mask, nets[0][0].weight_mask)
+    assert torch.equal(nets[1][0].weight, nets[0][0].weight)
 
 
 def _count_one_pass_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -45,7 +45,7 @@ from . import arrays as _arrays
 from . import view_cache as _plan
 from .buffer_cache import BufferCacheStats, buffer_cache_stats, release_buffers, set_buffer_cache_limit
 from .gc_pause import gc_paused
-from .pruned_state import PrunedState, global_magnitude_state, mask_products
+from .pruned_state import PrunedState, global_magnitude_state, mask_products, ranked_again
 
 __all__ = [
     "BufferCacheStats",
@@ -57,6 +57,7 @@ __all__ = [
     "global_magnitude_masks",
     "global_magnitude_state",
     "mask_products",
+    "ranked_again",
     "release_buffers",
     "rewind",
     "set_buffer_cache_limit",

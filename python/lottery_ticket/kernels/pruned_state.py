@@ -1,10 +1,12 @@
 """torch.nn.utils.prune's pruned state (a float mask and the masked weight) from the kernels:
 from given bool masks (`mask_products`), or written by the selection itself
-(`global_magnitude_state`), which reads each weight once for all three outputs."""
+(`global_magnitude_state`), which reads each weight once for all three outputs; and the
+survivors a later pruning ranks again (`ranked_again`)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import math
+from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -162,3 +164,38 @@ def _typed(names: list[Hashable] | None, values: list[Any], views: list[_arrays.
         return _arrays.shaped_like(names, [w(a, v.dtype) for w, a, v in zip(wrap, arrays, views)])
 
     return typed
+
+
+@gc_paused
+def ranked_again(masks: Sequence[Any], likes: Sequence[Any]) -> list[Any]:
+    """The survivors torch.prune's ``PruningContainer`` ranks again: bool masks, True where an
+    entry of a float mask is exactly 1.0 (a pruned 0.0 stays pruned; a custom value such as 0.5
+    is multiplied in, not ranked), all True where ``masks[i]`` is None (never pruned).
+
+    ``masks``: float host arrays (f16, bf16, f32, f64) or None, each of ``likes[i]``'s shape;
+    ``likes``: the arrays whose shapes and array kind the result takes (the pruned parameters).
+    One parallel pass: NumPy's comparison ran on one core. Returns views of one new buffer
+    (`global_magnitude_masks` writes over them with ``out=``).
+
+    Example:
+        >>> import numpy as np
+        >>> [m.tolist() for m in ranked_again([np.array([1.0, 0.0, 0.5]), None], [np.zeros(3), np.zeros(2)])]
+        [[True, False, False], [True, True]]
+    """
+    if len(masks) != len(likes):
+        raise ValueError(f"masks: {len(masks)} entries for {len(likes)} tensors")
+    shapes = [tuple(like.shape) for like in likes]
+    labels = _validation.labels("masks", None, len(masks))
+    views = [None if m is None else _arrays.float_bits(m, label, writable=False) for m, label in zip(masks, labels)]
+    for view, shape in zip(views, shapes):
+        if view is not None:
+            _validation.same_shape(view.label, view.shape, shape)
+    buffer, fresh = _arrays.new_masks(likes, shapes)
+    _core.ones_of(
+        [None if v is None else v.bits for v in views],
+        [v.dtype if v is not None else "" for v in views],
+        buffer,
+        [math.prod(shape) for shape in shapes],
+        _validation.quoted(None),
+    )
+    return fresh

@@ -15,14 +15,12 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 from torch.nn.utils import prune
 
 import torch
 from torch import nn
 
-from ..kernels import global_magnitude_masks, global_magnitude_state
-from ..kernels.arrays import new_masks
+from ..kernels import global_magnitude_masks, global_magnitude_state, ranked_again
 from ._pruned_state import Pair, install, one_pass_ready, states
 
 # torch's own function, captured before any `patch_prune` can replace it: the methods this
@@ -90,44 +88,30 @@ def _importances(pairs: list[Pair], importance_scores: object) -> dict[str, torc
 
 def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
     """Survivors so far (torch's ``default_mask``): ``name_mask == 1``, or all where unpruned.
-    On the host they are views of one buffer with huge pages (`kernels.arrays.new_masks`):
-    a tensor of its own each would fault in every page of it."""
+    On the host one parallel pass of the kernels (`kernels.ranked_again`) writes them into views
+    of one buffer with huge pages: a tensor of its own each would fault in every page of it."""
     found = [getattr(module, name + "_mask", None) for module, name in pairs]
     if all(mask is None for mask in found):
         return None
     params = [getattr(module, name) for module, name in pairs]
-    if all(p.device.type == "cpu" for p in params):
-        _, fresh = new_masks(params, [tuple(p.shape) for p in params])
+    if all(p.device.type == "cpu" for p in params) and all(m is None or _host_float(m) for m in found):
+        fresh = ranked_again([None if m is None else m.detach() for m in found], params)
     else:
         fresh = [torch.empty(p.shape, dtype=torch.bool, device=p.device) for p in params]
-    current: dict[str, torch.Tensor] = {}
-    for i, (mask, out) in enumerate(zip(found, fresh)):
-        if mask is None:
-            out.fill_(True)
-        else:
-            _equals_one(mask.detach().reshape(out.shape), out)
-        current[f"parameters[{i}]"] = out
-    return current
+        for mask, out in zip(found, fresh):
+            if mask is None:
+                out.fill_(True)
+            else:
+                torch.eq(mask.detach().reshape(out.shape), 1, out=out)
+    return {f"parameters[{i}]": out for i, out in enumerate(fresh)}
 
 
-# 1.0's bits in each float dtype, as the signed integers torch views them as.
-_ONE_BITS = {
-    torch.float16: (torch.int16, 0x3C00),
-    torch.bfloat16: (torch.int16, 0x3F80),
-    torch.float32: (torch.int32, 0x3F80_0000),
-    torch.float64: (torch.int64, 0x3FF0_0000_0000_0000),
-}
-
-
-def _equals_one(mask: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = mask == 1``. On the host, NumPy compares the bits (1.0 has one bit pattern):
-    torch's ``eq`` converted each bf16 and f16 element to float first, and was slower on float32
-    too."""
-    if mask.device.type == "cpu" and out.device.type == "cpu" and mask.is_contiguous() and mask.dtype in _ONE_BITS:
-        bits, one = _ONE_BITS[mask.dtype]
-        np.equal(mask.view(bits).numpy(), one, out=out.numpy())
-    else:
-        torch.eq(mask, 1, out=out)
+def _host_float(mask: object) -> bool:
+    return (
+        isinstance(mask, torch.Tensor)
+        and mask.device.type == "cpu"
+        and mask.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    )
 
 
 def global_unstructured(
