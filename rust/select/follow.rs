@@ -1,5 +1,5 @@
 //! Outputs derived from the mask while a selection writes it ([`Follower`]): torch.prune's
-//! float mask and masked weight ([`crate::pruned_state::StateWriter`]) come from the same read
+//! float mask and masked weight ([`crate::pruned_state::select_with_state`]) come from the same read
 //! of the weights as the mask, where a second kernel after the selection would read every
 //! weight and mask byte again.
 

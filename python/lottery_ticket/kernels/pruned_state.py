@@ -57,10 +57,7 @@ def mask_products(weights: Any, keep: Any, *, previous: Any = None, products: bo
         for k, label, v in zip(keep_values, keep_labels, views)
     ]
     previous_bits = _previous_bits(previous, names, views)
-    # One array per tensor (never views of one buffer): each becomes a module's own buffer.
-    # Allocated as the weights' bits (NumPy has no bf16), then viewed in their dtype.
-    masks = [host_array(v.shape, v.bits.dtype) for v in views]
-    made = [host_array(v.shape, v.bits.dtype) for v in views] if products else None
+    masks, made = _state_buffers(views, products)
     _core.mask_products(
         [v.bits for v in views],
         [v.dtype for v in views],
@@ -139,8 +136,7 @@ def global_magnitude_state(
     _validation.scope(scope)
     views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
     buffer, fresh = _arrays.new_masks(values, [b.shape for b in views])
-    float_masks = [host_array(v.shape, v.bits.dtype) for v in views]
-    made = [host_array(v.shape, v.bits.dtype) for v in views] if products else None
+    float_masks, made = _state_buffers(views, products)
     _core.select_masks(
         [b.bits for b in views],
         [b.dtype for b in views],
@@ -153,6 +149,14 @@ def global_magnitude_state(
     )
     typed = _typed(names, values, views)
     return PrunedState(_arrays.shaped_like(names, fresh), typed(float_masks), None if made is None else typed(made))
+
+
+def _state_buffers(views: list[_arrays.Bits], products: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Uninitialised float masks and (with ``products``) products for ``views``' weights: one
+    array per tensor, never views of one buffer, as each becomes a module's own buffer;
+    allocated as the weights' bits (NumPy has no bf16), then viewed in their dtype."""
+    masks = [host_array(v.shape, v.bits.dtype) for v in views]
+    return masks, [host_array(v.shape, v.bits.dtype) for v in views] if products else None
 
 
 def _typed(names: list[Hashable] | None, values: list[Any], views: list[_arrays.Bits]) -> Any:
