@@ -284,3 +284,25 @@ def test_buffers_held_for_good_neither_block_reuse_nor_make_requests_slow(monkey
     assert len(checks) <= 2 * cache_module.MAX_CHECKS
     assert where in starts
     assert all(int(m[0].sum()) + int(m[1].sum()) == round(0.7 * N) for m in kept)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork and MAP_PRIVATE are POSIX")
+def test_cached_buffers_are_page_aligned_and_private_across_fork() -> None:
+    # After a large free glibc raises its mmap threshold and malloc's buffers start at any
+    # 16-byte offset; the cache's stay page-aligned, so every output starts at the same offset
+    # within a cache line (what the Rust core's streamed stores need).
+    big = np.ones(64 << 20, dtype=np.uint8)
+    del big
+    w = weights(1)
+    masks, products = mask_products(w, [np.ones(x.shape, dtype=bool) for x in w])
+    for array in (*masks, *products):
+        assert address(array) % 4096 == 0
+    buffer = cache_module.host_buffer(3 << 20)
+    buffer[:] = 1
+    pid = os.fork()
+    if pid == 0:  # the child writes its copy and leaves without running any cleanup
+        buffer[:] = 2
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert bool((buffer == 1).all()), "a child's writes reached the parent's buffer"

@@ -18,6 +18,7 @@ glibc's heap already reuses those.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import sys
 import threading
@@ -102,7 +103,7 @@ class BufferCache:
                     self._hits += 1
                     return group[key]
             self._misses += 1
-            buffer = np.empty(nbytes, dtype=np.uint8)
+            buffer = fresh_pages(nbytes)
             self._remember(buffer)
             return buffer
 
@@ -162,6 +163,22 @@ class BufferCache:
     def _after_fork(self) -> None:
         # A lock another thread held at the fork would stay taken in the child forever.
         self._lock = threading.Lock()
+
+
+def fresh_pages(nbytes: int) -> np.ndarray:
+    """An uninitialised uint8 buffer on pages of its own (private to this process, also across
+    ``fork``), page-aligned: glibc's ``malloc`` puts a large buffer at any 16-byte offset once
+    its mmap threshold has risen (it does after any large free, up to 32 MiB), and the Rust
+    core streams two outputs past the caches only when they start at the same offset within a
+    cache line (the drop-in's float masks and products: a third slower on ordinary stores).
+    Huge pages are asked for where the kernel offers them, as NumPy does for its own."""
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    if not flags:  # Windows (no MAP_PRIVATE): NumPy's own allocation, as before
+        return np.empty(nbytes, dtype=np.uint8)
+    pages = mmap.mmap(-1, nbytes, flags=flags)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        pages.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(pages, dtype=np.uint8)
 
 
 def _exact_refcounts() -> bool:
