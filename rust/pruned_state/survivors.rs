@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::half_floats::{Bf16, Half, F16};
 use crate::error::{Error, Result};
 use crate::magnitude::Weights;
 use crate::mask::STREAM_CHUNK;
@@ -45,8 +46,8 @@ pub fn ones_of(masks: &[Option<Weights<'_>>], out: &mut [&mut [u8]]) -> Result<(
         Some(mask) => widest(
             #[inline(always)]
             || match *mask {
-                Weights::F16(b) => equal(b, 0x3c00, out),
-                Weights::Bf16(b) => equal(b, 0x3f80, out),
+                Weights::F16(b) => equal(b, F16::ONE, out),
+                Weights::Bf16(b) => equal(b, Bf16::ONE, out),
                 Weights::F32(b) => equal(b, 1f32.to_bits(), out),
                 Weights::F64(b) => equal(b, 1f64.to_bits(), out),
             },
