@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import torch
@@ -15,6 +16,7 @@ from lottery_ticket.cli.bench.hygiene import (
     Machine,
     Rounds,
     busy_processes,
+    numpy_simd,
     read_machine,
     repeat_until_stable,
     wait_until_idle,
@@ -46,6 +48,8 @@ def test_bench_prints_every_method_checked(capsys: pytest.CaptureFixture[str], t
     assert "target" not in printed.out and "issue" not in printed.out and "verdict" not in printed.out
     assert "load average" in printed.out and "ours on" in printed.out and "torch on" in printed.out
     assert f"({_core.scanner()} scanner)" in printed.out
+    # NumPy's partition is the peer of the NumPy-relative rows, and its speed follows its SIMD.
+    assert f"numpy {np.__version__} (SIMD {numpy_simd()})" in printed.out
     assert "BERT-like" in printed.out
     assert out.read_text() == printed.out
     assert "ours on 1 thread" in printed.err  # the progress bar
@@ -453,3 +457,13 @@ def test_paired_floor_ratio_is_what_the_table_and_targets_read() -> None:
     assert report.paired_ratio(bert, "numpy", "floor") is None  # NumPy was not timed beside the floor
     rows = {line.split("|")[2].strip(): line for line in report.render().splitlines() if line.startswith("| BERT")}
     assert "20.0x ‡" in rows["numpy"]
+
+
+def test_numpy_simd_names_a_target_this_cpu_has() -> None:
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    simd = numpy_simd()
+    assert simd == "baseline" or (simd in __cpu_dispatch__ and __cpu_features__[simd])
+    # The widest: no target NumPy lists after it is available here.
+    later = __cpu_dispatch__[__cpu_dispatch__.index(simd) + 1 :] if simd != "baseline" else __cpu_dispatch__
+    assert not any(__cpu_features__.get(name) for name in later)

@@ -23,6 +23,7 @@ after 300 ms asleep and ~1.8 in a loop, at nearly twice the time).
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import statistics
@@ -101,6 +102,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def numpy_simd() -> str:
+    """The widest SIMD target NumPy dispatches to on this CPU (its partition's speed follows it).
+
+    NumPy's partition sorts with AVX-512 where the CPU has it and with AVX2 or less elsewhere, a
+    severalfold difference on the same machine class, so a ratio against NumPy means little
+    without it. The names come from NumPy's private module (what ``numpy.show_runtime`` prints);
+    another NumPy may lack them, and the header then says nothing rather than guess.
+    """
+    try:
+        umath = importlib.import_module("numpy._core._multiarray_umath")
+    except ImportError:
+        return ""
+    dispatch, features = getattr(umath, "__cpu_dispatch__", None), getattr(umath, "__cpu_features__", None)
+    if not isinstance(dispatch, list) or not isinstance(features, dict):
+        return ""
+    found = [name for name in dispatch if features.get(name)]
+    return found[-1] if found else "baseline"
 
 
 def _cpu_seconds() -> dict[int, tuple[str, float]]:

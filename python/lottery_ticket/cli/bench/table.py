@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..._files import write_atomic
-from .hygiene import SPREAD_LIMIT, Machine, Rounds, cpu_model
+from .hygiene import SPREAD_LIMIT, Machine, Rounds, cpu_model, numpy_simd
 from .methods import BASELINE, FLOOR, ROW_ORDER
 from .workloads import AMOUNT, WorkloadSpec
 
@@ -195,11 +195,13 @@ def machine_summary(machine: Machine | None = None) -> str:
         torch_version = "torch not installed"
     from ... import __version__
 
+    simd = numpy_simd()
+    numpy_version = f"numpy {np.__version__}" + (f" (SIMD {simd})" if simd else "")
     where = (
         machine.summary() if machine is not None else f"{cpu_model()} · machine load not recorded: every row is noisy"
     )
     return (
-        f"lottery-ticket {__version__} · {where} · {torch_version} · numpy {np.__version__} · "
+        f"lottery-ticket {__version__} · {where} · {torch_version} · {numpy_version} · "
         f"Python {platform.python_version()} · one step prunes {AMOUNT:.0%} (x where a workload says @x) · "
         "× = time relative to that row (ours: the same task's row) · ‡ = paired: the median of "
         "per-round ratios, that row timed right before each round · GB/s = the weights' bytes over the "
