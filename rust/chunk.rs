@@ -4,6 +4,8 @@
 //! weights in the global tie order. Each owns a disjoint `&mut` slice of one output mask, which
 //! lets rayon write masks in parallel without locks.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::magnitude::{Key, KeyVisitor, Weights};
@@ -22,6 +24,18 @@ pub struct Chunk<'a> {
     pub alive: Option<&'a [u8]>,
     /// The chunk's output mask; empty for passes that write none ([`split_read`]).
     pub out: &'a mut [u8],
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
+}
+
+/// `f` over this thread's chunk-sized byte scratch, its first `len` bytes (`len <= CHUNK`): a
+/// chunk's mask that nobody keeps, or a copy of its survivors, stays in cache where a buffer
+/// the size of the model would be written out to memory. `f` must not reach rayon (a job
+/// stolen meanwhile could ask for the scratch again).
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|scratch| f(&mut scratch[..len]))
 }
 
 /// `f` over every item, in parallel only when `parallel` (small inputs stay on the caller's

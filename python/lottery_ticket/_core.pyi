@@ -28,7 +28,7 @@ def select_masks(
     weights: Sequence[npt.NDArray[np.uint16] | npt.NDArray[np.uint32] | npt.NDArray[np.uint64]],
     dtypes: Sequence[str],
     masks: Sequence[npt.NDArray[np.uint8]] | None,
-    out: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.uint8] | None,
     amount: int | float,
     scope: str,
     names: Sequence[str],

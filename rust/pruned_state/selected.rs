@@ -13,11 +13,12 @@ use crate::select::{self, Amount, Follower, Scope, Selection};
 /// [`crate::select::select_masks`] that also writes torch.prune's state of its masks: each
 /// tensor's float mask (and, unless `products` is None, `mask * w`), as [`mask_products`] makes
 /// them from the final `out`, but chunk by chunk inside the selection's pass, while the chunk's
-/// weights are still in cache. Outputs are checked first; on an error they are unspecified.
+/// weights are still in cache. `out` None: the bool masks are not kept (one byte a weight less
+/// to write). Outputs are checked first; on an error they are unspecified.
 pub fn select_with_state(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
-    out: &mut [&mut [u8]],
+    out: Option<&mut [&mut [u8]]>,
     masks: &mut [BitsMut<'_>],
     products: Option<&mut [BitsMut<'_>]>,
     amount: Amount,
@@ -207,13 +208,22 @@ mod tests {
     /// Masks, float masks and products (raw bits) of one call, and the paths it took.
     type Outcome = (Vec<Vec<u8>>, Vec<Vec<u64>>, Option<Vec<Vec<u64>>>, Paths);
 
+    /// The selection then `mask_products`, the fused call, or the fused call keeping no masks
+    /// (its `out` stays as it was made: all 9).
+    #[derive(Clone, Copy, PartialEq)]
+    enum How {
+        TwoCalls,
+        Fused,
+        FusedNoMasks,
+    }
+
     fn run(
         tensors: &[Tensor],
         alive: Option<&[&[u8]]>,
         amount: Amount,
         scope: Scope,
         products: bool,
-        fused: bool,
+        how: How,
     ) -> Outcome {
         let weights: Vec<Weights<'_>> = tensors.iter().map(Tensor::weights).collect();
         let mut out: Vec<Vec<u8>> = tensors.iter().map(|t| vec![9; t.raw().len()]).collect();
@@ -223,11 +233,11 @@ mod tests {
         let mut mask_bits: Vec<BitsMut<'_>> = masks.iter_mut().map(Tensor::bits_mut).collect();
         let mut made_bits: Vec<BitsMut<'_>> = made.iter_mut().map(Tensor::bits_mut).collect();
         let product_bits = products.then_some(made_bits.as_mut_slice());
-        let selection = if fused {
+        let selection = if how != How::TwoCalls {
             select_with_state(
                 &weights,
                 alive,
-                &mut outs,
+                (how == How::Fused).then_some(outs.as_mut_slice()),
                 &mut mask_bits,
                 product_bits,
                 amount,
@@ -285,13 +295,16 @@ mod tests {
                         Amount::Fraction(0.9),
                         Amount::Count(1),
                     ] {
-                        let two = run(&tensors, alive, amount, scope, products, false);
-                        let one = run(&tensors, alive, amount, scope, products, true);
+                        let two = run(&tensors, alive, amount, scope, products, How::TwoCalls);
+                        let one = run(&tensors, alive, amount, scope, products, How::Fused);
+                        let bare = run(&tensors, alive, amount, scope, products, How::FusedNoMasks);
                         let case = format!("{sizes:?} {kinds:?} {scope:?} {amount:?}");
                         assert_eq!(one.0, two.0, "masks: {case}");
                         assert_eq!(one.1, two.1, "float masks: {case}");
                         assert_eq!(one.2, two.2, "products: {case}");
                         assert_eq!(one.3, two.3, "paths: {case}");
+                        assert_eq!((&bare.1, &bare.2, bare.3), (&two.1, &two.2, two.3), "{case}");
+                        assert!(bare.0.iter().flatten().all(|&b| b == 9), "masks written: {case}");
                         for (a, b) in [
                             (&mut seen.exact, one.3.exact),
                             (&mut seen.fix_up, one.3.fix_up),
@@ -325,9 +338,12 @@ mod tests {
         let tensors = [Tensor::U32(w)];
         for fraction in [0.25, 0.6] {
             let amount = Amount::Fraction(fraction);
-            let two = run(&tensors, None, amount, Scope::Global, true, false);
-            let one = run(&tensors, None, amount, Scope::Global, true, true);
+            let two = run(&tensors, None, amount, Scope::Global, true, How::TwoCalls);
+            let one = run(&tensors, None, amount, Scope::Global, true, How::Fused);
+            let bare = run(&tensors, None, amount, Scope::Global, true, How::FusedNoMasks);
             assert_eq!(one.3, Paths::of(crate::select::Path::BracketMiss));
+            assert_eq!(bare.3, one.3);
+            assert_eq!((&bare.1, &bare.2), (&two.1, &two.2), "{fraction}");
             assert_eq!((one.0, one.1, one.2), (two.0, two.1, two.2), "{fraction}");
         }
     }
@@ -346,7 +362,7 @@ mod tests {
             let err = select_with_state(
                 &weights,
                 None,
-                &mut [out.as_mut_slice()],
+                Some(&mut [out.as_mut_slice()]),
                 &mut masks,
                 None,
                 Amount::Fraction(0.5),
@@ -359,7 +375,7 @@ mod tests {
         let err = select_with_state(
             &weights,
             None,
-            &mut [out.as_mut_slice()],
+            Some(&mut [out.as_mut_slice()]),
             &mut [BitsMut::U32(&mut good)],
             Some(&mut bad_products),
             Amount::Fraction(0.5),

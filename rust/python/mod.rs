@@ -131,7 +131,7 @@ fn not_contiguous(arg: &str, index: usize) -> PyErr {
 ///
 /// `state`: `(float_masks, products or None)`, fresh arrays of the weights' bit widths that
 /// also receive torch.prune's state of the masks, written inside the selection's pass
-/// (`crate::pruned_state::select_with_state`).
+/// (`crate::pruned_state::select_with_state`); with a state, `out` may be None (no bool masks).
 #[pyfunction(name = "select_masks")]
 #[pyo3(signature = (weights, dtypes, masks, out, amount, scope, names, state=None))]
 #[allow(clippy::too_many_arguments)]
@@ -140,12 +140,17 @@ fn select_masks_py(
     weights: Vec<Bound<'_, PyAny>>,
     dtypes: Vec<String>,
     masks: Option<Vec<Bound<'_, PyAny>>>,
-    mut out: PyReadwriteArray1<'_, u8>,
+    out: Option<PyReadwriteArray1<'_, u8>>,
     amount: AmountArg,
     scope: &str,
     names: Vec<String>,
     state: Option<StateArg<'_>>,
 ) -> PyResult<(u64, u64)> {
+    if out.is_none() && state.is_none() {
+        return Err(PyValueError::new_err(
+            "out: required unless state is given (the masks would go nowhere)",
+        ));
+    }
     let scope = match scope {
         "global" => Scope::Global,
         "layer" => Scope::Layer,
@@ -167,26 +172,17 @@ fn select_masks_py(
         .map(|m| byte_slices(m, "masks"))
         .transpose()?;
     let elements: usize = views.iter().map(|w| w.len()).sum();
-    let mut rest = out
-        .as_slice_mut()
-        .map_err(|_| PyValueError::new_err("out: array must be C-contiguous"))?;
-    if rest.len() != elements {
-        return Err(PyValueError::new_err(format!(
-            "out: expected {elements} bytes (one per weight), got {}",
-            rest.len()
-        )));
-    }
-    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(views.len());
-    for w in &views {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(w.len());
-        outs.push(head);
-        rest = tail;
-    }
-    let result = match state {
-        None => run_kernel(py, elements, || {
-            select::select_masks(&views, alive.as_deref(), &mut outs, amount, scope)
+    let mut out = out;
+    let mut outs = out
+        .as_mut()
+        .map(|o| split_out(o, &views, elements))
+        .transpose()?;
+    let result = match (state, outs.as_deref_mut()) {
+        (None, Some(outs)) => run_kernel(py, elements, || {
+            select::select_masks(&views, alive.as_deref(), outs, amount, scope)
         })?,
-        Some((masks, products)) => {
+        (None, None) => unreachable!("refused above"),
+        (Some((masks, products)), outs) => {
             let mut masks = borrow_bits!(masks, "masks", &names, try_readwrite, BitsArrayMut)?;
             let mut products = products
                 .map(|p| borrow_bits!(p, "products", &names, try_readwrite, BitsArrayMut))
@@ -200,7 +196,7 @@ fn select_masks_py(
                 pruned_state::select_with_state(
                     &views,
                     alive.as_deref(),
-                    &mut outs,
+                    outs,
                     &mut mask_views,
                     product_views.as_deref_mut(),
                     amount,
@@ -212,6 +208,30 @@ fn select_masks_py(
     result
         .map(|s| (s.alive, s.pruned))
         .map_err(|e| to_py(e, &names))
+}
+
+/// `out`, one buffer of every mask in weight order, as each weight's slice of it.
+fn split_out<'o>(
+    out: &'o mut PyReadwriteArray1<'_, u8>,
+    views: &[Weights<'_>],
+    elements: usize,
+) -> PyResult<Vec<&'o mut [u8]>> {
+    let mut rest = out
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out: array must be C-contiguous"))?;
+    if rest.len() != elements {
+        return Err(PyValueError::new_err(format!(
+            "out: expected {elements} bytes (one per weight), got {}",
+            rest.len()
+        )));
+    }
+    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(views.len());
+    for w in views {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(w.len());
+        outs.push(head);
+        rest = tail;
+    }
+    Ok(outs)
 }
 
 /// `select_masks`' `state`: the float masks, and the products unless autograd makes them.

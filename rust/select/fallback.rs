@@ -4,16 +4,23 @@
 use rayon::prelude::*;
 
 use super::kth::share_ties;
+use super::Follower;
 use crate::chunk::{self, Alive, AliveVisitor, Chunk};
 use crate::error::{Error, Result};
 use crate::magnitude::Key;
 use crate::radix;
 
-/// Fallback: find the exact k-th key by radix select and rewrite every mask.
+/// Fallback: find the exact k-th key by radix select and rewrite every mask, telling `follow`
+/// each chunk's (a chunk with no mask of its own writes one to a scratch for it).
 ///
 /// The weights are read several times here; if they change in between (a racing writer), the
 /// rewritten masks would prune some other count than `k`: that is reported, never returned.
-pub(crate) fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64) -> Result<()> {
+pub(crate) fn exact_rewrite<K: Key>(
+    chunks: &mut [Chunk<'_>],
+    k: u64,
+    alive: u64,
+    follow: Option<&dyn Follower>,
+) -> Result<()> {
     let (threshold, ties) = match k {
         0 => (K::ZERO, 0),
         k if k == alive => (K::MAX, 0),
@@ -28,15 +35,23 @@ pub(crate) fn exact_rewrite<K: Key>(chunks: &mut [Chunk<'_>], k: u64, alive: u64
         .par_iter_mut()
         .zip(budgets)
         .map(|(c, ties)| {
-            chunk::visit::<K, _>(
-                c.weights,
-                c.alive,
-                WriteExact {
+            let write = |out: &mut [u8]| {
+                let write = WriteExact {
                     threshold,
                     ties,
-                    out: c.out,
-                },
-            )
+                    out: &mut *out,
+                };
+                let kept = chunk::visit::<K, _>(c.weights, c.alive, write);
+                if let Some(follow) = follow {
+                    follow.chunk(c.tensor, c.start, out);
+                }
+                kept
+            };
+            if c.out.len() == c.weights.len() {
+                write(c.out)
+            } else {
+                chunk::with_scratch(c.weights.len(), write)
+            }
         })
         .sum();
     if kept != alive - k {

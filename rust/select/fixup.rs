@@ -170,7 +170,10 @@ fn rewrite<K: Key>(
             let (k, i) = block[bits.trailing_zeros() as usize];
             let kept = keep(k);
             if kept != provisional(k) {
-                out[i as usize] = kept as u8;
+                // A chunk whose mask is not kept has none (its follower is told).
+                if let Some(byte) = out.get_mut(i as usize) {
+                    *byte = kept as u8;
+                }
                 if let Some(t) = &told {
                     t.follow.set(t.tensor, t.start + i as usize, kept);
                 }

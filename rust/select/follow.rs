@@ -3,10 +3,6 @@
 //! of the weights as the mask, where a second kernel after the selection would read every
 //! weight and mask byte again.
 
-use rayon::prelude::*;
-
-use crate::chunk::Chunk;
-
 /// Told each piece of mask as the selection settles it, so it can derive its own outputs.
 ///
 /// Calls for different chunks run on different threads at once; no two calls cover the same
@@ -33,15 +29,5 @@ impl Follower for Shifted<'_> {
 
     fn set(&self, tensor: usize, index: usize, keep: bool) {
         self.inner.set(self.tensor + tensor, index, keep)
-    }
-}
-
-/// Every chunk's final mask told again, after the exact fallback rewrote them all.
-pub(crate) fn retell(chunks: &mut [Chunk<'_>], follow: &dyn Follower, parallel: bool) {
-    let tell = |c: &Chunk<'_>| follow.chunk(c.tensor, c.start, c.out);
-    if parallel {
-        chunks.par_iter().for_each(tell);
-    } else {
-        chunks.iter().for_each(tell);
     }
 }

@@ -8,8 +8,6 @@
 //! error (NaN, a count above the alive weights) and before the rare exact fallback, which ranks
 //! from a copy of them.
 
-use std::cell::RefCell;
-
 use super::lost::{restore, Lost, LostBits, LostSpan};
 use super::pass::{grouped_pass, FusedScan};
 use super::scan::{scan_weights, Counts};
@@ -18,7 +16,7 @@ use super::{
     candidate_bytes, each_tensor, fallback, fixup, resolve, sample, simd, validate_amount,
     wide_keys, Amount, Bracket, Path, Paths, Scope, Selection,
 };
-use crate::chunk::{self, Chunk, CHUNK};
+use crate::chunk::{self, Chunk};
 use crate::error::{check_lengths, Error, Result};
 use crate::magnitude::{granularity, Key, Weights};
 
@@ -37,9 +35,9 @@ pub fn select_masks_in_place(
     match scope {
         Scope::Global if wide => global::<u64>(weights, masks, amount, 0),
         Scope::Global => global::<u32>(weights, masks, amount, 0),
-        Scope::Layer => each_tensor(masks, |t, mask| {
+        Scope::Layer => each_tensor(weights.len(), |t| {
             let w = &weights[t..t + 1];
-            let m = std::slice::from_mut(mask);
+            let m = std::slice::from_mut(&mut masks[t]);
             if wide {
                 global::<u64>(w, m, amount, t)
             } else {
@@ -47,10 +45,6 @@ pub fn select_masks_in_place(
             }
         }),
     }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
 }
 
 fn global<K: Key>(
@@ -115,7 +109,7 @@ fn global<K: Key>(
             let alive: Vec<Vec<u8>> = masks.iter().map(|m| m.to_vec()).collect();
             let views: Vec<&[u8]> = alive.iter().map(|a| a.as_slice()).collect();
             let mut chunks = chunk::split(weights, Some(&views), masks);
-            let rewritten = fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive);
+            let rewritten = fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive, None);
             drop(chunks);
             if let Err(e) = rewritten {
                 masks
@@ -194,9 +188,7 @@ fn scan_chunk<K: Key>(
             return scanned;
         }
     }
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let alive = &mut scratch[..c.out.len()];
+    chunk::with_scratch(c.out.len(), |alive| {
         alive.copy_from_slice(c.out);
         let counts = scan_weights(
             c.weights,

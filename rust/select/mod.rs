@@ -181,16 +181,17 @@ pub fn select_masks(
     amount: Amount,
     scope: Scope,
 ) -> Result<Selection> {
-    select(weights, alive, out, amount, scope, None)
+    select(weights, alive, Some(out), amount, scope, None)
 }
 
 /// [`select_masks`], telling `follow` each piece of mask as it is settled: once per chunk after
 /// the fused pass (its weights still in cache), then each element the fix-up changes (or every
-/// chunk again after the exact fallback).
+/// chunk again after the exact fallback). With `out` None the masks are not kept: each chunk's
+/// goes to a scratch that stays in cache, and `follow`'s outputs are the only result.
 pub fn select_masks_following(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
-    out: &mut [&mut [u8]],
+    out: Option<&mut [&mut [u8]]>,
     amount: Amount,
     scope: Scope,
     follow: &dyn Follower,
@@ -201,20 +202,20 @@ pub fn select_masks_following(
 fn select(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
-    out: &mut [&mut [u8]],
+    mut out: Option<&mut [&mut [u8]]>,
     amount: Amount,
     scope: Scope,
     follow: Option<&dyn Follower>,
 ) -> Result<Selection> {
-    validate(weights, alive, out, amount)?;
+    validate(weights, alive, out.as_deref(), amount)?;
     let wide = wide_keys(weights);
     match scope {
         Scope::Global if wide => select_global::<u64>(weights, alive, out, amount, 0, follow),
         Scope::Global => select_global::<u32>(weights, alive, out, amount, 0, follow),
-        Scope::Layer => each_tensor(out, |t, out_t| {
+        Scope::Layer => each_tensor(weights.len(), |t| {
             let w = &weights[t..t + 1];
             let a = alive.map(|a| &a[t..t + 1]);
-            let o = std::slice::from_mut(out_t);
+            let o = out.as_deref_mut().map(|o| std::slice::from_mut(&mut o[t]));
             let shifted = follow.map(|inner| follow::Shifted { inner, tensor: t });
             let follow = shifted.as_ref().map(|f| f as &dyn Follower);
             if wide {
@@ -226,15 +227,15 @@ fn select(
     }
 }
 
-/// Layer scope: tensor `t` selected alone by `one(t, out[t])`, its amount error located at `t`,
-/// the totals summed.
-pub(crate) fn each_tensor<'a, 'b>(
-    out: &'a mut [&'b mut [u8]],
-    mut one: impl FnMut(usize, &'a mut &'b mut [u8]) -> Result<Selection>,
+/// Layer scope: each of the `tensors` selected alone by `one(t)`, its amount error located at
+/// `t`, the totals summed.
+pub(crate) fn each_tensor(
+    tensors: usize,
+    mut one: impl FnMut(usize) -> Result<Selection>,
 ) -> Result<Selection> {
     let mut total = Selection::default();
-    for (t, out_t) in out.iter_mut().enumerate() {
-        let s = one(t, out_t).map_err(|e| match e {
+    for t in 0..tensors {
+        let s = one(t).map_err(|e| match e {
             Error::Amount { message, .. } => Error::Amount {
                 message,
                 tensor: Some(t),
@@ -266,12 +267,14 @@ fn prefault(out: &mut [&mut [u8]]) {
 fn validate(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
-    out: &[&mut [u8]],
+    out: Option<&[&mut [u8]]>,
     amount: Amount,
 ) -> Result<()> {
     validate_amount(weights, amount)?;
-    let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
-    check_lengths("out", &sizes, out.iter().map(|o| o.len()))?;
+    if let Some(out) = out {
+        let sizes: Vec<usize> = weights.iter().map(|w| w.len()).collect();
+        check_lengths("out", &sizes, out.iter().map(|o| o.len()))?;
+    }
     check_alive(weights, alive)
 }
 
@@ -314,25 +317,28 @@ pub(crate) fn resolve(amount: Amount, alive: u64) -> Result<u64> {
 fn select_global<K: Key>(
     weights: &[Weights<'_>],
     alive: Option<&[&[u8]]>,
-    out: &mut [&mut [u8]],
+    out: Option<&mut [&mut [u8]]>,
     amount: Amount,
     first_tensor: usize,
     follow: Option<&dyn Follower>,
 ) -> Result<Selection> {
+    debug_assert!(out.is_some() || follow.is_some(), "a selection with no output");
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let parallel = total >= PARALLEL_MIN;
-    let sampled = if parallel {
-        // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
-        let (sampled, ()) = rayon::join(
-            || sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, true),
-            || prefault(out),
-        );
-        sampled?
-    } else {
-        sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, false)?
+    let sample = |parallel| sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, parallel);
+    let (sampled, out) = match out {
+        Some(out) if parallel => {
+            // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
+            let (sampled, ()) = rayon::join(|| sample(true), || prefault(out));
+            (sampled?, Some(out))
+        }
+        out => (sample(parallel)?, out),
     };
     let (bracket, mut inside) = (sampled.bracket, sampled.inside);
-    let mut chunks = chunk::split(weights, alive, out);
+    let mut chunks = match out {
+        Some(out) => chunk::split(weights, alive, out),
+        None => chunk::split_read(weights, alive),
+    };
     let cap = candidate_bytes(total) / std::mem::size_of::<(K, u32)>();
     let share = sample::candidate_share(total);
     let scan = pass::fused_pass(
@@ -368,10 +374,7 @@ fn select_global<K: Key>(
             }
         }
         Path::BracketMiss | Path::CandidateOverflow => {
-            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive)?;
-            if let Some(follow) = follow {
-                follow::retell(&mut chunks, follow, parallel);
-            }
+            fallback::exact_rewrite::<K>(&mut chunks, k, scan.alive, follow)?;
         }
     }
     Ok(Selection {

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::scan::{scan_weights, Counts, BLOCK};
 use super::{simd, Bracket, Follower};
-use crate::chunk::Chunk;
+use crate::chunk::{self, Chunk};
 use crate::magnitude::Key;
 
 #[derive(Default)]
@@ -34,10 +34,19 @@ pub(crate) fn fused_pass<K: Key>(
     let fast = K::BITS == 31 && simd::available();
     let no_state = |_: &[Chunk<'_>]| ();
     let (scan, _, _) = grouped_pass(chunks, cap, share, parallel, no_state, |c, sink, _| {
-        let counts = scan_chunk(c, bracket, sink, fast);
-        if let Some(follow) = follow {
-            follow.chunk(c.tensor, c.start, c.out);
-        }
+        let scan = |out: &mut [u8]| {
+            let counts = scan_weights(c.weights, c.alive, Some(&mut *out), bracket, sink, fast);
+            if let Some(follow) = follow {
+                follow.chunk(c.tensor, c.start, out);
+            }
+            counts
+        };
+        let counts = if c.out.len() == c.weights.len() {
+            scan(c.out)
+        } else {
+            // No mask is kept (the follower's outputs are the result): the chunk's stays in cache.
+            chunk::with_scratch(c.weights.len(), scan)
+        };
         (counts, ())
     });
     scan
@@ -148,16 +157,6 @@ pub(crate) fn candidate_room(len: usize, share: f64) -> usize {
         return 0;
     }
     (len as f64 * share * 1.25) as usize + BLOCK
-}
-
-/// One chunk of the fused pass.
-fn scan_chunk<K: Key>(
-    c: &mut Chunk<'_>,
-    bracket: Bracket<K>,
-    sink: Option<&mut Vec<(K, u32)>>,
-    fast: bool,
-) -> Counts {
-    scan_weights(c.weights, c.alive, Some(&mut *c.out), bracket, sink, fast)
 }
 
 pub(crate) struct FusedScan<K> {

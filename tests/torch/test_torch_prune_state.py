@@ -201,6 +201,11 @@ def test_a_first_pruning_of_the_weights_takes_one_pass_and_is_torchs(
         assert same_bits(o.weight, t.weight)
         assert (o.weight.grad_fn is None) == (t.weight.grad_fn is None) == (not grad)
         assert hook_kinds(o) == hook_kinds(t)
+        # The hook holds a float mask with torch's values, the buffer itself: no bool masks
+        # are made, or kept alive by the hooks, beside the state.
+        (o_hook,), (t_hook,) = o._forward_pre_hooks.values(), t._forward_pre_hooks.values()
+        assert o_hook.mask is o.weight_mask
+        assert o_hook.mask.dtype == t_hook.mask.dtype and torch.equal(o_hook.mask, t_hook.mask)
     if amount == 1.0:
         assert bool(torch.isnan(ours[0].weight[0, :2]).all())
 

@@ -96,7 +96,8 @@ class PrunedState(NamedTuple):
     """`global_magnitude_state`'s result, each in the weights' container (list or dict)."""
 
     keep: Any
-    """bool masks (True = kept), as `global_magnitude_masks` returns them."""
+    """bool masks (True = kept), as `global_magnitude_masks` returns them, or None
+    (``keep=False``)."""
     masks: Any
     """float masks in each weight's dtype: 1.0 kept, 0.0 pruned (torch's ``name_mask``)."""
     products: Any
@@ -105,7 +106,13 @@ class PrunedState(NamedTuple):
 
 @gc_paused
 def global_magnitude_state(
-    weights: Any, amount: int | float, masks: Any = None, scope: str = "global", *, products: bool = True
+    weights: Any,
+    amount: int | float,
+    masks: Any = None,
+    scope: str = "global",
+    *,
+    products: bool = True,
+    keep: bool = True,
 ) -> PrunedState:
     """`global_magnitude_masks` and `mask_products` of its masks in one pass over the weights:
     the bool masks, torch.prune's float masks and (unless ``products=False``) the masked
@@ -120,6 +127,9 @@ def global_magnitude_state(
         weights: list or dict of float host arrays (NumPy or torch CPU; f16, bf16, f32, f64).
         amount, masks, scope: as `global_magnitude_masks`.
         products: False leaves the products to the caller (a product autograd must record).
+        keep: False returns no bool masks (``keep`` None): each piece's is ranked into a
+            scratch that stays in the CPU cache, one byte a weight less written to memory,
+            for a caller that needs only torch.prune's state (the drop-in's first pruning).
 
     Returns:
         A `PrunedState` ``(keep, masks, products)``: new arrays of the weights' framework; each
@@ -135,7 +145,7 @@ def global_magnitude_state(
     amount = _validation.amount(amount)
     _validation.scope(scope)
     views, current = _arrays.ranking_views(names, values, masks, _plan.read_views)
-    buffer, fresh = _arrays.new_masks(values, [b.shape for b in views])
+    buffer, fresh = _arrays.new_masks(values, [b.shape for b in views]) if keep else (None, None)
     float_masks, made = _state_buffers(views, products)
     _core.select_masks(
         [b.bits for b in views],
@@ -148,7 +158,8 @@ def global_magnitude_state(
         state=(float_masks, made),
     )
     typed = _typed(names, values, views)
-    return PrunedState(_arrays.shaped_like(names, fresh), typed(float_masks), None if made is None else typed(made))
+    bools = None if fresh is None else _arrays.shaped_like(names, fresh)
+    return PrunedState(bools, typed(float_masks), None if made is None else typed(made))
 
 
 def _state_buffers(views: list[_arrays.Bits], products: bool) -> tuple[list[np.ndarray], list[np.ndarray] | None]:

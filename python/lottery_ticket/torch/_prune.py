@@ -180,15 +180,20 @@ def global_unstructured(
     scores = _importances(pairs, importance_scores)
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
+    keys = [f"parameters[{i}]" for i in range(len(pairs))]
     if current is None and not importance_scores and one_pass_ready(pairs):
-        # A first pruning of the parameters themselves: masks and state in the selection's pass.
-        masks, float_masks, products = global_magnitude_state(scores, amount)
-        made = {i: (float_masks[key], products[key]) for i, key in enumerate(scores)}
+        # A first pruning of the parameters themselves: the state in the selection's pass, and
+        # no bool masks (the float mask is the hook's, as torch's hook holds a float one).
+        _, float_masks, products = global_magnitude_state(scores, amount, keep=False)
+        made = {i: (float_masks[key], products[key]) for i, key in enumerate(keys)}
+        keeps: list[torch.Tensor | None] = [None] * len(pairs)
     else:
         masks = global_magnitude_masks(scores, amount, masks=current, out=current)
-        made = states(pairs, [masks[f"parameters[{i}]"] for i in range(len(pairs))])
+        bools = [masks[key] for key in keys]
+        made = states(pairs, bools)
+        keeps = list(bools)
     for i, (module, name) in enumerate(pairs):
-        install(module, name, masks[f"parameters[{i}]"], made.get(i))
+        install(module, name, keeps[i], made.get(i))
 
 
 _patch_lock = threading.Lock()

@@ -74,15 +74,20 @@ def states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
     return {i: (masks[j], products[j]) for j, i in enumerate(entries)}
 
 
-def install(module: nn.Module, name: str, keep: torch.Tensor, made: State | None = None) -> None:
+def install(module: nn.Module, name: str, keep: torch.Tensor | None, made: State | None = None) -> None:
     """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly
-    (``made``: the mask and product from `states`).
+    (``made``: the mask and product from `states` or the selection). ``keep`` None: ``made``
+    is the whole state, and the hook holds its float mask (torch's holds a float view of its
+    concatenated masks with the same values; neither is read after the pruning).
 
     torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
     keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
     more than the selection itself. Every attribute, buffer, hook and value is as torch makes it.
     """
     product = None
+    if keep is None:
+        assert made is not None, "a pruning with neither a bool mask nor a made state"
+        keep = made[0]
     method = prune.CustomFromMask(keep)
     method._tensor_name = name
     previous = [
