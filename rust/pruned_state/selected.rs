@@ -303,8 +303,15 @@ mod tests {
                         assert_eq!(one.1, two.1, "float masks: {case}");
                         assert_eq!(one.2, two.2, "products: {case}");
                         assert_eq!(one.3, two.3, "paths: {case}");
-                        assert_eq!((&bare.1, &bare.2, bare.3), (&two.1, &two.2, two.3), "{case}");
-                        assert!(bare.0.iter().flatten().all(|&b| b == 9), "masks written: {case}");
+                        assert_eq!(
+                            (&bare.1, &bare.2, bare.3),
+                            (&two.1, &two.2, two.3),
+                            "{case}"
+                        );
+                        assert!(
+                            bare.0.iter().flatten().all(|&b| b == 9),
+                            "masks written: {case}"
+                        );
                         for (a, b) in [
                             (&mut seen.exact, one.3.exact),
                             (&mut seen.fix_up, one.3.fix_up),
@@ -340,7 +347,14 @@ mod tests {
             let amount = Amount::Fraction(fraction);
             let two = run(&tensors, None, amount, Scope::Global, true, How::TwoCalls);
             let one = run(&tensors, None, amount, Scope::Global, true, How::Fused);
-            let bare = run(&tensors, None, amount, Scope::Global, true, How::FusedNoMasks);
+            let bare = run(
+                &tensors,
+                None,
+                amount,
+                Scope::Global,
+                true,
+                How::FusedNoMasks,
+            );
             assert_eq!(one.3, Paths::of(crate::select::Path::BracketMiss));
             assert_eq!(bare.3, one.3);
             assert_eq!((&bare.1, &bare.2), (&two.1, &two.2), "{fraction}");

@@ -322,10 +322,15 @@ fn select_global<K: Key>(
     first_tensor: usize,
     follow: Option<&dyn Follower>,
 ) -> Result<Selection> {
-    debug_assert!(out.is_some() || follow.is_some(), "a selection with no output");
+    debug_assert!(
+        out.is_some() || follow.is_some(),
+        "a selection with no output"
+    );
     let total: usize = weights.iter().map(|w| w.len()).sum();
     let parallel = total >= PARALLEL_MIN;
-    let sample = |parallel| sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, parallel);
+    let sample = |parallel| {
+        sample::sample_bracket::<K>(weights, alive, amount, sample::MAX_SAMPLES, parallel)
+    };
     let (sampled, out) = match out {
         Some(out) if parallel => {
             // Sampling waits on cache misses, prefaulting on the kernel zeroing pages: overlap them.
