@@ -259,3 +259,27 @@ def test_the_two_step_path_keeps_what_one_pass_cannot_make(monkeypatch: pytest.M
     for module, prune_fn in ((fresh, ltt.global_unstructured), (theirs_fresh, prune.global_unstructured)):
         prune_fn([(module, "weight")], prune.L1Unstructured, importance_scores={(module, "weight"): score}, amount=0.5)
     assert calls == [1] and torch.equal(fresh.weight_mask, theirs_fresh.weight_mask)
+
+
+def test_a_later_round_hands_the_first_rounds_hook_its_decisions_as_bools() -> None:
+    # A first one-pass pruning's hook holds the float mask buffer; when a later round replaces
+    # that buffer, the hook (now inside torch's container) takes that round's decisions as bools,
+    # so no float mask of an earlier round stays alive. The results stay torch's.
+    torch.manual_seed(8)
+    theirs = nn.Sequential(nn.Linear(60, 50), nn.Linear(50, 10))
+    ours = copy.deepcopy(theirs)
+    for amount in (0.4, 0.3, 0.2):
+        prune.global_unstructured([(m, "weight") for m in theirs], prune.L1Unstructured, amount=amount)
+        before = [getattr(m, "weight_mask", None) for m in ours]
+        ltt.global_unstructured([(m, "weight") for m in ours], prune.L1Unstructured, amount=amount)
+        if amount == 0.4:
+            first = [m.weight_mask.clone() for m in ours]
+        else:
+            assert all(o.weight_mask is not b for o, b in zip(ours, before))  # fresh buffers, as torch's
+    for t, o, mask in zip(theirs, ours, first):
+        assert torch.equal(o.weight_mask, t.weight_mask) and same_bits(o.weight, t.weight)
+        assert hook_kinds(o) == hook_kinds(t)
+        (container,) = o._forward_pre_hooks.values()
+        methods = list(container)
+        assert all(m.mask.dtype == torch.bool for m in methods)
+        assert torch.equal(methods[0].mask, mask == 1)

@@ -106,6 +106,16 @@ def _current_masks(pairs: list[Pair]) -> dict[str, torch.Tensor] | None:
     return {f"parameters[{i}]": out for i, out in enumerate(fresh)}
 
 
+def _holds_its_mask(module: nn.Module, name: str) -> bool:
+    """Whether the pruning hook of ``module.name`` holds the module's mask buffer itself (a
+    first pruning made in the selection's pass: `_pruned_state.install` with no bool mask)."""
+    mask = getattr(module, name + "_mask", None)
+    return mask is not None and any(
+        isinstance(hook, prune.CustomFromMask) and hook._tensor_name == name and hook.mask is mask
+        for hook in module._forward_pre_hooks.values()
+    )
+
+
 def _host_float(mask: object) -> bool:
     return (
         isinstance(mask, torch.Tensor)
@@ -181,6 +191,7 @@ def global_unstructured(
     # Validates amount, dtypes, devices and NaN, and computes every mask before any module changes.
     current = _current_masks(pairs)  # fresh tensors of ours: the new masks are written over them
     keys = [f"parameters[{i}]" for i in range(len(pairs))]
+    survivors: list[torch.Tensor | None] = [None] * len(pairs)
     if current is None and not importance_scores and one_pass_ready(pairs):
         # A first pruning of the parameters themselves: the state in the selection's pass, and
         # no bool masks (the float mask is the hook's, as torch's hook holds a float one).
@@ -188,12 +199,17 @@ def global_unstructured(
         made = {i: (float_masks[key], products[key]) for i, key in enumerate(keys)}
         keeps: list[torch.Tensor | None] = [None] * len(pairs)
     else:
-        masks = global_magnitude_masks(scores, amount, masks=current, out=current)
+        # A hook of a first one-pass pruning holds its float mask buffer: the survivors stay as
+        # they are to take its place (`install`), and the new masks go to fresh buffers.
+        keep_survivors = current is not None and any(_holds_its_mask(module, name) for module, name in pairs)
+        masks = global_magnitude_masks(scores, amount, masks=current, out=None if keep_survivors else current)
         bools = [masks[key] for key in keys]
         made = states(pairs, bools)
         keeps = list(bools)
+        if keep_survivors and current is not None:
+            survivors = [current[key] for key in keys]
     for i, (module, name) in enumerate(pairs):
-        install(module, name, keeps[i], made.get(i))
+        install(module, name, keeps[i], made.get(i), survivors[i])
 
 
 _patch_lock = threading.Lock()

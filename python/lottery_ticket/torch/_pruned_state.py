@@ -74,11 +74,20 @@ def states(pairs: list[Pair], keeps: list[torch.Tensor]) -> dict[int, State]:
     return {i: (masks[j], products[j]) for j, i in enumerate(entries)}
 
 
-def install(module: nn.Module, name: str, keep: torch.Tensor | None, made: State | None = None) -> None:
+def install(
+    module: nn.Module,
+    name: str,
+    keep: torch.Tensor | None,
+    made: State | None = None,
+    survivors: torch.Tensor | None = None,
+) -> None:
     """The module state ``prune.custom_from_mask(module, name, keep)`` leaves, built directly
     (``made``: the mask and product from `states` or the selection). ``keep`` None: ``made``
     is the whole state, and the hook holds its float mask (torch's holds a float view of its
     concatenated masks with the same values; neither is read after the pruning).
+    ``survivors``: this round's bool survivors (``name_mask == 1``), which a hook holding the
+    mask buffer this round replaces takes instead: its own round's decisions, 1 byte a weight
+    kept alive inside torch's container rather than that float buffer.
 
     torch's path multiplies a first mask by a tensor of ones it allocates for the purpose (and
     keeps the mask as a float view of one concatenated vector); at BERT scale those passes cost
@@ -110,6 +119,12 @@ def install(module: nn.Module, name: str, keep: torch.Tensor | None, made: State
         # method) and the new mask is the old one times ours, in the pruned tensor's dtype.
         ((key, hook),) = previous
         del module._forward_pre_hooks[key]
+        if (
+            survivors is not None
+            and isinstance(hook, prune.CustomFromMask)
+            and hook.mask is getattr(module, name + "_mask", None)
+        ):
+            hook.mask = survivors
         if isinstance(hook, prune.PruningContainer):
             hook.add_pruning_method(method)
             container = hook
