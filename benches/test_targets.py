@@ -41,6 +41,11 @@ def test_verdicts_on_an_idle_machine_and_withheld_on_a_busy_one() -> None:
     assert idle["110M f32, a later round in place ≤ 1.5x floor"] == "FAIL"
     assert idle["torch-op backend on host tensors ≤ 20x floor"] == "pass"
     assert idle["LeNet-300-100 size ≥ 10x NumPy"] == "FAIL"
+    assert "(its bytes alone" not in targets_table(report_of(times, machine(0.1)))  # not measured: no note
+    times[(bert, "mask_bytes")] = 0.14
+    table = targets_table(report_of(times, machine(0.1)), machine(0.2))
+    assert "1.60x the floor (its bytes alone: 1.40x)" in table  # shown, not judged: still FAIL
+    assert verdicts(table)["110M f32, a later round in place ≤ 1.5x floor"] == "FAIL"
     assert idle["110M bf16 ≤ 3x its read floor"] == "n/a"
     for before, after in [(machine(0.9), machine(0.1)), (machine(0.1), machine(0.1, ("cc1 (42) 95%",)))]:
         table = targets_table(report_of(times, before), after)

@@ -182,6 +182,15 @@ def test_checks_catch_wrong_answers() -> None:
     revived[0].view(-1)[first_pruned] = True  # a weight pruned in the first round comes back
     with pytest.raises(AssertionError):
         later.check(workload, state, revived)
+    bytes_row = BY_KEY["mask_bytes"]
+    state = bytes_row.prepare(workload)
+    sums = bytes_row.run(bytes_row.setup(state))
+    bytes_row.check(workload, state, sums)  # the masks read and written back unchanged
+    with pytest.raises(AssertionError):
+        bytes_row.check(workload, state, [s + 1 for s in sums])
+    state.masks[0].view(-1)[0] ^= True
+    with pytest.raises(AssertionError):
+        bytes_row.check(workload, state, sums)
 
 
 def _measured(spec: WorkloadSpec, key: str, seconds: float, extra_mib: float | None = None) -> Measurement:
@@ -416,6 +425,7 @@ def test_pairing_is_chosen_where_a_target_compares_rows() -> None:
     # The peer first, the floor (which leaves the weights in cache, as for the peer) right before ours.
     assert paired_with("ours", conv) == ("numpy", "floor") and paired_with("ours", lenet) == ("numpy", "floor")
     assert paired_with("ours_in_place", bert) == ("floor",) and paired_with("ours_torch", bert) == ("floor",)
+    assert paired_with("mask_bytes", bert) == ("floor",)  # what its bytes alone take, round by round
     assert paired_with("applier", lenet) == ("torch_mul",)
     assert paired_with("drop_in", bert) == () and paired_with("numpy", conv) == ()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ... import kernels
-from .checks import check_masks
+from .checks import check_masks, check_sums
 from .workloads import Workload
 
 if TYPE_CHECKING:
@@ -57,6 +57,30 @@ def refill(state: InPlaceRound) -> InPlaceRound:
 def ours_in_place(state: InPlaceRound) -> Any:
     masks = state.masks
     return kernels.global_magnitude_masks(state.round.weights, state.round.amount, masks, out=masks)
+
+
+def weights_read_masks_rewritten(state: InPlaceRound) -> list[torch.Tensor]:
+    """The bytes floor of a selection with masks, in two plain torch passes: each weight read (a
+    sum) and each mask read and written back (its bytes ``&= 1``, which leaves it as it was). A
+    round in place moves these bytes; so does a fresh selection into a reused buffer, whose
+    stores read each mask line before writing it. Timed beside the read floor, it says how much
+    of a target this host's memory takes before any selecting is done."""
+    import torch
+
+    sums = [w.sum() for w in state.round.weights]
+    for m in state.masks:
+        # As bytes: torch's bool `&` with a scalar takes a slow path, several times this pass.
+        m.view(torch.uint8).bitwise_and_(1)
+    return sums
+
+
+def check_weights_read_masks_rewritten(workload: Workload, state: InPlaceRound, sums: list[torch.Tensor]) -> None:
+    """Every weight was read (its sum is right) and every mask left as it was."""
+    import torch
+
+    check_sums(workload, sums)
+    for m, s in zip(state.masks, state.round.survivors):
+        assert torch.equal(m, s), "a mask changed"
 
 
 def check_later_round(workload: Workload, state: LaterRound, masks: list[Any]) -> None:

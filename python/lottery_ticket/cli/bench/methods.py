@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import kernels
-from .checks import check_masks
-from .later import check_later_round, in_place_round, later_round, ours_in_place, ours_masked, refill
+from .checks import check_masks, check_sums
+from .later import (
+    check_later_round,
+    check_weights_read_masks_rewritten,
+    in_place_round,
+    later_round,
+    ours_in_place,
+    ours_masked,
+    refill,
+    weights_read_masks_rewritten,
+)
 from .pruned_modules import (
     check_modules,
     check_pruned_again,
@@ -69,13 +78,6 @@ def _check_threshold(workload: Workload, result: tuple[float, list[Any]]) -> Non
     assert float(thr) == workload.threshold, f"threshold {thr} != k-th magnitude {workload.threshold}"
     for w, mask in zip(workload.weights, masks):
         assert torch.equal(torch.as_tensor(mask), w.abs() > workload.threshold), "mask != |w| > threshold"
-
-
-def _check_sums(workload: Workload, state: Any, sums: list[torch.Tensor]) -> None:
-    tolerance = 1e-4 if workload.spec.dtype == "f32" else 1e-2  # bf16 and f16 sums round
-    for w, s in zip(workload.weights, sums):
-        exact = w.double().sum().item()
-        assert abs(s.item() - exact) <= tolerance * w.double().abs().sum().item() + 1e-6, "wrong sum"
 
 
 def _masks_bytes(masks: list[Any]) -> int:
@@ -234,7 +236,14 @@ def _new_masks(key: str, label: str, run: Callable[[Inputs], Any], bytes_per_wei
 
 
 METHODS: tuple[Method, ...] = (
-    Method("floor", "read floor: torch sum of each tensor", "read", _weights, _sum_each, _check_sums),
+    Method(
+        "floor",
+        "read floor: torch sum of each tensor",
+        "read",
+        _weights,
+        _sum_each,
+        lambda wl, st, r: check_sums(wl, r),
+    ),
     Method(
         "numpy",
         "numpy: concat + abs + partition",
@@ -288,6 +297,15 @@ METHODS: tuple[Method, ...] = (
         ours_in_place,
         lambda wl, st, r: check_later_round(wl, st.round, r),
         setup=refill,
+        bytes_per_weight=4,
+    ),
+    Method(
+        "mask_bytes",
+        "bytes floor with masks: torch sum of each tensor, then each mask's bytes &= 1",
+        "read",
+        in_place_round,
+        weights_read_masks_rewritten,
+        check_weights_read_masks_rewritten,
         bytes_per_weight=4,
     ),
     _new_masks(
@@ -356,8 +374,8 @@ ONE_THREAD_LABEL = "ours: global_magnitude_masks, 1 thread"
 ROW_ORDER = [k for m in METHODS for k in ((m.key, ONE_THREAD) if m.key == "ours" else (m.key,))]
 # The read floor's row.
 FLOOR = "floor"
-# Our rows whose targets are ratios to the read floor.
-_PAIRED_WITH_FLOOR = frozenset({"ours", "ours_cold", "ours_in_place", "ours_torch"})
+# Rows whose targets (or the notes beside them) are ratios to the read floor.
+_PAIRED_WITH_FLOOR = frozenset({"ours", "ours_cold", "ours_in_place", "mask_bytes", "ours_torch"})
 # Rows compared with a peer where the peer is cheap enough to time again every round: NumPy's
 # partition at ResNet-50 and LeNet size, torch's mul_ loop beside the MaskApplier. torch.prune
 # (seconds a call at BERT size) and NumPy at BERT size are not.

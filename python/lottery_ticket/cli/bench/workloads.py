@@ -270,6 +270,7 @@ BERT_KEYS = (
     "ours_cold",
     "ours_masked",
     "ours_in_place",
+    "mask_bytes",
     "ours_torch",
     "kthvalue",
     "drop_in",
@@ -284,7 +285,7 @@ SUITE_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("bert", "f32"): BERT_KEYS,
     ("bert", "bf16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
     ("bert", "f16"): ("floor", "numpy", "ours", "ours_masked", "ours_in_place"),
-    ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked"),
+    ("conv", "f32"): ("floor", "numpy", "ours", "ours_masked", "mask_bytes"),
     ("lenet", "f32"): (
         "floor",
         "numpy",
